@@ -1,0 +1,53 @@
+"""Generate the Python modules for protos/txc/v1 into coordinator/_proto/txc/v1.
+
+The generated files are committed so that an install needs no code generator;
+tests/unit/test_protos_fresh.py fails when they drift from the .proto sources.
+Usage: python scripts/gen_protos.py [OUT_DIR]
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO_DIR = ROOT / "protos"
+DEFAULT_OUT = ROOT / "coordinator" / "_proto"
+
+
+def generate(out_dir: Path) -> list[Path]:
+    from grpc_tools import protoc  # dev dependency: imported only when generating
+
+    import grpc_tools
+
+    include = Path(grpc_tools.__file__).parent / "_proto"
+    sources = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
+    target = out_dir / "txc" / "v1"
+    target.mkdir(parents=True, exist_ok=True)
+    args = [
+        "protoc",
+        f"-I{PROTO_DIR}",
+        f"-I{include}",
+        f"--python_out={out_dir}",
+        f"--pyi_out={out_dir}",
+        f"--grpc_python_out={out_dir}",
+        *sources,
+    ]
+    if protoc.main(args) != 0:
+        raise SystemExit("protoc failed")
+    written = sorted(target.glob("*_pb2*.py*"))
+    for path in written:
+        # protoc writes absolute imports ("from txc.v1 import x_pb2"); the package lives
+        # under coordinator._proto, so make them relative.
+        text = re.sub(r"^from txc\.v1 import", "from . import", path.read_text(), flags=re.M)
+        path.write_text(text)
+    for pkg in (out_dir / "txc", target):
+        (pkg / "__init__.py").touch()
+    return written
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_OUT
+    for p in generate(out):
+        print(p.relative_to(out))
