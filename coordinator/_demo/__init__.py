@@ -1,0 +1,1 @@
+"""The quickstart demo: in-memory example participants and ``txc demo``."""

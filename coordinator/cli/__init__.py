@@ -1,0 +1,32 @@
+"""The ``txc`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import _demo, _serve
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="txc", description="txcoord: sagas and 2PC on etcd")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve.add_parser(sub)
+    _demo.add_parser(sub)
+    try:
+        from . import _migrate
+    except ImportError:  # the participant SDK's migrations are optional for a coordinator
+        pass
+    else:
+        _migrate.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

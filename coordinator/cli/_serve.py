@@ -1,0 +1,62 @@
+"""``txc serve``: run a coordinator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from dataclasses import replace
+
+from ..log import EtcdOptions
+from ..server import CoordinatorServer, DevEtcd, ServerOptions
+from ._common import env_default, setup_logging
+
+log = logging.getLogger("txcoord.cli")
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run a coordinator (gRPC)")
+    p.add_argument("--listen", default=env_default("TXC_LISTEN", "127.0.0.1:7070"),
+                   help="HOST:PORT to serve on (env TXC_LISTEN)")
+    p.add_argument("--etcd", default=env_default("TXC_ETCD", ""),
+                   help="etcd endpoints HOST:PORT[,HOST:PORT...] (env TXC_ETCD)")
+    p.add_argument("--dev", action="store_true",
+                   help="start a private etcd in a temporary folder when --etcd is not given")
+    p.add_argument("--prefix", default="/txc/v1", help="etcd key prefix")
+    p.add_argument("--lease-ttl", type=int, default=5,
+                   help="seconds before another coordinator takes over a dead one's work")
+    p.add_argument("--retention", type=float, default=7 * 24,
+                   help="hours finished transactions stay queryable (default 168)")
+    p.add_argument("--allow-participant", action="append", default=[], metavar="PATTERN",
+                   help="allowed participant address (host:port, host:*, *.domain:port); "
+                        "repeatable; none = any")
+    p.add_argument("--grace", type=float, default=10.0,
+                   help="seconds to let calls in flight finish on SIGTERM")
+    p.add_argument("--log-level", default=env_default("TXC_LOG_LEVEL", "info"))
+    p.set_defaults(func=run)
+
+
+def options_from(args: argparse.Namespace, endpoints: list[str]) -> ServerOptions:
+    etcd = EtcdOptions(endpoints=tuple(endpoints), prefix=args.prefix,
+                       lease_ttl_s=args.lease_ttl, retention_s=int(args.retention * 3600))
+    return replace(ServerOptions(), listen=args.listen, etcd=etcd, grace_s=args.grace,
+                   allow_participants=tuple(args.allow_participant))
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    endpoints = [e.strip() for e in args.etcd.split(",") if e.strip()]
+    dev: DevEtcd | None = None
+    if not endpoints:
+        if not args.dev:
+            log.error("no etcd: pass --etcd HOST:PORT (or env TXC_ETCD), or --dev for a private one")
+            return 2
+        dev = DevEtcd().start()
+        endpoints = [dev.endpoint]
+        log.info("dev mode: private etcd at %s (data in %s)", dev.endpoint, dev.data_dir)
+    try:
+        asyncio.run(CoordinatorServer(options_from(args, endpoints)).serve())
+    finally:
+        if dev is not None:
+            dev.cleanup()
+    return 0

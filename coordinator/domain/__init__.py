@@ -1,0 +1,1 @@
+"""Pure protocol rules: records, events and state machines. No I/O lives here."""

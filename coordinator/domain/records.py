@@ -1,0 +1,201 @@
+"""The transaction record: what the log stores and the state machines transform.
+
+Records are immutable values; a transition returns a new record (``dataclasses.replace``),
+which keeps every rule a pure function and makes write-ahead trivial: persist the new
+record, then act on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
+
+
+class Protocol(IntEnum):
+    """Values mirror txc.v1.Protocol."""
+
+    SAGA = 1
+    TWO_PHASE = 2
+
+
+class TxState(IntEnum):
+    """Values mirror txc.v1.TxState."""
+
+    RUNNING = 1
+    COMMITTED = 2
+    COMPENSATING = 3
+    COMPENSATED = 4
+    PREPARING = 5
+    COMMITTING = 6
+    ABORTING = 7
+    ABORTED = 8
+    FAILED = 9
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL_TX
+
+
+_TERMINAL_TX = frozenset({TxState.COMMITTED, TxState.COMPENSATED, TxState.ABORTED})
+
+
+class BranchState(IntEnum):
+    """Values mirror txc.v1.BranchState."""
+
+    PENDING = 1
+    RUNNING = 2
+    SUCCEEDED = 3
+    FAILED = 4
+    COMPENSATING = 5
+    COMPENSATED = 6
+    PREPARED = 7
+    VOTED_NO = 8
+    COMMITTED = 9
+    ABORTED = 10
+    SKIPPED = 11
+
+
+class Op:
+    """Participant operations; also the last segment of an idempotency key."""
+
+    EXECUTE = "execute"
+    COMPENSATE = "compensate"
+    PREPARE = "prepare"
+    COMMIT = "commit"
+    ABORT = "abort"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Retry budget for one branch; applies to its action and its compensation alike."""
+
+    max_attempts: int = 0  # 0 = until the transaction's deadline
+    initial_backoff_s: float = 0.1
+    max_backoff_s: float = 10.0
+    multiplier: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class BranchPlan:
+    """What the caller asked for one branch; never changes after the transaction starts."""
+
+    name: str
+    participant: str
+    action: str
+    compensation: str = ""
+    payload: bytes = b""
+    after: tuple[str, ...] = ()
+    timeout_s: float = 5.0
+    retry: RetryPolicy = RetryPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class BranchStatus:
+    """Where one branch stands."""
+
+    state: BranchState = BranchState.PENDING
+    attempts: int = 0
+    error: str = ""
+    result: bytes = b""
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    at: float
+    actor: str
+    action: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TxRecord:
+    """One distributed transaction: its immutable plan and its current progress.
+
+    ``seq`` counts the writes of this record; the log uses it to recognise its own write
+    when a compare-and-swap is retried after an ambiguous failure.
+    """
+
+    gid: str
+    protocol: Protocol
+    state: TxState
+    plan: tuple[BranchPlan, ...]
+    branches: tuple[BranchStatus, ...]
+    created_at: float
+    updated_at: float
+    deadline: float
+    concurrent: bool = False
+    labels: tuple[tuple[str, str], ...] = ()
+    error: str = ""
+    history: tuple[HistoryEntry, ...] = ()
+    phase_started_at: float = 0.0  # when the current phase (e.g. compensation) began
+    seq: int = 0
+
+    def status(self, name: str) -> BranchStatus:
+        return self.branches[self.index(name)]
+
+    def index(self, name: str) -> int:
+        for i, plan in enumerate(self.plan):
+            if plan.name == name:
+                return i
+        raise KeyError(name)
+
+    def with_branch(self, name: str, status: BranchStatus) -> TxRecord:
+        i = self.index(name)
+        return replace(self, branches=(*self.branches[:i], status, *self.branches[i + 1 :]))
+
+    def same_plan(self, other: TxRecord) -> bool:
+        """True when ``other`` asks for the same work (used for idempotent starts)."""
+        return (
+            self.protocol == other.protocol
+            and self.plan == other.plan
+            and self.concurrent == other.concurrent
+            and dict(self.labels) == dict(other.labels)
+        )
+
+
+def new_record(
+    *,
+    gid: str,
+    protocol: Protocol,
+    plan: tuple[BranchPlan, ...],
+    now: float,
+    timeout_s: float,
+    concurrent: bool = False,
+    labels: dict[str, str] | None = None,
+) -> TxRecord:
+    """A fresh record with every branch pending; the state machine's ``start`` moves it."""
+    initial = TxState.RUNNING if protocol is Protocol.SAGA else TxState.PREPARING
+    return TxRecord(
+        gid=gid,
+        protocol=protocol,
+        state=initial,
+        plan=plan,
+        branches=tuple(BranchStatus(updated_at=now) for _ in plan),
+        created_at=now,
+        updated_at=now,
+        deadline=now + timeout_s,
+        concurrent=concurrent,
+        labels=tuple(sorted((labels or {}).items())),
+        phase_started_at=now,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """An instruction to the driver: call ``op`` on ``branch`` (after persisting the record)."""
+
+    branch: str
+    op: str
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What a transition yields: the record to persist and the calls to make afterwards.
+
+    ``record`` is the very object passed in when the event changed nothing, so the driver
+    can skip the write (``step.record is current``).
+    """
+
+    record: TxRecord
+    calls: tuple[Call, ...] = field(default=())

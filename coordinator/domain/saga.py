@@ -1,0 +1,204 @@
+"""The saga state machine: pure functions from (record, event, now) to a Step.
+
+Rules:
+- Sequential sagas run branches in list order; concurrent ones run every branch whose
+  ``after`` branches have all succeeded.
+- A refusal (OUTCOME_FAILED) or the deadline starts compensation. A branch that
+  succeeded, or whose outcome is unknown (still RUNNING: it may have run), is compensated;
+  a branch that was refused or never started is not. A branch with no compensation is
+  SKIPPED.
+- Compensation runs in reverse order: a branch is undone only once every branch that ran
+  after it (its dependents) is settled.
+- A compensation that is refused or runs out of retries leaves the saga FAILED for an
+  operator; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .events import AttemptFailed, DeadlinePassed, Event, GaveUp, Reply
+from .records import BranchState, BranchStatus, Call, HistoryEntry, Op, Step, TxRecord, TxState
+
+ACTOR = "coordinator"
+_UNDO_NEEDED = frozenset({BranchState.SUCCEEDED, BranchState.RUNNING, BranchState.COMPENSATING})
+MAX_HISTORY = 64
+
+
+def start(record: TxRecord, now: float) -> Step:
+    """Move a fresh record to its first calls."""
+    return _advance_forward(record, now)
+
+
+def resume(record: TxRecord) -> Step:
+    """The calls to re-issue for a record loaded from the log (restart or takeover).
+
+    Every step in flight is repeated with its original idempotency key; the participant's
+    barrier turns a repeat of something that already ran into a no-op.
+    """
+    if record.state is TxState.RUNNING:
+        op, wanted = Op.EXECUTE, BranchState.RUNNING
+    elif record.state is TxState.COMPENSATING:
+        op, wanted = Op.COMPENSATE, BranchState.COMPENSATING
+    else:
+        return Step(record)
+    calls = tuple(
+        Call(plan.name, op)
+        for plan, status in zip(record.plan, record.branches, strict=True)
+        if status.state is wanted
+    )
+    return Step(record, calls)
+
+
+def apply(record: TxRecord, event: Event, now: float) -> Step:
+    """Apply one event; events that no longer fit the record's state change nothing."""
+    if isinstance(event, AttemptFailed):
+        return _attempt_failed(record, event, now)
+    if isinstance(event, DeadlinePassed):
+        if record.state is TxState.RUNNING:
+            return _begin_compensation(record, "saga deadline exceeded", now)
+        return Step(record)
+    if isinstance(event, Reply):
+        return _reply(record, event, now)
+    return _gave_up(record, event, now)
+
+
+def dependencies(record: TxRecord, name: str) -> tuple[str, ...]:
+    """Branches that must succeed before ``name`` runs (and be undone after it)."""
+    if record.concurrent:
+        return record.plan[record.index(name)].after
+    i = record.index(name)
+    return (record.plan[i - 1].name,) if i > 0 else ()
+
+
+def _reply(record: TxRecord, event: Reply, now: float) -> Step:
+    status = record.status(event.branch)
+    if event.op == Op.EXECUTE:
+        if record.state is not TxState.RUNNING or status.state is not BranchState.RUNNING:
+            return Step(record)  # late answer: compensation already owns this branch
+        if event.ok:
+            done = replace(status, state=BranchState.SUCCEEDED, result=event.result, error="")
+            return _advance_forward(_touch(record.with_branch(event.branch, done), now), now)
+        refused = replace(status, state=BranchState.FAILED, error=event.message)
+        record = record.with_branch(event.branch, _stamp(refused, now))
+        return _begin_compensation(record, f"branch {event.branch} failed: {event.message}", now)
+    if record.state is not TxState.COMPENSATING or status.state is not BranchState.COMPENSATING:
+        return Step(record)
+    if event.ok:
+        undone = replace(status, state=BranchState.COMPENSATED, error="")
+        record = record.with_branch(event.branch, _stamp(undone, now))
+        return _advance_compensation(record, now)
+    reason = f"compensation of {event.branch} refused: {event.message}"
+    return _fail(record, event.branch, reason, now)
+
+
+def _gave_up(record: TxRecord, event: GaveUp, now: float) -> Step:
+    status = record.status(event.branch)
+    if event.op == Op.EXECUTE:
+        if record.state is not TxState.RUNNING or status.state is not BranchState.RUNNING:
+            return Step(record)
+        # Outcome unknown: the branch stays RUNNING so that compensation undoes it.
+        record = record.with_branch(event.branch, _stamp(replace(status, error=event.error), now))
+        reason = f"branch {event.branch} gave no answer: {event.error}"
+        return _begin_compensation(record, reason, now)
+    if record.state is not TxState.COMPENSATING:
+        return Step(record)
+    return _fail(record, event.branch, f"compensation of {event.branch} exhausted its retries: "
+                 f"{event.error}", now)
+
+
+def _attempt_failed(record: TxRecord, event: AttemptFailed, now: float) -> Step:
+    status = record.status(event.branch)
+    expected = BranchState.RUNNING if event.op == Op.EXECUTE else BranchState.COMPENSATING
+    if status.state is not expected:
+        return Step(record)
+    noted = replace(status, attempts=max(status.attempts, event.attempt), error=event.error)
+    return Step(_touch(record.with_branch(event.branch, _stamp(noted, now)), now))
+
+
+def _advance_forward(record: TxRecord, now: float) -> Step:
+    states = {p.name: s.state for p, s in zip(record.plan, record.branches, strict=True)}
+    if all(s is BranchState.SUCCEEDED for s in states.values()):
+        return Step(_touch(replace(record, state=TxState.COMMITTED, error=""), now))
+    calls: list[Call] = []
+    for plan in record.plan:
+        if states[plan.name] is not BranchState.PENDING:
+            continue
+        if all(states[d] is BranchState.SUCCEEDED for d in dependencies(record, plan.name)):
+            running = BranchStatus(state=BranchState.RUNNING, updated_at=now)
+            record = record.with_branch(plan.name, running)
+            calls.append(Call(plan.name, Op.EXECUTE))
+    return Step(_touch(record, now), tuple(calls))
+
+
+def _begin_compensation(record: TxRecord, reason: str, now: float) -> Step:
+    record = replace(record, state=TxState.COMPENSATING, error=reason, phase_started_at=now)
+    return _advance_compensation(_note(record, "compensate", reason, now), now)
+
+
+def _advance_compensation(record: TxRecord, now: float) -> Step:
+    calls: list[Call] = []
+    progressed = True
+    while progressed:  # skipping a branch may free the ones it depended on
+        progressed = False
+        for plan in reversed(record.plan):
+            status = record.status(plan.name)
+            if status.state not in (BranchState.SUCCEEDED, BranchState.RUNNING):
+                continue
+            if not _dependents_settled(record, plan.name):
+                continue
+            if not plan.compensation:
+                record = record.with_branch(plan.name, _stamp(
+                    replace(status, state=BranchState.SKIPPED), now))
+                progressed = True
+                continue
+            undoing = replace(status, state=BranchState.COMPENSATING, attempts=0, error="")
+            record = record.with_branch(plan.name, _stamp(undoing, now))
+            calls.append(Call(plan.name, Op.COMPENSATE))
+    if not any(s.state in _UNDO_NEEDED for s in record.branches):
+        record = replace(record, state=TxState.COMPENSATED)
+    return Step(_touch(record, now), tuple(calls))
+
+
+def _dependents_settled(record: TxRecord, name: str) -> bool:
+    for plan, status in zip(record.plan, record.branches, strict=True):
+        if name in dependencies(record, plan.name) and status.state in _UNDO_NEEDED:
+            return False
+    return True
+
+
+def _fail(record: TxRecord, branch: str, reason: str, now: float) -> Step:
+    status = record.status(branch)
+    record = record.with_branch(branch, _stamp(replace(status, error=reason), now))
+    record = replace(record, state=TxState.FAILED, error=reason)
+    return Step(_touch(_note(record, "failed", reason, now), now))
+
+
+def _note(record: TxRecord, action: str, reason: str, now: float) -> TxRecord:
+    entry = HistoryEntry(at=now, actor=ACTOR, action=action, reason=reason)
+    return replace(record, history=(*record.history, entry)[-MAX_HISTORY:])
+
+
+def _stamp(status: BranchStatus, now: float) -> BranchStatus:
+    return replace(status, updated_at=now)
+
+
+def _touch(record: TxRecord, now: float) -> TxRecord:
+    return replace(record, updated_at=now)
+
+
+def wanted(record: TxRecord, call: Call) -> bool:
+    status = record.status(call.branch)
+    if call.op == Op.EXECUTE:
+        return record.state is TxState.RUNNING and status.state is BranchState.RUNNING
+    return record.state is TxState.COMPENSATING and status.state is BranchState.COMPENSATING
+
+
+def deadline(record: TxRecord) -> float | None:
+    return record.deadline if record.state is TxState.RUNNING else None
+
+
+def retry_deadline(record: TxRecord, op: str, phase_budget_s: float) -> float:
+    if op == Op.EXECUTE:
+        return record.deadline
+    return record.phase_started_at + phase_budget_s

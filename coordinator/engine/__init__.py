@@ -1,0 +1,20 @@
+"""Drives transactions: the driver (write-ahead), participant calls, takeover, service core."""
+
+from ._dispatch import Answer, GrpcTransport, Kind, Transport, idempotency_key
+from ._driver import Driver, EngineOptions
+from ._recovery import Recovery
+from ._service import CoordinatorCore, ListQuery, StartRequest
+
+__all__ = [
+    "Answer",
+    "CoordinatorCore",
+    "Driver",
+    "EngineOptions",
+    "GrpcTransport",
+    "Kind",
+    "ListQuery",
+    "Recovery",
+    "StartRequest",
+    "Transport",
+    "idempotency_key",
+]

@@ -1,0 +1,278 @@
+"""The driver: feeds events to the state machines, persists first, then acts.
+
+For each transaction it owns, the driver keeps a small runtime (the stored record, a lock
+and the tasks of calls in flight). Every event is handled under the transaction's lock:
+machine.apply -> log.write (compare-and-swap) -> launch the new calls. A write that finds
+the transaction owned by someone else drops the runtime; nothing else is ever assumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tenacity import RetryCallState
+
+from ..domain import saga
+from ..domain.events import AttemptFailed, DeadlinePassed, Event, GaveUp, Reply
+from ..domain.machine import Machine
+from ..domain.records import Call, Protocol, TxRecord, TxState
+from ..log import Created, LogError, LostOwnership, Stored, TxLog
+from ._dispatch import Answer, Kind, Transport
+from ._retry import retrying
+
+log = logging.getLogger("txcoord.engine")
+
+MACHINES: dict[Protocol, Machine] = {Protocol.SAGA: saga}
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    phase_budget_s: float = 3600.0  # retries of compensations / phase 2 with max_attempts=0
+    store_retry_initial_s: float = 0.05
+    store_retry_max_s: float = 2.0
+
+
+@dataclass
+class _Run:
+    stored: Stored
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    calls: dict[Call, asyncio.Task[None]] = field(default_factory=dict)
+    deadline_task: asyncio.Task[None] | None = None
+    dropped: bool = False
+
+    @property
+    def record(self) -> TxRecord:
+        return self.stored.record
+
+
+class Handover(Exception):
+    """The driver is stopping: leave the step to the next owner."""
+
+
+class Driver:
+    def __init__(
+        self,
+        txlog: TxLog,
+        transport: Transport,
+        options: EngineOptions | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._log = txlog
+        self._transport = transport
+        self._opts = options or EngineOptions()
+        self._clock = clock
+        self._runs: dict[str, _Run] = {}
+        self._changed: dict[str, asyncio.Event] = {}
+        self._stopping = False
+        self._attempts_in_flight = 0
+
+    @property
+    def active(self) -> int:
+        return len(self._runs)
+
+    def owns(self, gid: str) -> bool:
+        return gid in self._runs
+
+    def local(self, gid: str) -> Stored | None:
+        run = self._runs.get(gid)
+        return run.stored if run else None
+
+    # -- entry points ------------------------------------------------------------------
+    async def start(self, record: TxRecord) -> Created:
+        """Persist a new transaction with its first intents, then drive it."""
+        step = MACHINES[record.protocol].start(record, self._clock())
+        created = await self._log.create(step.record)
+        if created.created:
+            run = _Run(created.stored)
+            self._runs[record.gid] = run
+            self._log_transition(run.record, None)
+            self._after_write(run, step.calls)
+        return created
+
+    def adopt(self, stored: Stored) -> None:
+        """Drive a transaction loaded from the log (claimed orphan)."""
+        if stored.record.gid in self._runs or stored.record.state.terminal:
+            return
+        run = _Run(stored)
+        self._runs[stored.record.gid] = run
+        log.info("adopted gid=%s state=%s", stored.record.gid, stored.record.state.name)
+        self._after_write(run, MACHINES[stored.record.protocol].resume(stored.record).calls)
+
+    async def wait_changed(self, gid: str, timeout: float) -> None:
+        """Return when this process writes ``gid`` again, or after ``timeout`` seconds."""
+        event = self._changed.setdefault(gid, asyncio.Event())
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
+        finally:
+            if self._changed.get(gid) is event and event.is_set():
+                del self._changed[gid]
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop starting calls, let attempts in flight finish (bounded), drop the rest."""
+        self._stopping = True
+        end = time.monotonic() + grace_s
+        while self._attempts_in_flight and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        for run in list(self._runs.values()):
+            self._drop(run)
+
+    # -- event handling ----------------------------------------------------------------
+    async def _handle(self, run: _Run, event: Event) -> None:
+        async with run.lock:
+            if run.dropped:
+                return
+            step = MACHINES[run.record.protocol].apply(run.record, event, self._clock())
+            if step.record is run.record:
+                return
+            try:
+                run.stored = await self._persist(run, step.record)
+            except LostOwnership:
+                log.warning("lost ownership gid=%s; another coordinator drives it", run.record.gid)
+                self._drop(run)
+                return
+            self._log_transition(run.record, event)
+            self._after_write(run, step.calls)
+
+    async def _persist(self, run: _Run, new: TxRecord) -> Stored:
+        """Write until it lands or ownership is lost: etcd being away is not a reason to
+        give up a decision, and the CAS makes every retry safe."""
+        backoff = self._opts.store_retry_initial_s
+        while True:
+            try:
+                return await self._log.write(run.stored, new)
+            except LogError as exc:
+                if self._stopping:
+                    raise LostOwnership(new.gid) from exc
+                log.warning("log write failed gid=%s: %s; retrying", new.gid, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._opts.store_retry_max_s)
+
+    def _after_write(self, run: _Run, calls: tuple[Call, ...]) -> None:
+        record = run.record
+        machine = MACHINES[record.protocol]
+        self._notify(record.gid)
+        current = asyncio.current_task()
+        for call, task in list(run.calls.items()):
+            if task is not current and not machine.wanted(record, call):
+                task.cancel()
+                del run.calls[call]
+        if record.state.terminal or record.state is TxState.FAILED:
+            self._finish(run)
+            return
+        for call in calls:
+            if call not in run.calls:
+                run.calls[call] = asyncio.create_task(self._perform(run, call))
+        self._arm_deadline(run, machine.deadline(record))
+
+    def _arm_deadline(self, run: _Run, at: float | None) -> None:
+        if run.deadline_task is not None or at is None:
+            return
+        delay = max(0.0, at - self._clock())
+
+        async def fire() -> None:
+            await asyncio.sleep(delay)
+            run.deadline_task = None
+            await self._handle(run, DeadlinePassed())
+
+        run.deadline_task = asyncio.create_task(fire())
+
+    def _finish(self, run: _Run) -> None:
+        self._runs.pop(run.record.gid, None)
+        self._cancel_all(run)
+
+    def _drop(self, run: _Run) -> None:
+        run.dropped = True
+        self._runs.pop(run.record.gid, None)
+        self._cancel_all(run)
+        self._notify(run.record.gid)
+
+    def _cancel_all(self, run: _Run) -> None:
+        current = asyncio.current_task()
+        tasks = list(run.calls.values())
+        if run.deadline_task is not None:
+            tasks.append(run.deadline_task)
+            run.deadline_task = None
+        run.calls.clear()
+        for task in tasks:
+            if task is not current:
+                task.cancel()
+
+    def _notify(self, gid: str) -> None:
+        event = self._changed.pop(gid, None)
+        if event is not None:
+            event.set()
+
+    # -- participant calls ---------------------------------------------------------------
+    async def _perform(self, run: _Run, call: Call) -> None:
+        try:
+            event = await self._call_with_retries(run, call)
+        except Handover:
+            return
+        finally:
+            if run.calls.get(call) is asyncio.current_task():
+                del run.calls[call]
+        await self._handle(run, event)
+
+    async def _call_with_retries(self, run: _Run, call: Call) -> Event:
+        record = run.record
+        plan = record.plan[record.index(call.branch)]
+        machine = MACHINES[record.protocol]
+        attempt = record.status(call.branch).attempts
+
+        async def one_attempt() -> Answer:
+            nonlocal attempt
+            if self._stopping or run.dropped:
+                raise Handover
+            await self._wait_for_lease()
+            attempt += 1
+            self._attempts_in_flight += 1
+            try:
+                return await self._transport.call(record.gid, plan, call.op, attempt)
+            finally:
+                self._attempts_in_flight -= 1
+
+        async def note_failure(state: RetryCallState) -> None:
+            assert state.outcome is not None
+            answer: Answer = state.outcome.result()
+            await self._handle(run, AttemptFailed(call.branch, call.op, attempt, answer.message))
+
+        deadline = machine.retry_deadline(record, call.op, self._opts.phase_budget_s)
+        answer: Answer = await retrying(plan.retry, deadline, self._clock, note_failure)(one_attempt)
+        if answer.kind is Kind.UNKNOWN:
+            return GaveUp(call.branch, call.op, answer.message)
+        return Reply(call.branch, call.op, answer.kind is Kind.OK, answer.result, answer.message)
+
+    async def _wait_for_lease(self) -> None:
+        """Hold attempts while this coordinator cannot prove it still owns anything."""
+        while not self._log.lease_alive():
+            if self._stopping:
+                raise Handover
+            await asyncio.sleep(0.1)
+
+    # -- logs ----------------------------------------------------------------------------
+    def _log_transition(self, record: TxRecord, event: Event | None) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
+        if event is None:
+            log.info("transition gid=%s state=%s event=start", record.gid, record.state.name)
+        elif isinstance(event, DeadlinePassed):
+            log.info("transition gid=%s state=%s event=deadline", record.gid, record.state.name)
+        else:
+            outcome = _outcome_name(event)
+            attempt = event.attempt if isinstance(event, AttemptFailed) else \
+                record.status(event.branch).attempts
+            log.info("transition gid=%s state=%s branch=%s op=%s attempt=%d outcome=%s",
+                     record.gid, record.state.name, event.branch, event.op, attempt, outcome)
+
+
+def _outcome_name(event: Reply | AttemptFailed | GaveUp) -> str:
+    if isinstance(event, Reply):
+        return "ok" if event.ok else "failed"
+    return "retry" if isinstance(event, AttemptFailed) else "gave_up"
+

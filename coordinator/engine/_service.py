@@ -1,0 +1,132 @@
+"""The service core: every Coordinator operation in domain terms, transport-agnostic.
+
+The gRPC servicer (and anything else, e.g. an HTTP front end later) converts requests to
+these calls and maps ``domain.errors`` to status codes; no rule lives in the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from ..domain.addresses import AllowList
+from ..domain.errors import AlreadyExists, NotFound, Unavailable
+from ..domain.records import BranchPlan, Protocol, TxRecord, TxState, new_record
+from ..domain.validation import Limits, check_gid, check_labels, check_plan
+from ..log import Stored, TxLog
+from ._driver import Driver
+
+MAX_SCAN_PAGES = 20  # bounds the work one ListTransactions call may do
+
+
+@dataclass(frozen=True, slots=True)
+class StartRequest:
+    gid: str
+    protocol: Protocol
+    plan: tuple[BranchPlan, ...]
+    timeout_s: float
+    concurrent: bool = False
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    states: frozenset[TxState] = frozenset()
+    protocol: Protocol | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    page_size: int = 50
+    page_token: str = ""
+
+
+class CoordinatorCore:
+    def __init__(
+        self,
+        txlog: TxLog,
+        driver: Driver,
+        limits: Limits | None = None,
+        allow: AllowList | None = None,
+    ) -> None:
+        self._log = txlog
+        self._driver = driver
+        self._limits = limits or Limits()
+        self._allow = allow or AllowList()
+        self.accepting = True
+
+    async def start(self, req: StartRequest) -> tuple[Stored, bool]:
+        """Create and drive a transaction; idempotent on gid (same plan: the existing one)."""
+        if not self.accepting:
+            raise Unavailable("coordinator is shutting down; retry on another instance")
+        gid = req.gid or uuid.uuid4().hex
+        if req.gid:
+            check_gid(req.gid)
+        check_plan(req.plan, req.protocol, req.concurrent, self._limits, self._allow)
+        check_labels(dict(req.labels), self._limits)
+        record = new_record(
+            gid=gid, protocol=req.protocol, plan=req.plan, now=time.time(),
+            timeout_s=req.timeout_s, concurrent=req.concurrent, labels=dict(req.labels),
+        )
+        created = await self._driver.start(record)
+        if not created.created and not created.stored.record.same_plan(record):
+            raise AlreadyExists(f"gid {gid!r} already exists with a different plan")
+        return created.stored, created.created
+
+    async def get(self, gid: str) -> Stored:
+        check_gid(gid)
+        stored = self._driver.local(gid) or await self._log.get(gid)
+        if stored is None:
+            raise NotFound(f"transaction {gid!r} not found")
+        return stored
+
+    async def wait_settled(self, gid: str, timeout_s: float) -> Stored:
+        """The record once terminal or FAILED, or as it stands when ``timeout_s`` runs out."""
+        end = time.monotonic() + timeout_s
+        while True:
+            stored = await self.get(gid)
+            remaining = end - time.monotonic()
+            if _settled(stored.record) or remaining <= 0:
+                return stored
+            # Local writes wake us at once; a transaction driven elsewhere is re-read.
+            await self._driver.wait_changed(gid, min(remaining, 0.5))
+
+    async def watch(self, gid: str) -> AsyncIterator[Stored]:
+        await self.get(gid)
+        async for stored in self._log.watch(gid):
+            if stored is None:
+                return
+            yield stored
+            if _settled(stored.record):
+                return
+
+    async def list(self, query: ListQuery) -> tuple[list[Stored], str]:
+        size = max(1, min(query.page_size or 50, 500))
+        found: list[Stored] = []
+        cursor = query.page_token
+        for _ in range(MAX_SCAN_PAGES):
+            page = await self._log.scan(start_after=cursor, limit=size)
+            for stored in page:
+                cursor = stored.record.gid
+                if _matches(stored.record, query):
+                    found.append(stored)
+                    if len(found) == size:
+                        return found, cursor
+            if len(page) < size:
+                return found, ""
+            await asyncio.sleep(0)
+        return found, cursor
+
+
+def _settled(record: TxRecord) -> bool:
+    return record.state.terminal or record.state is TxState.FAILED
+
+
+def _matches(record: TxRecord, query: ListQuery) -> bool:
+    if query.states and record.state not in query.states:
+        return False
+    if query.protocol is not None and record.protocol is not query.protocol:
+        return False
+    labels = dict(record.labels)
+    return all(labels.get(k) == v for k, v in query.labels)
+

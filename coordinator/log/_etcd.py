@@ -1,0 +1,314 @@
+"""TxLog on etcd v3 (client: etcd3aio, grpc.aio based).
+
+Keys under ``prefix``:
+  tx/{gid}     the record (JSON). Finished records carry a retention lease, so etcd itself
+               deletes them once the retention period is over.
+  active/{gid} present while the transaction is unfinished: the orphan scan reads it.
+  owner/{gid}  the owning coordinator's id, bound to that coordinator's lease: when the
+               coordinator dies, etcd deletes it and the transaction becomes an orphan.
+
+Every write is a Txn that compares the record's mod_revision and the owner key's value.
+Concurrent writes of different transactions are grouped into one Txn of nested Txns
+(etcd >= 3.3), each nested Txn with its own compare, so one request carries many
+transactions' transitions and each still succeeds or fails on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import etcd3aio
+from etcd3aio.proto.etcd.api.etcdserverpb.rpc_pb2 import Compare, RequestOp, TxnRequest
+
+from ..domain.records import TxRecord
+from ._batch import Batcher
+from ._codec import decode, encode
+from ._interface import Created, LogError, LostOwnership, Stored
+
+log = logging.getLogger("txcoord.log")
+KV = etcd3aio.kv.KVService
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdOptions:
+    endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
+    prefix: str = "/txc/v1"
+    lease_ttl_s: int = 5
+    retention_s: int = 7 * 24 * 3600
+    request_timeout_s: float = 5.0
+    max_batch: int = 64
+
+
+class EtcdLog:
+    def __init__(self, options: EtcdOptions, owner_id: str) -> None:
+        self._opts = options
+        self._owner_id = owner_id
+        self._client = etcd3aio.Etcd3Client(list(options.endpoints), rpc_max_attempts=3)
+        self._p = options.prefix.rstrip("/")
+        self._lease_id = 0
+        self._lease_expires = 0.0
+        self._keepalive: asyncio.Task[None] | None = None
+        self._retention = _RetentionLeases(self, options.retention_s)
+        self._writes: Batcher[tuple[Stored, TxRecord], Stored | LostOwnership] = Batcher(
+            self._write_batch, options.max_batch, key=lambda w: w[1].gid)
+        self._creates: Batcher[TxRecord, Created] = Batcher(
+            self._create_batch, options.max_batch, key=lambda r: r.gid)
+        self.requests = 0  # etcd requests made (bench: writes per transaction)
+
+    @property
+    def owner_id(self) -> str:
+        return self._owner_id
+
+    # -- keys ------------------------------------------------------------------------
+    def _tx(self, gid: str) -> bytes:
+        return f"{self._p}/tx/{gid}".encode()
+
+    def _active(self, gid: str) -> bytes:
+        return f"{self._p}/active/{gid}".encode()
+
+    def _owner(self, gid: str) -> bytes:
+        return f"{self._p}/owner/{gid}".encode()
+
+    # -- lease -----------------------------------------------------------------------
+    async def open(self) -> None:
+        await self._client.connect()
+        grant = await self._call(self._kv_lease().grant(self._opts.lease_ttl_s))
+        self._lease_id = grant.ID
+        self._lease_expires = time.monotonic() + grant.TTL
+        self._keepalive = asyncio.create_task(self._keep_alive(), name="txc-lease-keepalive")
+
+    async def close(self, *, release: bool = True) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keepalive
+        if release and self._lease_id:
+            with contextlib.suppress(Exception):
+                await self._kv_lease().revoke(self._lease_id, timeout=2.0)
+        await self._client.close()
+
+    def lease_alive(self) -> bool:
+        return time.monotonic() < self._lease_expires
+
+    async def _keep_alive(self) -> None:
+        interval = max(0.5, self._opts.lease_ttl_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            sent = time.monotonic()
+            try:
+                stream = self._kv_lease().keep_alive(self._lease_id)
+                try:
+                    reply = await asyncio.wait_for(stream.read(), self._opts.request_timeout_s)
+                finally:
+                    stream.cancel()
+            except Exception as exc:  # noqa: BLE001 - any failure: try again next tick
+                log.warning("lease keep-alive failed: %s", type(exc).__name__)
+                continue
+            if getattr(reply, "TTL", 0) <= 0:
+                log.error("lease %x expired; this coordinator's transactions are orphans now",
+                          self._lease_id)
+                self._lease_expires = 0.0
+                return
+            self._lease_expires = sent + reply.TTL
+
+    def _kv_lease(self) -> Any:
+        if self._client.lease is None:
+            raise LogError("etcd client is not connected")
+        return self._client.lease
+
+    def _kv(self) -> Any:
+        if self._client.kv is None:
+            raise LogError("etcd client is not connected")
+        return self._client.kv
+
+    async def _call(self, awaitable: Any) -> Any:
+        self.requests += 1
+        try:
+            return await awaitable
+        except (etcd3aio.EtcdError, asyncio.TimeoutError) as exc:
+            raise LogError(f"etcd: {exc or type(exc).__name__}") from exc
+        except Exception as exc:  # grpc errors not mapped by the client
+            if type(exc).__module__.startswith("grpc"):
+                raise LogError(f"etcd: {exc}") from exc
+            raise
+
+    async def _txn(self, success: Sequence[RequestOp]) -> Any:
+        return await self._call(self._kv().txn([], list(success), timeout=self._opts.request_timeout_s,
+                                               max_attempts=1))
+
+    # -- create ----------------------------------------------------------------------
+    async def create(self, record: TxRecord) -> Created:
+        return await self._creates.submit(record)
+
+    async def _create_batch(self, records: Sequence[TxRecord]) -> list[Created]:
+        ops = [RequestOp(request_txn=self._create_op(replace(r, seq=1))) for r in records]
+        reply = await self._txn(ops)
+        results = []
+        for record, resp in zip(records, reply.responses, strict=True):
+            nested = resp.response_txn
+            if nested.succeeded:
+                stored = Stored(replace(record, seq=1), reply.header.revision)
+                results.append(Created(stored, created=True))
+            else:
+                kv = nested.responses[0].response_range.kvs[0]
+                results.append(Created(Stored(decode(kv.value), kv.mod_revision), created=False))
+        return results
+
+    def _create_op(self, record: TxRecord) -> TxnRequest:
+        gid = record.gid
+        return TxnRequest(
+            compare=[KV.txn_compare_create_revision(self._tx(gid), 0)],
+            success=[
+                KV.txn_op_put(self._tx(gid), encode(record)),
+                KV.txn_op_put(self._active(gid), b""),
+                KV.txn_op_put(self._owner(gid), self._owner_id, lease=self._lease_id),
+            ],
+            failure=[KV.txn_op_get(self._tx(gid))],
+        )
+
+    # -- write -----------------------------------------------------------------------
+    async def write(self, prev: Stored, new: TxRecord) -> Stored:
+        result = await self._writes.submit((prev, new))
+        if isinstance(result, LostOwnership):
+            raise result
+        return result
+
+    async def write_many(
+        self, writes: Sequence[tuple[Stored, TxRecord]]
+    ) -> list[Stored | LostOwnership]:
+        return list(await asyncio.gather(*(self._writes.submit(w) for w in writes)))
+
+    async def _write_batch(
+        self, writes: Sequence[tuple[Stored, TxRecord]]
+    ) -> list[Stored | LostOwnership]:
+        ops = []
+        for prev, new in writes:
+            lease = await self._retention.lease_for(new) if new.state.terminal else 0
+            ops.append(RequestOp(request_txn=self._write_op(prev, replace(new, seq=prev.record.seq + 1),
+                                                            lease)))
+        reply = await self._txn(ops)
+        results: list[Stored | LostOwnership] = []
+        for (prev, new), resp in zip(writes, reply.responses, strict=True):
+            mine = replace(new, seq=prev.record.seq + 1)
+            nested = resp.response_txn
+            if nested.succeeded:
+                results.append(Stored(mine, reply.header.revision))
+            else:
+                results.append(self._explain_conflict(mine, nested))
+        return results
+
+    def _write_op(self, prev: Stored, new: TxRecord, lease: int) -> TxnRequest:
+        gid = new.gid
+        success = [KV.txn_op_put(self._tx(gid), encode(new), lease=lease)]
+        if new.state.terminal:
+            success += [KV.txn_op_delete(self._active(gid)), KV.txn_op_delete(self._owner(gid))]
+        return TxnRequest(
+            compare=[
+                Compare(result=Compare.EQUAL, target=Compare.MOD, key=self._tx(gid),
+                        mod_revision=prev.revision),
+                KV.txn_compare_value(self._owner(gid), self._owner_id),
+            ],
+            success=success,
+            failure=[KV.txn_op_get(self._tx(gid)), KV.txn_op_get(self._owner(gid))],
+        )
+
+    def _explain_conflict(self, mine: TxRecord, nested: Any) -> Stored | LostOwnership:
+        """A failed compare may be our own earlier attempt that landed (ambiguous retry)."""
+        rec_kvs = nested.responses[0].response_range.kvs
+        current = Stored(decode(rec_kvs[0].value), rec_kvs[0].mod_revision) if rec_kvs else None
+        if current is not None and current.record.seq == mine.seq and current.record == mine:
+            return current
+        return LostOwnership(mine.gid, current)
+
+    # -- reads -----------------------------------------------------------------------
+    async def get(self, gid: str) -> Stored | None:
+        reply = await self._call(self._kv().get(self._tx(gid), timeout=self._opts.request_timeout_s))
+        if not reply.kvs:
+            return None
+        kv = reply.kvs[0]
+        return Stored(decode(kv.value), kv.mod_revision)
+
+    async def scan(self, *, start_after: str = "", limit: int = 100) -> list[Stored]:
+        start = self._tx(start_after) + b"\x00" if start_after else self._tx("")
+        end = etcd3aio.prefix_range_end(self._tx(""))
+        reply = await self._call(self._kv().get(start, end, limit=limit,
+                                                timeout=self._opts.request_timeout_s))
+        return [Stored(decode(kv.value), kv.mod_revision) for kv in reply.kvs]
+
+    async def claim_orphans(self, limit: int = 100) -> list[Stored]:
+        active = await self._gids_under("active")
+        owned = set(await self._gids_under("owner"))
+        orphans = [g for g in active if g not in owned][:limit]
+        if not orphans:
+            return []
+        reply = await self._txn([RequestOp(request_txn=self._claim_op(g)) for g in orphans])
+        claimed = []
+        for resp in reply.responses:
+            nested = resp.response_txn
+            kvs = nested.responses[1].response_range.kvs if nested.succeeded else []
+            if kvs:
+                claimed.append(Stored(decode(kvs[0].value), kvs[0].mod_revision))
+        return claimed
+
+    def _claim_op(self, gid: str) -> TxnRequest:
+        return TxnRequest(
+            compare=[
+                KV.txn_compare_create_revision(self._owner(gid), 0),
+                KV.txn_compare_create_revision(self._active(gid), 0, result=Compare.GREATER),
+            ],
+            success=[
+                KV.txn_op_put(self._owner(gid), self._owner_id, lease=self._lease_id),
+                KV.txn_op_get(self._tx(gid)),
+            ],
+        )
+
+    async def _gids_under(self, kind: str) -> list[str]:
+        prefix = f"{self._p}/{kind}/".encode()
+        reply = await self._call(self._kv().get(prefix, etcd3aio.prefix_range_end(prefix),
+                                                keys_only=True,
+                                                timeout=self._opts.request_timeout_s))
+        return [kv.key[len(prefix):].decode() for kv in reply.kvs]
+
+    async def watch(self, gid: str) -> AsyncIterator[Stored | None]:
+        current = await self.get(gid)
+        yield current
+        start = (current.revision + 1) if current else 0
+        watch = self._client.watch
+        if watch is None:
+            raise LogError("etcd client is not connected")
+        async for response in watch.watch(self._tx(gid), start_revision=start):
+            for event in response.events:
+                if event.type == event.DELETE:
+                    yield None
+                else:
+                    yield Stored(decode(event.kv.value), event.kv.mod_revision)
+
+
+class _RetentionLeases:
+    """Leases that expire finished records: one lease per time bucket, shared by the
+    records that finish in it, so retention costs no scans and one grant per bucket."""
+
+    def __init__(self, log_: EtcdLog, retention_s: int) -> None:
+        self._log = log_
+        self._retention_s = max(1, retention_s)
+        self._bucket_s = max(1, self._retention_s // 100)
+        self._leases: dict[int, int] = {}
+        self._lock = asyncio.Lock()
+
+    async def lease_for(self, record: TxRecord) -> int:
+        bucket = int(time.time()) // self._bucket_s
+        lease = self._leases.get(bucket)
+        if lease is not None:
+            return lease
+        async with self._lock:
+            if bucket not in self._leases:
+                grant = await self._log._call(
+                    self._log._kv_lease().grant(self._retention_s + self._bucket_s))
+                self._leases = {bucket: grant.ID}  # older buckets' leases live on in etcd
+            return self._leases[bucket]

@@ -1,0 +1,80 @@
+"""The one storage interface the engine sees.
+
+Every transition is a compare-and-swap on the record's revision *and* on the caller still
+owning the transaction, so two coordinators can never both move one transaction.
+``write_many`` takes several transactions' writes at once so an implementation can send
+them to the store in one request (group commit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..domain.records import TxRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A record as the log holds it; ``revision`` is the compare-and-swap token."""
+
+    record: TxRecord
+    revision: int
+
+
+class LogError(Exception):
+    """The store could not be reached or answered with an error; safe to retry."""
+
+
+class LostOwnership(Exception):
+    """This coordinator no longer owns the transaction (its lease ended, or another took it)."""
+
+    def __init__(self, gid: str, current: Stored | None = None) -> None:
+        super().__init__(f"transaction {gid} is no longer owned by this coordinator")
+        self.gid = gid
+        self.current = current
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    stored: Stored
+    created: bool  # False: the gid existed, ``stored`` is the existing record
+
+
+class TxLog(Protocol):
+    """Durable, shared transaction log (etcd in production, memory in unit tests)."""
+
+    @property
+    def owner_id(self) -> str: ...
+
+    async def open(self) -> None:
+        """Connect and take a lease that binds this coordinator's ownership keys."""
+
+    async def close(self, *, release: bool = True) -> None:
+        """Disconnect; ``release`` revokes the lease so others take over at once."""
+
+    def lease_alive(self) -> bool:
+        """False once the lease has expired: owned transactions are then orphans."""
+
+    async def create(self, record: TxRecord) -> Created:
+        """Store a new record owned by this coordinator, unless the gid exists."""
+
+    async def write(self, prev: Stored, new: TxRecord) -> Stored:
+        """CAS ``prev`` -> ``new``; raises LostOwnership or LogError."""
+
+    async def write_many(
+        self, writes: Sequence[tuple[Stored, TxRecord]]
+    ) -> list[Stored | LostOwnership]:
+        """Several CAS writes in one request; each succeeds or fails on its own."""
+
+    async def get(self, gid: str) -> Stored | None: ...
+
+    async def scan(self, *, start_after: str = "", limit: int = 100) -> list[Stored]:
+        """Records in gid order, after ``start_after``."""
+
+    async def claim_orphans(self, limit: int = 100) -> list[Stored]:
+        """Take ownership of unfinished transactions whose owner is gone."""
+
+    def watch(self, gid: str) -> AsyncIterator[Stored | None]:
+        """The current record, then every change; None when it is removed."""

@@ -1,0 +1,127 @@
+"""In-memory TxLog for unit tests: the same CAS and ownership rules as etcd, no I/O.
+
+Several MemoryLog instances may share one MemoryStore to play several coordinators;
+``MemoryStore.expire(owner_id)`` stands in for a lease running out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
+
+from ..domain.records import TxRecord
+from ._interface import Created, LostOwnership, Stored
+
+
+@dataclass
+class MemoryStore:
+    records: dict[str, Stored] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)  # gid -> owner id
+    live_owners: set[str] = field(default_factory=set)
+    revision: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    requests: int = 0  # how many store round-trips were made, as etcd would count them
+
+    def expire(self, owner_id: str) -> None:
+        self.live_owners.discard(owner_id)
+        for gid in [g for g, o in self.owners.items() if o == owner_id]:
+            del self.owners[gid]
+
+    async def notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+
+class MemoryLog:
+    def __init__(self, store: MemoryStore | None = None, owner_id: str = "mem-1") -> None:
+        self.store = store or MemoryStore()
+        self._owner_id = owner_id
+
+    @property
+    def owner_id(self) -> str:
+        return self._owner_id
+
+    async def open(self) -> None:
+        self.store.live_owners.add(self._owner_id)
+
+    async def close(self, *, release: bool = True) -> None:
+        if release:
+            self.store.expire(self._owner_id)
+
+    def lease_alive(self) -> bool:
+        return self._owner_id in self.store.live_owners
+
+    async def create(self, record: TxRecord) -> Created:
+        self.store.requests += 1
+        existing = self.store.records.get(record.gid)
+        if existing is not None:
+            return Created(existing, created=False)
+        stored = Stored(replace(record, seq=1), next(self.store.revision))
+        self.store.records[record.gid] = stored
+        if not record.state.terminal:
+            self.store.owners[record.gid] = self._owner_id
+        await self.store.notify()
+        return Created(stored, created=True)
+
+    async def write(self, prev: Stored, new: TxRecord) -> Stored:
+        (result,) = await self.write_many([(prev, new)])
+        if isinstance(result, LostOwnership):
+            raise result
+        return result
+
+    async def write_many(
+        self, writes: Sequence[tuple[Stored, TxRecord]]
+    ) -> list[Stored | LostOwnership]:
+        self.store.requests += 1
+        results: list[Stored | LostOwnership] = []
+        for prev, new in writes:
+            current = self.store.records.get(new.gid)
+            owner = self.store.owners.get(new.gid)
+            if current is None or current.revision != prev.revision or owner != self._owner_id:
+                results.append(LostOwnership(new.gid, current))
+                continue
+            stored = Stored(replace(new, seq=prev.record.seq + 1), next(self.store.revision))
+            self.store.records[new.gid] = stored
+            if new.state.terminal:
+                self.store.owners.pop(new.gid, None)
+            results.append(stored)
+        await self.store.notify()
+        return results
+
+    async def get(self, gid: str) -> Stored | None:
+        self.store.requests += 1
+        return self.store.records.get(gid)
+
+    async def scan(self, *, start_after: str = "", limit: int = 100) -> list[Stored]:
+        self.store.requests += 1
+        gids = sorted(g for g in self.store.records if g > start_after)[:limit]
+        return [self.store.records[g] for g in gids]
+
+    async def claim_orphans(self, limit: int = 100) -> list[Stored]:
+        self.store.requests += 1
+        claimed = []
+        for gid, stored in sorted(self.store.records.items()):
+            if len(claimed) >= limit:
+                break
+            if stored.record.state.terminal or gid in self.store.owners:
+                continue
+            self.store.owners[gid] = self._owner_id
+            claimed.append(stored)
+        return claimed
+
+    async def watch(self, gid: str) -> AsyncIterator[Stored | None]:
+        last: Stored | None = None
+        while True:
+            current = self.store.records.get(gid)
+            if current is not last:
+                yield current
+                last = current
+            async with self.store.changed:
+                await self.store.changed.wait()
+
+    def delete(self, gid: str) -> None:
+        """Retention stand-in: drop a record."""
+        self.store.records.pop(gid, None)
+        self.store.owners.pop(gid, None)

@@ -1,0 +1,7 @@
+"""The gRPC front end and the process wiring."""
+
+from ._app import CoordinatorServer, ServerOptions
+from ._dev_etcd import DevEtcd
+from ._servicer import CoordinatorServicer, Defaults
+
+__all__ = ["CoordinatorServer", "CoordinatorServicer", "Defaults", "DevEtcd", "ServerOptions"]

@@ -1,0 +1,104 @@
+"""Wiring: log + transport + driver + recovery + gRPC server, and their orderly shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .._proto.txc.v1 import coordinator_pb2 as pb
+from .._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
+from ..domain.addresses import AllowList
+from ..domain.validation import Limits
+from ..engine import CoordinatorCore, Driver, EngineOptions, GrpcTransport, Recovery, Transport
+from ..log import EtcdLog, EtcdOptions, TxLog
+from ._servicer import CoordinatorServicer, Defaults
+
+log = logging.getLogger("txcoord.server")
+SERVICE = pb.DESCRIPTOR.services_by_name["Coordinator"].full_name
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    listen: str = "127.0.0.1:7070"
+    etcd: EtcdOptions = EtcdOptions()
+    scan_interval_s: float = 1.0
+    grace_s: float = 10.0
+    allow_participants: tuple[str, ...] = ()
+    limits: Limits = Limits()
+    defaults: Defaults = Defaults()
+    engine: EngineOptions = EngineOptions()
+    node_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-"
+                                                 f"{uuid.uuid4().hex[:6]}")
+
+
+class CoordinatorServer:
+    """One coordinator process' worth of parts. ``start`` then ``stop``; or ``serve``."""
+
+    def __init__(self, options: ServerOptions, txlog: TxLog | None = None,
+                 transport: Transport | None = None) -> None:
+        self.options = options
+        self.log = txlog or EtcdLog(options.etcd, options.node_id)
+        self.transport = transport or GrpcTransport()
+        self.driver = Driver(self.log, self.transport, options.engine)
+        self.core = CoordinatorCore(self.log, self.driver, options.limits,
+                                    AllowList(options.allow_participants))
+        self.recovery = Recovery(self.log, self.driver, options.scan_interval_s)
+        self._health = health.aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        await self.log.open()
+        max_message = self.options.limits.max_total_payload_bytes + 1024 * 1024
+        server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", max_message),
+            ("grpc.max_send_message_length", max_message),
+        ])
+        pb_grpc.add_CoordinatorServicer_to_server(
+            CoordinatorServicer(self.core, self.options.defaults), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            [SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        self.port = server.add_insecure_port(self.options.listen)
+        if self.port == 0:
+            raise RuntimeError(f"cannot listen on {self.options.listen}")
+        await server.start()
+        self._server = server
+        self.recovery.start()
+        for name in ("", SERVICE):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("coordinator %s listening on %s (port %d)", self.options.node_id,
+                 self.options.listen, self.port)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop taking work, let attempts in flight finish, then hand everything over."""
+        grace = self.options.grace_s if grace_s is None else grace_s
+        self.core.accepting = False
+        await self._health.enter_graceful_shutdown()
+        await self.recovery.stop()
+        await self.driver.stop(grace)
+        if self._server is not None:
+            await self._server.stop(min(grace, 1.0))
+        await self.log.close(release=True)  # revoking the lease lets others claim at once
+        await self.transport.close()
+        log.info("coordinator %s stopped", self.options.node_id)
+
+    async def serve(self) -> None:
+        """Run until SIGTERM or SIGINT."""
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("signal received: shutting down")
+        await self.stop()

@@ -1,0 +1,131 @@
+"""txc.v1.Coordinator over grpc.aio: a thin layer over CoordinatorCore."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+
+from .._proto.txc.v1 import coordinator_pb2 as pb
+from .._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
+from ..domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    TxcError,
+    Unavailable,
+)
+from ..domain.records import Protocol, TxState
+from ..engine import CoordinatorCore, ListQuery
+from ..log import LogError
+from . import _convert as convert
+
+log = logging.getLogger("txcoord.server")
+T = TypeVar("T")
+
+_STATUS: dict[type[TxcError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    saga_timeout_s: float = 60.0
+    branch_timeout_s: float = 5.0
+    max_wait_s: float = 300.0
+
+
+async def _guard(context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[T]]) -> T:
+    """Run ``work``; map core errors to status codes so no handler repeats the mapping."""
+    try:
+        return await work()
+    except TxcError as exc:
+        await context.abort(_STATUS.get(type(exc), grpc.StatusCode.UNKNOWN), str(exc))
+    except LogError as exc:
+        log.warning("log unavailable: %s", exc)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "transaction log unavailable; retry")
+    raise AssertionError("unreachable: context.abort raises")
+
+
+class CoordinatorServicer(pb_grpc.CoordinatorServicer):
+    def __init__(self, core: CoordinatorCore, defaults: Defaults | None = None) -> None:
+        self._core = core
+        self._defaults = defaults or Defaults()
+
+    async def StartSaga(  # noqa: N802 - gRPC method name
+        self, request: pb.StartSagaRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StartResponse:
+        async def work() -> pb.StartResponse:
+            start = convert.start_saga(request, self._defaults.saga_timeout_s,
+                                       self._defaults.branch_timeout_s)
+            stored, created = await self._core.start(start)
+            if request.wait:
+                stored = await self._core.wait_settled(stored.record.gid, self._wait_budget(context))
+            return pb.StartResponse(transaction=convert.transaction(stored.record), created=created)
+
+        return await _guard(context, work)
+
+    async def StartTwoPhase(  # noqa: N802
+        self, request: pb.StartTwoPhaseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StartResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            "two-phase commit is not available in this version yet")
+        raise AssertionError("unreachable")
+
+    async def GetTransaction(  # noqa: N802
+        self, request: pb.GetTransactionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Transaction:
+        async def work() -> pb.Transaction:
+            return convert.transaction((await self._core.get(request.gid)).record)
+
+        return await _guard(context, work)
+
+    async def ListTransactions(  # noqa: N802
+        self, request: pb.ListTransactionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListTransactionsResponse:
+        async def work() -> pb.ListTransactionsResponse:
+            query = _list_query(request)
+            found, token = await self._core.list(query)
+            return pb.ListTransactionsResponse(
+                transactions=[convert.transaction(s.record) for s in found], next_page_token=token)
+
+        return await _guard(context, work)
+
+    async def WatchTransaction(  # noqa: N802
+        self, request: pb.GetTransactionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Transaction]:
+        try:
+            async for stored in self._core.watch(request.gid):
+                yield convert.transaction(stored.record)
+        except TxcError as exc:
+            await context.abort(_STATUS.get(type(exc), grpc.StatusCode.UNKNOWN), str(exc))
+        except LogError:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "transaction log unavailable; retry")
+
+    def _wait_budget(self, context: grpc.aio.ServicerContext) -> float:
+        remaining = context.time_remaining()
+        budget = self._defaults.max_wait_s if remaining is None else remaining - 0.05
+        return max(0.0, min(budget, self._defaults.max_wait_s))
+
+
+def _list_query(request: pb.ListTransactionsRequest) -> ListQuery:
+    try:
+        states = frozenset(TxState(s) for s in request.states)
+    except ValueError as exc:
+        raise InvalidArgument("states", "unknown state") from exc
+    try:
+        protocol = Protocol(request.protocol) if request.protocol else None
+    except ValueError as exc:
+        raise InvalidArgument("protocol", "unknown protocol") from exc
+    if request.page_size > 500:
+        raise InvalidArgument("page_size", "at most 500")
+    return ListQuery(states=states, protocol=protocol, labels=tuple(sorted(request.labels.items())),
+                     page_size=request.page_size, page_token=request.page_token)
