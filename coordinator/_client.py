@@ -97,7 +97,7 @@ class CoordinatorClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(None)
 
     async def start_saga(self, saga: Saga, *, wait: bool = False,
                          timeout_s: float | None = None) -> pb.StartResponse:

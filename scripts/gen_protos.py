@@ -25,13 +25,17 @@ def generate(out_dir: Path) -> list[Path]:
     sources = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
     target = out_dir / "txc" / "v1"
     target.mkdir(parents=True, exist_ok=True)
+    bin_dir = Path(sys.executable).parent  # mypy-protobuf's plugins sit beside python
     args = [
         "protoc",
         f"-I{PROTO_DIR}",
         f"-I{include}",
+        f"--plugin=protoc-gen-mypy={bin_dir / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={bin_dir / 'protoc-gen-mypy_grpc'}",
         f"--python_out={out_dir}",
-        f"--pyi_out={out_dir}",
+        f"--mypy_out={out_dir}",
         f"--grpc_python_out={out_dir}",
+        f"--mypy_grpc_out={out_dir}",
         *sources,
     ]
     if protoc.main(args) != 0:

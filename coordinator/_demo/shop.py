@@ -8,10 +8,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-import grpc
-
 from .._proto.txc.v1 import participant_pb2 as ppb
 from .._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
+from ..server._context import Context
 
 Handler = Callable[[dict[str, object]], str | None]  # returns a refusal message, or None
 
@@ -52,13 +51,26 @@ class InMemoryParticipant(ppb_grpc.ParticipantServicer):
             return ppb.BranchReply(outcome=ppb.OUTCOME_FAILED, message=refusal)
         return ppb.BranchReply(outcome=ppb.OUTCOME_OK)
 
-    async def Execute(self, request: ppb.BranchRequest,  # noqa: N802
-                      context: grpc.aio.ServicerContext) -> ppb.BranchReply:
+    async def Execute(self, request: ppb.BranchRequest,
+                      context: Context) -> ppb.BranchReply:
         return self._run(request, None)
 
-    async def Compensate(self, request: ppb.BranchRequest,  # noqa: N802
-                         context: grpc.aio.ServicerContext) -> ppb.BranchReply:
+    async def Compensate(self, request: ppb.BranchRequest,
+                         context: Context) -> ppb.BranchReply:
         return self._run(request, request.idempotency_key.rsplit("/", 1)[0] + "/execute")
+
+    async def Prepare(self, request: ppb.BranchRequest, context: Context) -> ppb.BranchReply:
+        return _no_two_phase()
+
+    async def Commit(self, request: ppb.BranchRequest, context: Context) -> ppb.BranchReply:
+        return _no_two_phase()
+
+    async def Abort(self, request: ppb.BranchRequest, context: Context) -> ppb.BranchReply:
+        return _no_two_phase()
+
+
+def _no_two_phase() -> ppb.BranchReply:
+    return ppb.BranchReply(outcome=ppb.OUTCOME_FAILED, message="demo participants do sagas only")
 
 
 def accounts(balances: dict[str, int]) -> InMemoryParticipant:

@@ -56,7 +56,8 @@ async def _participant(servicer: ppb_grpc.ParticipantServicer) -> AsyncIterator[
 
 async def _demo(etcd_endpoint: str) -> int:
     balances = {"alice": 100}
-    stock, placed = {"book": 1, "lamp": 0}, []
+    stock: dict[str, int] = {"book": 1, "lamp": 0}
+    placed: list[str] = []
     options = ServerOptions(listen="127.0.0.1:0", etcd=EtcdOptions(endpoints=(etcd_endpoint,)))
     coordinator = CoordinatorServer(options)
     await coordinator.start()

@@ -93,5 +93,5 @@ class GrpcTransport:
 
     async def close(self) -> None:
         for channel, _ in self._stubs.values():
-            await channel.close()
+            await channel.close(None)
         self._stubs.clear()

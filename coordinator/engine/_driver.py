@@ -103,12 +103,12 @@ class Driver:
         log.info("adopted gid=%s state=%s", stored.record.gid, stored.record.state.name)
         self._after_write(run, MACHINES[stored.record.protocol].resume(stored.record).calls)
 
-    async def wait_changed(self, gid: str, timeout: float) -> None:
-        """Return when this process writes ``gid`` again, or after ``timeout`` seconds."""
+    async def wait_changed(self, gid: str, within_s: float) -> None:
+        """Return when this process writes ``gid`` again, or after ``within_s`` seconds."""
         event = self._changed.setdefault(gid, asyncio.Event())
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout)
+                await asyncio.wait_for(event.wait(), within_s)
         finally:
             if self._changed.get(gid) is event and event.is_set():
                 del self._changed[gid]
@@ -117,7 +117,7 @@ class Driver:
         """Stop starting calls, let attempts in flight finish (bounded), drop the rest."""
         self._stopping = True
         end = time.monotonic() + grace_s
-        while self._attempts_in_flight and time.monotonic() < end:
+        while self._attempts_in_flight and time.monotonic() < end:  # noqa: ASYNC110 - shutdown only
             await asyncio.sleep(0.02)
         for run in list(self._runs.values()):
             self._drop(run)

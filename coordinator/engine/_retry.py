@@ -13,7 +13,7 @@ from ..domain.records import RetryPolicy
 from ._dispatch import Answer, Kind
 
 
-class stop_at_deadline(stop_base):  # noqa: N801 - named like tenacity's own stops
+class stop_at_deadline(stop_base):
     """Stop when the next sleep would end past ``deadline`` (a wall-clock time)."""
 
     def __init__(self, deadline: float, clock: Callable[[], float]) -> None:

@@ -107,7 +107,7 @@ class EtcdLog:
                     reply = await asyncio.wait_for(stream.read(), self._opts.request_timeout_s)
                 finally:
                     stream.cancel()
-            except Exception as exc:  # noqa: BLE001 - any failure: try again next tick
+            except Exception as exc:
                 log.warning("lease keep-alive failed: %s", type(exc).__name__)
                 continue
             if getattr(reply, "TTL", 0) <= 0:
@@ -131,7 +131,7 @@ class EtcdLog:
         self.requests += 1
         try:
             return await awaitable
-        except (etcd3aio.EtcdError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, etcd3aio.EtcdError) as exc:
             raise LogError(f"etcd: {exc or type(exc).__name__}") from exc
         except Exception as exc:  # grpc errors not mapped by the client
             if type(exc).__module__.startswith("grpc"):

@@ -101,7 +101,7 @@ class MemoryLog:
 
     async def claim_orphans(self, limit: int = 100) -> list[Stored]:
         self.store.requests += 1
-        claimed = []
+        claimed: list[Stored] = []
         for gid, stored in sorted(self.store.records.items()):
             if len(claimed) >= limit:
                 break

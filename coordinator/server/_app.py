@@ -52,7 +52,7 @@ class CoordinatorServer:
         self.core = CoordinatorCore(self.log, self.driver, options.limits,
                                     AllowList(options.allow_participants))
         self.recovery = Recovery(self.log, self.driver, options.scan_interval_s)
-        self._health = health.aio.HealthServicer()
+        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._server: grpc.aio.Server | None = None
         self.port = 0
 

@@ -23,6 +23,7 @@ from ..domain.records import Protocol, TxState
 from ..engine import CoordinatorCore, ListQuery
 from ..log import LogError
 from . import _convert as convert
+from ._context import Context
 
 log = logging.getLogger("txcoord.server")
 T = TypeVar("T")
@@ -43,7 +44,7 @@ class Defaults:
     max_wait_s: float = 300.0
 
 
-async def _guard(context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[T]]) -> T:
+async def _guard(context: Context, work: Callable[[], Awaitable[T]]) -> T:
     """Run ``work``; map core errors to status codes so no handler repeats the mapping."""
     try:
         return await work()
@@ -60,8 +61,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self._core = core
         self._defaults = defaults or Defaults()
 
-    async def StartSaga(  # noqa: N802 - gRPC method name
-        self, request: pb.StartSagaRequest, context: grpc.aio.ServicerContext
+    async def StartSaga(
+        self, request: pb.StartSagaRequest, context: Context
     ) -> pb.StartResponse:
         async def work() -> pb.StartResponse:
             start = convert.start_saga(request, self._defaults.saga_timeout_s,
@@ -73,23 +74,23 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
         return await _guard(context, work)
 
-    async def StartTwoPhase(  # noqa: N802
-        self, request: pb.StartTwoPhaseRequest, context: grpc.aio.ServicerContext
+    async def StartTwoPhase(
+        self, request: pb.StartTwoPhaseRequest, context: Context
     ) -> pb.StartResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED,
                             "two-phase commit is not available in this version yet")
         raise AssertionError("unreachable")
 
-    async def GetTransaction(  # noqa: N802
-        self, request: pb.GetTransactionRequest, context: grpc.aio.ServicerContext
+    async def GetTransaction(
+        self, request: pb.GetTransactionRequest, context: Context
     ) -> pb.Transaction:
         async def work() -> pb.Transaction:
             return convert.transaction((await self._core.get(request.gid)).record)
 
         return await _guard(context, work)
 
-    async def ListTransactions(  # noqa: N802
-        self, request: pb.ListTransactionsRequest, context: grpc.aio.ServicerContext
+    async def ListTransactions(
+        self, request: pb.ListTransactionsRequest, context: Context
     ) -> pb.ListTransactionsResponse:
         async def work() -> pb.ListTransactionsResponse:
             query = _list_query(request)
@@ -99,8 +100,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
         return await _guard(context, work)
 
-    async def WatchTransaction(  # noqa: N802
-        self, request: pb.GetTransactionRequest, context: grpc.aio.ServicerContext
+    async def WatchTransaction(
+        self, request: pb.GetTransactionRequest, context: Context
     ) -> AsyncIterator[pb.Transaction]:
         try:
             async for stored in self._core.watch(request.gid):
@@ -110,10 +111,25 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         except LogError:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "transaction log unavailable; retry")
 
-    def _wait_budget(self, context: grpc.aio.ServicerContext) -> float:
+    async def ReplayTransaction(self, request: pb.ReplayRequest, context: Context) -> pb.Transaction:
+        return await _not_yet(context)
+
+    async def SkipBranch(self, request: pb.SkipBranchRequest, context: Context) -> pb.Transaction:
+        return await _not_yet(context)
+
+    async def AbortTransaction(self, request: pb.AbortRequest, context: Context) -> pb.Transaction:
+        return await _not_yet(context)
+
+    def _wait_budget(self, context: Context) -> float:
         remaining = context.time_remaining()
         budget = self._defaults.max_wait_s if remaining is None else remaining - 0.05
         return max(0.0, min(budget, self._defaults.max_wait_s))
+
+
+async def _not_yet(context: Context) -> pb.Transaction:
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                        "operator actions (replay, skip, abort) are not available in this version yet")
+    raise AssertionError("unreachable")
 
 
 def _list_query(request: pb.ListTransactionsRequest) -> ListQuery:
