@@ -1,0 +1,123 @@
+"""The driver on the in-memory log: write-ahead, retries, budgets and takeover."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from coordinator.domain.records import (
+    BranchPlan,
+    Protocol,
+    RetryPolicy,
+    TxRecord,
+    TxState,
+    new_record,
+)
+from coordinator.engine import Answer, Driver, Kind, Recovery, idempotency_key
+from coordinator.log import MemoryLog, MemoryStore
+
+FAST = RetryPolicy(max_attempts=0, initial_backoff_s=0.001, max_backoff_s=0.005)
+
+
+@dataclass
+class ScriptedParticipant:
+    """Answers from a script per (branch, op) (last answer repeats); applies each key once."""
+
+    script: dict[tuple[str, str], list[Kind]] = field(default_factory=dict)
+    gates: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    calls: list[tuple[str, int]] = field(default_factory=list)
+    effects: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    async def call(self, gid: str, plan: BranchPlan, op: str, attempt: int) -> Answer:
+        key = idempotency_key(gid, plan.name, op)
+        self.calls.append((key, attempt))
+        gate = self.gates.get((plan.name, op))
+        if gate is not None:
+            await gate.wait()
+        answers = self.script.get((plan.name, op), [Kind.OK])
+        kind = answers.pop(0) if len(answers) > 1 else answers[0]
+        if kind is Kind.OK and self.effects[key] == 0:
+            self.effects[key] += 1
+        return Answer(kind, message=f"{kind.value} from script")
+
+    async def close(self) -> None:
+        return None
+
+
+def saga_record(gid: str, retry: RetryPolicy = FAST, timeout_s: float = 30.0) -> TxRecord:
+    plan = tuple(BranchPlan(n, "p:1", f"{n}.do", f"{n}.undo", retry=retry) for n in ("a", "b"))
+    return new_record(gid=gid, protocol=Protocol.SAGA, plan=plan, now=time.time(),
+                      timeout_s=timeout_s)
+
+
+async def settle(log: MemoryLog, gid: str, within: float = 5.0) -> TxState:
+    end = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < end:
+        stored = log.store.records.get(gid)  # direct: polling must not count as requests
+        if stored and (stored.record.state.terminal or stored.record.state is TxState.FAILED):
+            return stored.record.state
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{gid} did not settle")
+
+
+async def new_driver(store: MemoryStore, owner: str, p: ScriptedParticipant) -> tuple[MemoryLog, Driver]:
+    log = MemoryLog(store, owner)
+    await log.open()
+    return log, Driver(log, p)
+
+
+async def test_happy_path_writes_three_times_for_two_branches() -> None:
+    store, p = MemoryStore(), ScriptedParticipant()
+    log, driver = await new_driver(store, "A", p)
+    await driver.start(saga_record("g1"))
+    assert await settle(log, "g1") is TxState.COMMITTED
+    assert store.requests == 3  # create (with a's intent), a done + b's intent, b done
+    assert dict(p.effects) == {"g1/a/execute": 1, "g1/b/execute": 1}
+
+
+async def test_transient_failures_are_retried_with_the_same_key() -> None:
+    store = MemoryStore()
+    p = ScriptedParticipant(script={("a", "execute"): [Kind.UNKNOWN, Kind.UNKNOWN, Kind.OK]})
+    log, driver = await new_driver(store, "A", p)
+    await driver.start(saga_record("g2"))
+    assert await settle(log, "g2") is TxState.COMMITTED
+    a_calls = [c for c in p.calls if c[0].startswith("g2/a/")]
+    assert a_calls == [("g2/a/execute", 1), ("g2/a/execute", 2), ("g2/a/execute", 3)]
+    stored = await log.get("g2")
+    assert stored is not None and stored.record.status("a").attempts == 2  # failures noted
+
+
+async def test_compensation_that_never_succeeds_fails_the_saga_after_its_budget() -> None:
+    store = MemoryStore()
+    p = ScriptedParticipant(script={("b", "execute"): [Kind.FAILED],
+                                    ("a", "compensate"): [Kind.UNKNOWN]})
+    log, driver = await new_driver(store, "A", p)
+    retry = RetryPolicy(max_attempts=3, initial_backoff_s=0.001, max_backoff_s=0.002)
+    await driver.start(saga_record("g3", retry))
+    assert await settle(log, "g3") is TxState.FAILED
+    stored = await log.get("g3")
+    assert stored is not None
+    assert "exhausted" in stored.record.error
+    assert len([c for c in p.calls if c[0] == "g3/a/compensate"]) == 3
+    assert driver.active == 0  # settled transactions leave memory
+
+
+async def test_takeover_finishes_the_saga_with_each_effect_once() -> None:
+    store = MemoryStore()
+    gate = asyncio.Event()
+    p = ScriptedParticipant(gates={("b", "execute"): gate})
+    log_a, driver_a = await new_driver(store, "A", p)
+    await driver_a.start(saga_record("g4"))
+    while not any(c[0] == "g4/b/execute" for c in p.calls):
+        await asyncio.sleep(0.001)
+    store.expire("A")  # A's lease runs out while its call to b hangs
+    log_b, driver_b = await new_driver(store, "B", p)
+    assert await Recovery(log_b, driver_b, interval_s=1).scan_once() == 1
+    gate.set()  # both A's and B's calls to b now answer
+    assert await settle(log_b, "g4") is TxState.COMMITTED
+    await asyncio.sleep(0.05)
+    assert driver_a.active == 0  # A found it lost ownership and let go
+    assert {k for k, _ in p.calls if "/b/" in k} == {"g4/b/execute"}
+    assert dict(p.effects) == {"g4/a/execute": 1, "g4/b/execute": 1}
