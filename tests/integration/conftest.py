@@ -1,0 +1,100 @@
+"""Real etcd (private, started here), real coordinators (in-process or as processes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import pytest
+
+from coordinator import CoordinatorClient
+from coordinator.log import EtcdOptions
+from coordinator.server import CoordinatorServer, DevEtcd, ServerOptions
+from coordinator.server._dev_etcd import free_port
+
+from .participant import ScriptedParticipant
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def etcd() -> Iterator[DevEtcd]:
+    server = DevEtcd().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"/test/{uuid.uuid4().hex[:8]}"
+
+
+def server_options(etcd: DevEtcd, prefix: str, **etcd_kw: object) -> ServerOptions:
+    opts = EtcdOptions(endpoints=(etcd.endpoint,), prefix=prefix, lease_ttl_s=2, **etcd_kw)  # type: ignore[arg-type]
+    return replace(ServerOptions(), listen="127.0.0.1:0", etcd=opts, scan_interval_s=0.3,
+                   grace_s=2.0)
+
+
+@asynccontextmanager
+async def running(options: ServerOptions) -> AsyncIterator[CoordinatorServer]:
+    server = CoordinatorServer(options)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(0.5)
+
+
+@asynccontextmanager
+async def client_for(server: CoordinatorServer | int) -> AsyncIterator[CoordinatorClient]:
+    port = server if isinstance(server, int) else server.port
+    async with CoordinatorClient(f"127.0.0.1:{port}") as client:
+        yield client
+
+
+@pytest.fixture
+async def participant() -> AsyncIterator[ScriptedParticipant]:
+    p = await ScriptedParticipant().start()
+    yield p
+    await p.stop()
+
+
+class CoordinatorProcess:
+    """``txc serve`` as a real process, to be killed with SIGKILL."""
+
+    def __init__(self, etcd: DevEtcd, prefix: str, tmp: Path, env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.log_path = tmp / f"coordinator-{self.port}.log"
+        cmd = [sys.executable, "-m", "coordinator.cli", "serve", "--listen",
+               f"127.0.0.1:{self.port}", "--etcd", etcd.endpoint, "--prefix", prefix,
+               "--lease-ttl", "2", "--grace", "2"]
+        self.proc = subprocess.Popen(cmd, stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
+
+    async def ready(self) -> None:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}")
+        try:
+            await channel.channel_ready()
+        finally:
+            await channel.close(None)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def terminate(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

@@ -1,0 +1,99 @@
+"""A real gRPC participant for the integration tests, steered by each branch's payload.
+
+Payload (JSON): {"refuse": true} refuses the action; {"flaky": N} answers RETRY to the first
+N attempts of each step; {"sleep": S} delays each execute; {"undo_flaky": N} and
+{"undo_refuse": true} do the same for compensations. Effects are applied once per
+idempotency key (as the SDK's barrier would) and every call is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import grpc
+
+from coordinator._proto.txc.v1 import participant_pb2 as ppb
+from coordinator._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
+from coordinator.server._context import Context
+
+
+@dataclass(frozen=True)
+class Seen:
+    op: str
+    key: str
+    attempt: int
+    at: float
+
+
+@dataclass
+class ScriptedParticipant(ppb_grpc.ParticipantServicer):
+    calls: list[Seen] = field(default_factory=list)
+    effects: Counter[str] = field(default_factory=Counter)
+    replies: dict[str, ppb.BranchReply] = field(default_factory=dict)
+    tries: Counter[str] = field(default_factory=Counter)
+    server: grpc.aio.Server | None = None
+    port: int = 0
+
+    async def start(self, port: int = 0) -> ScriptedParticipant:
+        self.server = grpc.aio.server()
+        ppb_grpc.add_ParticipantServicer_to_server(self, self.server)
+        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
+        await self.server.start()
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(0)
+            self.server = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def ops(self, op: str) -> list[str]:
+        """Branch names in the order ``op`` was first called for them."""
+        seen: list[str] = []
+        for c in self.calls:
+            branch = c.key.split("/")[1]
+            if c.op == op and branch not in seen:
+                seen.append(branch)
+        return seen
+
+    async def _handle(self, op: str, request: ppb.BranchRequest, undo: bool) -> ppb.BranchReply:
+        self.calls.append(Seen(op, request.idempotency_key, request.attempt, time.monotonic()))
+        spec = json.loads(request.payload or b"{}")
+        prefix = "undo_" if undo else ""
+        if not undo and spec.get("sleep"):
+            await asyncio.sleep(spec["sleep"])
+        key = request.idempotency_key
+        if key in self.replies:
+            return self.replies[key]
+        self.tries[key] += 1
+        if self.tries[key] <= spec.get(f"{prefix}flaky", 0):
+            return ppb.BranchReply(outcome=ppb.OUTCOME_RETRY, message="flaky")
+        if spec.get(f"{prefix}refuse"):
+            reply = ppb.BranchReply(outcome=ppb.OUTCOME_FAILED, message="refused by test")
+        else:
+            self.effects[key] += 1
+            reply = ppb.BranchReply(outcome=ppb.OUTCOME_OK, result=key.encode())
+        self.replies[key] = reply
+        return reply
+
+    async def Execute(self, request: ppb.BranchRequest, context: Context) -> ppb.BranchReply:
+        return await self._handle("execute", request, undo=False)
+
+    async def Compensate(self, request: ppb.BranchRequest, context: Context) -> ppb.BranchReply:
+        return await self._handle("compensate", request, undo=True)
+
+    async def Prepare(self, request: ppb.BranchRequest, context: Context) -> ppb.BranchReply:
+        return await self._handle("prepare", request, undo=False)
+
+    async def Commit(self, request: ppb.BranchRequest, context: Context) -> ppb.BranchReply:
+        return await self._handle("commit", request, undo=False)
+
+    async def Abort(self, request: ppb.BranchRequest, context: Context) -> ppb.BranchReply:
+        return await self._handle("abort", request, undo=True)

@@ -1,0 +1,185 @@
+"""Sagas through the gRPC API against a real etcd and real participant servers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from coordinator import Retry, Saga, Step, pb
+from coordinator.server import DevEtcd
+
+from .conftest import client_for, running, server_options
+from .participant import ScriptedParticipant
+
+pytestmark = pytest.mark.integration
+FAST = Retry(initial_backoff_s=0.01, max_backoff_s=0.05)
+
+
+def steps(p: ScriptedParticipant, *specs: dict[str, object], names: str = "abcdefgh") -> list[Step]:
+    return [Step(names[i], p.address, f"{names[i]}.do", f"{names[i]}.undo", spec, retry=FAST)
+            for i, spec in enumerate(specs)]
+
+
+async def test_happy_path_commits(etcd: DevEtcd, prefix: str, participant: ScriptedParticipant) -> None:
+    async with running(server_options(etcd, prefix)) as server, client_for(server) as c:
+        r = await c.start_saga(Saga(steps(participant, {}, {}), gid="happy"), wait=True)
+    assert r.created
+    assert r.transaction.state == pb.TX_STATE_COMMITTED
+    assert [b.state for b in r.transaction.branches] == [pb.BRANCH_STATE_SUCCEEDED] * 2
+    assert participant.ops("execute") == ["a", "b"]
+    assert dict(participant.effects) == {"happy/a/execute": 1, "happy/b/execute": 1}
+
+
+async def test_refusal_compensates_in_reverse_order(etcd: DevEtcd, prefix: str,
+                                                    participant: ScriptedParticipant) -> None:
+    async with running(server_options(etcd, prefix)) as server, client_for(server) as c:
+        saga = Saga(steps(participant, {}, {}, {"refuse": True}), gid="undo")
+        r = await c.start_saga(saga, wait=True)
+    assert r.transaction.state == pb.TX_STATE_COMPENSATED
+    assert participant.ops("compensate") == ["b", "a"]
+    assert [b.state for b in r.transaction.branches] == [
+        pb.BRANCH_STATE_COMPENSATED, pb.BRANCH_STATE_COMPENSATED, pb.BRANCH_STATE_FAILED]
+    assert "refused by test" in r.transaction.error
+
+
+async def test_transient_failures_are_retried_then_succeed(etcd: DevEtcd, prefix: str,
+                                                           participant: ScriptedParticipant) -> None:
+    async with running(server_options(etcd, prefix)) as server, client_for(server) as c:
+        r = await c.start_saga(Saga(steps(participant, {"flaky": 3}, {}), gid="flaky"), wait=True)
+    assert r.transaction.state == pb.TX_STATE_COMMITTED
+    tries = [(s.key, s.attempt) for s in participant.calls if s.key == "flaky/a/execute"]
+    assert tries == [("flaky/a/execute", n) for n in (1, 2, 3, 4)]
+    assert participant.effects["flaky/a/execute"] == 1
+
+
+async def test_duplicate_start_is_idempotent_and_a_different_plan_is_refused(
+        etcd: DevEtcd, prefix: str, participant: ScriptedParticipant) -> None:
+    saga = Saga(steps(participant, {}), gid="dup")
+    async with running(server_options(etcd, prefix)) as server, client_for(server) as c:
+        first = await c.start_saga(saga, wait=True)
+        again = await c.start_saga(saga)
+        assert first.created and not again.created
+        assert again.transaction.state == pb.TX_STATE_COMMITTED
+        other = Saga(steps(participant, {"x": 1}), gid="dup")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await c.start_saga(other)
+        assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert participant.effects["dup/a/execute"] == 1
+
+
+@pytest.mark.parametrize(("mutate", "field"), [
+    (lambda r: r.ClearField("branches"), "branches"),
+    (lambda r: setattr(r.branches[0], "participant", ""), "branches[0].participant"),
+    (lambda r: setattr(r.branches[0], "action", ""), "branches[0].action"),
+    (lambda r: setattr(r.branches[1], "name", "a"), "branches[1].name"),
+    (lambda r: r.branches[0].after.append("nope") or setattr(r, "concurrent", True),
+     "branches[0].after"),
+    (lambda r: (r.branches[0].after.append("b"), r.branches[1].after.append("a"),
+                setattr(r, "concurrent", True)), "branches.after"),
+    (lambda r: setattr(r.branches[0], "payload", b"x" * 300_000), "branches[0].payload"),
+    (lambda r: r.branches.extend([r.branches[0]] * 70), "branches"),
+    (lambda r: setattr(r, "gid", "bad/gid"), "gid"),
+])
+async def test_invalid_plans_get_invalid_argument_naming_the_field(
+        etcd: DevEtcd, prefix: str, participant: ScriptedParticipant, mutate, field: str) -> None:  # type: ignore[no-untyped-def]
+    request = Saga(steps(participant, {}, {}), gid="invalid").to_proto()
+    mutate(request)
+    async with running(server_options(etcd, prefix)) as server, client_for(server) as c:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await c._stub.StartSaga(request)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (err.value.details() or "").startswith(field + ":")
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await c.get("invalid")
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND  # nothing was written
+        assert "invalid" in (missing.value.details() or "")
+
+
+async def test_participant_down_for_a_while(etcd: DevEtcd, prefix: str) -> None:
+    late = ScriptedParticipant()
+    from coordinator.server._dev_etcd import free_port
+    port = free_port()
+    saga = Saga([Step("a", f"127.0.0.1:{port}", "a.do", "a.undo", {}, retry=FAST, timeout_s=0.5)],
+                gid="down")
+    async with running(server_options(etcd, prefix)) as server, client_for(server) as c:
+        await c.start_saga(saga)
+        await asyncio.sleep(1.0)
+        tx = await c.get("down")
+        assert tx.state == pb.TX_STATE_RUNNING
+        assert tx.branches[0].attempts >= 1 and "UNAVAILABLE" in tx.branches[0].error
+        await late.start(port)
+        try:
+            r = await c.start_saga(saga, wait=True, timeout_s=10)
+        finally:
+            await late.stop()
+    assert r.transaction.state == pb.TX_STATE_COMMITTED
+    assert late.effects["down/a/execute"] == 1
+
+
+async def test_deadline_compensates(etcd: DevEtcd, prefix: str, participant: ScriptedParticipant) -> None:
+    saga = Saga(steps(participant, {}, {"sleep": 2.0}), gid="slow", timeout_s=0.5)
+    async with running(server_options(etcd, prefix)) as server, client_for(server) as c:
+        r = await c.start_saga(saga, wait=True)
+    assert r.transaction.state == pb.TX_STATE_COMPENSATED
+    assert r.transaction.error == "saga deadline exceeded"
+    assert set(participant.ops("compensate")) == {"a", "b"}
+
+
+async def test_concurrent_saga_runs_the_dag(etcd: DevEtcd, prefix: str,
+                                            participant: ScriptedParticipant) -> None:
+    s = steps(participant, {"sleep": 0.2}, {"sleep": 0.2}, {})
+    s[2] = Step("c", participant.address, "c.do", "c.undo", {}, after=("a", "b"), retry=FAST)
+    async with running(server_options(etcd, prefix)) as server, client_for(server) as c:
+        r = await c.start_saga(Saga(s, gid="dag", concurrent=True), wait=True)
+    assert r.transaction.state == pb.TX_STATE_COMMITTED
+    starts = {c.key.split("/")[1]: c.at for c in participant.calls}
+    assert abs(starts["a"] - starts["b"]) < 0.15  # roots together
+    assert participant.ops("execute")[-1] == "c"
+
+
+async def test_list_get_and_watch(etcd: DevEtcd, prefix: str, participant: ScriptedParticipant) -> None:
+    async with running(server_options(etcd, prefix)) as server, client_for(server) as c:
+        for i in range(5):
+            spec = {"refuse": True} if i % 2 else {}
+            await c.start_saga(Saga(steps(participant, spec), gid=f"l{i}", labels={"n": str(i)}),
+                               wait=True)
+        page1 = await c.list(page_size=2)
+        page2 = await c.list(page_size=2, page_token=page1.next_page_token)
+        assert [t.gid for t in [*page1.transactions, *page2.transactions]] == ["l0", "l1", "l2", "l3"]
+        compensated = await c.list(states=[pb.TX_STATE_COMPENSATED])
+        assert [t.gid for t in compensated.transactions] == ["l1", "l3"]
+        labelled = await c.list(labels={"n": "4"})
+        assert [t.gid for t in labelled.transactions] == ["l4"]
+        await c.start_saga(Saga(steps(participant, {"sleep": 0.3}, {}), gid="w"))
+        states = [t.state async for t in c._stub.WatchTransaction(pb.GetTransactionRequest(gid="w"))]
+        assert states[-1] == pb.TX_STATE_COMMITTED and len(states) >= 2
+
+
+async def test_finished_transactions_expire_after_retention(etcd: DevEtcd, prefix: str,
+                                                            participant: ScriptedParticipant) -> None:
+    async with running(server_options(etcd, prefix, retention_s=2)) as server, \
+            client_for(server) as c:
+        await c.start_saga(Saga(steps(participant, {}), gid="old"), wait=True)
+        assert (await c.get("old")).state == pb.TX_STATE_COMMITTED
+        for _ in range(60):
+            await asyncio.sleep(0.25)
+            try:
+                await c.get("old")
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.NOT_FOUND
+                return
+    raise AssertionError("record was not removed after its retention period")
+
+
+async def test_allow_list_refuses_other_hosts(etcd: DevEtcd, prefix: str,
+                                              participant: ScriptedParticipant) -> None:
+    from dataclasses import replace
+    options = replace(server_options(etcd, prefix), allow_participants=("127.0.0.1:1",))
+    async with running(options) as server, client_for(server) as c:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await c.start_saga(Saga(steps(participant, {}), gid="blocked"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not allowed" in (err.value.details() or "")
+    assert participant.calls == []
