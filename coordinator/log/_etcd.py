@@ -102,20 +102,38 @@ class EtcdLog:
             await asyncio.sleep(interval)
             sent = time.monotonic()
             try:
-                stream = self._kv_lease().keep_alive(self._lease_id)
-                try:
-                    reply = await asyncio.wait_for(stream.read(), self._opts.request_timeout_s)
-                finally:
-                    stream.cancel()
-            except Exception as exc:
+                ttl = await self._renew()
+            except Exception as exc:  # noqa: BLE001 - any failure: try again next tick
                 log.warning("lease keep-alive failed: %s", type(exc).__name__)
                 continue
-            if getattr(reply, "TTL", 0) <= 0:
-                log.error("lease %x expired; this coordinator's transactions are orphans now",
-                          self._lease_id)
-                self._lease_expires = 0.0
-                return
-            self._lease_expires = sent + reply.TTL
+            if ttl > 0:
+                self._lease_expires = sent + ttl
+                continue
+            log.error("lease %x expired; its transactions are orphans now and will be claimed "
+                      "again", self._lease_id)
+            self._lease_expires = 0.0
+            await self._regrant()
+
+    async def _renew(self) -> int:
+        stream = self._kv_lease().keep_alive(self._lease_id)
+        try:
+            reply = await asyncio.wait_for(stream.read(), self._opts.request_timeout_s)
+        finally:
+            stream.cancel()
+        return int(getattr(reply, "TTL", 0))
+
+    async def _regrant(self) -> None:
+        """A coordinator whose lease ended keeps serving under a new one."""
+        while True:
+            try:
+                grant = await self._call(self._kv_lease().grant(self._opts.lease_ttl_s))
+            except LogError as exc:
+                log.warning("lease grant failed: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            self._lease_id = grant.ID
+            self._lease_expires = time.monotonic() + grant.TTL
+            return
 
     def _kv_lease(self) -> Any:
         if self._client.lease is None:
