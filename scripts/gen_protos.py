@@ -17,9 +17,8 @@ DEFAULT_OUT = ROOT / "coordinator" / "_proto"
 
 
 def generate(out_dir: Path) -> list[Path]:
-    from grpc_tools import protoc  # dev dependency: imported only when generating
-
     import grpc_tools
+    from grpc_tools import protoc  # dev dependency: imported only when generating
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     sources = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))

@@ -242,8 +242,16 @@ class Driver:
             answer: Answer = state.outcome.result()
             await self._handle(run, AttemptFailed(call.branch, call.op, attempt, answer.message))
 
-        deadline = machine.retry_deadline(record, call.op, self._opts.phase_budget_s)
-        answer: Answer = await retrying(plan.retry, deadline, self._clock, note_failure)(one_attempt)
+        answer = await one_attempt()
+        if answer.kind is Kind.UNKNOWN:  # the retry machinery is built only when needed
+            first = [answer]
+
+            async def replay_first_then_attempt() -> Answer:
+                return first.pop() if first else await one_attempt()
+
+            deadline = machine.retry_deadline(record, call.op, self._opts.phase_budget_s)
+            schedule = retrying(plan.retry, deadline, self._clock, note_failure)
+            answer = await schedule(replay_first_then_attempt)
         if answer.kind is Kind.UNKNOWN:
             return GaveUp(call.branch, call.op, answer.message)
         return Reply(call.branch, call.op, answer.kind is Kind.OK, answer.result, answer.message)

@@ -108,7 +108,7 @@ async def test_takeover_finishes_the_saga_with_each_effect_once() -> None:
     store = MemoryStore()
     gate = asyncio.Event()
     p = ScriptedParticipant(gates={("b", "execute"): gate})
-    log_a, driver_a = await new_driver(store, "A", p)
+    _, driver_a = await new_driver(store, "A", p)
     await driver_a.start(saga_record("g4"))
     while not any(c[0] == "g4/b/execute" for c in p.calls):
         await asyncio.sleep(0.001)

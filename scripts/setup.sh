@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what txcoord needs on Debian/Ubuntu: etcd (Debian's etcd-server), python3-venv,
+# and the project itself into .venv (pip install -e ".[dev]"). Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+apt_updated=""
+apt_install() {
+  if [ -z "$apt_updated" ]; then $SUDO apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+
+command -v etcd >/dev/null 2>&1 || { echo "setup: installing etcd-server"; apt_install etcd-server; }
+# Debian's package may start a system etcd on :2379; txcoord's dev mode and tests use their own.
+python3 -m venv --help >/dev/null 2>&1 || { echo "setup: installing python3-venv"; apt_install python3-venv; }
+python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
+
+if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c 'import coordinator' || { echo "setup: install failed" >&2; exit 1; }
+echo "setup: ready (.venv/bin/txc)"
