@@ -103,7 +103,7 @@ class EtcdLog:
             sent = time.monotonic()
             try:
                 ttl = await self._renew()
-            except Exception as exc:  # noqa: BLE001 - any failure: try again next tick
+            except Exception as exc:
                 log.warning("lease keep-alive failed: %s", type(exc).__name__)
                 continue
             if ttl > 0:
