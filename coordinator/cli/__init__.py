@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from . import _demo, _serve
@@ -13,12 +14,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve.add_parser(sub)
     _demo.add_parser(sub)
-    try:
-        from . import _migrate
-    except ImportError:  # the participant SDK's migrations are optional for a coordinator
+    try:  # the participant SDK's command; a coordinator-only install works without it
+        migrate = importlib.import_module(f"{__package__}._migrate")
+    except ImportError:
         pass
     else:
-        _migrate.add_parser(sub)
+        migrate.add_parser(sub)
     return parser
 
 
