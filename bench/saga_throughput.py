@@ -85,7 +85,7 @@ async def open_loop(rate: float, seconds: float, one: object) -> list[float]:
     return latencies
 
 
-async def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> None:
     etcd = DevEtcd().start()
     pport, cport = free_port(), free_port()
     participant = subprocess.Popen([sys.executable, str(HERE / "noop_participant.py"), str(pport)])
@@ -93,36 +93,40 @@ async def run(args: argparse.Namespace) -> None:
         [sys.executable, "-m", "coordinator.cli", "serve", "--listen", f"127.0.0.1:{cport}",
          "--etcd", etcd.endpoint, "--log-level", "warning"])
     try:
-        await asyncio.sleep(1.5)
-        address = f"127.0.0.1:{pport}"
-        channel = grpc.aio.insecure_channel(address)
-        stub = ppb_grpc.ParticipantStub(channel)
-
-        async def direct(i: int) -> None:
-            for b in ("a", "b"):
-                await stub.Execute(ppb.BranchRequest(gid=f"d{i}", branch=b, operation=f"{b}.do",
-                                                     idempotency_key=f"d{i}/{b}/execute"))
-
-        async with CoordinatorClient(f"127.0.0.1:{cport}", timeout_s=60) as client:
-            await client.start_saga(_saga(address, "warm"), wait=True)
-
-            async def through(i: int) -> None:
-                await client.start_saga(_saga(address, f"s{args.run}-{i}"), wait=True)
-
-            base_rate, base_lat = await closed_loop(args.sagas, args.concurrency, direct)
-            before = etcd_requests(etcd)
-            rate, lat = await closed_loop(args.sagas, args.concurrency, through)
-            per_saga = (etcd_requests(etcd) - before) / args.sagas
-            rss_after = rss_mb(coordinator.pid)
-            half = await open_loop(rate / 2, args.half_seconds, through)
-        await channel.close(None)
-        _report(args, base_rate, base_lat, rate, lat, per_saga, half, rss_after)
+        time.sleep(1.5)
+        asyncio.run(measure(args, etcd, f"127.0.0.1:{pport}", cport, coordinator.pid))
     finally:
         coordinator.terminate()
         participant.terminate()
         coordinator.wait()
         participant.wait()
         etcd.cleanup()
+
+
+async def measure(args: argparse.Namespace, etcd: DevEtcd, address: str, cport: int,
+                  coordinator_pid: int) -> None:
+    channel = grpc.aio.insecure_channel(address)
+    stub = ppb_grpc.ParticipantStub(channel)
+
+    async def direct(i: int) -> None:
+        for b in ("a", "b"):
+            await stub.Execute(ppb.BranchRequest(gid=f"d{i}", branch=b, operation=f"{b}.do",
+                                                 idempotency_key=f"d{i}/{b}/execute"))
+
+    async with CoordinatorClient(f"127.0.0.1:{cport}", timeout_s=60) as client:
+        await client.start_saga(_saga(address, "warm"), wait=True)
+
+        async def through(i: int) -> None:
+            await client.start_saga(_saga(address, f"s{args.run}-{i}"), wait=True)
+
+        base_rate, base_lat = await closed_loop(args.sagas, args.concurrency, direct)
+        before = etcd_requests(etcd)
+        rate, lat = await closed_loop(args.sagas, args.concurrency, through)
+        per_saga = (etcd_requests(etcd) - before) / args.sagas
+        rss_after = rss_mb(coordinator_pid)
+        half = await open_loop(rate / 2, args.half_seconds, through)
+    await channel.close(None)
+    _report(args, base_rate, base_lat, rate, lat, per_saga, half, rss_after)
 
 
 def _saga(address: str, gid: str) -> Saga:
@@ -151,4 +155,4 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--half-seconds", type=float, default=5.0)
     parser.add_argument("--run", default=str(int(time.time())))
-    asyncio.run(run(parser.parse_args()))
+    run(parser.parse_args())

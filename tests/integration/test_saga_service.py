@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from coordinator import Retry, Saga, Step, pb
-from coordinator.server import DevEtcd
+from coordinator.server import CoordinatorServer, DevEtcd
 
 from .conftest import client_for, running, server_options
 from .participant import ScriptedParticipant
@@ -183,3 +183,24 @@ async def test_allow_list_refuses_other_hosts(etcd: DevEtcd, prefix: str,
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "not allowed" in (err.value.details() or "")
     assert participant.calls == []
+
+
+async def test_health_reports_serving_then_not_serving_on_shutdown(etcd: DevEtcd, prefix: str) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    server = CoordinatorServer(server_options(etcd, prefix))
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    stub = health_pb2_grpc.HealthStub(channel)
+    try:
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service="txc.v1.Coordinator"))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        server.core.accepting = False  # what stop() does first
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async with client_for(server) as c:
+                await c.start_saga(Saga([Step("a", "127.0.0.1:1", "a.do")], gid="late"))
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await channel.close(None)
+        await server.stop(0.2)
+
