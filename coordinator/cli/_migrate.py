@@ -1,0 +1,102 @@
+"""``txc migrate``: create/upgrade the participant tables, or roll them back, and purge.
+
+txc migrate --dsn postgresql+asyncpg://app@db/app            # up to head
+txc migrate --dsn ... --down 0001_barrier                    # down to a revision (or base)
+txc migrate --dsn ... --purge-older-than-days 30             # up, then retention
+txc migrate --dsn ... --status                               # only report the revision
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from coordinator.participant import (
+    DsnError,
+    MigrationError,
+    PurgeResult,
+    check_connection,
+    create_engine,
+    current_revision,
+    downgrade,
+    head_revision,
+    mask,
+    purge,
+    upgrade,
+)
+from coordinator.participant._errors import describe
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "migrate",
+        help="create or upgrade the participant tables (txc_barrier, txc_outbox)",
+        description="Apply the participant SDK's migrations and report the revision.",
+    )
+    p.add_argument(
+        "--dsn",
+        default=os.environ.get("TXC_DSN", ""),
+        help="SQLAlchemy URL: postgresql+asyncpg://... or mysql+aiomysql://... (env TXC_DSN)",
+    )
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--down", metavar="REV", help="migrate down to REV ('base' drops the tables)")
+    what.add_argument("--status", action="store_true", help="report the revision, change nothing")
+    p.add_argument(
+        "--purge-older-than-days",
+        type=float,
+        metavar="N",
+        help="after migrating, delete barrier rows and sent messages older than N days",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.purge_older_than_days is not None and (args.down or args.status):
+        print("txc migrate: --purge-older-than-days cannot be combined with --down/--status", file=sys.stderr)
+        return 2
+    if args.purge_older_than_days is not None and args.purge_older_than_days <= 0:
+        print("txc migrate: --purge-older-than-days must be positive", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_run(args))
+    except DsnError as exc:
+        print(f"txc migrate: {exc}", file=sys.stderr)
+        return 2
+    except MigrationError as exc:
+        print(f"txc migrate: {exc}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:
+        print(f"txc migrate: database error: {describe(exc)}", file=sys.stderr)
+        return 1
+
+
+async def _run(args: argparse.Namespace) -> int:
+    engine = create_engine(args.dsn)
+    try:
+        await check_connection(engine)
+        where = mask(engine.url)
+        if args.status:
+            revision = await current_revision(engine)
+        elif args.down:
+            revision = await downgrade(engine, args.down)
+        else:
+            revision = await upgrade(engine)
+        head = head_revision()
+        state = "head" if revision == head else f"head is {head}"
+        print(f"{where}: at revision {revision or 'base (no tables)'} ({state})")
+        if args.purge_older_than_days is not None:
+            _report(await purge(engine, args.purge_older_than_days), args.purge_older_than_days)
+        return 0
+    finally:
+        await engine.dispose()
+
+
+def _report(result: PurgeResult, days: float) -> None:
+    print(
+        f"purged {result.barrier_rows} barrier rows and {result.outbox_rows} sent messages "
+        f"older than {days:g} days"
+    )

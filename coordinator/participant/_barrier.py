@@ -1,0 +1,217 @@
+"""The branch barrier: exactly-once branch calls on top of one unique row per (gid, branch, op).
+
+Rules (after DTM's client/dtmcli/barrier.go, plus stored replies):
+
+* forward ops (execute, prepare, commit) insert their own row first. Inserted: run the
+  business function in the same transaction and store its reply in the row. Already
+  there: a duplicate gets the stored reply again; a row an undo put there (reason
+  "null-compensation"/"rollback") means the forward call arrived after its undo
+  (hanging): refused with FAILED, nothing runs.
+* undo ops (compensate, abort) insert their own row, then their forward op's row. If the
+  forward row was new, the forward op never ran: a null compensation, nothing to undo,
+  and the row now blocks the late forward call. If the forward row holds a FAILED reply
+  (a refused action, whose writes were rolled back), there is nothing to undo either.
+  Own row first keeps one lock order (undo row, then forward row), so twin undos cannot
+  deadlock on MySQL's gap locks.
+* a refusal (:class:`Refused`) of execute/prepare rolls back the business writes (a
+  savepoint) but keeps the barrier row with the FAILED reply: a retry gets the same
+  FAILED and a later compensate knows there is nothing to undo. A refused undo or
+  commit rolls back entirely, so the coordinator's retry or an operator's replay runs
+  it again: those must succeed eventually.
+* transient database errors (deadlock, serialization failure, lost connection) roll the
+  whole transaction back and are retried here a few times, then answered RETRY.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, and_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+from coordinator.participant._backoff import backoff
+from coordinator.participant._errors import Refused, describe, is_transient
+from coordinator.participant._sql import blob, db_now, insert_ignore
+from coordinator.participant._tables import barrier
+from coordinator.participant._types import BranchKey, Op, Outcome, Reply
+
+BusinessFn = Callable[[AsyncConnection], Awaitable[bytes | None]]
+"""The service's business step: gets the barrier's connection (inside its transaction),
+returns the result bytes for the reply. Must not commit or roll back itself."""
+
+# Reason written on the forward op's row when an undo inserts it first.
+UNDO_REASON = {Op.COMPENSATE: "null-compensation", Op.ABORT: "rollback"}
+# Ops whose refusal is an answer worth keeping (a vote / a failed action).
+_RECORDED_REFUSALS = frozenset({Op.EXECUTE, Op.PREPARE})
+_MESSAGE_CHARS = 512
+
+
+@dataclass(frozen=True)
+class BarrierOptions:
+    """attempts: whole-transaction tries on transient errors before answering RETRY."""
+
+    attempts: int = 3
+    initial_backoff: float = 0.01
+    max_backoff: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("attempts must be at least 1")
+
+
+@dataclass(frozen=True)
+class _Row:
+    reason: str
+    outcome: int | None
+    result: bytes | None
+    message: str | None
+
+    def reply(self) -> Reply:
+        outcome = Outcome(self.outcome) if self.outcome is not None else Outcome.OK
+        return Reply(outcome, self.result or b"", self.message or "")
+
+
+class _Rollback(Exception):  # control flow only, never escapes this module
+    """Roll the barrier transaction back, then answer ``reply``."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.message)
+        self.reply = reply
+
+
+class Barrier:
+    """Runs branch calls exactly once against one database (``AsyncEngine``)."""
+
+    def __init__(self, engine: AsyncEngine, options: BarrierOptions | None = None) -> None:
+        self._engine = engine
+        self._options = options or BarrierOptions()
+
+    async def call(self, key: BranchKey, fn: BusinessFn) -> Reply:
+        """Run ``fn`` for ``key`` at most once; answer the reply of the run that counted.
+
+        Exceptions other than :class:`Refused` and transient database errors propagate
+        (after a rollback): they are bugs, and the caller decides what to answer.
+        """
+        opts = self._options
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(opts.attempts),
+            wait=backoff(opts.initial_backoff, opts.max_backoff),
+            retry=retry_if_exception(is_transient),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._once(key, fn)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            return Reply(Outcome.RETRY, message=f"transient database error: {describe(exc)}")
+        raise AssertionError("tenacity ended without an outcome")  # pragma: no cover
+
+    async def _once(self, key: BranchKey, fn: BusinessFn) -> Reply:
+        try:
+            async with self._engine.connect() as conn, conn.begin():
+                forward = key.op.forward
+                if forward is None:
+                    return await _forward(conn, key, fn)
+                return await _undo(conn, key, forward, fn)
+        except _Rollback as rollback:
+            return rollback.reply
+
+
+async def _forward(conn: AsyncConnection, key: BranchKey, fn: BusinessFn) -> Reply:
+    if await _insert(conn, key, key.op.value):
+        return await _run(conn, key, fn)
+    row = await _read(conn, key)
+    if row.reason != key.op.value:
+        return Reply(
+            Outcome.FAILED,
+            message=f"{key.op} refused: its undo already ran ({row.reason}); hanging request",
+        )
+    return row.reply()  # duplicate: the same answer as the first time
+
+
+async def _undo(conn: AsyncConnection, key: BranchKey, forward: Op, fn: BusinessFn) -> Reply:
+    if not await _insert(conn, key, key.op.value):
+        return (await _read(conn, key)).reply()  # duplicate
+    forward_key = key.with_op(forward)
+    if await _insert(conn, forward_key, UNDO_REASON[key.op]):
+        note = f"null {key.op}: {forward} never ran"
+        return await _store(conn, key, Reply(Outcome.OK, message=note))
+    if (await _read(conn, forward_key)).outcome != Outcome.OK:
+        note = f"nothing to undo: {forward} was refused"
+        return await _store(conn, key, Reply(Outcome.OK, message=note))
+    return await _run(conn, key, fn)
+
+
+async def _run(conn: AsyncConnection, key: BranchKey, fn: BusinessFn) -> Reply:
+    if key.op not in _RECORDED_REFUSALS:
+        try:
+            result = await fn(conn)
+        except Refused as exc:
+            raise _Rollback(_refusal(exc)) from exc
+        return await _store(conn, key, Reply(Outcome.OK, _as_bytes(result)))
+    # A savepoint lets a refusal undo the business writes but keep the barrier row.
+    savepoint = await conn.begin_nested()
+    try:
+        result = await fn(conn)
+    except Refused as exc:
+        await savepoint.rollback()
+        return await _store(conn, key, _refusal(exc))
+    await savepoint.commit()
+    return await _store(conn, key, Reply(Outcome.OK, _as_bytes(result)))
+
+
+def _refusal(exc: Refused) -> Reply:
+    return Reply(Outcome.FAILED, message=(str(exc) or "refused")[:_MESSAGE_CHARS])
+
+
+def _as_bytes(result: object) -> bytes:
+    if result is None:
+        return b""
+    if isinstance(result, bytes):
+        return result
+    raise TypeError(f"a business function must return bytes or None, not {type(result).__name__}")
+
+
+async def _insert(conn: AsyncConnection, key: BranchKey, reason: str) -> bool:
+    values = {
+        "gid": key.gid,
+        "branch": key.branch,
+        "op": key.op.value,
+        "reason": reason,
+        "created_at": db_now(conn),
+    }
+    return await insert_ignore(conn, barrier, values)
+
+
+async def _read(conn: AsyncConnection, key: BranchKey) -> _Row:
+    # A locking read sees the latest committed row even under REPEATABLE READ snapshots.
+    stmt = (
+        select(barrier.c.reason, barrier.c.outcome, barrier.c.result, barrier.c.message)
+        .where(_match(key))
+        .with_for_update(read=True)
+    )
+    row = (await conn.execute(stmt)).one()
+    return _Row(row.reason, row.outcome, row.result, row.message)
+
+
+async def _store(conn: AsyncConnection, key: BranchKey, reply: Reply) -> Reply:
+    stmt = (
+        update(barrier)
+        .where(_match(key))
+        .values(
+            outcome=int(reply.outcome),
+            result=blob(conn, reply.result),
+            message=reply.message or None,
+        )
+    )
+    await conn.execute(stmt)
+    return reply
+
+
+def _match(key: BranchKey) -> ColumnElement[bool]:
+    return and_(barrier.c.gid == key.gid, barrier.c.branch == key.branch, barrier.c.op == key.op.value)

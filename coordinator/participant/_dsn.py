@@ -1,0 +1,70 @@
+"""DSN handling: parse, check the driver, connect once, and never show the password."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from coordinator.participant._errors import DsnError, describe
+
+# Async drivers the SDK is tested with. (SQLAlchemy names MariaDB "mysql" or "mariadb".)
+SUPPORTED_DRIVERS = frozenset({"postgresql+asyncpg", "mysql+aiomysql", "mariadb+aiomysql"})
+
+
+def mask(dsn: str | URL) -> str:
+    """The DSN with its password replaced by ``***`` (unparseable input is shown cut short)."""
+    try:
+        url = dsn if isinstance(dsn, URL) else make_url(dsn)
+    except ArgumentError:
+        head = str(dsn).split("@", 1)
+        return f"***@{head[1]}" if len(head) == 2 else str(dsn)[:40]
+    return url.render_as_string(hide_password=True)
+
+
+def parse(dsn: str) -> URL:
+    """Parse and check a DSN; :class:`DsnError` names it (password hidden) when it is wrong."""
+    if not dsn:
+        raise DsnError("no DSN given (pass --dsn or set TXC_DSN)")
+    try:
+        url = make_url(dsn)
+    except ArgumentError as exc:
+        raise DsnError(f"cannot parse DSN {mask(dsn)!r}: {exc}") from None
+    if url.drivername not in SUPPORTED_DRIVERS:
+        supported = ", ".join(sorted(SUPPORTED_DRIVERS))
+        raise DsnError(f"DSN {mask(url)!r} uses driver {url.drivername!r}; supported: {supported}")
+    if not url.database:
+        raise DsnError(f"DSN {mask(url)!r} names no database")
+    return url
+
+
+def create_engine(dsn: str, **engine_options: Any) -> AsyncEngine:
+    """An AsyncEngine for ``dsn``; statement parameters stay out of error messages.
+
+    ``pool_pre_ping`` replaces connections the server dropped (restart, idle timeout)
+    instead of failing the next business call on them.
+    """
+    url = parse(dsn)
+    options: dict[str, Any] = {"hide_parameters": True, "pool_pre_ping": True}
+    options.update(engine_options)
+    return create_async_engine(url, **options)
+
+
+async def check_connection(engine: AsyncEngine) -> None:
+    """Connect once; :class:`DsnError` names the DSN (password hidden) when that fails."""
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError) as exc:
+        raise DsnError(f"cannot connect to {mask(engine.url)}: {describe_connect(exc)}") from None
+
+
+def describe_connect(exc: BaseException) -> str:
+    # Connection errors carry no statement parameters, and their text (unknown database,
+    # authentication failed, connection refused) is the useful part, so keep it.
+    orig = getattr(exc, "orig", None) or exc
+    first = str(orig).splitlines()[0] if str(orig) else ""
+    return first or describe(exc)

@@ -1,0 +1,220 @@
+"""ParticipantHost: serve txc.v1.Participant from registered handlers, over the barrier.
+
+Every call goes: validate -> find the handler -> barrier (decode + handler inside the
+local transaction) under a per-call timeout -> reply. Exceptions become outcomes here
+and nowhere else; see docs/participant.md for the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, overload
+
+import grpc
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from coordinator._proto.txc.v1 import participant_pb2 as ppb
+from coordinator.participant._barrier import Barrier, BarrierOptions
+from coordinator.participant._dsn import check_connection
+from coordinator.participant._errors import describe, is_transient
+from coordinator.participant._handlers import BranchContext, Decoder, Handler, Registry, raw
+from coordinator.participant._health import DatabaseHealth
+from coordinator.participant._types import BranchKey, Op, Outcome, Reply
+
+log = logging.getLogger("coordinator.participant.host")
+
+T = TypeVar("T")
+SERVICE = "txc.v1.Participant"
+_METHODS = {
+    "Execute": Op.EXECUTE,
+    "Compensate": Op.COMPENSATE,
+    "Prepare": Op.PREPARE,
+    "Commit": Op.COMMIT,
+    "Abort": Op.ABORT,
+}
+_Context = grpc.aio.ServicerContext[ppb.BranchRequest, ppb.BranchReply]
+
+
+@dataclass(frozen=True)
+class HostOptions:
+    """call_timeout caps one branch call (the caller's gRPC deadline may cap it sooner);
+    the database is probed every health_interval seconds for the health service."""
+
+    call_timeout: float = 10.0
+    health_interval: float = 5.0
+    health_timeout: float = 2.0
+    shutdown_grace: float = 10.0
+    max_concurrent_rpcs: int | None = None
+    barrier: BarrierOptions = field(default_factory=BarrierOptions)
+
+    def __post_init__(self) -> None:
+        if self.call_timeout <= 0 or self.health_interval <= 0 or self.health_timeout <= 0:
+            raise ValueError("timeouts and intervals must be positive")
+
+
+class ParticipantHost:
+    """A Python service's side of txcoord transactions.
+
+    >>> host = ParticipantHost(engine)
+    >>> @host.execute("accounts.debit", decode=json_object)
+    ... async def debit(ctx, conn, body): ...
+    """
+
+    def __init__(self, engine: AsyncEngine, options: HostOptions | None = None) -> None:
+        self._engine = engine
+        self._options = options or HostOptions()
+        self._barrier = Barrier(engine, self._options.barrier)
+        self._registry = Registry()
+        self._health = DatabaseHealth(engine, (SERVICE, ""), self._options)
+        self._server: grpc.aio.Server | None = None
+
+    # -- registration -----------------------------------------------------------------
+
+    @overload
+    def execute(self, operation: str) -> Callable[[Handler[bytes]], Handler[bytes]]: ...
+    @overload
+    def execute(self, operation: str, *, decode: Decoder[T]) -> Callable[[Handler[T]], Handler[T]]: ...
+    def execute(
+        self, operation: str, *, decode: Decoder[Any] = raw
+    ) -> Callable[[Handler[Any]], Handler[Any]]:
+        """Decorator: ``handler`` performs the forward action named ``operation``."""
+        return self._decorator(Op.EXECUTE, operation, decode)
+
+    @overload
+    def compensate(self, operation: str) -> Callable[[Handler[bytes]], Handler[bytes]]: ...
+    @overload
+    def compensate(self, operation: str, *, decode: Decoder[T]) -> Callable[[Handler[T]], Handler[T]]: ...
+    def compensate(
+        self, operation: str, *, decode: Decoder[Any] = raw
+    ) -> Callable[[Handler[Any]], Handler[Any]]:
+        """Decorator: ``handler`` undoes; ``operation`` is the branch's compensation name."""
+        return self._decorator(Op.COMPENSATE, operation, decode)
+
+    def _decorator(
+        self, op: Op, operation: str, decode: Decoder[Any]
+    ) -> Callable[[Handler[Any]], Handler[Any]]:
+        def register(handler: Handler[Any]) -> Handler[Any]:
+            self._registry.add(op, operation, handler, decode)
+            return handler
+
+        return register
+
+    # -- calls ------------------------------------------------------------------------
+
+    async def handle(
+        self, op: Op, request: ppb.BranchRequest, *, deadline: float | None = None
+    ) -> ppb.BranchReply:
+        """Answer one branch call; transport-free (the gRPC methods call this)."""
+        return (await self._answer(op, request, deadline)).to_proto()
+
+    async def _answer(self, op: Op, request: ppb.BranchRequest, deadline: float | None) -> Reply:
+        try:
+            key = BranchKey(request.gid, request.branch, op)
+        except ValueError as exc:
+            return Reply(Outcome.FAILED, message=f"invalid request: {exc}")
+        ctx = BranchContext(
+            gid=request.gid,
+            branch=request.branch,
+            operation=request.operation,
+            op=op,
+            attempt=request.attempt,
+            idempotency_key=request.idempotency_key,
+        )
+        business = self._registry.bind(op, ctx, request.payload)
+        if business is None:
+            known = ", ".join(self._registry.names(op)) or "none"
+            return Reply(
+                Outcome.FAILED,
+                message=f"unknown operation {request.operation!r} for {op} (this service has: {known})",
+            )
+        seconds = self._options.call_timeout
+        if deadline is not None:
+            seconds = max(0.0, min(seconds, deadline))
+        try:
+            async with asyncio.timeout(seconds):
+                return await self._barrier.call(key, business)
+        except TimeoutError:
+            return Reply(Outcome.RETRY, message=f"{op} {request.operation!r} timed out after {seconds:.3g}s")
+        except Exception as exc:
+            return _unexpected(ctx, exc)
+
+    def generic_handler(self) -> grpc.GenericRpcHandler[ppb.BranchRequest, ppb.BranchReply]:
+        """The txc.v1.Participant methods, to add to a ``grpc.aio`` server of your own."""
+        handlers = {
+            name: grpc.unary_unary_rpc_method_handler(
+                self._behaviour(op),
+                request_deserializer=ppb.BranchRequest.FromString,
+                response_serializer=ppb.BranchReply.SerializeToString,
+            )
+            for name, op in _METHODS.items()
+        }
+        return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+    def _behaviour(self, op: Op) -> Callable[[ppb.BranchRequest, _Context], object]:
+        async def behaviour(request: ppb.BranchRequest, context: _Context) -> ppb.BranchReply:
+            remaining: float | None = context.time_remaining()
+            return await self.handle(op, request, deadline=remaining)
+
+        return behaviour
+
+    # -- serving ----------------------------------------------------------------------
+
+    async def start(self, address: str = "[::]:50051") -> int:
+        """Check the database (:class:`DsnError` naming the DSN if unreachable), then serve
+        txc.v1.Participant and grpc.health.v1.Health on ``address``; returns the port."""
+        if self._server is not None:
+            raise RuntimeError("host already started")
+        await check_connection(self._engine)
+        server = grpc.aio.server(maximum_concurrent_rpcs=self._options.max_concurrent_rpcs)
+        server.add_generic_rpc_handlers([self.generic_handler()])
+        self._health.add_to_server(server)
+        port = server.add_insecure_port(address)
+        await server.start()
+        self._server = server
+        await self._health.start()
+        log.info("participant host serving %s on port %d", SERVICE, port)
+        return port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Report NOT_SERVING, refuse new calls, let calls in flight finish within ``grace``."""
+        server, self._server = self._server, None
+        await self._health.shutdown()
+        if server is not None:
+            await server.stop(self._options.shutdown_grace if grace is None else grace)
+
+    async def serve(self, address: str = "[::]:50051", stop: asyncio.Event | None = None) -> None:
+        """Serve until ``stop`` is set or SIGTERM/SIGINT arrives, then stop cleanly."""
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        await self.start(address)
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+
+def _unexpected(ctx: BranchContext, exc: Exception) -> Reply:
+    what = describe(exc)
+    if is_transient(exc):
+        return Reply(Outcome.RETRY, message=f"transient error: {what}")
+    # A bug or an unclassified failure: the transaction was rolled back, so asking the
+    # coordinator to retry is safe; a FAILED here would trigger compensation for good.
+    where = f"{ctx.op} {ctx.operation!r} gid={ctx.gid} branch={ctx.branch}"
+    if isinstance(exc, sa_exc.StatementError):
+        # Its text and traceback can carry statement parameters: log the code only.
+        log.error("%s failed: %s", where, what)
+    else:
+        log.error("%s failed: %s", where, what, exc_info=exc)
+    return Reply(Outcome.RETRY, message=f"unexpected error in handler: {what}")

@@ -1,0 +1,88 @@
+"""The local message table: write a message in the service's own transaction.
+
+The row commits or rolls back with the business change it belongs to; the relay
+(:mod:`._relay`) delivers it afterwards. A crash between the commit and the delivery
+loses nothing: the row is still pending when a relay next looks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
+from coordinator.participant._errors import ParticipantError
+from coordinator.participant._sql import blob, db_now, db_shifted
+from coordinator.participant._tables import outbox
+
+__all__ = ["START_SAGA", "OutboxError", "OutboxMessage", "Status", "add", "add_start_saga"]
+
+START_SAGA = "txc.start_saga"
+"""Kind of the messages that carry a txc.v1.StartSagaRequest."""
+
+_MAX_KIND = 64
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"  # refused for good by the receiver; kept for an operator
+
+
+class OutboxError(ParticipantError):
+    """A message that cannot be written as asked."""
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """A claimed row, as the relay hands it to a sender."""
+
+    id: int
+    kind: str
+    payload: bytes
+    attempts: int  # deliveries tried so far, this one included
+
+
+async def add(conn: AsyncConnection, kind: str, payload: bytes, *, delay: float = 0.0) -> int:
+    """Queue a message in the caller's open transaction; returns its id.
+
+    ``delay`` (seconds) holds the message back from the relay for that long.
+    """
+    if not conn.in_transaction():
+        raise OutboxError("outbox.add needs the caller's transaction: use engine.begin()")
+    if not kind or len(kind) > _MAX_KIND:
+        raise OutboxError(f"message kind must be 1..{_MAX_KIND} characters, got {len(kind)}")
+    if delay < 0:
+        raise OutboxError("delay must not be negative")
+    stmt = insert(outbox).values(
+        kind=kind,
+        payload=blob(conn, payload),
+        status=Status.PENDING.value,
+        attempts=0,
+        available_at=db_shifted(conn, delay) if delay else db_now(conn),
+        created_at=db_now(conn),
+    )
+    result = await conn.execute(stmt)
+    key = result.inserted_primary_key
+    assert key is not None  # single-row INSERT into a table with a primary key
+    return int(key[0])
+
+
+async def add_start_saga(conn: AsyncConnection, request: cpb.StartSagaRequest) -> int:
+    """Queue a StartSaga call; the relay delivers it to the coordinator.
+
+    The gid must be set: redelivery after a crash relies on StartSaga being idempotent
+    on gid, which a server-generated gid would defeat. ``wait`` is cleared: the relay
+    hands the saga over and moves on; it does not hold a lease while the saga runs.
+    """
+    if not request.gid:
+        raise OutboxError("StartSagaRequest.gid must be set for outbox delivery")
+    if not request.branches:
+        raise OutboxError("StartSagaRequest has no branches")
+    message = cpb.StartSagaRequest()
+    message.CopyFrom(request)
+    message.wait = False
+    return await add(conn, START_SAGA, message.SerializeToString())

@@ -1,0 +1,80 @@
+"""Retention: delete old barrier rows and sent outbox messages in small batches.
+
+Each batch is its own short transaction that locks only the rows it deletes (picked by
+primary key first), so live barrier calls and relays never wait behind a purge.
+
+Choose the age well past the longest time a request for a transaction can still
+arrive (saga deadline + retries + operator replays): once a barrier row is gone, a very
+late duplicate would run again and a very late compensation would be taken for a null
+compensation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, Table, and_, delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from coordinator.participant._outbox import Status
+from coordinator.participant._sql import db_shifted
+from coordinator.participant._tables import barrier, outbox
+
+_DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class PurgeOptions:
+    """batch_size rows per transaction; pause seconds between batches."""
+
+    batch_size: int = 1000
+    pause: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.pause < 0:
+            raise ValueError("batch_size must be at least 1 and pause not negative")
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    barrier_rows: int
+    outbox_rows: int
+
+
+async def purge(
+    engine: AsyncEngine, older_than_days: float, options: PurgeOptions | None = None
+) -> PurgeResult:
+    """Delete barrier rows created, and outbox messages sent, more than N days ago.
+
+    Pending and failed messages are never purged: they are work not yet done.
+    """
+    if older_than_days <= 0:
+        raise ValueError("older_than_days must be positive")
+    opts = options or PurgeOptions()
+    async with engine.connect() as conn:
+        # The server's clock, as for every other timestamp in these tables.
+        cutoff: datetime = (
+            await conn.execute(select(db_shifted(conn, -older_than_days * _DAY)))
+        ).scalar_one()
+    barrier_rows = await _purge(engine, barrier, barrier.c.created_at < cutoff, opts)
+    sent = and_(outbox.c.status == Status.SENT.value, outbox.c.sent_at < cutoff)
+    outbox_rows = await _purge(engine, outbox, sent, opts)
+    return PurgeResult(barrier_rows, outbox_rows)
+
+
+async def _purge(
+    engine: AsyncEngine, table: Table, condition: ColumnElement[bool], opts: PurgeOptions
+) -> int:
+    total = 0
+    while True:
+        async with engine.begin() as conn:
+            ids = await conn.execute(select(table.c.id).where(condition).limit(opts.batch_size))
+            batch = list(ids.scalars())
+            if batch:
+                await conn.execute(delete(table).where(table.c.id.in_(batch)))
+        total += len(batch)
+        if len(batch) < opts.batch_size:
+            return total
+        await asyncio.sleep(opts.pause)

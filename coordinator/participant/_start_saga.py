@@ -1,0 +1,48 @@
+"""The relay's sender for ``txc.start_saga`` messages: StartSaga on the coordinator."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
+from coordinator.participant._errors import PermanentDeliveryError
+from coordinator.participant._outbox import OutboxMessage
+
+_METHOD = "/txc.v1.Coordinator/StartSaga"
+# The coordinator will give the same answer however often it is asked: a malformed plan,
+# or a gid already used by a different plan. Everything else (UNAVAILABLE, deadlines,
+# overload) may pass, so the relay tries again later.
+_PERMANENT = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS})
+
+
+class StartSagaSender:
+    """Delivers StartSagaRequest messages. StartSaga is idempotent on gid, so a redelivery
+    after a crash finds the saga already there (``created=false``) and changes nothing."""
+
+    def __init__(self, target: str | grpc.aio.Channel, *, timeout: float = 10.0) -> None:
+        self._timeout = timeout
+        self._own_channel = isinstance(target, str)
+        self._channel = grpc.aio.insecure_channel(target) if isinstance(target, str) else target
+        self._call = self._channel.unary_unary(
+            _METHOD,
+            request_serializer=cpb.StartSagaRequest.SerializeToString,
+            response_deserializer=cpb.StartResponse.FromString,
+        )
+
+    async def __call__(self, message: OutboxMessage) -> None:
+        try:
+            request = cpb.StartSagaRequest.FromString(message.payload)
+        except DecodeError:
+            raise PermanentDeliveryError(f"outbox message {message.id} is not a StartSagaRequest") from None
+        try:
+            await self._call(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _PERMANENT:
+                raise PermanentDeliveryError(f"{exc.code().name}: {exc.details()}") from None
+            raise
+
+    async def close(self) -> None:
+        """Close the channel if this sender opened it."""
+        if self._own_channel:
+            await self._channel.close(None)

@@ -1,0 +1,74 @@
+"""Value types shared by the barrier, the host and the relay."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+
+from coordinator._proto.txc.v1 import participant_pb2 as ppb
+
+# Column widths of the barrier key; requests with longer ids are refused up front
+# rather than silently truncated by the database.
+MAX_ID_CHARS = 128
+
+
+class Op(StrEnum):
+    """A branch operation, as stored in the barrier table's ``op`` column."""
+
+    EXECUTE = "execute"
+    COMPENSATE = "compensate"
+    PREPARE = "prepare"
+    COMMIT = "commit"
+    ABORT = "abort"
+
+    @property
+    def forward(self) -> Op | None:
+        """The operation this one undoes (compensate -> execute, abort -> prepare)."""
+        return _FORWARD.get(self)
+
+
+_FORWARD = {Op.COMPENSATE: Op.EXECUTE, Op.ABORT: Op.PREPARE}
+
+
+class Outcome(IntEnum):
+    """Values mirror txc.v1.Outcome."""
+
+    OK = 1
+    FAILED = 2
+    RETRY = 3
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a branch call answers; converts to a txc.v1.BranchReply."""
+
+    outcome: Outcome
+    result: bytes = b""
+    message: str = ""
+
+    def to_proto(self) -> ppb.BranchReply:
+        return ppb.BranchReply(
+            outcome=ppb.Outcome.Value(f"OUTCOME_{self.outcome.name}"),
+            result=self.result,
+            message=self.message,
+        )
+
+
+@dataclass(frozen=True)
+class BranchKey:
+    """Identity of one barrier row: (gid, branch, op)."""
+
+    gid: str
+    branch: str
+    op: Op
+
+    def __post_init__(self) -> None:
+        for name in ("gid", "branch"):
+            value: str = getattr(self, name)
+            if not value:
+                raise ValueError(f"{name} must not be empty")
+            if len(value) > MAX_ID_CHARS:
+                raise ValueError(f"{name} is {len(value)} characters; at most {MAX_ID_CHARS}")
+
+    def with_op(self, op: Op) -> BranchKey:
+        return BranchKey(self.gid, self.branch, op)

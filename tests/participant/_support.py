@@ -1,0 +1,116 @@
+"""Real network pieces for the SDK tests: a StartSaga receiver and a TCP proxy that can
+cut a service off from its database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from dataclasses import dataclass, field
+
+import grpc
+
+from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
+
+
+@dataclass
+class SagaReceiver:
+    """A txc.v1.Coordinator that only answers StartSaga, idempotent on gid like the real
+    one, and records every call. ``fail_first`` calls answer UNAVAILABLE; gids in
+    ``invalid`` answer INVALID_ARGUMENT; gids in ``hold`` wait for ``release``."""
+
+    fail_first: int = 0
+    invalid: set[str] = field(default_factory=set)
+    hold: set[str] = field(default_factory=set)
+    calls: Counter[str] = field(default_factory=Counter)
+    created: Counter[str] = field(default_factory=Counter)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    server: grpc.aio.Server | None = None
+    port: int = 0
+
+    async def _start_saga(self, request: cpb.StartSagaRequest,
+                          context: grpc.aio.ServicerContext) -> cpb.StartResponse:  # type: ignore[type-arg]
+        self.calls[request.gid] += 1
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "coordinator warming up")
+        if request.gid in self.invalid:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "branches[0].participant: empty")
+        if request.gid in self.hold:
+            await self.release.wait()
+        fresh = self.created[request.gid] == 0
+        if fresh:
+            self.created[request.gid] += 1
+        return cpb.StartResponse(
+            transaction=cpb.Transaction(gid=request.gid), created=fresh)
+
+    async def start(self) -> str:
+        handler = grpc.method_handlers_generic_handler("txc.v1.Coordinator", {
+            "StartSaga": grpc.unary_unary_rpc_method_handler(
+                self._start_saga,
+                request_deserializer=cpb.StartSagaRequest.FromString,
+                response_serializer=cpb.StartResponse.SerializeToString,
+            ),
+        })
+        self.server = grpc.aio.server()
+        self.server.add_generic_rpc_handlers([handler])
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        await self.server.start()
+        return f"127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        self.release.set()
+        if self.server is not None:
+            await self.server.stop(0)
+
+
+class TcpProxy:
+    """Forwards a local port to ``upstream``; ``cut()`` drops every connection and
+    refuses new ones until ``restore()``: the database "goes down" for its clients."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._upstream = (host, port)
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for task in list(self._pipes):
+            task.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+
+    async def restore(self) -> None:
+        await self.start()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+        except OSError:
+            writer.close()
+            return
+        tasks = [asyncio.ensure_future(_pipe(reader, up_writer)),
+                 asyncio.ensure_future(_pipe(up_reader, writer))]
+        self._pipes.update(tasks)
+        for task in tasks:
+            task.add_done_callback(self._pipes.discard)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (OSError, asyncio.CancelledError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            writer.close()

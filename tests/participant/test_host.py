@@ -1,0 +1,259 @@
+"""ParticipantHost over real gRPC and real databases: outcomes, faults, health, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from coordinator._proto.txc.v1 import participant_pb2 as ppb
+from coordinator._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
+from coordinator.participant import (
+    BranchContext,
+    DsnError,
+    HostOptions,
+    ParticipantHost,
+    Refused,
+    barrier_table,
+    create_engine,
+)
+
+from ._support import TcpProxy
+from .conftest import Db, accounts, effects, new_account
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Transfer:
+    account: str
+    amount: int
+
+    @staticmethod
+    def decode(payload: bytes) -> Transfer:
+        body = json.loads(payload)
+        return Transfer(str(body["account"]), int(body["amount"]))
+
+
+def build_host(engine: AsyncEngine, **options: float) -> ParticipantHost:
+    opts = {"call_timeout": 1.0, "health_interval": 0.1, "health_timeout": 0.5,
+            "shutdown_grace": 2.0, **options}
+    host = ParticipantHost(engine, HostOptions(**opts))  # type: ignore[arg-type]
+
+    async def move(ctx: BranchContext, conn: AsyncConnection, t: Transfer, sign: int) -> bytes:
+        row = (await conn.execute(select(accounts.c.balance).where(accounts.c.id == t.account)
+                                  .with_for_update())).first()
+        if row is None:
+            raise Refused(f"no account {t.account}")
+        if row.balance + sign * t.amount < 0:
+            raise Refused("insufficient funds")
+        await conn.execute(update(accounts).where(accounts.c.id == t.account)
+                           .values(balance=row.balance + sign * t.amount))
+        await conn.execute(effects.insert().values(gid=ctx.gid, op=ctx.op.value, amount=t.amount))
+        return json.dumps({"balance": row.balance + sign * t.amount}).encode()
+
+    @host.execute("accounts.debit", decode=Transfer.decode)
+    async def debit(ctx: BranchContext, conn: AsyncConnection, t: Transfer) -> bytes:
+        return await move(ctx, conn, t, -1)
+
+    @host.compensate("accounts.refund", decode=Transfer.decode)
+    async def refund(ctx: BranchContext, conn: AsyncConnection, t: Transfer) -> bytes:
+        return await move(ctx, conn, t, +1)
+
+    @host.execute("slow.op")
+    async def slow(ctx: BranchContext, conn: AsyncConnection, payload: bytes) -> bytes:
+        await conn.execute(effects.insert().values(gid=ctx.gid, op="execute", amount=0))
+        await asyncio.sleep(float(payload or b"5"))
+        return b"slow done"
+
+    @host.execute("buggy.op")
+    async def buggy(ctx: BranchContext, conn: AsyncConnection, payload: bytes) -> bytes:
+        await conn.execute(effects.insert().values(gid=ctx.gid, op="execute", amount=0))
+        raise RuntimeError("a bug")
+
+    return host
+
+
+@dataclass
+class Served:
+    host: ParticipantHost
+    stub: ppb_grpc.ParticipantStub
+    health: health_pb2_grpc.HealthStub
+    channel: grpc.aio.Channel
+
+    async def call(self, method: str, gid: str, operation: str, payload: bytes = b"",
+                   branch: str = "b1", attempt: int = 1) -> ppb.BranchReply:
+        op = method.lower()
+        request = ppb.BranchRequest(gid=gid, branch=branch, operation=operation, payload=payload,
+                                    idempotency_key=f"{gid}/{branch}/{op}", attempt=attempt)
+        reply: ppb.BranchReply = await getattr(self.stub, method)(request, timeout=10)
+        return reply
+
+    async def status(self) -> int:
+        answer = await self.health.Check(health_pb2.HealthCheckRequest(service="txc.v1.Participant"))
+        return int(answer.status)
+
+
+async def serve(host: ParticipantHost) -> Served:
+    port = await host.start("127.0.0.1:0")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    return Served(host, ppb_grpc.ParticipantStub(channel), health_pb2_grpc.HealthStub(channel),
+                  channel)
+
+
+@pytest.fixture
+async def served(db: Db) -> AsyncIterator[Served]:
+    s = await serve(build_host(db.engine))
+    yield s
+    await s.channel.close(None)
+    await s.host.stop(0)
+
+
+def transfer(account: str, amount: int) -> bytes:
+    return json.dumps({"account": account, "amount": amount}).encode()
+
+
+async def account(db: Db, balance: int = 100) -> str:
+    async with db.engine.begin() as conn:
+        return await new_account(conn, balance)
+
+
+async def rows_for(db: Db, gid: str) -> int:
+    async with db.engine.connect() as conn:
+        return len((await conn.execute(
+            select(barrier_table.c.id).where(barrier_table.c.gid == gid))).all())
+
+
+async def test_debit_then_refund_exactly_once_over_grpc(db: Db, served: Served, gid: str) -> None:
+    acct = await account(db)
+    first = await served.call("Execute", gid, "accounts.debit", transfer(acct, 40))
+    assert first.outcome == ppb.OUTCOME_OK and json.loads(first.result) == {"balance": 60}
+    again = await served.call("Execute", gid, "accounts.debit", transfer(acct, 40), attempt=2)
+    assert again == first  # same reply, no second debit
+    for attempt in (1, 2):
+        undo = await served.call("Compensate", gid, "accounts.refund", transfer(acct, 40),
+                                 attempt=attempt)
+        assert undo.outcome == ppb.OUTCOME_OK and json.loads(undo.result) == {"balance": 100}
+    assert await db.count_effects(gid) == 2
+
+
+async def test_business_refusal_is_failed(db: Db, served: Served, gid: str) -> None:
+    acct = await account(db, 10)
+    reply = await served.call("Execute", gid, "accounts.debit", transfer(acct, 11))
+    assert (reply.outcome, reply.message) == (ppb.OUTCOME_FAILED, "insufficient funds")
+    assert await db.count_effects(gid) == 0
+
+
+async def test_unknown_operation_is_failed_with_a_clear_message(served: Served, gid: str) -> None:
+    reply = await served.call("Execute", gid, "accounts.transmogrify")
+    assert reply.outcome == ppb.OUTCOME_FAILED
+    assert "unknown operation 'accounts.transmogrify'" in reply.message
+    assert "accounts.debit" in reply.message
+    # Not registered for two-phase commit either: refused, not crashed.
+    prepare = await served.call("Prepare", gid, "accounts.debit")
+    assert prepare.outcome == ppb.OUTCOME_FAILED
+
+
+async def test_undecodable_payload_is_failed(db: Db, served: Served, gid: str) -> None:
+    reply = await served.call("Execute", gid, "accounts.debit", b"\xff{not json")
+    assert reply.outcome == ppb.OUTCOME_FAILED
+    assert "cannot be decoded" in reply.message and "\\xff" not in reply.message
+    assert await db.count_effects(gid) == 0
+
+
+async def test_invalid_request_is_failed(served: Served) -> None:
+    reply = await served.call("Execute", "", "accounts.debit")
+    assert reply.outcome == ppb.OUTCOME_FAILED and "gid must not be empty" in reply.message
+
+
+async def test_bug_in_handler_is_retry_and_rolls_back(db: Db, served: Served, gid: str) -> None:
+    reply = await served.call("Execute", gid, "buggy.op")
+    assert reply.outcome == ppb.OUTCOME_RETRY and "RuntimeError" in reply.message
+    assert await db.count_effects(gid) == 0 and await rows_for(db, gid) == 0
+
+
+async def test_call_timeout_is_retry_and_leaves_nothing(db: Db, gid: str) -> None:
+    s = await serve(build_host(db.engine, call_timeout=0.3))
+    try:
+        reply = await s.call("Execute", gid, "slow.op", b"5")
+        assert reply.outcome == ppb.OUTCOME_RETRY and "timed out" in reply.message
+        assert await db.count_effects(gid) == 0 and await rows_for(db, gid) == 0
+        again = await s.call("Execute", gid, "slow.op", b"0.01", attempt=2)
+        assert again.outcome == ppb.OUTCOME_OK
+        assert await db.open_transactions() == 0
+    finally:
+        await s.channel.close(None)
+        await s.host.stop(0)
+
+
+async def test_database_down_is_retry_and_health_follows(db: Db, gid: str) -> None:
+    url = make_url(db.dsn)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 0)
+    port = await proxy.start()
+    engine = create_engine(url.set(port=port).render_as_string(hide_password=False))
+    s = await serve(build_host(engine))
+    try:
+        acct = await account(db)
+        assert await s.status() == health_pb2.HealthCheckResponse.SERVING
+        await proxy.cut()
+        down = await s.call("Execute", gid, "accounts.debit", transfer(acct, 1))
+        assert down.outcome == ppb.OUTCOME_RETRY, down.message
+        await _eventually(s, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await proxy.restore()
+        await _eventually(s, health_pb2.HealthCheckResponse.SERVING)
+        up = await s.call("Execute", gid, "accounts.debit", transfer(acct, 1), attempt=2)
+        assert up.outcome == ppb.OUTCOME_OK
+        assert await db.count_effects(gid) == 1
+    finally:
+        await s.channel.close(None)
+        await s.host.stop(0)
+        await proxy.cut()
+        await engine.dispose()
+
+
+async def _eventually(s: Served, status: int) -> None:
+    for _ in range(50):
+        if await s.status() == status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"health never became {status}")
+
+
+async def test_wrong_dsn_at_startup_names_it_without_the_password() -> None:
+    engine = create_engine("postgresql+asyncpg://app:s3cret@127.0.0.1:1/shop")
+    host = ParticipantHost(engine)
+    with pytest.raises(DsnError) as err:
+        await host.start("127.0.0.1:0")
+    assert "postgresql+asyncpg://app:***@127.0.0.1:1/shop" in str(err.value)
+    assert "s3cret" not in str(err.value)
+    await engine.dispose()
+    with pytest.raises(DsnError, match="supported"):
+        create_engine("postgresql://app:s3cret@db/shop")
+
+
+async def test_stop_lets_calls_in_flight_finish(db: Db, gid: str) -> None:
+    s = await serve(build_host(db.engine, call_timeout=5.0))
+    in_flight = asyncio.ensure_future(s.call("Execute", gid, "slow.op", b"0.5"))
+    await asyncio.sleep(0.2)
+    await s.host.stop(grace=3.0)
+    reply = await in_flight
+    assert reply.outcome == ppb.OUTCOME_OK and reply.result == b"slow done"
+    assert await db.count_effects(gid) == 1
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await s.call("Execute", f"{gid}-late", "slow.op", b"0")
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    await s.channel.close(None)
+
+
+def test_duplicate_registration_is_refused(db: Db) -> None:
+    host = build_host(db.engine)
+    with pytest.raises(ValueError, match="already registered"):
+        host.execute("accounts.debit")(lambda ctx, conn, payload: None)  # type: ignore[arg-type,return-value]
