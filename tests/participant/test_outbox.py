@@ -1,0 +1,264 @@
+"""Outbox + relay on real PostgreSQL and MariaDB, with a real gRPC receiver and real
+process kills."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
+from coordinator.participant import (
+    START_SAGA,
+    OutboxError,
+    OutboxMessage,
+    Relay,
+    RelayOptions,
+    StartSagaSender,
+    create_engine,
+    outbox,
+    outbox_table,
+)
+
+from ._proc import LEASE, saga
+from ._support import SagaReceiver
+from .conftest import Db
+
+pytestmark = pytest.mark.integration
+
+PROC = Path(__file__).with_name("_proc.py")
+Relaying = tuple[SagaReceiver, StartSagaSender]
+FAST = RelayOptions(lease=2.0, send_timeout=0.5, poll_interval=0.05, initial_backoff=0.01,
+                    max_backoff=0.05)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[SagaReceiver, str]]:
+    r = SagaReceiver()
+    target = await r.start()
+    yield r, target
+    await r.stop()
+
+
+@pytest.fixture
+async def relay_for(receiver: tuple[SagaReceiver, str]) -> AsyncIterator[Relaying]:
+    r, target = receiver
+    sender = StartSagaSender(target, timeout=1.0)
+    yield r, sender
+    await sender.close()
+
+
+async def queue(engine: AsyncEngine, *gids: str) -> list[int]:
+    async with engine.begin() as conn:
+        return [await outbox.add_start_saga(conn, saga(g)) for g in gids]
+
+
+async def row(engine: AsyncEngine, message_id: int) -> dict[str, object]:
+    t = outbox_table
+    async with engine.connect() as conn:
+        found = (await conn.execute(select(t).where(t.c.id == message_id))).one()
+    return dict(found._mapping)
+
+
+async def clear_due(engine: AsyncEngine) -> None:
+    """Other tests' leftovers must not be delivered by this test's relay."""
+    t = outbox_table
+    async with engine.begin() as conn:
+        await conn.execute(update(t).where(t.c.status == "pending").values(status="parked"))
+
+
+def gids(n: int) -> list[str]:
+    return [f"saga-{uuid.uuid4().hex[:10]}" for _ in range(n)]
+
+
+async def test_message_commits_and_rolls_back_with_the_business_transaction(db: Db) -> None:
+    kept, dropped = gids(2)
+    await queue(db.engine, kept)
+    with pytest.raises(RuntimeError):
+        async with db.engine.begin() as conn:
+            await outbox.add_start_saga(conn, saga(dropped))
+            raise RuntimeError("business failed")
+    t = outbox_table
+    async with db.engine.connect() as conn:
+        payloads = (await conn.execute(select(t.c.payload).where(t.c.kind == START_SAGA))).scalars()
+        seen = {cpb.StartSagaRequest.FromString(p).gid for p in payloads}
+    assert kept in seen and dropped not in seen
+
+
+async def test_add_refuses_what_cannot_be_delivered_safely(db: Db) -> None:
+    async with db.engine.connect() as conn:
+        with pytest.raises(OutboxError, match="transaction"):
+            await outbox.add(conn, START_SAGA, b"")
+    async with db.engine.begin() as conn:
+        with pytest.raises(OutboxError, match="gid"):
+            await outbox.add_start_saga(conn, cpb.StartSagaRequest(branches=[cpb.Branch(name="a")]))
+
+
+async def test_relay_delivers_once_and_marks_sent(db: Db, relay_for: Relaying) -> None:
+    r, sender = relay_for
+    await clear_due(db.engine)
+    names = gids(3)
+    ids = await queue(db.engine, *names)
+    relay = Relay(db.engine, {START_SAGA: sender}, FAST)
+    stats = await relay.run_once()
+    assert (stats.claimed, stats.sent) == (3, 3)
+    assert (await relay.run_once()).claimed == 0
+    assert all(r.calls[g] == 1 for g in names)
+    for message_id in ids:
+        state = await row(db.engine, message_id)
+        assert state["status"] == "sent" and state["sent_at"] is not None
+        assert state["attempts"] == 1 and state["claim_token"] is None
+
+
+async def test_relay_retries_with_backoff_until_delivered(db: Db, relay_for: Relaying) -> None:
+    r, sender = relay_for
+    await clear_due(db.engine)
+    (name,) = gids(1)
+    (message_id,) = await queue(db.engine, name)
+    r.fail_first = 5
+    relay = Relay(db.engine, {START_SAGA: sender},
+                  RelayOptions(**{**FAST.__dict__, "send_attempts": 2}))
+    first = await relay.run_once()
+    assert first.retry_later == 1
+    state = await row(db.engine, message_id)
+    assert state["status"] == "pending" and "UNAVAILABLE" in str(state["last_error"])
+    for _ in range(40):
+        if (await relay.run_once()).sent:
+            break
+        await asyncio.sleep(0.03)
+    state = await row(db.engine, message_id)
+    assert state["status"] == "sent" and state["last_error"] is None
+    assert r.calls[name] == 6 and state["attempts"] == 3  # 3 claims of 2 tries each
+
+
+async def test_permanent_refusal_is_kept_as_failed(db: Db, relay_for: Relaying) -> None:
+    r, sender = relay_for
+    await clear_due(db.engine)
+    (name,) = gids(1)
+    r.invalid.add(name)
+    (message_id,) = await queue(db.engine, name)
+    relay = Relay(db.engine, {START_SAGA: sender}, FAST)
+    assert (await relay.run_once()).failed == 1
+    assert (await relay.run_once()).claimed == 0
+    state = await row(db.engine, message_id)
+    assert state["status"] == "failed" and "INVALID_ARGUMENT" in str(state["last_error"])
+    assert r.calls[name] == 1
+
+
+async def test_kinds_without_a_sender_stay_pending(db: Db, relay_for: Relaying) -> None:
+    _, sender = relay_for
+    await clear_due(db.engine)
+    async with db.engine.begin() as conn:
+        other = await outbox.add(conn, "orders.created", b"{}")
+    assert (await Relay(db.engine, {START_SAGA: sender}, FAST).run_once()).claimed == 0
+    assert (await row(db.engine, other))["status"] == "pending"
+
+
+async def test_two_relays_at_once_never_deliver_twice(db: Db, receiver: tuple[SagaReceiver, str]) -> None:
+    r, target = receiver
+    await clear_due(db.engine)
+    names = gids(120)
+    await queue(db.engine, *names)
+    engines = [create_engine(db.dsn), create_engine(db.dsn)]
+    senders = [StartSagaSender(target), StartSagaSender(target)]
+    delivered: Counter[int] = Counter()
+
+    def counting(i: int, sender: StartSagaSender):  # type: ignore[no-untyped-def]
+        async def send(message: OutboxMessage) -> None:
+            await sender(message)
+            delivered[i] += 1
+        return send
+
+    stop = asyncio.Event()
+    options = RelayOptions(**{**FAST.__dict__, "batch_size": 8})
+    tasks = [asyncio.ensure_future(Relay(engines[i], {START_SAGA: counting(i, senders[i])},
+                                         options).run(stop)) for i in range(2)]
+    try:
+        for _ in range(200):
+            if sum(r.calls[g] for g in names) >= len(names) and await _sent(db, len(names)):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        for s in senders:
+            await s.close()
+        for e in engines:
+            await e.dispose()
+    assert {r.calls[g] for g in names} == {1}
+    assert delivered[0] > 0 and delivered[1] > 0  # both relays really worked
+    assert delivered[0] + delivered[1] == len(names)
+
+
+async def _sent(db: Db, at_least: int) -> bool:
+    t = outbox_table
+    async with db.engine.connect() as conn:
+        n = (await conn.execute(select(func.count()).select_from(t).where(t.c.status == "sent"))).scalar_one()
+    return int(n) >= at_least
+
+
+async def spawn(*args: str) -> tuple[asyncio.subprocess.Process, str]:
+    proc = await asyncio.create_subprocess_exec(sys.executable, str(PROC), *args,
+                                                stdout=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    return proc, line.decode().strip()
+
+
+async def kill(proc: asyncio.subprocess.Process) -> None:
+    proc.send_signal(signal.SIGKILL)  # no cleanup, no flush: a crash
+    await asyncio.wait_for(proc.wait(), 10)
+
+
+async def test_crash_after_commit_before_delivery_delivers_exactly_once(
+        db: Db, relay_for: Relaying) -> None:
+    r, sender = relay_for
+    await clear_due(db.engine)
+    (name,) = gids(1)
+    proc, line = await spawn("write", db.dsn, name)
+    try:
+        assert line.startswith("committed ")
+    finally:
+        await kill(proc)
+    message_id = int(line.split()[1])
+    assert (await row(db.engine, message_id))["status"] == "pending"
+    assert await db.count_effects(name) == 1  # the business change committed with it
+    assert r.calls[name] == 0
+    relay = Relay(db.engine, {START_SAGA: sender}, FAST)  # the restarted service
+    assert (await relay.run_once()).sent == 1
+    assert (await relay.run_once()).claimed == 0
+    assert r.calls[name] == 1 and (await row(db.engine, message_id))["status"] == "sent"
+
+
+async def test_relay_killed_mid_delivery_is_redelivered_without_a_second_saga(
+        db: Db, relay_for: Relaying) -> None:
+    r, sender = relay_for
+    await clear_due(db.engine)
+    (name,) = gids(1)
+    (message_id,) = await queue(db.engine, name)
+    r.hold.add(name)  # the coordinator receives the call but has not answered yet
+    proc, line = await spawn("relay", db.dsn, f"127.0.0.1:{r.port}")
+    try:
+        assert line == "relaying"
+        for _ in range(100):
+            if r.calls[name]:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await kill(proc)
+    assert r.calls[name] >= 1
+    r.release.set()
+    relay = Relay(db.engine, {START_SAGA: sender}, FAST)
+    assert (await relay.run_once()).claimed == 0  # still leased by the dead relay
+    await asyncio.sleep(LEASE)
+    assert (await relay.run_once()).sent == 1
+    assert (await row(db.engine, message_id))["status"] == "sent"
+    assert r.calls[name] >= 2 and r.created[name] == 1  # redelivered, one saga
