@@ -67,7 +67,7 @@ class Driver:
         self._opts = options or EngineOptions()
         self._clock = clock
         self._runs: dict[str, _Run] = {}
-        self._changed: dict[str, asyncio.Event] = {}
+        self._changed: dict[str, asyncio.Future[Stored]] = {}
         self._stopping = False
         self._attempts_in_flight = 0
 
@@ -103,14 +103,18 @@ class Driver:
         log.info("adopted gid=%s state=%s", stored.record.gid, stored.record.state.name)
         self._after_write(run, MACHINES[stored.record.protocol].resume(stored.record).calls)
 
-    async def wait_changed(self, gid: str, within_s: float) -> None:
-        """Return when this process writes ``gid`` again, or after ``within_s`` seconds."""
-        event = self._changed.setdefault(gid, asyncio.Event())
+    async def wait_changed(self, gid: str, within_s: float) -> Stored | None:
+        """The record as this process next writes it, or None after ``within_s`` seconds."""
+        waiter = self._changed.get(gid)
+        if waiter is None or waiter.done():
+            waiter = asyncio.get_running_loop().create_future()
+            self._changed[gid] = waiter
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), within_s)
+            return await asyncio.wait_for(asyncio.shield(waiter), within_s)
+        except TimeoutError:
+            return None
         finally:
-            if self._changed.get(gid) is event and event.is_set():
+            if waiter.done() and self._changed.get(gid) is waiter:
                 del self._changed[gid]
 
     async def stop(self, grace_s: float) -> None:
@@ -156,7 +160,7 @@ class Driver:
     def _after_write(self, run: _Run, calls: tuple[Call, ...]) -> None:
         record = run.record
         machine = MACHINES[record.protocol]
-        self._notify(record.gid)
+        self._notify(run.stored)
         current = asyncio.current_task()
         for call, task in list(run.calls.items()):
             if task is not current and not machine.wanted(record, call):
@@ -190,7 +194,7 @@ class Driver:
         run.dropped = True
         self._runs.pop(run.record.gid, None)
         self._cancel_all(run)
-        self._notify(run.record.gid)
+        self._notify(run.stored)
 
     def _cancel_all(self, run: _Run) -> None:
         current = asyncio.current_task()
@@ -203,10 +207,10 @@ class Driver:
             if task is not current:
                 task.cancel()
 
-    def _notify(self, gid: str) -> None:
-        event = self._changed.pop(gid, None)
-        if event is not None:
-            event.set()
+    def _notify(self, stored: Stored) -> None:
+        waiter = self._changed.pop(stored.record.gid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(stored)
 
     # -- participant calls ---------------------------------------------------------------
     async def _perform(self, run: _Run, call: Call) -> None:

@@ -83,13 +83,14 @@ class CoordinatorCore:
     async def wait_settled(self, gid: str, timeout_s: float) -> Stored:
         """The record once terminal or FAILED, or as it stands when ``timeout_s`` runs out."""
         end = time.monotonic() + timeout_s
+        stored = await self.get(gid)
         while True:
-            stored = await self.get(gid)
             remaining = end - time.monotonic()
             if _settled(stored.record) or remaining <= 0:
                 return stored
-            # Local writes wake us at once; a transaction driven elsewhere is re-read.
-            await self._driver.wait_changed(gid, min(remaining, 0.5))
+            # Local writes hand us the record at once; one driven elsewhere is re-read.
+            changed = await self._driver.wait_changed(gid, min(remaining, 0.5))
+            stored = changed or await self.get(gid)
 
     async def watch(self, gid: str) -> AsyncIterator[Stored]:
         await self.get(gid)
