@@ -30,6 +30,7 @@ from tenacity import (
 )
 
 from coordinator.participant._backoff import backoff
+from coordinator.participant._dsn import check_connection
 from coordinator.participant._errors import PermanentDeliveryError, describe, is_transient
 from coordinator.participant._outbox import OutboxMessage, Status
 from coordinator.participant._sql import db_now, db_shifted, is_mysql
@@ -102,8 +103,13 @@ class Relay:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Deliver until ``stop`` is set (or the task is cancelled)."""
+        """Deliver until ``stop`` is set (or the task is cancelled).
+
+        Raises :class:`DsnError` at once when the database cannot be reached at start;
+        later outages are logged and waited out.
+        """
         stop = stop or asyncio.Event()
+        await check_connection(self._engine)
         idle = self._options.poll_interval
         while not stop.is_set():
             try:

@@ -127,6 +127,19 @@ async def test_execute_then_compensate_each_apply_once(db: Db, gid: str) -> None
     assert await balance(db, acct) == 100
 
 
+async def test_refused_compensation_is_not_recorded_so_a_retry_runs_it(db: Db, gid: str) -> None:
+    acct, bar = await account(db), Barrier(db.engine)
+    key = BranchKey(gid, "b1", Op.EXECUTE)
+    assert (await bar.call(key, effect(gid, "execute", acct, -30))).outcome is Outcome.OK
+    undo_key = key.with_op(Op.COMPENSATE)
+    refused = await bar.call(undo_key, refusing(gid, "compensate", acct))
+    assert refused == Reply(Outcome.FAILED, message="insufficient funds")
+    assert await barrier_row(db, gid, Op.COMPENSATE) is None
+    assert await bar.call(undo_key, effect(gid, "compensate", acct, +30)) == Reply(Outcome.OK)
+    assert await db.count_effects(gid, "compensate") == 1
+    assert await balance(db, acct) == 100
+
+
 async def test_abort_pairs_with_prepare_like_compensate_with_execute(db: Db, gid: str) -> None:
     bar = Barrier(db.engine)
     key = BranchKey(gid, "b1", Op.ABORT)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
 from coordinator.participant import (
     START_SAGA,
+    DsnError,
     OutboxError,
     OutboxMessage,
     Relay,
@@ -262,3 +263,16 @@ async def test_relay_killed_mid_delivery_is_redelivered_without_a_second_saga(
     assert (await relay.run_once()).sent == 1
     assert (await row(db.engine, message_id))["status"] == "sent"
     assert r.calls[name] >= 2 and r.created[name] == 1  # redelivered, one saga
+
+
+async def test_relay_with_a_wrong_dsn_fails_at_start_naming_it() -> None:
+    engine = create_engine("mysql+aiomysql://svc:s3cret@127.0.0.1:1/shop")
+
+    async def send(message: OutboxMessage) -> None:
+        raise AssertionError("nothing to send")
+
+    try:
+        with pytest.raises(DsnError, match=r"mysql\+aiomysql://svc:\*\*\*@127\.0\.0\.1:1/shop"):
+            await Relay(engine, {START_SAGA: send}).run()
+    finally:
+        await engine.dispose()
