@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ._common import fail as _fail
+from ._common import note as _note
+from ._common import stamp as _stamp
+from ._common import touch as _touch
 from .events import AttemptFailed, DeadlinePassed, Event, GaveUp, Reply
-from .records import BranchState, BranchStatus, Call, HistoryEntry, Op, Step, TxRecord, TxState
+from .records import BranchState, BranchStatus, Call, Op, Step, TxRecord, TxState
 
-ACTOR = "coordinator"
 _UNDO_NEEDED = frozenset({BranchState.SUCCEEDED, BranchState.RUNNING, BranchState.COMPENSATING})
-MAX_HISTORY = 64
 
 
 def start(record: TxRecord, now: float) -> Step:
@@ -165,26 +167,6 @@ def _dependents_settled(record: TxRecord, name: str) -> bool:
         if name in dependencies(record, plan.name) and status.state in _UNDO_NEEDED:
             return False
     return True
-
-
-def _fail(record: TxRecord, branch: str, reason: str, now: float) -> Step:
-    status = record.status(branch)
-    record = record.with_branch(branch, _stamp(replace(status, error=reason), now))
-    record = replace(record, state=TxState.FAILED, error=reason)
-    return Step(_touch(_note(record, "failed", reason, now), now))
-
-
-def _note(record: TxRecord, action: str, reason: str, now: float) -> TxRecord:
-    entry = HistoryEntry(at=now, actor=ACTOR, action=action, reason=reason)
-    return replace(record, history=(*record.history, entry)[-MAX_HISTORY:])
-
-
-def _stamp(status: BranchStatus, now: float) -> BranchStatus:
-    return replace(status, updated_at=now)
-
-
-def _touch(record: TxRecord, now: float) -> TxRecord:
-    return replace(record, updated_at=now)
 
 
 def wanted(record: TxRecord, call: Call) -> bool:

@@ -9,7 +9,6 @@ the transaction owned by someone else drops the runtime; nothing else is ever as
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 
 from tenacity import RetryCallState
 
-from ..domain import saga
+from ..domain import saga, two_phase
 from ..domain.events import AttemptFailed, DeadlinePassed, Event, GaveUp, Reply
 from ..domain.machine import Machine
 from ..domain.records import Call, Protocol, TxRecord, TxState
@@ -27,7 +26,7 @@ from ._retry import retrying
 
 log = logging.getLogger("txcoord.engine")
 
-MACHINES: dict[Protocol, Machine] = {Protocol.SAGA: saga}
+MACHINES: dict[Protocol, Machine] = {Protocol.SAGA: saga, Protocol.TWO_PHASE: two_phase}
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,17 @@ def start_saga(msg: pb.StartSagaRequest, default_timeout_s: float,
     )
 
 
+def start_two_phase(msg: pb.StartTwoPhaseRequest, default_timeout_s: float,
+                    default_branch_timeout_s: float) -> StartRequest:
+    return StartRequest(
+        gid=msg.gid,
+        protocol=Protocol.TWO_PHASE,
+        plan=tuple(branch_plan(b, i, default_branch_timeout_s) for i, b in enumerate(msg.branches)),
+        timeout_s=_seconds(msg.timeout, "timeout") or default_timeout_s,
+        labels=tuple(sorted(msg.labels.items())),
+    )
+
+
 def _ts(seconds: float) -> Timestamp:
     ts = Timestamp()
     ts.FromNanoseconds(int(seconds * 1e9))

@@ -20,7 +20,7 @@ from ..domain.errors import (
     Unavailable,
 )
 from ..domain.records import Protocol, TxState
-from ..engine import CoordinatorCore, ListQuery
+from ..engine import CoordinatorCore, ListQuery, StartRequest
 from ..log import LogError
 from . import _convert as convert
 from ._context import Context
@@ -40,6 +40,7 @@ _STATUS: dict[type[TxcError], grpc.StatusCode] = {
 @dataclass(frozen=True, slots=True)
 class Defaults:
     saga_timeout_s: float = 60.0
+    two_phase_timeout_s: float = 30.0
     branch_timeout_s: float = 5.0
     max_wait_s: float = 300.0
 
@@ -67,19 +68,25 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         async def work() -> pb.StartResponse:
             start = convert.start_saga(request, self._defaults.saga_timeout_s,
                                        self._defaults.branch_timeout_s)
-            stored, created = await self._core.start(start)
-            if request.wait:
-                stored = await self._core.wait_settled(stored.record.gid, self._wait_budget(context))
-            return pb.StartResponse(transaction=convert.transaction(stored.record), created=created)
+            return await self._start(start, request.wait, context)
 
         return await _guard(context, work)
+
+    async def _start(self, start: StartRequest, wait: bool, context: Context) -> pb.StartResponse:
+        stored, created = await self._core.start(start)
+        if wait:
+            stored = await self._core.wait_settled(stored.record.gid, self._wait_budget(context))
+        return pb.StartResponse(transaction=convert.transaction(stored.record), created=created)
 
     async def StartTwoPhase(
         self, request: pb.StartTwoPhaseRequest, context: Context
     ) -> pb.StartResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            "two-phase commit is not available in this version yet")
-        raise AssertionError("unreachable")
+        async def work() -> pb.StartResponse:
+            start = convert.start_two_phase(request, self._defaults.two_phase_timeout_s,
+                                            self._defaults.branch_timeout_s)
+            return await self._start(start, request.wait, context)
+
+        return await _guard(context, work)
 
     async def GetTransaction(
         self, request: pb.GetTransactionRequest, context: Context

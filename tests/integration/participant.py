@@ -1,7 +1,8 @@
 """A real gRPC participant for the integration tests, steered by each branch's payload.
 
-Payload (JSON): {"refuse": true} refuses the action; {"flaky": N} answers RETRY to the first
-N attempts of each step; {"sleep": S} delays each execute; {"undo_flaky": N} and
+Payload (JSON): {"refuse": true} refuses the action (prepare: votes no); {"flaky": N} answers
+RETRY to the first N attempts of each step; {"sleep": S} delays each execute, {"OP_sleep": S}
+each call of OP (prepare, commit, ...); {"undo_flaky": N} and
 {"undo_refuse": true} do the same for compensations. Effects are applied once per
 idempotency key (as the SDK's barrier would) and every call is recorded.
 """
@@ -67,8 +68,9 @@ class ScriptedParticipant(ppb_grpc.ParticipantServicer):
         self.calls.append(Seen(op, request.idempotency_key, request.attempt, time.monotonic()))
         spec = json.loads(request.payload or b"{}")
         prefix = "undo_" if undo else ""
-        if not undo and spec.get("sleep"):
-            await asyncio.sleep(spec["sleep"])
+        delay = spec.get(f"{op}_sleep", spec.get("sleep", 0) if op == "execute" else 0)
+        if delay:
+            await asyncio.sleep(delay)
         key = request.idempotency_key
         if key in self.replies:
             return self.replies[key]

@@ -34,7 +34,8 @@ async def wait_for_call(p: ScriptedParticipant, key: str) -> None:
 async def settled(client: CoordinatorClient, gid: str, within_s: float = 20) -> pb.Transaction:
     for _ in range(int(within_s / 0.1)):
         tx = await client.get(gid)
-        if tx.state in (pb.TX_STATE_COMMITTED, pb.TX_STATE_COMPENSATED, pb.TX_STATE_FAILED):
+        if tx.state in (pb.TX_STATE_COMMITTED, pb.TX_STATE_COMPENSATED, pb.TX_STATE_ABORTED,
+                        pb.TX_STATE_FAILED):
             return tx
         await asyncio.sleep(0.1)
     raise AssertionError(f"{gid} did not settle: {tx}")

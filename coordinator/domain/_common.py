@@ -1,0 +1,30 @@
+"""Small record edits shared by the protocol state machines."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .records import BranchStatus, HistoryEntry, Step, TxRecord, TxState
+
+ACTOR = "coordinator"
+MAX_HISTORY = 64
+
+
+def fail(record: TxRecord, branch: str, reason: str, now: float) -> Step:
+    status = record.status(branch)
+    record = record.with_branch(branch, stamp(replace(status, error=reason), now))
+    record = replace(record, state=TxState.FAILED, error=reason)
+    return Step(touch(note(record, "failed", reason, now), now))
+
+
+def note(record: TxRecord, action: str, reason: str, now: float) -> TxRecord:
+    entry = HistoryEntry(at=now, actor=ACTOR, action=action, reason=reason)
+    return replace(record, history=(*record.history, entry)[-MAX_HISTORY:])
+
+
+def stamp(status: BranchStatus, now: float) -> BranchStatus:
+    return replace(status, updated_at=now)
+
+
+def touch(record: TxRecord, now: float) -> TxRecord:
+    return replace(record, updated_at=now)
