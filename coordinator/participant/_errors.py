@@ -6,8 +6,6 @@ Messages built here never include statement parameters or payloads: SQLAlchemy's
 
 from __future__ import annotations
 
-import asyncio
-
 from sqlalchemy import exc as sa_exc
 
 
@@ -61,7 +59,7 @@ def _mysql_errno(orig: BaseException) -> int | None:
 
 def is_transient(exc: BaseException) -> bool:
     """True when the failure is worth retrying: the database (or the link to it) hiccuped."""
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError | OSError):
+    if isinstance(exc, OSError):  # refused/reset connections and TimeoutError alike
         return True
     if isinstance(exc, sa_exc.TimeoutError | sa_exc.DisconnectionError):
         return True  # pool exhausted / connection dropped before use
@@ -97,7 +95,7 @@ def describe(exc: BaseException) -> str:
             return head
         text = str(orig.args[1]) if errno is not None and len(orig.args) > 1 else str(orig)
         return f"{head}: {text.splitlines()[0]}" if text else head
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+    if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, OSError | ParticipantError) and str(exc):
         return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
