@@ -17,8 +17,8 @@ def fail(record: TxRecord, branch: str, reason: str, now: float) -> Step:
     return Step(touch(note(record, "failed", reason, now), now))
 
 
-def note(record: TxRecord, action: str, reason: str, now: float) -> TxRecord:
-    entry = HistoryEntry(at=now, actor=ACTOR, action=action, reason=reason)
+def note(record: TxRecord, action: str, reason: str, now: float, actor: str = ACTOR) -> TxRecord:
+    entry = HistoryEntry(at=now, actor=actor, action=action, reason=reason)
     return replace(record, history=(*record.history, entry)[-MAX_HISTORY:])
 
 

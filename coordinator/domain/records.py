@@ -129,6 +129,7 @@ class TxRecord:
     error: str = ""
     history: tuple[HistoryEntry, ...] = ()
     phase_started_at: float = 0.0  # when the current phase (e.g. compensation) began
+    decision: str = ""  # 2PC: "commit" or "abort" once decided
     seq: int = 0
 
     def status(self, name: str) -> BranchStatus:

@@ -29,7 +29,7 @@ _UNDO_NEEDED = frozenset({BranchState.SUCCEEDED, BranchState.RUNNING, BranchStat
 
 def start(record: TxRecord, now: float) -> Step:
     """Move a fresh record to its first calls."""
-    return _advance_forward(record, now)
+    return advance_forward(record, now)
 
 
 def resume(record: TxRecord) -> Step:
@@ -58,7 +58,7 @@ def apply(record: TxRecord, event: Event, now: float) -> Step:
         return _attempt_failed(record, event, now)
     if isinstance(event, DeadlinePassed):
         if record.state is TxState.RUNNING:
-            return _begin_compensation(record, "saga deadline exceeded", now)
+            return begin_compensation(record, "saga deadline exceeded", now)
         return Step(record)
     if isinstance(event, Reply):
         return _reply(record, event, now)
@@ -80,16 +80,16 @@ def _reply(record: TxRecord, event: Reply, now: float) -> Step:
             return Step(record)  # late answer: compensation already owns this branch
         if event.ok:
             done = replace(status, state=BranchState.SUCCEEDED, result=event.result, error="")
-            return _advance_forward(_touch(record.with_branch(event.branch, done), now), now)
+            return advance_forward(_touch(record.with_branch(event.branch, done), now), now)
         refused = replace(status, state=BranchState.FAILED, error=event.message)
         record = record.with_branch(event.branch, _stamp(refused, now))
-        return _begin_compensation(record, f"branch {event.branch} failed: {event.message}", now)
+        return begin_compensation(record, f"branch {event.branch} failed: {event.message}", now)
     if record.state is not TxState.COMPENSATING or status.state is not BranchState.COMPENSATING:
         return Step(record)
     if event.ok:
         undone = replace(status, state=BranchState.COMPENSATED, error="")
         record = record.with_branch(event.branch, _stamp(undone, now))
-        return _advance_compensation(record, now)
+        return advance_compensation(record, now)
     reason = f"compensation of {event.branch} refused: {event.message}"
     return _fail(record, event.branch, reason, now)
 
@@ -102,7 +102,7 @@ def _gave_up(record: TxRecord, event: GaveUp, now: float) -> Step:
         # Outcome unknown: the branch stays RUNNING so that compensation undoes it.
         record = record.with_branch(event.branch, _stamp(replace(status, error=event.error), now))
         reason = f"branch {event.branch} gave no answer: {event.error}"
-        return _begin_compensation(record, reason, now)
+        return begin_compensation(record, reason, now)
     if record.state is not TxState.COMPENSATING:
         return Step(record)
     return _fail(record, event.branch, f"compensation of {event.branch} exhausted its retries: "
@@ -118,7 +118,7 @@ def _attempt_failed(record: TxRecord, event: AttemptFailed, now: float) -> Step:
     return Step(_touch(record.with_branch(event.branch, _stamp(noted, now)), now))
 
 
-def _advance_forward(record: TxRecord, now: float) -> Step:
+def advance_forward(record: TxRecord, now: float) -> Step:
     states = {p.name: s.state for p, s in zip(record.plan, record.branches, strict=True)}
     if all(s is BranchState.SUCCEEDED for s in states.values()):
         return Step(_touch(replace(record, state=TxState.COMMITTED, error=""), now))
@@ -133,12 +133,12 @@ def _advance_forward(record: TxRecord, now: float) -> Step:
     return Step(_touch(record, now), tuple(calls))
 
 
-def _begin_compensation(record: TxRecord, reason: str, now: float) -> Step:
+def begin_compensation(record: TxRecord, reason: str, now: float) -> Step:
     record = replace(record, state=TxState.COMPENSATING, error=reason, phase_started_at=now)
-    return _advance_compensation(_note(record, "compensate", reason, now), now)
+    return advance_compensation(_note(record, "compensate", reason, now), now)
 
 
-def _advance_compensation(record: TxRecord, now: float) -> Step:
+def advance_compensation(record: TxRecord, now: float) -> Step:
     calls: list[Call] = []
     progressed = True
     while progressed:  # skipping a branch may free the ones it depended on

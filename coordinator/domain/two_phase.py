@@ -61,7 +61,7 @@ def retry_deadline(record: TxRecord, op: str, phase_budget_s: float) -> float:
 def apply(record: TxRecord, event: Event, now: float) -> Step:
     if isinstance(event, DeadlinePassed):
         if record.state is TxState.PREPARING:
-            return _decide_abort(record, "prepare deadline exceeded", now)
+            return decide_abort(record, "prepare deadline exceeded", now)
         return Step(record)
     if not wanted(record, Call(event.branch, event.op)):
         return Step(record)  # late or repeated: the record has moved on
@@ -71,7 +71,7 @@ def apply(record: TxRecord, event: Event, now: float) -> Step:
         return Step(touch(record.with_branch(event.branch, stamp(noted, now)), now))
     if isinstance(event, GaveUp):
         if event.op == Op.PREPARE:
-            return _decide_abort(record, f"branch {event.branch} did not vote: {event.error}", now)
+            return decide_abort(record, f"branch {event.branch} did not vote: {event.error}", now)
         return fail(record, event.branch, f"{event.op} of {event.branch} exhausted its retries: "
                     f"{event.error}", now)
     return _reply(record, event, now)
@@ -83,37 +83,41 @@ def _reply(record: TxRecord, event: Reply, now: float) -> Step:
         if not event.ok:
             voted_no = replace(status, state=BranchState.VOTED_NO, error=event.message)
             record = record.with_branch(event.branch, stamp(voted_no, now))
-            return _decide_abort(record, f"branch {event.branch} voted no: {event.message}", now)
+            return decide_abort(record, f"branch {event.branch} voted no: {event.message}", now)
         yes = replace(status, state=BranchState.PREPARED, result=event.result, error="")
         record = record.with_branch(event.branch, stamp(yes, now))
         if all(s.state is BranchState.PREPARED for s in record.branches):
-            return _decide_commit(record, now)
+            return decide_commit(record, now)
         return Step(touch(record, now))
     if not event.ok:
         return fail(record, event.branch, f"{event.op} of {event.branch} refused: {event.message}",
                     now)
     done = BranchState.COMMITTED if event.op == Op.COMMIT else BranchState.ABORTED
     record = record.with_branch(event.branch, stamp(replace(status, state=done, error=""), now))
-    return _maybe_finish(record, now)
+    return maybe_finish(record, now)
 
 
-def _decide_commit(record: TxRecord, now: float) -> Step:
-    record = replace(record, state=TxState.COMMITTING, phase_started_at=now, error="")
+def decide_commit(record: TxRecord, now: float) -> Step:
+    record = replace(record, state=TxState.COMMITTING, phase_started_at=now, error="",
+                     decision="commit")
     record = note(record, "decide", "commit: every branch voted yes", now)
-    return Step(touch(record, now), tuple(Call(p.name, Op.COMMIT) for p in record.plan))
+    calls = tuple(Call(p.name, Op.COMMIT) for p, s in zip(record.plan, record.branches, strict=True)
+                  if s.state is BranchState.PREPARED)
+    return maybe_finish(record, now) if not calls else Step(touch(record, now), calls)
 
 
-def _decide_abort(record: TxRecord, reason: str, now: float) -> Step:
-    record = replace(record, state=TxState.ABORTING, phase_started_at=now, error=reason)
+def decide_abort(record: TxRecord, reason: str, now: float) -> Step:
+    record = replace(record, state=TxState.ABORTING, phase_started_at=now, error=reason,
+                     decision="abort")
     record = note(record, "decide", f"abort: {reason}", now)
     calls = tuple(Call(p.name, Op.ABORT) for p, s in zip(record.plan, record.branches, strict=True)
                   if s.state in _ABORT_NEEDED)
-    return _maybe_finish(record, now) if not calls else Step(touch(record, now), calls)
+    return maybe_finish(record, now) if not calls else Step(touch(record, now), calls)
 
 
-def _maybe_finish(record: TxRecord, now: float) -> Step:
+def maybe_finish(record: TxRecord, now: float) -> Step:
     states = {s.state for s in record.branches}
-    if record.state is TxState.COMMITTING and states == {BranchState.COMMITTED}:
+    if record.state is TxState.COMMITTING and states <= {BranchState.COMMITTED, BranchState.SKIPPED}:
         record = replace(record, state=TxState.COMMITTED)
     elif record.state is TxState.ABORTING and not states & _ABORT_NEEDED:
         record = replace(record, state=TxState.ABORTED)

@@ -19,7 +19,7 @@ from tenacity import RetryCallState
 from ..domain import saga, two_phase
 from ..domain.events import AttemptFailed, DeadlinePassed, Event, GaveUp, Reply
 from ..domain.machine import Machine
-from ..domain.records import Call, Protocol, TxRecord, TxState
+from ..domain.records import Call, Protocol, Step, TxRecord, TxState
 from ..log import Created, LogError, LostOwnership, Stored, TxLog
 from ._dispatch import Answer, Kind, Transport
 from ._retry import retrying
@@ -101,6 +101,31 @@ class Driver:
         self._runs[stored.record.gid] = run
         log.info("adopted gid=%s state=%s", stored.record.gid, stored.record.state.name)
         self._after_write(run, MACHINES[stored.record.protocol].resume(stored.record).calls)
+
+    async def operate(self, stored: Stored, action: Callable[[TxRecord, float], Step]) -> Stored:
+        """Apply an operator action. This coordinator takes the transaction over first if it
+        does not drive it (FAILED ones are unowned); the CAS makes that safe against the
+        previous owner, whose next write then fails."""
+        run = self._runs.get(stored.record.gid)
+        if run is None:
+            run = _Run(await self._log.claim(stored))
+            self._runs[stored.record.gid] = run
+        async with run.lock:
+            if run.dropped:
+                raise LostOwnership(stored.record.gid)
+            step = action(run.record, self._clock())
+            try:
+                run.stored = await self._persist(run, step.record)
+            except LostOwnership:
+                self._drop(run)
+                raise
+            for call in step.calls:  # fresh budgets: restart calls waiting in backoff
+                task = run.calls.pop(call, None)
+                if task is not None and task is not asyncio.current_task():
+                    task.cancel()
+            self._log_transition(run.record, None)
+            self._after_write(run, step.calls)
+            return run.stored
 
     async def wait_changed(self, gid: str, within_s: float) -> Stored | None:
         """The record as this process next writes it, or None after ``within_s`` seconds."""

@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from ..domain import operator
 from ..domain.addresses import AllowList
-from ..domain.errors import AlreadyExists, NotFound, Unavailable
-from ..domain.records import BranchPlan, Protocol, TxRecord, TxState, new_record
+from ..domain.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
+from ..domain.records import BranchPlan, Protocol, Step, TxRecord, TxState, new_record
 from ..domain.validation import Limits, check_gid, check_labels, check_plan
-from ..log import Stored, TxLog
+from ..log import LostOwnership, Stored, TxLog
 from ._driver import Driver
 
 MAX_SCAN_PAGES = 20  # bounds the work one ListTransactions call may do
@@ -79,6 +80,24 @@ class CoordinatorCore:
         if stored is None:
             raise NotFound(f"transaction {gid!r} not found")
         return stored
+
+    async def replay(self, gid: str, actor: str, reason: str) -> Stored:
+        return await self._operate(gid, lambda r, now: operator.replay(r, actor, reason, now))
+
+    async def skip(self, gid: str, branch: str, actor: str, reason: str) -> Stored:
+        return await self._operate(gid, lambda r, now: operator.skip(r, branch, actor, reason, now))
+
+    async def abort(self, gid: str, actor: str, reason: str) -> Stored:
+        return await self._operate(gid, lambda r, now: operator.abort(r, actor, reason, now))
+
+    async def _operate(self, gid: str, action: Callable[[TxRecord, float], Step]) -> Stored:
+        stored = await self.get(gid)
+        action(stored.record, time.time())  # refuse what the state forbids before taking over
+        try:
+            return await self._driver.operate(stored, action)
+        except LostOwnership as exc:
+            raise FailedPrecondition(f"transaction {gid!r} changed meanwhile; look again and "
+                                     "retry") from exc
 
     async def wait_settled(self, gid: str, timeout_s: float) -> Stored:
         """The record once terminal or FAILED, or as it stands when ``timeout_s`` runs out."""

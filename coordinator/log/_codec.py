@@ -36,6 +36,7 @@ def encode(record: TxRecord) -> bytes:
         "error": record.error,
         "history": [[h.at, h.actor, h.action, h.reason] for h in record.history],
         "phase_started_at": record.phase_started_at,
+        "decision": record.decision,
         "seq": record.seq,
     }
     return json.dumps(doc, separators=(",", ":")).encode()
@@ -59,6 +60,7 @@ def decode(data: bytes) -> TxRecord:
         error=doc["error"],
         history=tuple(HistoryEntry(*h) for h in doc["history"]),
         phase_started_at=doc["phase_started_at"],
+        decision=doc.get("decision", ""),
         seq=doc["seq"],
     )
 

@@ -26,7 +26,7 @@ from typing import Any
 import etcd3aio
 from etcd3aio.proto.etcd.api.etcdserverpb.rpc_pb2 import Compare, RequestOp, TxnRequest
 
-from ..domain.records import TxRecord
+from ..domain.records import TxRecord, TxState
 from ._batch import Batcher
 from ._codec import decode, encode
 from ._interface import Created, LogError, LostOwnership, Stored
@@ -224,7 +224,7 @@ class EtcdLog:
     def _write_op(self, prev: Stored, new: TxRecord, lease: int) -> TxnRequest:
         gid = new.gid
         success = [KV.txn_op_put(self._tx(gid), encode(new), lease=lease)]
-        if new.state.terminal:
+        if _settled(new):
             success += [KV.txn_op_delete(self._active(gid)), KV.txn_op_delete(self._owner(gid))]
         return TxnRequest(
             compare=[
@@ -258,6 +258,20 @@ class EtcdLog:
         reply = await self._call(self._kv().get(start, end, limit=limit,
                                                 timeout=self._opts.request_timeout_s))
         return [Stored(decode(kv.value), kv.mod_revision) for kv in reply.kvs]
+
+    async def claim(self, stored: Stored) -> Stored:
+        gid = stored.record.gid
+        op = TxnRequest(
+            compare=[Compare(result=Compare.EQUAL, target=Compare.MOD, key=self._tx(gid),
+                             mod_revision=stored.revision)],
+            success=[KV.txn_op_put(self._owner(gid), self._owner_id, lease=self._lease_id),
+                     KV.txn_op_put(self._active(gid), b"")],
+            failure=[KV.txn_op_get(self._tx(gid))])
+        nested = (await self._txn([RequestOp(request_txn=op)])).responses[0].response_txn
+        if nested.succeeded:
+            return stored
+        kvs = nested.responses[0].response_range.kvs
+        raise LostOwnership(gid, Stored(decode(kvs[0].value), kvs[0].mod_revision) if kvs else None)
 
     async def claim_orphans(self, limit: int = 100) -> list[Stored]:
         active = await self._gids_under("active")
@@ -306,6 +320,10 @@ class EtcdLog:
                     yield None
                 else:
                     yield Stored(decode(event.kv.value), event.kv.mod_revision)
+
+
+def _settled(record: TxRecord) -> bool:
+    return record.state.terminal or record.state is TxState.FAILED
 
 
 class _RetentionLeases:

@@ -61,7 +61,8 @@ class TxLog(Protocol):
         """Store a new record owned by this coordinator, unless the gid exists."""
 
     async def write(self, prev: Stored, new: TxRecord) -> Stored:
-        """CAS ``prev`` -> ``new``; raises LostOwnership or LogError."""
+        """CAS ``prev`` -> ``new``; raises LostOwnership or LogError. A settled record (terminal
+        or FAILED) gives up ownership: FAILED ones wait, unowned, for an operator."""
 
     async def write_many(
         self, writes: Sequence[tuple[Stored, TxRecord]]
@@ -72,6 +73,10 @@ class TxLog(Protocol):
 
     async def scan(self, *, start_after: str = "", limit: int = 100) -> list[Stored]:
         """Records in gid order, after ``start_after``."""
+
+    async def claim(self, stored: Stored) -> Stored:
+        """Take ownership of one transaction as it stands (operator actions); raises
+        LostOwnership when the record changed since ``stored`` was read."""
 
     async def claim_orphans(self, limit: int = 100) -> list[Stored]:
         """Take ownership of unfinished transactions whose owner is gone."""

@@ -11,7 +11,7 @@ import itertools
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 
-from ..domain.records import TxRecord
+from ..domain.records import TxRecord, TxState
 from ._interface import Created, LostOwnership, Stored
 
 
@@ -84,7 +84,7 @@ class MemoryLog:
                 continue
             stored = Stored(replace(new, seq=prev.record.seq + 1), next(self.store.revision))
             self.store.records[new.gid] = stored
-            if new.state.terminal:
+            if new.state.terminal or new.state is TxState.FAILED:
                 self.store.owners.pop(new.gid, None)
             results.append(stored)
         await self.store.notify()
@@ -99,13 +99,22 @@ class MemoryLog:
         gids = sorted(g for g in self.store.records if g > start_after)[:limit]
         return [self.store.records[g] for g in gids]
 
+    async def claim(self, stored: Stored) -> Stored:
+        self.store.requests += 1
+        current = self.store.records.get(stored.record.gid)
+        if current is None or current.revision != stored.revision:
+            raise LostOwnership(stored.record.gid, current)
+        self.store.owners[stored.record.gid] = self._owner_id
+        return stored
+
     async def claim_orphans(self, limit: int = 100) -> list[Stored]:
         self.store.requests += 1
         claimed: list[Stored] = []
         for gid, stored in sorted(self.store.records.items()):
             if len(claimed) >= limit:
                 break
-            if stored.record.state.terminal or gid in self.store.owners:
+            state = stored.record.state
+            if state.terminal or state is TxState.FAILED or gid in self.store.owners:
                 continue
             self.store.owners[gid] = self._owner_id
             claimed.append(stored)

@@ -119,13 +119,29 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "transaction log unavailable; retry")
 
     async def ReplayTransaction(self, request: pb.ReplayRequest, context: Context) -> pb.Transaction:
-        return await _not_yet(context)
+        async def work() -> pb.Transaction:
+            _need_reason(request.reason)
+            stored = await self._core.replay(request.gid, _actor(context), request.reason)
+            return convert.transaction(stored.record)
+
+        return await _guard(context, work)
 
     async def SkipBranch(self, request: pb.SkipBranchRequest, context: Context) -> pb.Transaction:
-        return await _not_yet(context)
+        async def work() -> pb.Transaction:
+            _need_reason(request.reason)
+            stored = await self._core.skip(request.gid, request.branch, _actor(context),
+                                           request.reason)
+            return convert.transaction(stored.record)
+
+        return await _guard(context, work)
 
     async def AbortTransaction(self, request: pb.AbortRequest, context: Context) -> pb.Transaction:
-        return await _not_yet(context)
+        async def work() -> pb.Transaction:
+            _need_reason(request.reason)
+            stored = await self._core.abort(request.gid, _actor(context), request.reason)
+            return convert.transaction(stored.record)
+
+        return await _guard(context, work)
 
     def _wait_budget(self, context: Context) -> float:
         remaining = context.time_remaining()
@@ -133,10 +149,19 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         return max(0.0, min(budget, self._defaults.max_wait_s))
 
 
-async def _not_yet(context: Context) -> pb.Transaction:
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                        "operator actions (replay, skip, abort) are not available in this version yet")
-    raise AssertionError("unreachable")
+def _need_reason(reason: str) -> None:
+    if not reason.strip():
+        raise InvalidArgument("reason", "is required for operator actions (it goes in the history)")
+    if len(reason) > 1024:
+        raise InvalidArgument("reason", "longer than 1024 characters")
+
+
+def _actor(context: Context) -> str:
+    """Who asked: the caller's ``x-txc-actor`` metadata (the CLI sends user@host), else its peer."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-txc-actor" and isinstance(value, str) and value:
+            return f"operator:{value[:128]}"
+    return f"operator:{context.peer()}"
 
 
 def _list_query(request: pb.ListTransactionsRequest) -> ListQuery:

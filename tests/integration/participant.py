@@ -36,6 +36,7 @@ class ScriptedParticipant(ppb_grpc.ParticipantServicer):
     effects: Counter[str] = field(default_factory=Counter)
     replies: dict[str, ppb.BranchReply] = field(default_factory=dict)
     tries: Counter[str] = field(default_factory=Counter)
+    healed: bool = False  # an operator "fixed" the service: refusals and flakiness stop
     server: grpc.aio.Server | None = None
     port: int = 0
 
@@ -75,6 +76,8 @@ class ScriptedParticipant(ppb_grpc.ParticipantServicer):
         if key in self.replies:
             return self.replies[key]
         self.tries[key] += 1
+        if self.healed:
+            spec = {}
         if self.tries[key] <= spec.get(f"{prefix}flaky", 0):
             return ppb.BranchReply(outcome=ppb.OUTCOME_RETRY, message="flaky")
         if spec.get(f"{prefix}refuse"):

@@ -1,0 +1,95 @@
+"""Operator actions as pure transitions: replay, skip a branch, abort.
+
+Each records who did what and why in the history. Replays repeat steps with their original
+idempotency keys (only the attempt budgets are fresh), so nothing is applied twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from . import saga, two_phase
+from ._common import note, stamp, touch
+from .errors import FailedPrecondition, NotFound
+from .records import BranchState, Protocol, Step, TxRecord, TxState
+
+B = BranchState
+
+
+def replay(record: TxRecord, actor: str, reason: str, now: float) -> Step:
+    """Re-drive a FAILED or stuck transaction from where it stands, with fresh budgets."""
+    _not_terminal(record, "replay")
+    record = _resume_phase(record) if record.state is TxState.FAILED else record
+    fresh = tuple(replace(s, attempts=0) for s in record.branches)
+    record = replace(record, branches=fresh, phase_started_at=now, error="")
+    record = touch(note(record, "replay", reason, now, actor), now)
+    machine = saga if record.protocol is Protocol.SAGA else two_phase
+    return Step(record, machine.resume(record).calls)
+
+
+def skip(record: TxRecord, branch: str, actor: str, reason: str, now: float) -> Step:
+    """Mark one branch done by hand (fixed outside), then let the transaction go on."""
+    _not_terminal(record, "skip")
+    try:
+        status = record.status(branch)
+    except KeyError:
+        raise NotFound(f"transaction {record.gid!r} has no branch {branch!r}") from None
+    if status.state not in (B.RUNNING, B.COMPENSATING, B.PREPARED, B.PENDING):
+        raise FailedPrecondition(f"branch {branch!r} is {status.state.name}: nothing to skip")
+    record = _resume_phase(record) if record.state is TxState.FAILED else record
+    done = B.SUCCEEDED if record.state is TxState.RUNNING else B.SKIPPED
+    if record.state is TxState.COMMITTING:
+        done = B.COMMITTED
+    record = record.with_branch(branch, stamp(replace(status, state=done, error=""), now))
+    record = note(record, "skip", f"{branch}: {reason}", now, actor)
+    if record.protocol is Protocol.SAGA:
+        return _saga_continue(record, now)
+    return _two_phase_continue(record, now)
+
+
+def abort(record: TxRecord, actor: str, reason: str, now: float) -> Step:
+    """Saga: compensate. 2PC: abort unless commit was decided."""
+    _not_terminal(record, "abort")
+    if record.protocol is Protocol.TWO_PHASE:
+        if record.decision == "commit":
+            raise FailedPrecondition(f"transaction {record.gid!r} decided to commit; it can no "
+                                     "longer abort (replay finishes the commit)")
+        if record.state is TxState.ABORTING or record.decision == "abort":
+            raise FailedPrecondition(f"transaction {record.gid!r} is already aborting; replay it")
+        record = note(record, "abort", reason, now, actor)
+        return two_phase.decide_abort(record, f"aborted by {actor}: {reason}", now)
+    if record.state is not TxState.RUNNING:
+        raise FailedPrecondition(f"saga {record.gid!r} is {record.state.name}, not RUNNING; "
+                                 "replay resumes its compensation")
+    record = note(record, "abort", reason, now, actor)
+    return saga.begin_compensation(record, f"aborted by {actor}: {reason}", now)
+
+
+def _not_terminal(record: TxRecord, action: str) -> None:
+    if record.state.terminal:
+        raise FailedPrecondition(f"transaction {record.gid!r} is {record.state.name}: "
+                                 f"nothing to {action}")
+
+
+def _resume_phase(record: TxRecord) -> TxRecord:
+    """The state a FAILED transaction was in when it failed."""
+    if record.protocol is Protocol.TWO_PHASE:
+        state = TxState.COMMITTING if record.decision == "commit" else TxState.ABORTING
+    else:
+        state = TxState.COMPENSATING  # sagas fail only while compensating
+    return replace(record, state=state)
+
+
+def _saga_continue(record: TxRecord, now: float) -> Step:
+    if record.state is TxState.RUNNING:
+        return saga.advance_forward(record, now)
+    return saga.advance_compensation(record, now)
+
+
+def _two_phase_continue(record: TxRecord, now: float) -> Step:
+    if record.state is TxState.PREPARING:
+        states = {s.state for s in record.branches}
+        if states <= {B.PREPARED, B.SKIPPED}:
+            return two_phase.decide_commit(record, now)
+        return Step(touch(record, now))
+    return two_phase.maybe_finish(record, now)

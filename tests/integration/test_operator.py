@@ -1,0 +1,70 @@
+"""Operator actions through the API: replay, skip and abort, against real etcd."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from coordinator import Saga, Step, pb
+from coordinator.server import DevEtcd
+
+from .conftest import client_for, running, server_options
+from .participant import ScriptedParticipant
+from .test_crash import settled
+from .test_saga_service import FAST
+
+pytestmark = pytest.mark.integration
+
+
+def broken_refund(p: ScriptedParticipant, gid: str) -> Saga:
+    return Saga([Step("a", p.address, "a.do", "a.undo", {"undo_refuse": True}, retry=FAST),
+                 Step("b", p.address, "b.do", "b.undo", {"refuse": True}, retry=FAST)], gid=gid)
+
+
+async def test_failed_saga_is_replayed_after_the_fix_each_effect_once(
+        etcd: DevEtcd, prefix: str, participant: ScriptedParticipant) -> None:
+    async with running(server_options(etcd, prefix)) as server, client_for(server) as c:
+        r = await c.start_saga(broken_refund(participant, "stuck"), wait=True)
+        assert r.transaction.state == pb.TX_STATE_FAILED
+        listed = await c.list(states=[pb.TX_STATE_FAILED])
+        assert [t.gid for t in listed.transactions] == ["stuck"]
+        participant.healed = True
+        participant.replies.pop("stuck/a/compensate", None)  # the refusal was not recorded
+        await c._stub.ReplayTransaction(pb.ReplayRequest(gid="stuck", reason="refund fixed"),
+                                        metadata=(("x-txc-actor", "ann@ops"),))
+        tx = await settled(c, "stuck")
+    assert tx.state == pb.TX_STATE_COMPENSATED
+    assert participant.effects["stuck/a/compensate"] == 1
+    assert participant.effects["stuck/a/execute"] == 1
+    replay = [h for h in tx.history if h.action == "replay"]
+    assert replay and replay[0].actor == "operator:ann@ops" and replay[0].reason == "refund fixed"
+
+
+async def test_skip_and_abort_in_allowed_and_forbidden_states(
+        etcd: DevEtcd, prefix: str, participant: ScriptedParticipant) -> None:
+    async with running(server_options(etcd, prefix)) as server, client_for(server) as c:
+        await c.start_saga(broken_refund(participant, "skipme"), wait=True)
+        tx = await c._stub.SkipBranch(pb.SkipBranchRequest(gid="skipme", branch="a",
+                                                           reason="refunded by hand"))
+        assert tx.state == pb.TX_STATE_COMPENSATED
+        for call in (c._stub.SkipBranch(pb.SkipBranchRequest(gid="skipme", branch="a", reason="x")),
+                     c._stub.AbortTransaction(pb.AbortRequest(gid="skipme", reason="x"))):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await call
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await c._stub.ReplayTransaction(pb.ReplayRequest(gid="nope", reason="x"))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await c._stub.AbortTransaction(pb.AbortRequest(gid="skipme", reason=""))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (err.value.details() or "").startswith("reason")
+        slow = Saga([Step("a", participant.address, "a.do", "a.undo", {}, retry=FAST),
+                     Step("b", participant.address, "b.do", "b.undo", {"sleep": 1.0}, retry=FAST)],
+                    gid="cancel-me")
+        await c.start_saga(slow)
+        aborted = await c._stub.AbortTransaction(pb.AbortRequest(gid="cancel-me", reason="customer"))
+        assert aborted.state in (pb.TX_STATE_COMPENSATING, pb.TX_STATE_COMPENSATED)
+        tx = await settled(c, "cancel-me")
+    assert tx.state == pb.TX_STATE_COMPENSATED
+    assert participant.effects["cancel-me/a/compensate"] == 1

@@ -1,0 +1,74 @@
+"""Operator actions on the pure records: what each state allows."""
+
+from __future__ import annotations
+
+import pytest
+
+from coordinator.domain import operator, saga, two_phase
+from coordinator.domain.errors import FailedPrecondition, NotFound
+from coordinator.domain.events import Reply
+from coordinator.domain.records import (
+    BranchPlan,
+    BranchState,
+    Call,
+    Op,
+    Protocol,
+    TxRecord,
+    TxState,
+    new_record,
+)
+
+
+def failed_saga() -> TxRecord:
+    plan = tuple(BranchPlan(n, "p:1", f"{n}.do", f"{n}.undo") for n in "ab")
+    rec = saga.start(new_record(gid="g", protocol=Protocol.SAGA, plan=plan, now=0, timeout_s=9), 0)
+    rec = saga.apply(rec.record, Reply("a", Op.EXECUTE, True), 0)
+    rec = saga.apply(rec.record, Reply("b", Op.EXECUTE, False, message="no"), 0)
+    rec = saga.apply(rec.record, Reply("a", Op.COMPENSATE, False, message="bug"), 0)
+    assert rec.record.state is TxState.FAILED
+    return rec.record
+
+
+def committing_2pc() -> TxRecord:
+    plan = (BranchPlan("a", "p:1", "a.do"),)
+    rec = two_phase.start(new_record(gid="t", protocol=Protocol.TWO_PHASE, plan=plan, now=0,
+                                     timeout_s=9), 0)
+    return two_phase.apply(rec.record, Reply("a", Op.PREPARE, True), 0).record
+
+
+def test_replay_resumes_a_failed_compensation_with_fresh_budget_and_history() -> None:
+    step = operator.replay(failed_saga(), "operator:ann", "fixed the refund bug", 5)
+    assert step.record.state is TxState.COMPENSATING
+    assert step.calls == (Call("a", Op.COMPENSATE),)
+    assert step.record.status("a").attempts == 0
+    last = step.record.history[-1]
+    assert (last.actor, last.action, last.reason) == ("operator:ann", "replay", "fixed the refund bug")
+
+
+def test_skip_a_stuck_compensation_finishes_the_saga() -> None:
+    step = operator.skip(failed_saga(), "a", "operator:ann", "refunded by hand", 5)
+    assert step.record.state is TxState.COMPENSATED
+    assert step.record.status("a").state is BranchState.SKIPPED
+    with pytest.raises(NotFound):
+        operator.skip(failed_saga(), "zz", "op", "r", 5)
+
+
+def test_abort_rules() -> None:
+    with pytest.raises(FailedPrecondition, match="decided to commit"):
+        operator.abort(committing_2pc(), "op", "r", 1)
+    with pytest.raises(FailedPrecondition, match="replay resumes"):
+        operator.abort(failed_saga(), "op", "r", 1)
+    plan = (BranchPlan("a", "p:1", "a.do", "a.undo"),)
+    running = saga.start(new_record(gid="r", protocol=Protocol.SAGA, plan=plan, now=0,
+                                    timeout_s=9), 0).record
+    step = operator.abort(running, "op", "customer cancelled", 1)
+    assert step.record.state is TxState.COMPENSATING
+    assert step.calls == (Call("a", Op.COMPENSATE),)
+
+
+def test_nothing_to_do_on_terminal_transactions() -> None:
+    done = operator.skip(failed_saga(), "a", "op", "r", 5).record
+    for action in (lambda r: operator.replay(r, "op", "r", 1),
+                   lambda r: operator.abort(r, "op", "r", 1)):
+        with pytest.raises(FailedPrecondition, match="COMPENSATED"):
+            action(done)
