@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from . import _demo, _serve
+from . import _demo, _serve, _tx
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve.add_parser(sub)
     _demo.add_parser(sub)
+    _tx.add_parser(sub)
     try:  # the participant SDK's command; a coordinator-only install works without it
         migrate = importlib.import_module(f"{__package__}._migrate")
     except ImportError:

@@ -82,6 +82,8 @@ class ScriptedParticipant(ppb_grpc.ParticipantServicer):
             return ppb.BranchReply(outcome=ppb.OUTCOME_RETRY, message="flaky")
         if spec.get(f"{prefix}refuse"):
             reply = ppb.BranchReply(outcome=ppb.OUTCOME_FAILED, message="refused by test")
+            if undo:  # like the SDK: a refused undo is not recorded, so a replay runs it again
+                return reply
         else:
             self.effects[key] += 1
             reply = ppb.BranchReply(outcome=ppb.OUTCOME_OK, result=key.encode())

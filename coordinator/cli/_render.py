@@ -1,0 +1,61 @@
+"""Terminal rendering of transactions: a table for lists, a timeline for one."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from .._proto.txc.v1 import coordinator_pb2 as pb
+
+
+def _when(ts: Timestamp) -> str:
+    if not ts.seconds and not ts.nanos:
+        return "-"
+    moment = dt.datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=dt.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _state(value: int) -> str:
+    return pb.TxState.Name(value).removeprefix("TX_STATE_").lower()  # type: ignore[arg-type]
+
+
+def _branch_state(value: int) -> str:
+    return pb.BranchState.Name(value).removeprefix("BRANCH_STATE_").lower()  # type: ignore[arg-type]
+
+
+def _protocol(value: int) -> str:
+    names: dict[int, str] = {pb.PROTOCOL_SAGA: "saga", pb.PROTOCOL_TWO_PHASE: "2pc"}
+    return names.get(value, "?")
+
+
+def render_list(txs: list[pb.Transaction]) -> str:
+    rows = [("GID", "PROTOCOL", "STATE", "BRANCHES", "CREATED (UTC)", "ERROR")]
+    for tx in txs:
+        done = sum(1 for b in tx.branches if b.state in (
+            pb.BRANCH_STATE_SUCCEEDED, pb.BRANCH_STATE_COMMITTED, pb.BRANCH_STATE_COMPENSATED,
+            pb.BRANCH_STATE_ABORTED, pb.BRANCH_STATE_SKIPPED))
+        rows.append((tx.gid, _protocol(tx.protocol), _state(tx.state),
+                     f"{done}/{len(tx.branches)}", _when(tx.created_at), tx.error[:60]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines) if txs else "no transactions match"
+
+
+def render_show(tx: pb.Transaction) -> str:
+    out = [f"{tx.gid}  {_protocol(tx.protocol)}  {_state(tx.state).upper()}",
+           f"  created {_when(tx.created_at)}  updated {_when(tx.updated_at)}"]
+    if tx.error:
+        out.append(f"  error: {tx.error}")
+    if tx.labels:
+        out.append("  labels: " + ", ".join(f"{k}={v}" for k, v in sorted(tx.labels.items())))
+    out.append("  branches:")
+    for b in tx.branches:
+        line = f"    {b.name:<16} {_branch_state(b.state):<12} attempts={b.attempts:<3} " \
+               f"at {_when(b.updated_at)}"
+        out.append(line + (f"\n      last error: {b.error}" if b.error else ""))
+    if tx.history:
+        out.append("  history:")
+        for h in tx.history:
+            out.append(f"    {_when(h.at)}  {h.actor:<24} {h.action:<10} {h.reason}")
+    return "\n".join(out)

@@ -1,0 +1,217 @@
+"""``txc tx``: find, inspect and repair transactions through the Coordinator API.
+
+Exit codes: 0 done; 1 the coordinator refused (FAILED_PRECONDITION, INVALID_ARGUMENT, ...);
+2 bad command line; 3 unknown gid; 4 coordinator unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import re
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from .._proto.txc.v1 import coordinator_pb2 as pb
+from .._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
+from ._common import env_default
+from ._render import render_list, render_show
+
+EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNREACHABLE = 1, 2, 3, 4
+STATES = {n.removeprefix("TX_STATE_").lower(): v for n, v in pb.TxState.items() if v}
+PROTOCOLS = {"saga": pb.PROTOCOL_SAGA, "2pc": pb.PROTOCOL_TWO_PHASE}
+SETTLED = {pb.TX_STATE_COMMITTED, pb.TX_STATE_COMPENSATED, pb.TX_STATE_ABORTED, pb.TX_STATE_FAILED}
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tx = sub.add_parser("tx", help="list, show, replay, skip or abort transactions")
+    tx.add_argument("--coordinator", default=env_default("TXC_COORDINATOR", "127.0.0.1:7070"),
+                    help="HOST:PORT of any coordinator (env TXC_COORDINATOR)")
+    tx.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    cmds = tx.add_subparsers(dest="tx_command", required=True)
+
+    ls = cmds.add_parser("list", help="transactions, newest first")
+    ls.add_argument("--state", action="append", choices=sorted(STATES), default=[])
+    ls.add_argument("--protocol", choices=sorted(PROTOCOLS))
+    ls.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    ls.add_argument("--gid-prefix", default="")
+    ls.add_argument("--older-than", type=duration, metavar="AGE", help="e.g. 90s, 10m, 2h, 1d")
+    ls.add_argument("--limit", type=int, default=100)
+    fmt = ls.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--jsonl", action="store_true")
+    ls.set_defaults(func=_sync(_list))
+
+    show = cmds.add_parser("show", help="one transaction with its branch timeline and history")
+    show.add_argument("gid")
+    show.add_argument("--watch", action="store_true", help="follow it until it settles")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=_sync(_show))
+
+    replay = cmds.add_parser("replay", help="re-drive a FAILED or stuck transaction")
+    replay.add_argument("gid", nargs="?")
+    replay.add_argument("--reason", required=True)
+    replay.add_argument("--all", action="store_true", help="every transaction matching the filters")
+    replay.add_argument("--state", action="append", choices=sorted(STATES), default=[])
+    replay.add_argument("--older-than", type=duration, metavar="AGE")
+    replay.add_argument("--dry-run", action="store_true", help="list what --all would replay")
+    replay.set_defaults(func=_sync(_replay))
+
+    skip = cmds.add_parser("skip", help="mark a branch done by hand")
+    skip.add_argument("gid")
+    skip.add_argument("branch")
+    skip.add_argument("--reason", required=True)
+    skip.set_defaults(func=_sync(_skip))
+
+    abort = cmds.add_parser("abort", help="saga: compensate; 2PC: abort unless commit was decided")
+    abort.add_argument("gid")
+    abort.add_argument("--reason", required=True)
+    abort.set_defaults(func=_sync(_abort))
+
+
+def duration(text: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 90s, 10m, 2h, 1d)")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+def _sync(fn: Callable[[argparse.Namespace, pb_grpc.CoordinatorAsyncStub], Awaitable[int]]
+          ) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        return asyncio.run(_connected(args, fn))
+    return run
+
+
+async def _connected(args: argparse.Namespace,
+                     fn: Callable[[argparse.Namespace, pb_grpc.CoordinatorAsyncStub], Awaitable[int]]) -> int:
+    channel = grpc.aio.insecure_channel(args.coordinator)
+    try:
+        return await fn(args, pb_grpc.CoordinatorStub(channel))
+    except grpc.aio.AioRpcError as exc:
+        return _explain(args, exc)
+    finally:
+        await channel.close(None)
+
+
+def _explain(args: argparse.Namespace, exc: grpc.aio.AioRpcError) -> int:
+    code = exc.code()
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        print(f"txc: coordinator {args.coordinator} unreachable: {exc.details()}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    print(f"txc: {code.name.lower()}: {exc.details()}", file=sys.stderr)
+    return EXIT_NOT_FOUND if code == grpc.StatusCode.NOT_FOUND else EXIT_REFUSED
+
+
+def _metadata() -> tuple[tuple[str, str], ...]:
+    return (("x-txc-actor", f"{getpass.getuser()}@{socket.gethostname()}"),)
+
+
+async def _matching(args: argparse.Namespace, stub: pb_grpc.CoordinatorAsyncStub,
+                    limit: int) -> list[pb.Transaction]:
+    labels = dict(item.split("=", 1) for item in getattr(args, "label", []) if "=" in item)
+    request = pb.ListTransactionsRequest(
+        states=[STATES[s] for s in args.state],
+        protocol=PROTOCOLS.get(getattr(args, "protocol", None) or "", 0),  # type: ignore[arg-type]
+        page_size=500, labels=labels)
+    found: list[pb.Transaction] = []
+    cutoff = time.time() - args.older_than if args.older_than else None
+    prefix = getattr(args, "gid_prefix", "")
+    while True:
+        page = await stub.ListTransactions(request, timeout=args.timeout)
+        for tx in page.transactions:
+            if tx.gid.startswith(prefix) and (cutoff is None or tx.created_at.seconds <= cutoff):
+                found.append(tx)
+        if not page.next_page_token:
+            break
+        request.page_token = page.next_page_token
+    found.sort(key=lambda t: (t.created_at.seconds, t.created_at.nanos), reverse=True)
+    return found[:limit]
+
+
+async def _list(args: argparse.Namespace, stub: pb_grpc.CoordinatorAsyncStub) -> int:
+    txs = await _matching(args, stub, args.limit)
+    if args.json:
+        print(json.dumps([_dict(t) for t in txs], indent=2))
+    elif args.jsonl:
+        for t in txs:
+            print(json.dumps(_dict(t)))
+    else:
+        print(render_list(txs))
+    return 0
+
+
+async def _show(args: argparse.Namespace, stub: pb_grpc.CoordinatorAsyncStub) -> int:
+    request = pb.GetTransactionRequest(gid=args.gid)
+    if not args.watch:
+        tx = await stub.GetTransaction(request, timeout=args.timeout)
+        print(json.dumps(_dict(tx), indent=2) if args.json else render_show(tx))
+        return 0
+    async for tx in stub.WatchTransaction(request):
+        print(json.dumps(_dict(tx)) if args.json else render_show(tx) + "\n")
+        if tx.state in SETTLED:
+            break
+    return 0
+
+
+async def _replay(args: argparse.Namespace, stub: pb_grpc.CoordinatorAsyncStub) -> int:
+    if args.all == bool(args.gid):
+        print("txc: give a GID or --all (with filters), not both", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.all:
+        return _print_one(await stub.ReplayTransaction(
+            pb.ReplayRequest(gid=args.gid, reason=args.reason), timeout=args.timeout,
+            metadata=_metadata()))
+    args.state = args.state or ["failed"]
+    txs = await _matching(args, stub, limit=10_000)
+    if args.dry_run:
+        print(render_list(txs))
+        print(f"{len(txs)} transaction(s) would be replayed")
+        return 0
+    refused = 0
+    for i, tx in enumerate(txs, 1):
+        try:
+            await stub.ReplayTransaction(pb.ReplayRequest(gid=tx.gid, reason=args.reason),
+                                         timeout=args.timeout, metadata=_metadata())
+        except grpc.aio.AioRpcError as exc:
+            refused += 1
+            print(f"\ntxc: {tx.gid}: {exc.details()}", file=sys.stderr)
+        _progress(i, len(txs))
+    print(f"\nreplayed {len(txs) - refused} of {len(txs)}")
+    return EXIT_REFUSED if refused else 0
+
+
+async def _skip(args: argparse.Namespace, stub: pb_grpc.CoordinatorAsyncStub) -> int:
+    return _print_one(await stub.SkipBranch(
+        pb.SkipBranchRequest(gid=args.gid, branch=args.branch, reason=args.reason),
+        timeout=args.timeout, metadata=_metadata()))
+
+
+async def _abort(args: argparse.Namespace, stub: pb_grpc.CoordinatorAsyncStub) -> int:
+    return _print_one(await stub.AbortTransaction(
+        pb.AbortRequest(gid=args.gid, reason=args.reason), timeout=args.timeout,
+        metadata=_metadata()))
+
+
+def _print_one(tx: pb.Transaction) -> int:
+    print(render_show(tx))
+    return 0
+
+
+def _progress(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    sys.stderr.flush()
+
+
+def _dict(tx: pb.Transaction) -> dict[str, Any]:
+    return MessageToDict(tx, preserving_proto_field_name=True)
