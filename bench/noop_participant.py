@@ -15,7 +15,12 @@ OK = ppb.BranchReply(outcome=ppb.OUTCOME_OK)
 
 
 class Noop(ppb_grpc.ParticipantServicer):
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self._delay_s = delay_s
+
     async def Execute(self, request: ppb.BranchRequest, context: Context) -> ppb.BranchReply:
+        if self._delay_s:
+            await asyncio.sleep(self._delay_s)  # holds sagas in flight (memory benchmark)
         return OK
 
     async def Compensate(self, request: ppb.BranchRequest, context: Context) -> ppb.BranchReply:
@@ -31,13 +36,13 @@ class Noop(ppb_grpc.ParticipantServicer):
         return OK
 
 
-async def main(port: int) -> None:
+async def main(port: int, delay_s: float) -> None:
     server = grpc.aio.server()
-    ppb_grpc.add_ParticipantServicer_to_server(Noop(), server)
+    ppb_grpc.add_ParticipantServicer_to_server(Noop(delay_s), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    asyncio.run(main(int(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else 0.0))
