@@ -7,6 +7,11 @@
   are handled there.
 * ``outbox.add(conn, ...)`` / ``outbox.add_start_saga(conn, request)`` write messages in
   the service's own transaction; :class:`Relay` delivers them (:class:`StartSagaSender`).
+* ``@host.prepare("accounts.debit")`` registers a two-phase-commit branch: the handler
+  runs inside a local transaction that is prepared (XA on MySQL/MariaDB, PREPARE
+  TRANSACTION on PostgreSQL) and later committed or rolled back; :class:`TwoPhase` does
+  it without the host. In-doubt branches are finished by a recovery loop that asks the
+  coordinator (``HostOptions(two_phase=TwoPhaseOptions(coordinator="host:port"))``).
 * :func:`purge` keeps the tables small; :func:`upgrade` (or ``txc migrate``) creates them.
 
 See docs/participant.md.
@@ -34,26 +39,45 @@ from coordinator.participant._migrations import (
     upgrade,
 )
 from coordinator.participant._outbox import START_SAGA, OutboxError, OutboxMessage
+from coordinator.participant._recovery import (
+    CoordinatorDecisions,
+    DecisionSource,
+    RecoveryReport,
+    TwoPhaseOptions,
+    Verdict,
+    verdict_of,
+)
 from coordinator.participant._relay import Relay, RelayOptions, RelayStats, Sender
 from coordinator.participant._retention import PurgeOptions, PurgeResult, purge
 from coordinator.participant._start_saga import StartSagaSender
 from coordinator.participant._tables import barrier as barrier_table
 from coordinator.participant._tables import metadata
 from coordinator.participant._tables import outbox as outbox_table
+from coordinator.participant._two_phase import Decision, InDoubtBranch, TwoPhase
+from coordinator.participant._two_phase_db import TwoPhaseUnavailable, check_two_phase
+from coordinator.participant._two_phase_retention import purge_two_phase
+from coordinator.participant._two_phase_table import XaState
+from coordinator.participant._two_phase_table import xa as xa_table
+from coordinator.participant._two_phase_xid import XID_PREFIX, xid_for
 from coordinator.participant._types import BranchKey, Op, Outcome, Reply
 
 __all__ = [
     "START_SAGA",
     "VERSION_TABLE",
+    "XID_PREFIX",
     "Barrier",
     "BarrierOptions",
     "BranchContext",
     "BranchKey",
     "BusinessFn",
+    "CoordinatorDecisions",
+    "Decision",
+    "DecisionSource",
     "Decoder",
     "DsnError",
     "Handler",
     "HostOptions",
+    "InDoubtBranch",
     "MigrationError",
     "Op",
     "OutboxError",
@@ -65,6 +89,7 @@ __all__ = [
     "PermanentDeliveryError",
     "PurgeOptions",
     "PurgeResult",
+    "RecoveryReport",
     "Refused",
     "Relay",
     "RelayOptions",
@@ -72,8 +97,14 @@ __all__ = [
     "Reply",
     "Sender",
     "StartSagaSender",
+    "TwoPhase",
+    "TwoPhaseOptions",
+    "TwoPhaseUnavailable",
+    "Verdict",
+    "XaState",
     "barrier_table",
     "check_connection",
+    "check_two_phase",
     "create_engine",
     "current_revision",
     "downgrade",
@@ -85,6 +116,10 @@ __all__ = [
     "outbox",
     "outbox_table",
     "purge",
+    "purge_two_phase",
     "raw",
     "upgrade",
+    "verdict_of",
+    "xa_table",
+    "xid_for",
 ]

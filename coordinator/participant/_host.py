@@ -2,7 +2,9 @@
 
 Every call goes: validate -> find the handler -> barrier (decode + handler inside the
 local transaction) under a per-call timeout -> reply. Exceptions become outcomes here
-and nowhere else; see docs/participant.md for the table.
+and nowhere else; see docs/participant.md for the table. Prepare/Commit/Abort go to
+:class:`TwoPhase` instead of the barrier (a prepared local transaction, by XID), and a
+host with prepare handlers runs the in-doubt recovery loop.
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ from coordinator.participant._dsn import check_connection
 from coordinator.participant._errors import describe, is_transient
 from coordinator.participant._handlers import BranchContext, Decoder, Handler, Registry, raw
 from coordinator.participant._health import DatabaseHealth
+from coordinator.participant._recovery import (
+    CoordinatorDecisions,
+    Recovery,
+    RecoveryReport,
+    TwoPhaseOptions,
+)
+from coordinator.participant._two_phase import InDoubtBranch, TwoPhase
+from coordinator.participant._two_phase_db import check_two_phase
 from coordinator.participant._types import BranchKey, Op, Outcome, Reply
 
 log = logging.getLogger("coordinator.participant.host")
@@ -38,13 +48,15 @@ _METHODS = {
     "Commit": Op.COMMIT,
     "Abort": Op.ABORT,
 }
+_TWO_PHASE = frozenset({Op.PREPARE, Op.COMMIT, Op.ABORT})
 _Context = grpc.aio.ServicerContext[ppb.BranchRequest, ppb.BranchReply]
 
 
 @dataclass(frozen=True)
 class HostOptions:
     """call_timeout caps one branch call (the caller's gRPC deadline may cap it sooner);
-    the database is probed every health_interval seconds for the health service."""
+    the database is probed every health_interval seconds for the health service;
+    two_phase configures the in-doubt recovery of 2PC branches."""
 
     call_timeout: float = 10.0
     health_interval: float = 5.0
@@ -52,6 +64,7 @@ class HostOptions:
     shutdown_grace: float = 10.0
     max_concurrent_rpcs: int | None = None
     barrier: BarrierOptions = field(default_factory=BarrierOptions)
+    two_phase: TwoPhaseOptions = field(default_factory=TwoPhaseOptions)
 
     def __post_init__(self) -> None:
         if self.call_timeout <= 0 or self.health_interval <= 0 or self.health_timeout <= 0:
@@ -70,6 +83,8 @@ class ParticipantHost:
         self._engine = engine
         self._options = options or HostOptions()
         self._barrier = Barrier(engine, self._options.barrier)
+        self._two_phase = TwoPhase(engine, self._options.barrier)
+        self._recovery: Recovery | None = None
         self._registry = Registry()
         self._health = DatabaseHealth(engine, (SERVICE, ""), self._options)
         self._server: grpc.aio.Server | None = None
@@ -95,6 +110,18 @@ class ParticipantHost:
     ) -> Callable[[Handler[Any]], Handler[Any]]:
         """Decorator: ``handler`` undoes; ``operation`` is the branch's compensation name."""
         return self._decorator(Op.COMPENSATE, operation, decode)
+
+    @overload
+    def prepare(self, operation: str) -> Callable[[Handler[bytes]], Handler[bytes]]: ...
+    @overload
+    def prepare(self, operation: str, *, decode: Decoder[T]) -> Callable[[Handler[T]], Handler[T]]: ...
+    def prepare(
+        self, operation: str, *, decode: Decoder[Any] = raw
+    ) -> Callable[[Handler[Any]], Handler[Any]]:
+        """Decorator: ``handler`` is the business step of 2PC branches whose action is
+        ``operation``. It runs inside the local transaction that gets prepared; Commit
+        and Abort for the operation then need no handler (the database does them)."""
+        return self._decorator(Op.PREPARE, operation, decode)
 
     def _decorator(
         self, op: Op, operation: str, decode: Decoder[Any]
@@ -126,9 +153,11 @@ class ParticipantHost:
             attempt=request.attempt,
             idempotency_key=request.idempotency_key,
         )
-        business = self._registry.bind(op, ctx, request.payload)
+        # Commit/Abort need no handler of their own, only a prepare handler for the action.
+        registered_as = Op.PREPARE if op in _TWO_PHASE else op
+        business = self._registry.bind(registered_as, ctx, request.payload)
         if business is None:
-            known = ", ".join(self._registry.names(op)) or "none"
+            known = ", ".join(self._registry.names(registered_as)) or "none"
             return Reply(
                 Outcome.FAILED,
                 message=f"unknown operation {request.operation!r} for {op} (this service has: {known})",
@@ -138,6 +167,8 @@ class ParticipantHost:
             seconds = max(0.0, min(seconds, deadline))
         try:
             async with asyncio.timeout(seconds):
+                if op in _TWO_PHASE:
+                    return await self._two_phase.call(key, request.operation, business)
                 return await self._barrier.call(key, business)
         except TimeoutError:
             return Reply(Outcome.RETRY, message=f"{op} {request.operation!r} timed out after {seconds:.3g}s")
@@ -171,6 +202,8 @@ class ParticipantHost:
         if self._server is not None:
             raise RuntimeError("host already started")
         await check_connection(self._engine)
+        if self._registry.names(Op.PREPARE):
+            await check_two_phase(self._engine)  # TwoPhaseUnavailable says what to fix
         server = grpc.aio.server(maximum_concurrent_rpcs=self._options.max_concurrent_rpcs)
         server.add_generic_rpc_handlers([self.generic_handler()])
         self._health.add_to_server(server)
@@ -178,12 +211,48 @@ class ParticipantHost:
         await server.start()
         self._server = server
         await self._health.start()
+        self._start_recovery()
         log.info("participant host serving %s on port %d", SERVICE, port)
         return port
+
+    def _start_recovery(self) -> None:
+        opts = self._options.two_phase
+        if not self._registry.names(Op.PREPARE):
+            return
+        if opts.coordinator is None:
+            log.warning("2PC handlers registered but no coordinator address (HostOptions.two_phase): "
+                        "in-doubt branches wait for the coordinator's phase-2 retries")
+            return
+        decisions = CoordinatorDecisions(opts.coordinator, opts.coordinator_timeout)
+        self._recovery = Recovery(self._two_phase, decisions, opts.recovery_interval)
+        self._recovery.start()
+
+    # -- two-phase commit: in-doubt branches ---------------------------------------------
+
+    async def in_doubt(self) -> list[InDoubtBranch]:
+        """This database's prepared branches still waiting for phase 2, oldest first
+        (``len()`` is the count, ``[0].age`` the oldest age in seconds)."""
+        return await self._two_phase.in_doubt()
+
+    async def recover(self) -> RecoveryReport:
+        """Run one recovery round now (asks the configured coordinator)."""
+        opts = self._options.two_phase
+        if self._recovery is not None:
+            return await self._recovery.run_once()
+        decisions = (CoordinatorDecisions(opts.coordinator, opts.coordinator_timeout)
+                     if opts.coordinator else None)
+        recovery = Recovery(self._two_phase, decisions, opts.recovery_interval)
+        try:
+            return await recovery.run_once()
+        finally:
+            await recovery.stop()
 
     async def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING, refuse new calls, let calls in flight finish within ``grace``."""
         server, self._server = self._server, None
+        recovery, self._recovery = self._recovery, None
+        if recovery is not None:
+            await recovery.stop()
         await self._health.shutdown()
         if server is not None:
             await server.stop(self._options.shutdown_grace if grace is None else grace)

@@ -1,0 +1,273 @@
+"""Two-phase commit branches on the service's own database, exactly once.
+
+Per branch (gid, branch) there is one XID (:func:`xid_for`) and one ``txc_xa`` row. Every
+call first locks that row, so twins and reordered calls for one branch run one at a time:
+
+* **prepare** claims the row (committed on its own, so recovery can map the XID back even
+  if this process dies right after ``XA PREPARE``), locks it, then by state: aborted ->
+  vote no (the abort came first); refused/prepared/committed -> the same vote again;
+  preparing -> if the XID is already prepared (an earlier attempt died before recording
+  its vote) vote yes, else run the business function in a fresh local transaction on an
+  autocommit connection, write the branch's barrier row in it, and prepare it.
+* **commit** / **abort** lock the row and finish the prepared XID. An XID that is gone is
+  told apart by the barrier row written inside it: visible = it committed, absent = it
+  rolled back or never prepared. An abort with no row leaves one (state aborted), so a
+  late prepare votes no; a commit with no row is refused (never prepared here).
+* conflicting requests (commit of a rolled back branch, abort of a committed one) answer
+  FAILED, so the coordinator shows the transaction FAILED for an operator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+from coordinator.participant._backoff import backoff
+from coordinator.participant._barrier import BarrierOptions, BusinessFn
+from coordinator.participant._errors import Refused, describe, is_transient
+from coordinator.participant._two_phase_db import xa_driver
+from coordinator.participant._two_phase_table import (
+    XaRow,
+    XaState,
+    age,
+    claim,
+    lock,
+    rows,
+    server_now,
+    set_state,
+    witness_committed,
+    write_witness,
+)
+from coordinator.participant._two_phase_xid import xid_for
+from coordinator.participant._types import BranchKey, Op, Outcome, Reply
+
+log = logging.getLogger("coordinator.participant.two_phase")
+_MESSAGE_CHARS = 512
+
+
+class Decision(StrEnum):
+    COMMIT = "commit"
+    ABORT = "abort"
+
+
+@dataclass(frozen=True)
+class InDoubtBranch:
+    """A branch prepared in the database whose outcome this service has not applied yet."""
+
+    xid: str
+    gid: str
+    branch: str
+    operation: str
+    state: str  # the txc_xa state: "prepared", or "preparing" if the vote was never recorded
+    age: float  # seconds since its prepare started (database clock)
+
+
+class StillAttached(Exception):
+    """MySQL/MariaDB: the XID is prepared but its connection has not let go of it yet."""
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, StillAttached) or is_transient(exc)
+
+
+class TwoPhase:
+    """Prepare / commit / abort of 2PC branches on one database (``AsyncEngine``)."""
+
+    def __init__(self, engine: AsyncEngine, options: BarrierOptions | None = None) -> None:
+        self._engine = engine
+        self._options = options or BarrierOptions()
+
+    async def call(self, key: BranchKey, operation: str, business: BusinessFn | None) -> Reply:
+        """Answer a Prepare (``business`` required), Commit or Abort for ``key.op``.
+
+        Transient database errors are retried a few times, then answered RETRY; other
+        exceptions propagate (after rolling everything back), as with :class:`Barrier`.
+        """
+        opts = self._options
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(opts.attempts),
+            wait=backoff(opts.initial_backoff, opts.max_backoff),
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._once(key, operation, business)
+        except StillAttached as exc:
+            return Reply(Outcome.RETRY, message=str(exc))
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            return Reply(Outcome.RETRY, message=f"transient database error: {describe(exc)}")
+        raise AssertionError("tenacity ended without an outcome")  # pragma: no cover
+
+    async def _once(self, key: BranchKey, operation: str, business: BusinessFn | None) -> Reply:
+        if key.op is Op.PREPARE:
+            if business is None:
+                raise ValueError("prepare needs a business function")
+            return await self.prepare(key, operation, business)
+        if key.op is Op.COMMIT:
+            return await self.commit(key)
+        if key.op is Op.ABORT:
+            return await self.abort(key, operation)
+        raise ValueError(f"{key.op} is not a two-phase operation")
+
+    # -- phase 1 -------------------------------------------------------------------------
+
+    async def prepare(self, key: BranchKey, operation: str, business: BusinessFn) -> Reply:
+        xid = xid_for(key.gid, key.branch)
+        async with self._engine.begin() as conn:
+            await claim(conn, xid, key, operation, XaState.PREPARING)
+        async with self._engine.connect() as control, control.begin():
+            row = await _locked(control, xid)
+            if row.state is not XaState.PREPARING:
+                return _vote_again(row)
+            if xid in await xa_driver(control).prepared(control):
+                # An earlier attempt prepared it and died before recording the vote.
+                await set_state(control, xid, XaState.PREPARED)
+                return Reply(Outcome.OK, message="already prepared")
+            reply = await self._prepare_locally(key, xid, business)
+            state = XaState.PREPARED if reply.outcome is Outcome.OK else XaState.REFUSED
+            await set_state(control, xid, state, reply.message, reply.result)
+            return reply
+
+    async def _prepare_locally(self, key: BranchKey, xid: str, business: BusinessFn) -> Reply:
+        async with self._engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            driver = xa_driver(conn)
+            try:
+                await driver.begin(conn, xid)
+                try:
+                    result = _as_bytes(await business(conn))
+                except Refused as exc:
+                    await driver.rollback_active(conn, xid)
+                    return Reply(Outcome.FAILED, message=(str(exc) or "refused")[:_MESSAGE_CHARS])
+                await write_witness(conn, key)
+                await driver.prepare(conn, xid)
+            except BaseException:
+                # Whatever state the local transaction is in, closing the connection makes
+                # the server roll it back; never hand a half-done XA session to the pool.
+                await _discard(conn)
+                raise
+            if driver.detach_after_prepare:
+                await _discard(conn)
+            return Reply(Outcome.OK, result)
+
+    # -- phase 2 -------------------------------------------------------------------------
+
+    async def commit(self, key: BranchKey) -> Reply:
+        xid = xid_for(key.gid, key.branch)
+        async with self._engine.connect() as control, control.begin():
+            row = await lock(control, xid)
+            if row is None:
+                return _conflict(key, "commit refused: this branch was never prepared here")
+            if row.state is XaState.COMMITTED:
+                return Reply(Outcome.OK, message="already committed")
+            if row.state in (XaState.ABORTED, XaState.REFUSED):
+                return _conflict(key, f"commit refused: this branch is {row.state} here")
+            return await self._finish(control, key, xid, Decision.COMMIT)
+
+    async def abort(self, key: BranchKey, operation: str) -> Reply:
+        xid = xid_for(key.gid, key.branch)
+        async with self._engine.begin() as conn:
+            if await claim(conn, xid, key, operation, XaState.ABORTED):
+                return Reply(Outcome.OK, message="null abort: never prepared; a late prepare votes no")
+        async with self._engine.connect() as control, control.begin():
+            row = await _locked(control, xid)
+            if row.state is XaState.ABORTED:
+                return Reply(Outcome.OK, message="already aborted")
+            if row.state is XaState.REFUSED:
+                return Reply(Outcome.OK, message="nothing to roll back: this branch voted no")
+            if row.state is XaState.COMMITTED:
+                return _conflict(key, "abort refused: this branch already committed")
+            return await self._finish(control, key, xid, Decision.ABORT)
+
+    async def _finish(self, control: AsyncConnection, key: BranchKey, xid: str, decision: Decision) -> Reply:
+        outcome = await self._apply(key, xid, decision)
+        await set_state(control, xid, outcome)
+        if (outcome is XaState.COMMITTED) != (decision is Decision.COMMIT):
+            return _conflict(key, f"{decision} impossible: the branch is already {outcome} here")
+        return Reply(Outcome.OK)
+
+    async def _apply(self, key: BranchKey, xid: str, decision: Decision) -> XaState:
+        """Commit or roll back the prepared XID; the state the branch ends in."""
+        async with self._engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            driver = xa_driver(conn)
+            try:
+                if decision is Decision.COMMIT:
+                    await driver.commit_prepared(conn, xid)
+                    return XaState.COMMITTED
+                await driver.rollback_prepared(conn, xid)
+                return XaState.ABORTED
+            except sa_exc.DBAPIError as exc:
+                if not driver.gone(exc):
+                    raise
+            # No such prepared XID. Still listed: the connection that prepared it has not
+            # let go yet (MySQL), so try again; otherwise its barrier row tells the outcome.
+            if xid in await driver.prepared(conn):
+                raise StillAttached(f"{xid} is still attached to the connection that prepared it")
+            return XaState.COMMITTED if await witness_committed(conn, key) else XaState.ABORTED
+
+    # -- recovery ------------------------------------------------------------------------
+
+    async def in_doubt(self) -> list[InDoubtBranch]:
+        """Branches of this database that are prepared and wait for phase 2."""
+        async with self._engine.connect() as conn:
+            found = await rows(conn, await xa_driver(conn).prepared(conn))
+            now = await server_now(conn)
+        return [
+            InDoubtBranch(r.xid, r.gid, r.branch, r.operation, r.state.value, age(now, r.created_at))
+            for r in sorted(found, key=lambda r: r.created_at)
+        ]
+
+    async def resolve(self, branch: InDoubtBranch, decision: Decision) -> XaState | None:
+        """Apply the coordinator's decision to an in-doubt branch; None when a call for the
+        branch holds its row right now (that call finishes it, or the next round does)."""
+        key = BranchKey(branch.gid, branch.branch, Op.COMMIT if decision is Decision.COMMIT else Op.ABORT)
+        async with self._engine.connect() as control, control.begin():
+            if await lock(control, branch.xid, skip_locked=True) is None:
+                return None
+            outcome = await self._apply(key, branch.xid, decision)
+            await set_state(control, branch.xid, outcome)
+            return outcome
+
+
+async def _locked(control: AsyncConnection, xid: str) -> XaRow:
+    row = await lock(control, xid)
+    if row is None:  # claimed a moment ago: only a purge running with a tiny age removes it
+        raise RuntimeError(f"txc_xa row {xid} vanished while in use")
+    return row
+
+
+def _vote_again(row: XaRow) -> Reply:
+    if row.state is XaState.ABORTED:
+        return Reply(Outcome.FAILED, message="prepare refused: its abort already ran; hanging request")
+    if row.state is XaState.REFUSED:
+        return Reply(Outcome.FAILED, message=row.message or "refused")
+    return Reply(Outcome.OK, row.result, row.message)  # prepared (or since committed)
+
+
+def _conflict(key: BranchKey, message: str) -> Reply:
+    log.warning("2PC gid=%s branch=%s: %s", key.gid, key.branch, message)
+    return Reply(Outcome.FAILED, message=message)
+
+
+def _as_bytes(result: object) -> bytes:
+    if result is None:
+        return b""
+    if isinstance(result, bytes):
+        return result
+    raise TypeError(f"a prepare handler must return bytes or None, not {type(result).__name__}")
+
+
+async def _discard(conn: AsyncConnection) -> None:
+    with contextlib.suppress(Exception):
+        await conn.invalidate()

@@ -1,0 +1,158 @@
+"""The database side of 2PC: XA on MySQL/MariaDB, PREPARE TRANSACTION on PostgreSQL.
+
+Every statement here runs on an AUTOCOMMIT connection: MySQL refuses ``XA START`` inside
+a local transaction, PostgreSQL refuses ``COMMIT PREPARED`` inside one, and the local
+transaction that gets prepared is opened explicitly (``XA START`` / ``BEGIN``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from coordinator.participant._dsn import mask
+from coordinator.participant._errors import ParticipantError, describe
+from coordinator.participant._sql import is_mysql
+from coordinator.participant._two_phase_table import XA_TABLE, xa
+from coordinator.participant._two_phase_xid import XID_PREFIX, is_txc_xid, literal
+
+
+class TwoPhaseUnavailable(ParticipantError):
+    """The database cannot run this SDK's two-phase commit as configured."""
+
+
+class XaDriver(ABC):
+    """One database's statements for a branch's local transaction, by XID."""
+
+    # MySQL/MariaDB: another connection can only commit a prepared XA transaction once
+    # the connection that prepared it is gone, so that connection is closed afterwards.
+    detach_after_prepare = False
+
+    @abstractmethod
+    async def begin(self, conn: AsyncConnection, xid: str) -> None: ...
+    @abstractmethod
+    async def prepare(self, conn: AsyncConnection, xid: str) -> None: ...
+    @abstractmethod
+    async def rollback_active(self, conn: AsyncConnection, xid: str) -> None: ...
+    @abstractmethod
+    async def commit_prepared(self, conn: AsyncConnection, xid: str) -> None: ...
+    @abstractmethod
+    async def rollback_prepared(self, conn: AsyncConnection, xid: str) -> None: ...
+    @abstractmethod
+    async def prepared(self, conn: AsyncConnection) -> list[str]:
+        """XIDs with our prefix the server holds prepared (MySQL: server-wide; the
+        ``txc_xa`` rows of this database tell which of them are ours)."""
+
+    @abstractmethod
+    def gone(self, exc: sa_exc.DBAPIError) -> bool:
+        """True when a commit/rollback failed because no such prepared XID exists."""
+
+    @abstractmethod
+    async def check(self, conn: AsyncConnection) -> None:
+        """Raise :class:`TwoPhaseUnavailable` if prepared transactions cannot work."""
+
+
+class PostgresXa(XaDriver):
+    async def begin(self, conn: AsyncConnection, xid: str) -> None:
+        await conn.exec_driver_sql("BEGIN")
+
+    async def prepare(self, conn: AsyncConnection, xid: str) -> None:
+        await conn.exec_driver_sql(f"PREPARE TRANSACTION {literal(xid)}")
+
+    async def rollback_active(self, conn: AsyncConnection, xid: str) -> None:
+        await conn.exec_driver_sql("ROLLBACK")
+
+    async def commit_prepared(self, conn: AsyncConnection, xid: str) -> None:
+        await conn.exec_driver_sql(f"COMMIT PREPARED {literal(xid)}")
+
+    async def rollback_prepared(self, conn: AsyncConnection, xid: str) -> None:
+        await conn.exec_driver_sql(f"ROLLBACK PREPARED {literal(xid)}")
+
+    async def prepared(self, conn: AsyncConnection) -> list[str]:
+        stmt = text(
+            "SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND gid LIKE :prefix"
+        ).bindparams(prefix=XID_PREFIX + "%")
+        return [gid for (gid,) in await conn.execute(stmt) if is_txc_xid(gid)]
+
+    def gone(self, exc: sa_exc.DBAPIError) -> bool:
+        state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        return state == "42704"  # prepared transaction with identifier ... does not exist
+
+    async def check(self, conn: AsyncConnection) -> None:
+        value = (await conn.execute(text("SHOW max_prepared_transactions"))).scalar_one()
+        if int(value) <= 0:
+            raise TwoPhaseUnavailable(
+                f"PostgreSQL at {mask(conn.engine.url)} has max_prepared_transactions = 0, which "
+                "disables PREPARE TRANSACTION: set max_prepared_transactions to at least the "
+                "number of branches that may be prepared at once (e.g. "
+                "ALTER SYSTEM SET max_prepared_transactions = 100) and restart the server"
+            )
+
+
+# MariaDB/MySQL: XAER_NOTA (unknown XID), and the XA_RB* family (the branch was rolled back).
+_MYSQL_GONE = {1397, 1402, 1612, 1613, 1614}
+
+
+class MysqlXa(XaDriver):
+    detach_after_prepare = True
+
+    async def begin(self, conn: AsyncConnection, xid: str) -> None:
+        await conn.exec_driver_sql(f"XA START {literal(xid)}")
+
+    async def prepare(self, conn: AsyncConnection, xid: str) -> None:
+        await conn.exec_driver_sql(f"XA END {literal(xid)}")
+        await conn.exec_driver_sql(f"XA PREPARE {literal(xid)}")
+
+    async def rollback_active(self, conn: AsyncConnection, xid: str) -> None:
+        await conn.exec_driver_sql(f"XA END {literal(xid)}")
+        await conn.exec_driver_sql(f"XA ROLLBACK {literal(xid)}")
+
+    async def commit_prepared(self, conn: AsyncConnection, xid: str) -> None:
+        await conn.exec_driver_sql(f"XA COMMIT {literal(xid)}")
+
+    async def rollback_prepared(self, conn: AsyncConnection, xid: str) -> None:
+        await conn.exec_driver_sql(f"XA ROLLBACK {literal(xid)}")
+
+    async def prepared(self, conn: AsyncConnection) -> list[str]:
+        found: list[str] = []
+        # Columns: formatID, gtrid_length, bqual_length, data (gtrid + bqual).
+        for row in await conn.exec_driver_sql("XA RECOVER"):
+            format_id, _gtrid, bqual_length, data = tuple(row)
+            xid = data.decode("ascii", "replace") if isinstance(data, bytes) else str(data)
+            if int(format_id) == 1 and int(bqual_length) == 0 and is_txc_xid(xid):
+                found.append(xid)
+        return found
+
+    def gone(self, exc: sa_exc.DBAPIError) -> bool:
+        args: tuple[object, ...] = getattr(exc.orig, "args", ())
+        return bool(args) and args[0] in _MYSQL_GONE
+
+    async def check(self, conn: AsyncConnection) -> None:
+        try:
+            await conn.exec_driver_sql("XA RECOVER")
+        except sa_exc.DBAPIError as exc:
+            raise TwoPhaseUnavailable(
+                f"{mask(conn.engine.url)} cannot list prepared XA transactions ({describe(exc)}): "
+                "the SDK's recovery needs XA RECOVER (MySQL 8: the XA_RECOVER_ADMIN privilege)"
+            ) from None
+
+
+def xa_driver(conn: AsyncConnection) -> XaDriver:
+    return MysqlXa() if is_mysql(conn) else PostgresXa()
+
+
+async def check_two_phase(engine: AsyncEngine) -> None:
+    """Check that ``engine``'s database can prepare transactions and has the ``txc_xa``
+    table; :class:`TwoPhaseUnavailable` says what to change otherwise."""
+    async with engine.connect() as conn:
+        await xa_driver(conn).check(conn)
+        try:
+            await conn.execute(select(xa.c.xid).limit(1))
+        except sa_exc.DBAPIError:
+            raise TwoPhaseUnavailable(
+                f"table {XA_TABLE} is missing in {mask(engine.url)}: run `txc migrate --dsn URL` "
+                "(or coordinator.participant.upgrade(engine))"
+            ) from None
