@@ -59,12 +59,12 @@ async def connect(proxy: FaultProxy) -> tuple[asyncio.StreamReader, asyncio.Stre
 
 
 async def roundtrip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes,
-                    timeout: float = 2.0) -> float:
+                    within_s: float = 2.0) -> float:
     """Send ``data``, wait for its echo; returns the seconds it took."""
     start = time.perf_counter()
     writer.write(data)
     await writer.drain()
-    assert await asyncio.wait_for(reader.readexactly(len(data)), timeout) == data
+    assert await asyncio.wait_for(reader.readexactly(len(data)), within_s) == data
     return time.perf_counter() - start
 
 
@@ -132,7 +132,7 @@ async def test_bandwidth_limits_the_rate(proxy: FaultProxy) -> None:
     payload = bytes(100_000)
     assert await roundtrip(reader, writer, payload) < 0.2
     proxy.set_fault("down", Bandwidth(200_000))
-    limited = await roundtrip(reader, writer, payload, timeout=5.0)
+    limited = await roundtrip(reader, writer, payload, within_s=5.0)
     assert 0.4 <= limited < 1.5  # 100 kB at 200 kB/s = 0.5 s
     assert proxy.stats.faults["bandwidth_bytes"] == len(payload)
     writer.close()
@@ -235,7 +235,7 @@ async def test_many_concurrent_connections(proxy: FaultProxy) -> None:
     async def client(i: int) -> None:
         reader, writer = await connect(proxy)
         for j in range(10):
-            await roundtrip(reader, writer, f"{i}:{j};".encode(), timeout=10.0)
+            await roundtrip(reader, writer, f"{i}:{j};".encode(), within_s=10.0)
         writer.close()
         await writer.wait_closed()
 
