@@ -1,0 +1,161 @@
+"""A participant process killed (SIGKILL) after preparing: its branch stays prepared in the
+database, holding its row lock, until a restarted process's recovery loop asks the
+coordinator and finishes it (NOT_FOUND -> abort; decided commit -> commit)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import pytest
+
+from coordinator import CoordinatorClient, pb
+from coordinator._proto.txc.v1 import participant_pb2 as ppb
+from coordinator._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
+from coordinator.participant import xid_for
+
+from .conftest import Db, branch, start_two_phase
+
+pytestmark = pytest.mark.integration
+
+PROC = Path(__file__).with_name("_proc.py")
+
+
+class Proc:
+    def __init__(self, tmp: Path, name: str, *args: str) -> None:
+        self.log = tmp / f"{name}.log"
+        self.proc = subprocess.Popen([sys.executable, str(PROC), *args], stdout=subprocess.PIPE,
+                                     stderr=self.log.open("w"), text=True)
+
+    async def line(self, within: float = 30.0) -> str:
+        assert self.proc.stdout is not None
+        text = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), within)
+        assert text, f"process exited early; see {self.log}:\n{self.log.read_text()[-2000:]}"
+        return text.strip()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def logs(self) -> str:
+        return self.log.read_text()
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, within: float = 20.0) -> None:
+    end = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_killed_after_prepare_unknown_gid_is_aborted_on_restart(
+        db: Db, coordinator: str, gid: str, tmp_path: Path) -> None:
+    row = await db.add_row(v=0)
+    xid = xid_for(gid, "a")
+    first = Proc(tmp_path, "prepare", "prepare", db.dsn, gid, "a", row)
+    try:
+        assert await first.line() == "voted OUTCOME_OK"
+    finally:
+        first.kill()
+    assert xid in await db.prepared()  # outlived its process
+    assert not await db.can_update(row)  # and still holds the row lock
+
+    restarted = Proc(tmp_path, "serve", "serve", db.dsn, coordinator)
+    try:
+        assert (await restarted.line()).startswith("serving")
+        await until(lambda: _logged(restarted, f"gid={gid} branch=a aborted"), "recovery to abort")
+    finally:
+        restarted.kill()
+    assert xid not in await db.prepared()
+    assert await db.value(row) == 0
+    assert await db.can_update(row)
+    assert await db.xa_state(gid, "a") == "aborted"
+    assert "NOT_FOUND: presumed abort" in restarted.logs()
+
+
+async def test_killed_after_voting_yes_commits_on_restart(
+        db: Db, coordinator: str, gid: str, tmp_path: Path) -> None:
+    row = await db.add_row(v=0)
+    xid = xid_for(gid, "a")
+    gate = await Gate().start()
+    first = Proc(tmp_path, "first", "serve", db.dsn, coordinator)
+    try:
+        port = int((await first.line()).split()[1])
+        # a: the process under test; b: holds its vote until the process is dead.
+        plan = [branch("a", f"127.0.0.1:{port}", {"id": row}, "rows.bump", max_attempts=3),
+                branch("b", gate.address, {})]
+        await start_two_phase(coordinator, gid, plan, wait=False, deadline=60)
+        await until(lambda: _branch_state(coordinator, gid, pb.BRANCH_STATE_PREPARED), "a's yes vote")
+    finally:
+        first.kill()
+    gate.vote.set()  # b votes yes: the coordinator decides commit, but cannot reach a
+    await until(lambda: _decided_commit(coordinator, gid), "the commit decision")
+    assert xid in await db.prepared()
+    assert not await db.can_update(row)
+
+    restarted = Proc(tmp_path, "restarted", "serve", db.dsn, coordinator)  # on another port
+    try:
+        assert (await restarted.line()).startswith("serving")
+        await until(lambda: _logged(restarted, f"gid={gid} branch=a committed"), "recovery to commit")
+    finally:
+        restarted.kill()
+        await gate.stop()
+    assert xid not in await db.prepared()
+    assert await db.value(row) == 1
+    assert await db.can_update(row)
+    assert await db.xa_state(gid, "a") == "committed"
+
+
+async def _logged(proc: Proc, line: str) -> bool:
+    return line in proc.logs()
+
+
+async def _transaction(coordinator: str, gid: str) -> pb.Transaction:
+    async with CoordinatorClient(coordinator) as client:
+        return await client.get(gid)
+
+
+async def _branch_state(coordinator: str, gid: str, state: int) -> bool:
+    return (await _transaction(coordinator, gid)).branches[0].state == state
+
+
+async def _decided_commit(coordinator: str, gid: str) -> bool:
+    tx = await _transaction(coordinator, gid)
+    return tx.state in (pb.TX_STATE_COMMITTING, pb.TX_STATE_FAILED)
+
+
+class Gate(ppb_grpc.ParticipantServicer):
+    """A participant whose Prepare answers yes only once ``vote`` is set."""
+
+    def __init__(self) -> None:
+        self.vote = asyncio.Event()
+        self.server = grpc.aio.server()
+        self.address = ""
+
+    async def start(self) -> Gate:
+        ppb_grpc.add_ParticipantServicer_to_server(self, self.server)
+        self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        await self.server.start()
+        return self
+
+    async def stop(self) -> None:
+        await self.server.stop(0)
+
+    async def Prepare(self, request: ppb.BranchRequest, context: object) -> ppb.BranchReply:
+        await self.vote.wait()
+        return ppb.BranchReply(outcome=ppb.OUTCOME_OK)
+
+    async def Commit(self, request: ppb.BranchRequest, context: object) -> ppb.BranchReply:
+        return ppb.BranchReply(outcome=ppb.OUTCOME_OK)
+
+    async def Abort(self, request: ppb.BranchRequest, context: object) -> ppb.BranchReply:
+        return ppb.BranchReply(outcome=ppb.OUTCOME_OK)

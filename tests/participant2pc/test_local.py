@@ -1,0 +1,158 @@
+"""Prepare / commit / abort on a real database through the host (no coordinator): the
+local transaction is really prepared, survives as the server's prepared XID, holds its
+row locks until phase 2, and every duplicate or reordered call gets a consistent answer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import text, update
+
+from coordinator._proto.txc.v1 import participant_pb2 as ppb
+from coordinator.participant import Op, ParticipantHost, xa_table, xid_for
+
+from ._service import RUNS
+from .conftest import Db, call
+
+pytestmark = pytest.mark.integration
+
+OK, FAILED = ppb.OUTCOME_OK, ppb.OUTCOME_FAILED
+
+
+async def test_prepare_holds_locks_until_commit(db: Db, host: ParticipantHost, gid: str) -> None:
+    row = await db.add_row(v=0)
+    prepared = await call(host, Op.PREPARE, gid, "a", {"id": row}, "rows.bump")
+    assert (prepared.outcome, prepared.result) == (OK, b"bumped")
+    assert xid_for(gid, "a") in await db.prepared()
+    doubt = [b for b in await host.in_doubt() if b.gid == gid]
+    assert [(b.branch, b.operation, b.state) for b in doubt] == [("a", "rows.bump", "prepared")]
+    assert doubt[0].age >= 0
+    assert await db.value(row) == 0  # not visible before commit
+    assert not await db.can_update(row)  # the prepared transaction holds the row lock
+
+    assert (await call(host, Op.COMMIT, gid, "a", {})).outcome == OK
+    assert await db.value(row) == 1
+    assert await db.can_update(row)
+    assert xid_for(gid, "a") not in await db.prepared()
+    assert not [b for b in await host.in_doubt() if b.gid == gid]
+    again = await call(host, Op.COMMIT, gid, "a", {})  # commit twice
+    assert (again.outcome, again.message) == (OK, "already committed")
+    assert (await call(host, Op.ABORT, gid, "a", {})).outcome == FAILED  # conflicting
+    assert await db.value(row) == 1
+
+
+async def test_prepare_then_abort_rolls_back(db: Db, host: ParticipantHost, gid: str) -> None:
+    row = await db.add_row(v=0)
+    assert (await call(host, Op.PREPARE, gid, "a", {"id": row}, "rows.bump")).outcome == OK
+    assert not await db.can_update(row)
+    assert (await call(host, Op.ABORT, gid, "a", {})).outcome == OK
+    assert await db.value(row) == 0
+    assert await db.can_update(row)
+    assert xid_for(gid, "a") not in await db.prepared()
+    assert (await call(host, Op.ABORT, gid, "a", {})).message == "already aborted"
+    late = await call(host, Op.COMMIT, gid, "a", {})
+    assert late.outcome == FAILED and "aborted" in late.message
+    assert await db.xa_state(gid, "a") == "aborted"
+
+
+async def test_abort_before_prepare_makes_the_late_prepare_vote_no(
+        db: Db, host: ParticipantHost, gid: str) -> None:
+    null = await call(host, Op.ABORT, gid, "a", {})
+    assert null.outcome == OK and null.message.startswith("null abort")
+    for _ in range(2):
+        late = await call(host, Op.PREPARE, gid, "a", {"id": gid})
+        assert late.outcome == FAILED and "hanging" in late.message
+    assert RUNS[f"{gid}/a"] == 0  # the handler never ran
+    assert await db.value(gid) is None
+    assert xid_for(gid, "a") not in await db.prepared()
+
+
+async def test_duplicate_and_concurrent_prepares_run_once(
+        db: Db, host: ParticipantHost, gid: str) -> None:
+    first = await call(host, Op.PREPARE, gid, "a", {"id": f"{gid}-a"})
+    second = await call(host, Op.PREPARE, gid, "a", {"id": f"{gid}-a"})
+    assert first == second and first.outcome == OK and first.result == f"put {gid}-a".encode()
+    twins = await asyncio.gather(*(call(host, Op.PREPARE, gid, "b", {"id": f"{gid}-b"})
+                                   for _ in range(4)))
+    assert {t.outcome for t in twins} == {OK}
+    assert (RUNS[f"{gid}/a"], RUNS[f"{gid}/b"]) == (1, 1)
+    commits = await asyncio.gather(*(call(host, Op.COMMIT, gid, b, {}) for b in "abab"))
+    assert {c.outcome for c in commits} == {OK}
+    assert (await db.value(f"{gid}-a"), await db.value(f"{gid}-b")) == (1, 1)
+
+
+async def test_refusal_votes_no_rolls_back_and_is_remembered(
+        db: Db, host: ParticipantHost, gid: str) -> None:
+    for _ in range(2):
+        no = await call(host, Op.PREPARE, gid, "a", {"id": gid, "refuse": True})
+        assert (no.outcome, no.message) == (FAILED, "refused by test")
+    assert RUNS[f"{gid}/a"] == 1
+    assert xid_for(gid, "a") not in await db.prepared()
+    assert await db.xa_state(gid, "a") == "refused"
+    abort = await call(host, Op.ABORT, gid, "a", {})
+    assert abort.outcome == OK and "voted no" in abort.message
+    assert (await call(host, Op.COMMIT, gid, "a", {})).outcome == FAILED
+
+
+async def test_commit_after_an_unrecorded_commit_is_ok(db: Db, host: ParticipantHost, gid: str) -> None:
+    """The XID was committed but the process died before recording it (or a twin did
+    it): the second commit finds no XID (MariaDB 1397, PostgreSQL 42704) and the barrier
+    row written inside the prepared transaction says it committed."""
+    assert (await call(host, Op.PREPARE, gid, "a", {"id": gid})).outcome == OK
+    statement = "XA COMMIT '{}'" if db.kind == "mariadb" else "COMMIT PREPARED '{}'"
+    async with db.engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.exec_driver_sql(statement.format(xid_for(gid, "a")))
+    assert await db.xa_state(gid, "a") == "prepared"
+    commit = await call(host, Op.COMMIT, gid, "a", {})
+    assert commit.outcome == OK
+    assert await db.xa_state(gid, "a") == "committed"
+    assert (await call(host, Op.ABORT, gid, "a", {})).outcome == FAILED
+    assert await db.value(gid) == 1
+
+
+async def test_branch_prepared_but_vote_unrecorded(db: Db, host: ParticipantHost, gid: str) -> None:
+    """Died after XA PREPARE, before recording the vote: the retried prepare finds the XID
+    prepared and votes yes without running the handler again."""
+    assert (await call(host, Op.PREPARE, gid, "a", {"id": gid})).outcome == OK
+    async with db.engine.begin() as conn:
+        await conn.execute(update(xa_table).where(xa_table.c.xid == xid_for(gid, "a"))
+                           .values(state="preparing"))
+    again = await call(host, Op.PREPARE, gid, "a", {"id": gid})
+    assert (again.outcome, again.message) == (OK, "already prepared")
+    assert RUNS[f"{gid}/a"] == 1
+    assert (await call(host, Op.COMMIT, gid, "a", {})).outcome == OK
+    assert await db.value(gid) == 1
+
+
+async def test_read_only_branches(db: Db, host: ParticipantHost, gid: str) -> None:
+    """A handler that writes nothing still prepares, commits and aborts without surprises
+    (the SDK's own barrier row keeps the XA branch from being read-only)."""
+    for branch, end in (("a", Op.COMMIT), ("b", Op.ABORT)):
+        vote = await call(host, Op.PREPARE, gid, branch, {"id": gid, "readonly": True})
+        assert (vote.outcome, vote.result) == (OK, b"read only")
+        assert (await call(host, end, gid, branch, {})).outcome == OK
+        assert (await call(host, end, gid, branch, {})).outcome == OK
+    assert xid_for(gid, "a") not in await db.prepared()
+
+
+async def test_commit_of_a_branch_never_prepared_is_refused(host: ParticipantHost, gid: str) -> None:
+    reply = await call(host, Op.COMMIT, gid, "a", {})
+    assert reply.outcome == FAILED and "never prepared" in reply.message
+    unknown = await call(host, Op.PREPARE, gid, "a", {}, operation="rows.nope")
+    assert unknown.outcome == FAILED and "rows.bump, rows.put" in unknown.message
+    assert (await call(host, Op.COMMIT, gid, "a", {}, operation="rows.nope")).outcome == FAILED
+
+
+async def test_no_local_transaction_is_left_open(db: Db, host: ParticipantHost, gid: str) -> None:
+    await call(host, Op.PREPARE, gid, "a", {"id": gid})
+    await call(host, Op.ABORT, gid, "a", {})
+    if db.kind == "postgresql":
+        sql = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+               "AND state LIKE 'idle in transaction%'")
+    else:
+        sql = ("SELECT count(*) FROM information_schema.innodb_trx t JOIN information_schema.processlist p "
+               "ON p.id = t.trx_mysql_thread_id WHERE p.db = DATABASE()")
+    async with db.engine.connect() as conn:
+        assert (await conn.execute(text(sql))).scalar_one() == 0

@@ -1,0 +1,166 @@
+"""The in-doubt recovery round (decisions stubbed here; tests/participant2pc/test_crash.py
+runs it against a real coordinator), the decision rules, XIDs, and the start-up check."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+from sqlalchemy import select, text
+
+from coordinator import pb
+from coordinator._proto.txc.v1 import participant_pb2 as ppb
+from coordinator.participant import (
+    XID_PREFIX,
+    Decision,
+    Op,
+    ParticipantHost,
+    TwoPhase,
+    TwoPhaseUnavailable,
+    Verdict,
+    check_two_phase,
+    create_engine,
+    verdict_of,
+    xa_table,
+    xid_for,
+)
+from coordinator.participant._recovery import Recovery
+from coordinator.participant._two_phase_xid import is_txc_xid, literal
+
+from ._service import build
+from .conftest import Db, call
+
+pytestmark = pytest.mark.integration
+
+
+class StubDecisions:
+    def __init__(self, verdicts: dict[str, Verdict]) -> None:
+        self.verdicts = verdicts
+        self.asked: list[str] = []
+
+    async def decide(self, gid: str) -> Verdict:
+        self.asked.append(gid)
+        return self.verdicts.get(gid, Verdict(None, "TX_STATE_PREPARING"))
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_round_applies_decisions_and_leaves_the_undecided(
+        db: Db, host: ParticipantHost, gid: str, caplog: pytest.LogCaptureFixture) -> None:
+    gids = {d: f"{gid}-{d}" for d in ("commit", "abort", "open", "busy")}
+    for g in gids.values():
+        assert (await call(host, Op.PREPARE, g, "a", {"id": g})).outcome == ppb.OUTCOME_OK
+    stub = StubDecisions({gids["commit"]: Verdict(Decision.COMMIT, "TX_STATE_COMMITTING"),
+                          gids["abort"]: Verdict(Decision.ABORT, "NOT_FOUND: presumed abort"),
+                          gids["busy"]: Verdict(Decision.COMMIT, "TX_STATE_COMMITTING")})
+    caplog.set_level(logging.INFO, logger="coordinator.participant.recovery")
+    async with db.engine.connect() as holder, holder.begin():
+        # A call in progress for "busy" holds its row: recovery skips it this round.
+        await holder.execute(select(xa_table.c.xid).where(xa_table.c.xid == xid_for(gids["busy"], "a"))
+                             .with_for_update())
+        report = await Recovery(TwoPhase(db.engine), stub, 1.0).run_once()
+
+    def ours(branches: tuple[object, ...]) -> set[str]:
+        return {b.gid for b in branches if b.gid in gids.values()}  # type: ignore[attr-defined]
+
+    assert ours(report.in_doubt) == set(gids.values())
+    assert ours(report.committed) == {gids["commit"]}
+    assert ours(report.aborted) == {gids["abort"]}
+    assert ours(report.left) == {gids["open"], gids["busy"]}
+    assert report.oldest_age >= 0
+    assert (await db.value(gids["commit"]), await db.value(gids["abort"])) == (1, None)
+    assert "2PC in-doubt branches: " in caplog.text
+    assert f"gid={gids['commit']} branch=a committed" in caplog.text
+    assert f"gid={gids['abort']} branch=a aborted" in caplog.text
+
+    still = {b.gid for b in await host.in_doubt()}
+    assert {gids["open"], gids["busy"]} <= still and gids["commit"] not in still
+    for g in (gids["open"], gids["busy"]):
+        assert (await call(host, Op.ABORT, g, "a", {})).outcome == ppb.OUTCOME_OK
+
+
+def _tx(state: int, *decides: str, protocol: int = pb.PROTOCOL_TWO_PHASE) -> pb.Transaction:
+    history = [pb.HistoryEntry(action="decide", reason=r) for r in decides]
+    return pb.Transaction(gid="g", protocol=protocol, state=state, history=history)  # type: ignore[arg-type]
+
+
+def test_verdicts_follow_the_transaction_state() -> None:
+    assert verdict_of(_tx(pb.TX_STATE_PREPARING)).decision is None
+    assert verdict_of(_tx(pb.TX_STATE_COMMITTING)).decision is Decision.COMMIT
+    assert verdict_of(_tx(pb.TX_STATE_COMMITTED)).decision is Decision.COMMIT
+    assert verdict_of(_tx(pb.TX_STATE_ABORTING)).decision is Decision.ABORT
+    assert verdict_of(_tx(pb.TX_STATE_ABORTED)).decision is Decision.ABORT
+    failed_commit = _tx(pb.TX_STATE_FAILED, "commit: every branch voted yes")
+    assert verdict_of(failed_commit).decision is Decision.COMMIT
+    assert verdict_of(_tx(pb.TX_STATE_FAILED, "abort: branch b voted no")).decision is Decision.ABORT
+    assert verdict_of(_tx(pb.TX_STATE_FAILED)).decision is None
+    assert verdict_of(_tx(pb.TX_STATE_COMMITTED, protocol=pb.PROTOCOL_SAGA)).decision is None
+
+
+def test_xids_are_deterministic_short_and_prefixed() -> None:
+    xid = xid_for("order-1", "debit")
+    assert xid == xid_for("order-1", "debit") and xid.startswith(XID_PREFIX)
+    assert len(xid.encode()) <= 64 and is_txc_xid(xid)
+    assert xid_for("ab", "c") != xid_for("a", "bc")
+    long = xid_for("g" * 128, "é" * 128)
+    assert len(long) == len(xid)
+    assert literal(xid) == f"'{xid}'"
+    with pytest.raises(ValueError):
+        literal("txc:'; DROP TABLE x; --")
+
+
+async def test_max_prepared_transactions_zero_is_reported_clearly() -> None:
+    """The shared server on 5432 runs with max_prepared_transactions = 0."""
+    dsn = os.environ.get("TXC_TEST_PG_DSN", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+    engine = create_engine(dsn)
+    try:
+        async with engine.connect() as conn:
+            setting = int((await conn.execute(text("SHOW max_prepared_transactions"))).scalar_one())
+        if setting != 0:
+            pytest.skip(f"the shared PostgreSQL has max_prepared_transactions = {setting}, not 0")
+        with pytest.raises(TwoPhaseUnavailable, match=r"max_prepared_transactions = 0.*restart"):
+            await check_two_phase(engine)
+        host = build(engine)
+        with pytest.raises(TwoPhaseUnavailable, match="max_prepared_transactions"):
+            await host.start("127.0.0.1:0")
+        await host.stop(0)
+    finally:
+        await engine.dispose()
+
+
+async def test_start_without_the_table_names_the_migration(dbs: dict[str, Db]) -> None:
+    from sqlalchemy.engine import make_url
+
+    from .conftest import _admin
+
+    server = make_url(dbs["mariadb"].dsn).set(database="test").render_as_string(hide_password=False)
+    name = f"txc_2pc_bare_{os.getpid()}"
+    await _admin(server, f"CREATE DATABASE IF NOT EXISTS {name}")
+    engine = create_engine(make_url(server).set(database=name).render_as_string(hide_password=False))
+    try:
+        with pytest.raises(TwoPhaseUnavailable, match=r"txc_xa is missing.*txc migrate"):
+            await check_two_phase(engine)
+    finally:
+        await engine.dispose()
+        await _admin(server, f"DROP DATABASE IF EXISTS {name}")
+
+
+async def test_purge_removes_only_old_finished_rows(db: Db, host: ParticipantHost, gid: str) -> None:
+    from sqlalchemy import update
+
+    from coordinator.participant import purge_two_phase
+    from coordinator.participant._sql import db_shifted
+
+    done, open_ = f"{gid}-done", f"{gid}-open"
+    for g in (done, open_):
+        assert (await call(host, Op.PREPARE, g, "a", {"id": g})).outcome == ppb.OUTCOME_OK
+    assert (await call(host, Op.COMMIT, done, "a", {})).outcome == ppb.OUTCOME_OK
+    async with db.engine.begin() as conn:
+        aged = [xid_for(done, "a"), xid_for(open_, "a")]
+        await conn.execute(update(xa_table).where(xa_table.c.xid.in_(aged))
+                           .values(updated_at=db_shifted(conn, -40 * 86_400.0)))
+    assert await purge_two_phase(db.engine, older_than_days=30) == 1
+    assert (await db.xa_state(done, "a"), await db.xa_state(open_, "a")) == (None, "prepared")
+    assert (await call(host, Op.ABORT, open_, "a", {})).outcome == ppb.OUTCOME_OK
