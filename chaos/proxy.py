@@ -30,6 +30,7 @@ from typing import Any, Literal, TypeAlias, TypeVar
 Direction = Literal["up", "down"]
 Directions = Literal["up", "down", "both"]
 DIRECTIONS: tuple[Direction, ...] = ("up", "down")
+CLOSE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -343,8 +344,9 @@ class FaultProxy:
         for writer in link.writers():
             writer.close()
         for writer in link.writers():
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            # Both streams ended, so nothing is left to flush; the bound is only a guard.
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT_S)
 
     async def _pump(self, link: _Link, direction: Direction) -> None:
         reader, writer = link.ends(direction)

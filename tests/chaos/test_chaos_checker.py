@@ -1,0 +1,207 @@
+"""The checker: histories with known violations are caught, one by one; a clean history
+is clean; percentiles and fault-window bucketing are right."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+import pytest
+
+from chaos.checker import (
+    Observation,
+    Run,
+    Snapshot,
+    Told,
+    Transfer,
+    check,
+    check_all,
+    merge_windows,
+    percentile,
+    phase_of,
+    phase_stats,
+    stats,
+)
+
+INITIAL = {"a": 1000, "b": 1000}
+TOTAL = 2000
+
+
+def transfer(tid: str, told: Told = "ok", amount: int = 10, account: str = "a",
+             start: float = 0.0, end: float | None = None, mode: str = "saga") -> Transfer:
+    return Transfer(tid, mode, account, amount, told, start, start + 0.1 if end is None else end)
+
+
+def settled(transfers: Sequence[Transfer], applied: Sequence[str]) -> Snapshot:
+    """A consistent final state where exactly the transfers in ``applied`` took effect."""
+    balances = dict(INITIAL)
+    debits: dict[str, list[int]] = {}
+    orders: dict[str, list[int]] = {}
+    for t in transfers:
+        if t.id in applied:
+            balances[t.account] -= t.amount
+            debits[t.id] = [t.amount]
+            orders[t.id] = [t.amount]
+    return Snapshot(balances, debits, orders)
+
+
+def run(transfers: Sequence[Transfer], snapshot: Snapshot, **extra: object) -> Run:
+    return Run("saga", transfers, snapshot, TOTAL, **extra)  # type: ignore[arg-type]
+
+
+def with_changes(snap: Snapshot, balances: Mapping[str, int] | None = None,
+                 debits: Mapping[str, list[int]] | None = None,
+                 orders: Mapping[str, list[int]] | None = None) -> Snapshot:
+    return Snapshot({**snap.balances, **(balances or {})}, {**snap.debits, **(debits or {})},
+                    {**snap.orders, **(orders or {})})
+
+
+HISTORY = [transfer("t1"), transfer("t2", "failed"), transfer("t3", "unknown", account="b"),
+           transfer("t4", amount=25, account="b")]
+CLEAN = settled(HISTORY, applied=["t1", "t3", "t4"])
+
+
+def test_clean_history_has_no_violations() -> None:
+    report = check(run(HISTORY, CLEAN))
+    assert (report.issued, report.ok, report.failed, report.unknown) == (4, 2, 1, 1)
+    assert report.violations == ()
+    assert report.lost == () and report.phantom == ()
+    assert report.unknown_outcomes == {"applied": 1, "absent": 0, "partial": 0}
+    assert report.clean
+
+
+# CLEAN: a = 990, b = 965, orders 10 + 10 + 25 = 45; total 2000.
+@pytest.mark.parametrize(("snapshot", "expected"), [
+    (with_changes(CLEAN, balances={"a": 995}), [("money_not_conserved", None)]),
+    (with_changes(CLEAN, orders={"t1": []}, balances={"a": 1000}), [("debit_without_order", "t1")]),
+    (with_changes(CLEAN, debits={"t2": []}, orders={"t2": [10]}, balances={"a": 980}),
+     [("order_without_debit", "t2")]),
+    (with_changes(CLEAN, debits={"t1": [10, 10]}), [("duplicate_debit", "t1")]),  # a ledger twin
+    (with_changes(CLEAN, debits={"t1": [10, 10]}, balances={"a": 980}),  # debited twice for real
+     [("money_not_conserved", None), ("duplicate_debit", "t1")]),
+    (with_changes(CLEAN, orders={"t4": [25, 25]}, balances={"b": 940}), [("duplicate_order", "t4")]),
+    (with_changes(CLEAN, balances={"a": -10, "b": 1965}), [("negative_balance", None)]),
+    (with_changes(CLEAN, debits={"t4": [52]}), [("amount_mismatch", "t4")]),
+])
+def test_each_known_violation_is_caught(snapshot: Snapshot, expected: list[tuple[str, str | None]]) -> None:
+    report = check(run(HISTORY, snapshot))
+    assert [(v.kind, v.transfer_id) for v in report.violations] == expected
+    assert not report.clean
+
+
+def test_money_drift_is_reported_with_its_sign() -> None:
+    snapshot = with_changes(CLEAN, orders={"t1": []})  # debit stays, order gone: money vanished
+    kinds = {v.kind: v.detail for v in check(run(HISTORY, snapshot)).violations}
+    assert kinds.keys() == {"money_not_conserved", "debit_without_order"}
+    assert "(-10)" in kinds["money_not_conserved"]
+
+
+def test_lost_and_phantom() -> None:
+    # t1 told ok but its order never landed; t2 told failed but was debited and ordered.
+    snapshot = with_changes(CLEAN, orders={"t1": [], "t2": [10]}, debits={"t2": [10]}, balances={"a": 980})
+    report = check(run(HISTORY, snapshot))
+    assert report.lost == ("t1",)
+    assert report.phantom == ("t2",)
+
+
+def test_unknown_outcomes_are_neither_lost_nor_phantom() -> None:
+    history = [transfer("u1", "unknown"), transfer("u2", "unknown"), transfer("u3", "unknown")]
+    snapshot = Snapshot({"a": 1000 - 10 - 10, "b": 1000}, {"u1": [10], "u2": [10]}, {"u1": [10]})
+    report = check(run(history, snapshot))
+    assert report.lost == () and report.phantom == ()
+    assert report.unknown_outcomes == {"applied": 1, "absent": 1, "partial": 1}
+    assert [v.kind for v in report.violations] == ["money_not_conserved", "debit_without_order"]
+
+
+def test_coordinator_leftovers_make_a_run_unclean() -> None:
+    snapshot = Snapshot(CLEAN.balances, CLEAN.debits, CLEAN.orders, not_terminal=["t9"],
+                        in_doubt={"t9/accounts": 2.0, "t9/orders": 4.0})
+    report = check(run(HISTORY, snapshot))
+    assert report.not_terminal == ("t9",) and not report.clean
+    assert (report.in_doubt_s.count, report.in_doubt_s.p50, report.in_doubt_s.max) == (2, 2.0, 4.0)
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(v) for v in range(100, 0, -1)]
+    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50, 99, 100)
+    assert percentile([7.0], 99) == 7.0
+    assert percentile([1.0, 2.0], 50) == 1.0
+    assert percentile([1.0, 2.0], 0) == 1.0
+    with pytest.raises(ValueError):
+        percentile([], 50)
+    assert stats([]).p50 is None and stats([]).count == 0
+
+
+def test_time_to_consistency_counts_from_the_answer() -> None:
+    history = [transfer("t1", end=1.0), transfer("t2", end=1.0), transfer("t3", end=1.0)]
+    report = check(run(history, settled(history, ["t1", "t2", "t3"]),
+                       consistent_at={"t1": 0.5, "t2": 3.0}))
+    ttc = report.time_to_consistency_s
+    assert (ttc.count, ttc.p50, ttc.max) == (2, 0.0, 2.0)
+    assert report.never_consistent == 1
+    untracked = check(run(history, settled(history, ["t1", "t2", "t3"])))
+    assert untracked.time_to_consistency_s.count == 0 and untracked.never_consistent == 0
+
+
+def test_windows_merge_and_bucket_by_start_time() -> None:
+    windows = merge_windows([(30, 40), (10, 20), (15, 25), (25, 26)])
+    assert windows == [(10, 26), (30, 40)]
+    assert phase_of(5, windows) == "before"
+    assert phase_of(10, windows) == "during"
+    assert phase_of(26, windows) == "after"  # end is exclusive; gaps count as recovery
+    assert phase_of(35, windows) == "during"
+    assert phase_of(50, windows) == "after"
+    assert phase_of(50, []) == "before"
+
+
+def test_phase_throughput_and_latency() -> None:
+    history = [transfer(f"b{i}", start=i, end=i + 0.1) for i in range(10)]  # 0..9, before
+    history += [transfer(f"d{i}", start=10 + i, end=10 + i + 2.0, told="failed") for i in range(5)]
+    history += [transfer("d5", start=14.5, end=15.0)]
+    history += [transfer(f"a{i}", start=15 + i, end=15 + i + 0.2) for i in range(5)]
+    phases = phase_stats(history, [(10, 15)], started_at=0, ended_at=20)
+    before, during, after = phases["before"], phases["during"], phases["after"]
+    assert (before.issued, before.ok, before.seconds, before.throughput_ok_per_s) == (10, 10, 10, 1.0)
+    assert (during.issued, during.ok, during.seconds) == (6, 1, 5)
+    assert during.throughput_ok_per_s == pytest.approx(0.2)
+    assert during.latency_s.p50 == pytest.approx(2.0) and during.latency_s.max == pytest.approx(2.0)
+    assert (after.issued, after.ok, after.seconds) == (5, 5, 5)
+    assert after.latency_s.p99 == pytest.approx(0.2)
+
+
+def test_run_span_defaults_to_the_transfers() -> None:
+    history = [transfer("x", start=2.0, end=3.0), transfer("y", start=6.0, end=8.0)]
+    phases = phase_stats(history, [(4.0, 5.0)])
+    assert {p: s.seconds for p, s in phases.items()} == {"before": 2.0, "during": 1.0, "after": 3.0}
+
+
+def test_reads_during_the_run() -> None:
+    observations = [Observation(1.0, True), Observation(2.0, False, delta=-10),
+                    Observation(3.0, False, delta=40), Observation(4.0, False, delta=-40),
+                    Observation(5.0, True)]
+    report = check(run(HISTORY, CLEAN, observations=observations))
+    assert report.temporary_violation_fraction == pytest.approx(0.6)
+    assert report.first_violation == Observation(2.0, False, -10)
+    assert report.worst_violation == Observation(3.0, False, 40)  # ties go to the earliest
+    assert check(run(HISTORY, CLEAN)).temporary_violation_fraction is None
+
+
+def test_modes_are_kept_apart() -> None:
+    with pytest.raises(ValueError, match="2pc"):
+        check(run([transfer("t1"), transfer("t2", mode="2pc")], CLEAN))
+    reports = check_all([run(HISTORY, CLEAN), Run("2pc", [], Snapshot(INITIAL, {}, {}), TOTAL)])
+    assert list(reports) == ["saga", "2pc"]
+    assert reports["2pc"].issued == 0 and reports["2pc"].clean
+
+
+def test_report_is_json_ready() -> None:
+    snapshot = with_changes(CLEAN, debits={"t1": [10, 10]})
+    report = check(run(HISTORY, snapshot, observations=[Observation(1.0, False, 5)],
+                       consistent_at={"t1": 1.0}, fault_windows=[(0.05, 1.0)]))
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["mode"] == "saga"
+    assert data["violation_counts"] == {"duplicate_debit": 1}
+    assert data["violations"][0]["transfer_id"] == "t1"
+    assert data["phases"]["during"]["issued"] == 0
+    assert data["first_violation"] == {"at": 1.0, "consistent": False, "delta": 5}
+    assert data["clean"] is False and data["lost_count"] == 0
