@@ -17,7 +17,7 @@ from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, fun
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from coordinator.participant import create_engine, upgrade
+from coordinator.participant import create_engine, head_revision, upgrade
 
 SERVERS = {
     "postgresql": os.environ.get("TXC_TEST_PG_DSN", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"),
@@ -102,7 +102,7 @@ async def db(request: pytest.FixtureRequest) -> AsyncIterator[Db]:
     dsn = await create_database(kind, name)
     engine = create_engine(dsn, pool_size=30, max_overflow=10)
     try:
-        assert await upgrade(engine) == "0002_outbox"
+        assert await upgrade(engine) == head_revision()
         async with engine.begin() as conn:
             await conn.run_sync(business.create_all)
         yield Db(kind, dsn, engine)

@@ -23,6 +23,7 @@ from coordinator.participant import (
     create_engine,
     current_revision,
     downgrade,
+    head_revision,
     metadata,
     upgrade,
 )
@@ -32,7 +33,7 @@ from .conftest import SERVERS, create_database, drop_database
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-OURS = {"txc_barrier", "txc_outbox"}
+OURS = {"txc_barrier", "txc_outbox", "txc_xa"}
 
 
 @pytest.fixture(params=sorted(SERVERS))
@@ -60,8 +61,8 @@ async def test_up_matches_metadata_and_down_removes_everything(fresh: str) -> No
     engine = create_engine(fresh)
     try:
         assert await current_revision(engine) is None
-        assert await upgrade(engine) == "0002_outbox"
-        assert await upgrade(engine) == "0002_outbox"  # idempotent
+        assert await upgrade(engine) == head_revision()
+        assert await upgrade(engine) == head_revision()  # idempotent
         async with engine.connect() as conn:
             assert OURS | {VERSION_TABLE} <= await conn.run_sync(_tables)
             assert await conn.run_sync(_diff) == []
@@ -83,10 +84,10 @@ def alembic(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
 async def test_alembic_command_line_runs_the_same_migrations(fresh: str) -> None:
     up = await asyncio.to_thread(alembic, fresh, "upgrade", "head")
     assert up.returncode == 0, up.stderr
-    assert "Running upgrade 0001_barrier -> 0002_outbox" in up.stderr
+    assert "Running upgrade 0002_outbox -> 0003_two_phase" in up.stderr
     engine = create_engine(fresh)
     try:
-        assert await current_revision(engine) == "0002_outbox"
+        assert await current_revision(engine) == head_revision()
     finally:
         await engine.dispose()
     down = await asyncio.to_thread(alembic, fresh, "downgrade", "base")
@@ -109,9 +110,9 @@ def txc_migrate(*argv: str) -> int:
 async def test_txc_migrate_applies_reports_and_rolls_back(
         fresh: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert await asyncio.to_thread(txc_migrate, "--dsn", fresh) == 0
-    assert "at revision 0002_outbox (head)" in capsys.readouterr().out
+    assert "at revision 0003_two_phase (head)" in capsys.readouterr().out
     assert await asyncio.to_thread(txc_migrate, "--dsn", fresh, "--down", "0001_barrier") == 0
-    assert "at revision 0001_barrier (head is 0002_outbox)" in capsys.readouterr().out
+    assert "at revision 0001_barrier (head is 0003_two_phase)" in capsys.readouterr().out
     assert await asyncio.to_thread(txc_migrate, "--dsn", fresh, "--status") == 0
     assert "0001_barrier" in capsys.readouterr().out
     assert await asyncio.to_thread(txc_migrate, "--dsn", fresh, "--down", "nonsense") == 1

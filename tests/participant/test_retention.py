@@ -93,7 +93,7 @@ async def test_txc_migrate_can_purge(db: Db, capsys: pytest.CaptureFixture[str])
     args = parser.parse_args(["migrate", "--dsn", db.dsn, "--purge-older-than-days", "30"])
     assert await asyncio.to_thread(args.func, args) == 0
     out = capsys.readouterr().out
-    assert "at revision 0002_outbox (head)" in out
+    assert "at revision 0003_two_phase (head)" in out
     assert "barrier rows and" in out and "older than 30 days" in out
     args = parser.parse_args(["migrate", "--dsn", db.dsn, "--down", "base",
                               "--purge-older-than-days", "30"])
