@@ -22,6 +22,20 @@ fi
 if ! maria_up; then
   $SUDO start-stop-daemon --start --oknodo --background --exec "$(command -v mariadbd || command -v mysqld)"
 fi
-for _ in $(seq 1 60); do pg_up && maria_up && { echo "databases: up"; exit 0; }; sleep 0.5; done
-echo "databases: PostgreSQL or MariaDB did not come up" >&2
-exit 1
+wait_up() {
+  for _ in $(seq 1 60); do pg_up && maria_up && return 0; sleep 0.5; done
+  echo "databases: PostgreSQL or MariaDB did not come up" >&2
+  exit 1
+}
+wait_up
+
+# Two-phase commit on PostgreSQL needs prepared transactions; the setting takes a restart.
+prepared=$(psql -h 127.0.0.1 -U postgres -tAc "show max_prepared_transactions" 2>/dev/null || echo "?")
+if [ "$prepared" = "0" ]; then
+  echo "databases: enabling max_prepared_transactions on PostgreSQL (restart)"
+  psql -h 127.0.0.1 -U postgres -qc "ALTER SYSTEM SET max_prepared_transactions = 100"
+  ver=$(ls /etc/postgresql | sort -V | tail -n1)
+  $SUDO pg_ctlcluster --skip-systemctl-redirect "$ver" main restart
+  wait_up
+fi
+echo "databases: up (PostgreSQL max_prepared_transactions=$(psql -h 127.0.0.1 -U postgres -tAc 'show max_prepared_transactions'))"

@@ -1,0 +1,154 @@
+"""The transfer client: issues transfers at a fixed rate in one mode and logs what it was told.
+
+Modes: ``none`` is the article's code (debit in PostgreSQL, then insert the order in MariaDB,
+no coordination); ``saga`` and ``2pc`` ask a coordinator. Every transfer has an id and ends
+as ok / failed / unknown, with its start and end times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from coordinator import pb
+from coordinator._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
+from coordinator.participant import Refused
+
+from .workload.services import Transfer, create_order, debit
+
+Told = Literal["ok", "failed", "unknown"]
+Mode = Literal["none", "saga", "2pc"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    transfer: Transfer
+    mode: str
+    told: Told
+    started_at: float
+    ended_at: float
+    detail: str = ""
+
+
+def transfers(seed: int, count: int, mode: str, accounts: int, max_amount: int) -> list[Transfer]:
+    """The same seed gives the same accounts and amounts in every mode."""
+    rng = random.Random(seed)
+    return [Transfer(f"{mode}-{seed}-{i}", f"acct-{rng.randrange(accounts)}",
+                     rng.randint(1, max_amount)) for i in range(count)]
+
+
+class UncoordinatedClient:
+    """The article's transfer: two local transactions, nothing tying them together."""
+
+    def __init__(self, accounts_db: AsyncEngine, orders_db: AsyncEngine, timeout_s: float) -> None:
+        self._accounts, self._orders, self._timeout = accounts_db, orders_db, timeout_s
+
+    async def transfer(self, t: Transfer) -> tuple[Told, str]:
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._accounts.begin() as conn:
+                    await debit(conn, t)
+        except Refused as exc:
+            return "failed", str(exc)
+        except Exception as exc:
+            return "unknown", type(exc).__name__
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._orders.begin() as conn:
+                    await create_order(conn, t)
+        except Exception as exc:
+            return "failed", f"order failed after the debit: {type(exc).__name__}"
+        return "ok", ""
+
+
+class CoordinatedClient:
+    """Starts each transfer as a saga or a 2PC transaction and waits for the verdict."""
+
+    def __init__(self, coordinators: Sequence[str], accounts: str, orders: str, mode: Mode,
+                 timeout_s: float) -> None:
+        self._channels = [grpc.aio.insecure_channel(a) for a in coordinators]
+        self._stubs = [pb_grpc.CoordinatorStub(c) for c in self._channels]
+        self._accounts, self._orders, self._mode, self._timeout = accounts, orders, mode, timeout_s
+        self._next = 0
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close(None)
+
+    async def transfer(self, t: Transfer) -> tuple[Told, str]:
+        stub = self._stubs[self._next % len(self._stubs)]
+        self._next += 1
+        try:
+            if self._mode == "saga":
+                reply = await stub.StartSaga(self._saga(t), timeout=self._timeout)
+            else:
+                reply = await stub.StartTwoPhase(self._two_phase(t), timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            return "unknown", exc.code().name
+        state = reply.transaction.state
+        if state == pb.TX_STATE_COMMITTED:
+            return "ok", ""
+        if state in (pb.TX_STATE_COMPENSATED, pb.TX_STATE_ABORTED):
+            return "failed", reply.transaction.error[:120]
+        return "unknown", pb.TxState.Name(state)
+
+    def _branches(self, t: Transfer, saga: bool) -> list[pb.Branch]:
+        retry = pb.RetryPolicy(initial_backoff=Duration(nanos=50_000_000),
+                               max_backoff=Duration(seconds=1))
+        timeout = Duration(seconds=2)
+        return [
+            pb.Branch(name="debit", participant=self._accounts, action="accounts.debit",
+                      compensation="accounts.refund" if saga else "", payload=t.encode(),
+                      retry=retry, timeout=timeout),
+            pb.Branch(name="order", participant=self._orders, action="orders.create",
+                      compensation="orders.cancel" if saga else "", payload=t.encode(),
+                      retry=retry, timeout=timeout),
+        ]
+
+    def _saga(self, t: Transfer) -> pb.StartSagaRequest:
+        return pb.StartSagaRequest(gid=t.transfer_id, branches=self._branches(t, True), wait=True,
+                                   timeout=Duration(seconds=int(self._timeout)))
+
+    def _two_phase(self, t: Transfer) -> pb.StartTwoPhaseRequest:
+        return pb.StartTwoPhaseRequest(gid=t.transfer_id, branches=self._branches(t, False),
+                                       wait=True, timeout=Duration(seconds=int(self._timeout)))
+
+
+async def issue(client: UncoordinatedClient | CoordinatedClient, plan: Sequence[Transfer],
+                rate: float, mode: str, hard_timeout_s: float) -> tuple[list[Outcome],
+                                                                   set[asyncio.Task[Any]]]:
+    """Start one transfer every 1/rate seconds (open loop) and collect the outcomes.
+
+    A transfer still hanging after ``hard_timeout_s`` (a driver stuck on a partitioned
+    socket ignores cancellation while it cleans up) is told "unknown" and left running; its
+    task is returned so the caller can reap it once the links are healed.
+    """
+    outcomes: list[Outcome] = []
+    stragglers: set[asyncio.Task[Any]] = set()
+
+    async def one(t: Transfer) -> None:
+        started = time.time()
+        work = asyncio.create_task(client.transfer(t))
+        done, _ = await asyncio.wait({work}, timeout=hard_timeout_s)
+        if done:
+            told, detail = work.result()
+        else:
+            stragglers.add(work)
+            told, detail = "unknown", "no answer in time"
+        outcomes.append(Outcome(t, mode, told, started, time.time(), detail))
+
+    start = time.monotonic()
+    tasks = []
+    for i, t in enumerate(plan):
+        await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+        tasks.append(asyncio.create_task(one(t)))
+    await asyncio.gather(*tasks)
+    return outcomes, stragglers

@@ -1,0 +1,303 @@
+"""One chaos run: for each mode, the same seeded transfers under the same fault timeline,
+then heal, converge, check, and write the run's folder."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from coordinator import pb
+from coordinator._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
+from coordinator.participant import create_engine
+
+from . import checker, report
+from .client import CoordinatedClient, Mode, Outcome, UncoordinatedClient, issue, transfers
+from .nemesis import DEFAULT_SCHEDULE, FaultEvent, Nemesis, timeline
+from .topology import Databases, Topology
+from .workload.schema import accounts, ledger, orders, reset_accounts, reset_orders
+
+log = logging.getLogger("txcoord.chaos")
+UNSETTLED = [pb.TX_STATE_RUNNING, pb.TX_STATE_COMPENSATING, pb.TX_STATE_PREPARING,
+             pb.TX_STATE_COMMITTING, pb.TX_STATE_ABORTING, pb.TX_STATE_FAILED]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out: Path
+    modes: tuple[str, ...] = ("none", "saga", "2pc")
+    duration_s: float = 60.0
+    rate: float = 20.0
+    seed: int = 1
+    faults: str = DEFAULT_SCHEDULE
+    accounts: int = 10
+    initial_balance: int = 1000
+    max_amount: int = 150
+    converge_s: float = 60.0
+    timeout_s: float = 8.0
+    dbs: Databases = field(default_factory=Databases)
+
+
+@dataclass
+class ModeResult:
+    outcomes: list[Outcome]
+    report: checker.Report
+    windows: list[tuple[float, float]]
+    ttc: list[float]
+
+
+class Runner:
+    def __init__(self, config: RunConfig, progress: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.say = progress
+        self.topology = Topology(config.out, config.dbs)
+        self._pg: AsyncEngine | None = None
+        self._maria: AsyncEngine | None = None
+
+    async def run(self) -> dict[str, ModeResult]:
+        self.config.out.mkdir(parents=True, exist_ok=True)
+        await _ensure_databases(self.config.dbs)
+        self._pg = create_engine(self.config.dbs.pg())
+        self._maria = create_engine(self.config.dbs.maria())
+        results: dict[str, ModeResult] = {}
+        try:
+            await self.topology.start(two_phase="2pc" in self.config.modes)
+            for mode in self.config.modes:
+                self.say(f"[{mode}] {int(self.config.rate * self.config.duration_s)} transfers "
+                         f"over {self.config.duration_s:.0f}s with faults")
+                results[mode] = await self._run_mode(mode)  # type: ignore[arg-type]
+                self.say(f"[{mode}] {_one_line(results[mode].report)}")
+        finally:
+            await self.topology.stop()
+            await self._pg.dispose()
+            await self._maria.dispose()
+        self._write(results)
+        return results
+
+    async def _run_mode(self, mode: Mode) -> ModeResult:
+        cfg = self.config
+        assert self._pg is not None and self._maria is not None
+        balances = {f"acct-{i}": cfg.initial_balance for i in range(cfg.accounts)}
+        await reset_accounts(self._pg, balances)
+        await reset_orders(self._maria)
+        plan = transfers(cfg.seed, int(cfg.rate * cfg.duration_s), mode, cfg.accounts,
+                         cfg.max_amount)
+        events = timeline(cfg.faults, links=sorted(self.topology.links),
+                          processes=sorted(self.topology.processes),
+                          duration_s=cfg.duration_s, seed=cfg.seed)
+        nemesis = Nemesis(events, self._apply, self._revert, clock=time.time)
+        initial_total = sum(balances.values())
+        observations: list[checker.Observation] = []
+        client, closing = await self._client(mode)
+        watcher = asyncio.create_task(self._observe(initial_total, observations))
+        chaos = asyncio.create_task(nemesis.run())
+        started = time.time()
+        outcomes, stragglers = await issue(client, plan, cfg.rate, mode, cfg.timeout_s + 2)
+        ended = time.time()
+        await nemesis.stop()
+        await asyncio.gather(chaos, return_exceptions=True)
+        watcher.cancel()
+        windows = nemesis.fault_windows()
+        self.topology.heal()  # also resets connections held by partitions: stragglers end
+        if stragglers:
+            await asyncio.wait(stragglers, timeout=30)
+        await closing()
+        await self.topology.wait_ready()
+        unsettled, consistent_at = await self._converge(mode, plan)
+        snapshot = await self._snapshot(unsettled)
+        run = checker.Run(mode=mode, transfers=[_as_checked(o) for o in outcomes],
+                          snapshot=snapshot, initial_total=initial_total,
+                          observations=observations, consistent_at=consistent_at or None,
+                          fault_windows=windows, started_at=started, ended_at=ended)
+        result = checker.check(run)
+        report.write_events(self.config.out, outcomes, [w.to_dict() for w in nemesis.windows])
+        ttc = [max(0.0, consistent_at[o.transfer.transfer_id] - o.ended_at) for o in outcomes
+               if o.transfer.transfer_id in consistent_at]
+        return ModeResult(outcomes, result, [(a - started, b - started) for a, b in windows], ttc)
+
+    async def _client(self, mode: Mode) -> tuple[UncoordinatedClient | CoordinatedClient,
+                                                Callable[[], Any]]:
+        topo = self.topology
+        if mode == "none":
+            pg = create_engine(self.config.dbs.pg(topo.link_port("accounts->pg")),
+                               pool_size=20, max_overflow=20, pool_timeout=5)
+            maria = create_engine(self.config.dbs.maria(topo.link_port("orders->maria")),
+                                  pool_size=20, max_overflow=20, pool_timeout=5)
+
+            async def dispose() -> None:
+                await pg.dispose()
+                await maria.dispose()
+
+            return UncoordinatedClient(pg, maria, self.config.timeout_s), dispose
+        client = CoordinatedClient(
+            [f"127.0.0.1:{topo.link_port('client->c1')}", f"127.0.0.1:{topo.link_port('client->c2')}"],
+            f"127.0.0.1:{topo.link_port('c->accounts')}", f"127.0.0.1:{topo.link_port('c->orders')}",
+            mode, self.config.timeout_s)
+        return client, client.close
+
+    async def _apply(self, event: FaultEvent) -> None:
+        if event.kind == "kill":
+            self.topology.processes[event.target].kill()
+        elif event.kind == "pause":
+            self.topology.processes[event.target].pause()
+        else:
+            self.topology.links[event.target].set_fault(event.direction,  # type: ignore[arg-type]
+                                                        event.proxy_fault())
+
+    async def _revert(self, event: FaultEvent) -> None:
+        if event.kind == "kill":
+            self.topology.processes[event.target].start()
+        elif event.kind == "pause":
+            self.topology.processes[event.target].resume()
+        else:
+            self.topology.links[event.target].clear(event.direction,  # type: ignore[arg-type]
+                                                    type(event.proxy_fault()))
+
+    async def _observe(self, initial_total: int, into: list[checker.Observation]) -> None:
+        """Reads during the run, straight from the databases: is money conserved right now?"""
+        assert self._pg is not None and self._maria is not None
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                total = await _total(self._pg, self._maria)
+            except Exception:
+                continue
+            into.append(checker.Observation(time.time(), total == initial_total,
+                                            total - initial_total))
+
+    async def _converge(self, mode: Mode, plan: Sequence[Any]) -> tuple[list[str], dict[str, float]]:
+        """Wait (bounded) until the coordinator has settled every transfer of this mode."""
+        if mode == "none":
+            return [], {}
+        import grpc
+
+        address = f"127.0.0.1:{self.topology.ports['c1']}"
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = pb_grpc.CoordinatorStub(channel)
+            deadline = time.monotonic() + self.config.converge_s
+            while True:
+                txs = await _all_transactions(stub, f"{mode}-{self.config.seed}-")
+                unsettled = [t.gid for t in txs if t.state in UNSETTLED]
+                if not unsettled or time.monotonic() > deadline:
+                    break
+                self.say(f"[{mode}] converging: {len(unsettled)} transactions not settled")
+                await asyncio.sleep(1.0)
+        settled_at = {t.gid: t.updated_at.seconds + t.updated_at.nanos / 1e9 for t in txs
+                      if t.state not in UNSETTLED}
+        return unsettled, settled_at
+
+    async def _snapshot(self, unsettled: list[str]) -> checker.Snapshot:
+        assert self._pg is not None and self._maria is not None
+        async with self._pg.connect() as conn:
+            balances = {r.account: int(r.balance) for r in await conn.execute(select(accounts))}
+            debits = _group(await conn.execute(select(ledger.c.transfer_id, ledger.c.amount)))
+            doubt = {f"pg:{r[0]}": float(r[1]) for r in await conn.execute(text(
+                "SELECT gid, extract(epoch FROM now() - prepared) FROM pg_prepared_xacts"))}
+        async with self._maria.connect() as conn:
+            placed = _group(await conn.execute(select(orders.c.transfer_id, orders.c.amount)))
+            # XA RECOVER tells no age: a MariaDB branch still in doubt is counted with age 0.
+            doubt |= {f"maria:{r[3]!r}": 0.0 for r in await conn.execute(text("XA RECOVER"))}
+        return checker.Snapshot(balances, debits, placed, unsettled, doubt)
+
+    def _write(self, results: dict[str, ModeResult]) -> None:
+        out = self.config.out
+        summary = {mode: _summary_row(r) for mode, r in results.items()}
+        report.write_summary(out, summary)
+        skipped = report.plots(out, {m: r.outcomes for m, r in results.items()},
+                               {m: r.windows for m, r in results.items()},
+                               {m: r.ttc for m, r in results.items()})
+        config = {k: v for k, v in asdict(self.config).items() if k not in ("dbs", "out")}
+        (out / "report.md").write_text(report.markdown(summary, config, skipped))
+
+
+def _summary_row(r: ModeResult) -> dict[str, Any]:
+    rep = r.report
+    during = rep.phases.get("during")
+    overall = [o.ended_at - o.started_at for o in r.outcomes]
+    seconds = (max(o.ended_at for o in r.outcomes) - min(o.started_at for o in r.outcomes)) \
+        if r.outcomes else 0.0
+    return {
+        "issued": rep.issued, "ok": rep.ok, "failed": rep.failed, "unknown": rep.unknown,
+        "violations": len(rep.violations), "lost": len(rep.lost), "phantom": len(rep.phantom),
+        "not_terminal": len(rep.not_terminal),
+        "throughput": rep.ok / seconds if seconds else 0.0,
+        "latency_p50_ms": (checker.percentile(overall, 50) or 0) * 1000,
+        "latency_p99_ms": (checker.percentile(overall, 99) or 0) * 1000,
+        "ttc_p50_ms": _ms(rep.time_to_consistency_s.p50),
+        "ttc_p99_ms": _ms(rep.time_to_consistency_s.p99),
+        "ttc_max_ms": _ms(rep.time_to_consistency_s.max),
+        "temporary_violation_fraction": rep.temporary_violation_fraction,
+        "in_doubt": rep.in_doubt_s.count,
+        "during_faults_throughput": during.throughput_ok_per_s if during else None,
+        "violation_list": [asdict(v) for v in rep.violations[:20]],
+        "unknown_outcomes": dict(rep.unknown_outcomes),
+        "clean": rep.clean,
+        "detail": rep.to_dict(),
+    }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
+def _one_line(rep: checker.Report) -> str:
+    return (f"issued {rep.issued} ok {rep.ok} failed {rep.failed} unknown {rep.unknown} | "
+            f"violations {len(rep.violations)} lost {len(rep.lost)} phantom {len(rep.phantom)} "
+            f"not terminal {len(rep.not_terminal)}")
+
+
+def _as_checked(o: Outcome) -> checker.Transfer:
+    return checker.Transfer(o.transfer.transfer_id, o.mode, o.transfer.account, o.transfer.amount,
+                            o.told, o.started_at, o.ended_at)
+
+
+def _group(rows: Any) -> dict[str, list[int]]:
+    grouped: dict[str, list[int]] = defaultdict(list)
+    for transfer_id, amount in rows:
+        grouped[str(transfer_id)].append(int(amount))
+    return dict(grouped)
+
+
+async def _total(pg: AsyncEngine, maria: AsyncEngine) -> int:
+    async with pg.connect() as conn:
+        balance = (await conn.execute(select(func.coalesce(func.sum(accounts.c.balance), 0)))).scalar()
+    async with maria.connect() as conn:
+        ordered = (await conn.execute(select(func.coalesce(func.sum(orders.c.amount), 0)))).scalar()
+    return int(balance or 0) + int(ordered or 0)
+
+
+async def _all_transactions(stub: Any, prefix: str) -> list[pb.Transaction]:
+    found: list[pb.Transaction] = []
+    request = pb.ListTransactionsRequest(page_size=500)
+    while True:
+        page = await stub.ListTransactions(request, timeout=10)
+        found.extend(t for t in page.transactions if t.gid.startswith(prefix))
+        if not page.next_page_token:
+            return found
+        request.page_token = page.next_page_token
+
+
+async def _ensure_databases(dbs: Databases) -> None:
+    """Create the run's databases on the real servers (not through any proxy)."""
+    admin_pg = create_engine(dbs.pg().rsplit("/", 1)[0] + "/postgres",
+                             isolation_level="AUTOCOMMIT")
+    admin_maria = create_engine(dbs.maria().rsplit("/", 1)[0] + "/mysql")
+    try:
+        async with admin_pg.connect() as conn:
+            exists = (await conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                                         {"n": dbs.name})).scalar()
+            if not exists:
+                await conn.execute(text(f'CREATE DATABASE "{dbs.name}"'))
+        async with admin_maria.begin() as conn:
+            await conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{dbs.name}`"))
+    finally:
+        await admin_pg.dispose()
+        await admin_maria.dispose()

@@ -1,0 +1,164 @@
+"""The harness' world: etcd, two coordinators, the two services, and a fault proxy on
+every link between them. Processes can be killed, restarted, paused and resumed by name.
+
+    client --client->c1/c2--> coordinators --c->accounts/c->orders--> services
+    coordinators --c1->etcd/c2->etcd--> etcd        services --accounts->pg/orders->maria--> DBs
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coordinator.server import DevEtcd
+from coordinator.server._dev_etcd import free_port
+
+from .proxy import FaultProxy
+
+
+@dataclass(frozen=True)
+class Databases:
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 5432
+    pg_user: str = "postgres"
+    maria_host: str = "127.0.0.1"
+    maria_port: int = 3306
+    maria_user: str = "root"
+    name: str = "txc_chaos"
+
+    def pg(self, port: int | None = None) -> str:
+        return f"postgresql+asyncpg://{self.pg_user}@{self.pg_host}:{port or self.pg_port}/{self.name}"
+
+    def maria(self, port: int | None = None) -> str:
+        return f"mysql+aiomysql://{self.maria_user}@{self.maria_host}:{port or self.maria_port}/{self.name}"
+
+
+@dataclass
+class Process:
+    name: str
+    argv: list[str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    paused: bool = False
+
+    def start(self) -> None:
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.paused = False
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def pause(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP)
+            self.paused = True
+
+    def resume(self) -> None:
+        if self.proc and self.paused:
+            self.proc.send_signal(signal.SIGCONT)
+            self.paused = False
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        self.resume()
+        if self.alive():
+            assert self.proc is not None
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@dataclass
+class Topology:
+    out: Path
+    dbs: Databases = field(default_factory=Databases)
+    etcd: DevEtcd = field(default_factory=DevEtcd)
+    links: dict[str, FaultProxy] = field(default_factory=dict)
+    processes: dict[str, Process] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    async def start(self, two_phase: bool = False) -> None:
+        self.etcd.start()
+        for name in ("c1", "c2", "accounts", "orders"):
+            self.ports[name] = free_port()
+        etcd_port = int(self.etcd.endpoint.rsplit(":", 1)[1])
+        for name, port in (("client->c1", self.ports["c1"]), ("client->c2", self.ports["c2"]),
+                           ("c->accounts", self.ports["accounts"]),
+                           ("c->orders", self.ports["orders"]),
+                           ("c1->etcd", etcd_port), ("c2->etcd", etcd_port),
+                           ("accounts->pg", self.dbs.pg_port),
+                           ("orders->maria", self.dbs.maria_port)):
+            host = self.dbs.pg_host if name == "accounts->pg" else "127.0.0.1"
+            proxy = FaultProxy("127.0.0.1", 0, host, port, name=name)
+            await proxy.start()
+            self.links[name] = proxy
+        self._define_processes(two_phase)
+        for process in self.processes.values():
+            process.start()
+        await self.wait_ready()
+
+    def link_port(self, name: str) -> int:
+        return self.links[name].port
+
+    def _define_processes(self, two_phase: bool) -> None:
+        py = sys.executable
+        # 2PC participants resolve in-doubt branches by asking a coordinator directly.
+        ask = ["--coordinator", f"127.0.0.1:{self.ports['c1']}"] if two_phase else []
+        for c in ("c1", "c2"):
+            self.processes[c] = Process(c, [
+                py, "-m", "coordinator.cli", "serve", "--listen", f"127.0.0.1:{self.ports[c]}",
+                "--etcd", f"127.0.0.1:{self.link_port(c + '->etcd')}", "--lease-ttl", "2",
+                "--grace", "1", "--log-level", "warning"], self.out / f"{c}.log")
+        self.processes["accounts"] = Process("accounts", [
+            py, "-m", "chaos.workload.services", "accounts",
+            "--dsn", self.dbs.pg(self.link_port("accounts->pg")),
+            "--listen", f"127.0.0.1:{self.ports['accounts']}", *ask], self.out / "accounts.log")
+        self.processes["orders"] = Process("orders", [
+            py, "-m", "chaos.workload.services", "orders",
+            "--dsn", self.dbs.maria(self.link_port("orders->maria")),
+            "--listen", f"127.0.0.1:{self.ports['orders']}", *ask], self.out / "orders.log")
+
+    async def wait_ready(self, timeout_s: float = 30.0) -> None:
+        for name, port in self.ports.items():
+            await _wait_port(port, timeout_s, name)
+
+    def heal(self) -> None:
+        for proxy in self.links.values():
+            proxy.heal()
+        for process in self.processes.values():
+            process.resume()
+            if not process.alive():
+                process.start()
+
+    async def stop(self) -> None:
+        for process in self.processes.values():
+            process.stop()
+        for proxy in self.links.values():
+            await proxy.stop()
+        self.etcd.cleanup()
+
+
+async def _wait_port(port: int, timeout_s: float, name: str) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout_s
+    while loop.time() < end:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{name} did not start listening on {port} within {timeout_s}s")

@@ -1,0 +1,143 @@
+"""The two participant services, as users would write them with the SDK.
+
+    python -m chaos.workload.services accounts --dsn postgresql+asyncpg://... --listen HOST:PORT
+    python -m chaos.workload.services orders   --dsn mysql+aiomysql://...    --listen HOST:PORT
+    (add --coordinator HOST:PORT to take 2PC branches too)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from dataclasses import dataclass
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from coordinator.participant import (
+    BranchContext,
+    HostOptions,
+    ParticipantHost,
+    Refused,
+    TwoPhaseOptions,
+    create_engine,
+    upgrade,
+)
+
+from .schema import accounts, ledger, orders
+
+OUT_OF_STOCK_EVERY = 13  # amounts divisible by this are refused by the order service
+
+
+@dataclass(frozen=True)
+class Transfer:
+    transfer_id: str
+    account: str
+    amount: int
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Transfer:
+        body = json.loads(payload)
+        return cls(str(body["transfer_id"]), str(body["account"]), int(body["amount"]))
+
+    def encode(self) -> bytes:
+        return json.dumps({"transfer_id": self.transfer_id, "account": self.account,
+                           "amount": self.amount}).encode()
+
+
+async def debit(conn: AsyncConnection, t: Transfer) -> None:
+    """The business rule, shared by the saga handler and the uncoordinated client."""
+    row = await conn.execute(select(accounts.c.balance).where(accounts.c.account == t.account)
+                             .with_for_update())
+    balance = row.scalar_one_or_none()
+    if balance is None or balance < t.amount:
+        raise Refused("insufficient funds")
+    await conn.execute(update(accounts).where(accounts.c.account == t.account)
+                       .values(balance=balance - t.amount))
+    await conn.execute(insert(ledger).values(transfer_id=t.transfer_id, account=t.account,
+                                             amount=t.amount))
+
+
+async def refund(conn: AsyncConnection, t: Transfer) -> None:
+    await conn.execute(update(accounts).where(accounts.c.account == t.account)
+                       .values(balance=accounts.c.balance + t.amount))
+    await conn.execute(delete(ledger).where(ledger.c.transfer_id == t.transfer_id))
+
+
+async def create_order(conn: AsyncConnection, t: Transfer) -> None:
+    if t.amount % OUT_OF_STOCK_EVERY == 0:
+        raise Refused("out of stock")
+    await conn.execute(insert(orders).values(transfer_id=t.transfer_id, account=t.account,
+                                             amount=t.amount))
+
+
+async def cancel_order(conn: AsyncConnection, t: Transfer) -> None:
+    await conn.execute(delete(orders).where(orders.c.transfer_id == t.transfer_id))
+
+
+def _options(coordinator: str | None) -> HostOptions:
+    # With a coordinator address the host also takes 2PC branches and resolves in-doubt ones.
+    two_phase = TwoPhaseOptions(coordinator=coordinator, recovery_interval=3.0)
+    return HostOptions(call_timeout=4.0, two_phase=two_phase) if coordinator else \
+        HostOptions(call_timeout=4.0)
+
+
+def accounts_host(engine: AsyncEngine, coordinator: str | None = None) -> ParticipantHost:
+    host = ParticipantHost(engine, _options(coordinator))
+
+    @host.execute("accounts.debit", decode=Transfer.decode)
+    async def _debit(ctx: BranchContext, conn: AsyncConnection, t: Transfer) -> None:
+        await debit(conn, t)
+
+    @host.compensate("accounts.refund", decode=Transfer.decode)
+    async def _refund(ctx: BranchContext, conn: AsyncConnection, t: Transfer) -> None:
+        await refund(conn, t)
+
+    if coordinator:
+        @host.prepare("accounts.debit", decode=Transfer.decode)
+        async def _prepare_debit(ctx: BranchContext, conn: AsyncConnection, t: Transfer) -> None:
+            await debit(conn, t)
+
+    return host
+
+
+def orders_host(engine: AsyncEngine, coordinator: str | None = None) -> ParticipantHost:
+    host = ParticipantHost(engine, _options(coordinator))
+
+    @host.execute("orders.create", decode=Transfer.decode)
+    async def _create(ctx: BranchContext, conn: AsyncConnection, t: Transfer) -> None:
+        await create_order(conn, t)
+
+    @host.compensate("orders.cancel", decode=Transfer.decode)
+    async def _cancel(ctx: BranchContext, conn: AsyncConnection, t: Transfer) -> None:
+        await cancel_order(conn, t)
+
+    if coordinator:
+        @host.prepare("orders.create", decode=Transfer.decode)
+        async def _prepare_order(ctx: BranchContext, conn: AsyncConnection, t: Transfer) -> None:
+            await create_order(conn, t)
+
+    return host
+
+
+BUILDERS = {"accounts": accounts_host, "orders": orders_host}
+
+
+async def main(args: argparse.Namespace) -> None:
+    engine = create_engine(args.dsn, pool_size=20, max_overflow=20, pool_timeout=5)
+    try:
+        await upgrade(engine)
+        await BUILDERS[args.service](engine, args.coordinator).serve(args.listen)
+    finally:
+        await engine.dispose()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("service", choices=sorted(BUILDERS))
+    parser.add_argument("--dsn", required=True)
+    parser.add_argument("--listen", required=True)
+    parser.add_argument("--coordinator", default=None,
+                        help="HOST:PORT for 2PC in-doubt recovery; enables 2PC branches")
+    asyncio.run(main(parser.parse_args()))
