@@ -38,10 +38,12 @@ class Outcome:
     detail: str = ""
 
 
-def transfers(seed: int, count: int, mode: str, accounts: int, max_amount: int) -> list[Transfer]:
-    """The same seed gives the same accounts and amounts in every mode."""
+def transfers(seed: int, count: int, prefix: str, accounts: int,
+              max_amount: int) -> list[Transfer]:
+    """The same seed gives the same accounts and amounts in every mode; ``prefix`` keeps
+    ids (gids) unique across runs, as real transfer ids are."""
     rng = random.Random(seed)
-    return [Transfer(f"{mode}-{seed}-{i}", f"acct-{rng.randrange(accounts)}",
+    return [Transfer(f"{prefix}{i}", f"acct-{rng.randrange(accounts)}",
                      rng.randint(1, max_amount)) for i in range(count)]
 
 

@@ -61,6 +61,7 @@ class Runner:
         self.topology = Topology(config.out, config.dbs)
         self._pg: AsyncEngine | None = None
         self._maria: AsyncEngine | None = None
+        self._run_id = f"{int(time.time()) % 1_000_000:06d}"
 
     async def run(self) -> dict[str, ModeResult]:
         self.config.out.mkdir(parents=True, exist_ok=True)
@@ -88,8 +89,8 @@ class Runner:
         balances = {f"acct-{i}": cfg.initial_balance for i in range(cfg.accounts)}
         await reset_accounts(self._pg, balances)
         await reset_orders(self._maria)
-        plan = transfers(cfg.seed, int(cfg.rate * cfg.duration_s), mode, cfg.accounts,
-                         cfg.max_amount)
+        plan = transfers(cfg.seed, int(cfg.rate * cfg.duration_s), self._prefix(mode),
+                         cfg.accounts, cfg.max_amount)
         events = timeline(cfg.faults, links=sorted(self.topology.links),
                           processes=sorted(self.topology.processes),
                           duration_s=cfg.duration_s, seed=cfg.seed)
@@ -122,6 +123,9 @@ class Runner:
         ttc = [max(0.0, consistent_at[o.transfer.transfer_id] - o.ended_at) for o in outcomes
                if o.transfer.transfer_id in consistent_at]
         return ModeResult(outcomes, result, [(a - started, b - started) for a, b in windows], ttc)
+
+    def _prefix(self, mode: str) -> str:
+        return f"{mode}-{self.config.seed}-{self._run_id}-"
 
     async def _client(self, mode: Mode) -> tuple[UncoordinatedClient | CoordinatedClient,
                                                 Callable[[], Any]]:
@@ -184,7 +188,7 @@ class Runner:
             stub = pb_grpc.CoordinatorStub(channel)
             deadline = time.monotonic() + self.config.converge_s
             while True:
-                txs = await _all_transactions(stub, f"{mode}-{self.config.seed}-")
+                txs = await _all_transactions(stub, self._prefix(mode))
                 unsettled = [t.gid for t in txs if t.state in UNSETTLED]
                 if not unsettled or time.monotonic() > deadline:
                     break
