@@ -1,4 +1,5 @@
-"""Saga throughput and latency through one coordinator, against a no-coordinator baseline.
+"""Saga and 2PC throughput and latency through one coordinator, against a no-coordinator
+baseline.
 
 Everything runs on this machine: a private etcd, a no-op participant process, one
 ``txc serve`` process and this load generator. Prints sagas/s, p50/p99 latency, etcd
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import grpc
 
-from coordinator import CoordinatorClient, Saga, Step
+from coordinator import CoordinatorClient, Saga, Step, pb
 from coordinator._proto.txc.v1 import participant_pb2 as ppb
 from coordinator._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
 from coordinator.server import DevEtcd
@@ -119,19 +120,35 @@ async def measure(args: argparse.Namespace, etcd: DevEtcd, address: str, cport: 
         async def through(i: int) -> None:
             await client.start_saga(_saga(address, f"s{args.run}-{i}"), wait=True)
 
+        async def two_phase(i: int) -> None:
+            await client._stub.StartTwoPhase(_two_phase(address, f"t{args.run}-{i}"), timeout=60)
+
         base_rate, base_lat = await closed_loop(args.sagas, args.concurrency, direct)
         before = etcd_requests(etcd)
         rate, lat = await closed_loop(args.sagas, args.concurrency, through)
         per_saga = (etcd_requests(etcd) - before) / args.sagas
         rss_after = rss_mb(coordinator_pid)
         half = await open_loop(rate / 2, args.half_seconds, through)
+        before = etcd_requests(etcd)
+        tp_rate, tp_lat = await closed_loop(args.sagas, args.concurrency, two_phase)
+        per_tp = (etcd_requests(etcd) - before) / args.sagas
     await channel.close(None)
     _report(args, base_rate, base_lat, rate, lat, per_saga, half, rss_after)
+    ms = 1000.0
+    print(f"2PC via coordinator:       {tp_rate:8.0f} tx/s         p50 {pct(tp_lat, 50)*ms:6.2f} ms"
+          f"  p99 {pct(tp_lat, 99)*ms:6.2f} ms")
+    print(f"2PC ratio to baseline:     {tp_rate / base_rate:8.1%}   to saga: {tp_rate / rate:.1%}")
+    print(f"etcd requests per 2PC tx:  {per_tp:8.2f}")
 
 
 def _saga(address: str, gid: str) -> Saga:
     return Saga([Step("a", address, "a.do", "a.undo"), Step("b", address, "b.do", "b.undo")],
                 gid=gid)
+
+
+def _two_phase(address: str, gid: str) -> pb.StartTwoPhaseRequest:
+    branches = [pb.Branch(name=n, participant=address, action=f"{n}.do") for n in ("a", "b")]
+    return pb.StartTwoPhaseRequest(gid=gid, branches=branches, wait=True)
 
 
 def _report(args: argparse.Namespace, base_rate: float, base_lat: list[float], rate: float,
