@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, insert, select, update
@@ -83,42 +84,34 @@ def _options(coordinator: str | None) -> HostOptions:
         HostOptions(call_timeout=4.0)
 
 
-def accounts_host(engine: AsyncEngine, coordinator: str | None = None) -> ParticipantHost:
+Step = Callable[[AsyncConnection, Transfer], Awaitable[None]]
+
+
+def _host(engine: AsyncEngine, coordinator: str | None, action: str, do: Step,
+          compensation: str, undo: Step) -> ParticipantHost:
+    """One service: ``action`` as a saga step (undone by ``compensation``) and, with a
+    coordinator for recovery, as the business step of a 2PC branch."""
     host = ParticipantHost(engine, _options(coordinator))
 
-    @host.execute("accounts.debit", decode=Transfer.decode)
-    async def _debit(ctx: BranchContext, conn: AsyncConnection, t: Transfer) -> None:
-        await debit(conn, t)
+    async def forward(ctx: BranchContext, conn: AsyncConnection, t: Transfer) -> None:
+        await do(conn, t)
 
-    @host.compensate("accounts.refund", decode=Transfer.decode)
-    async def _refund(ctx: BranchContext, conn: AsyncConnection, t: Transfer) -> None:
-        await refund(conn, t)
+    async def backward(ctx: BranchContext, conn: AsyncConnection, t: Transfer) -> None:
+        await undo(conn, t)
 
+    host.execute(action, decode=Transfer.decode)(forward)
+    host.compensate(compensation, decode=Transfer.decode)(backward)
     if coordinator:
-        @host.prepare("accounts.debit", decode=Transfer.decode)
-        async def _prepare_debit(ctx: BranchContext, conn: AsyncConnection, t: Transfer) -> None:
-            await debit(conn, t)
-
+        host.prepare(action, decode=Transfer.decode)(forward)
     return host
+
+
+def accounts_host(engine: AsyncEngine, coordinator: str | None = None) -> ParticipantHost:
+    return _host(engine, coordinator, "accounts.debit", debit, "accounts.refund", refund)
 
 
 def orders_host(engine: AsyncEngine, coordinator: str | None = None) -> ParticipantHost:
-    host = ParticipantHost(engine, _options(coordinator))
-
-    @host.execute("orders.create", decode=Transfer.decode)
-    async def _create(ctx: BranchContext, conn: AsyncConnection, t: Transfer) -> None:
-        await create_order(conn, t)
-
-    @host.compensate("orders.cancel", decode=Transfer.decode)
-    async def _cancel(ctx: BranchContext, conn: AsyncConnection, t: Transfer) -> None:
-        await cancel_order(conn, t)
-
-    if coordinator:
-        @host.prepare("orders.create", decode=Transfer.decode)
-        async def _prepare_order(ctx: BranchContext, conn: AsyncConnection, t: Transfer) -> None:
-            await create_order(conn, t)
-
-    return host
+    return _host(engine, coordinator, "orders.create", create_order, "orders.cancel", cancel_order)
 
 
 BUILDERS = {"accounts": accounts_host, "orders": orders_host}

@@ -98,3 +98,19 @@ class CoordinatorProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+Pair = tuple[CoordinatorProcess, CoordinatorProcess]
+
+
+@asynccontextmanager
+async def two_coordinator_processes(etcd: DevEtcd, prefix: str, tmp: Path) -> AsyncIterator[Pair]:
+    """Two ``txc serve`` processes on one etcd, ready; both stopped afterwards."""
+    first, second = CoordinatorProcess(etcd, prefix, tmp), CoordinatorProcess(etcd, prefix, tmp)
+    try:
+        await first.ready()
+        await second.ready()
+        yield first, second
+    finally:
+        first.stop()
+        second.stop()

@@ -10,7 +10,13 @@ import pytest
 from coordinator import CoordinatorClient, Retry, Saga, Step, pb
 from coordinator.server import DevEtcd
 
-from .conftest import CoordinatorProcess, client_for, running, server_options
+from .conftest import (
+    CoordinatorProcess,
+    client_for,
+    running,
+    server_options,
+    two_coordinator_processes,
+)
 from .participant import ScriptedParticipant
 
 pytestmark = pytest.mark.integration
@@ -43,20 +49,13 @@ async def settled(client: CoordinatorClient, gid: str, within_s: float = 20) -> 
 
 async def test_sigkill_mid_saga_another_coordinator_finishes_it_exactly_once(
         etcd: DevEtcd, prefix: str, participant: ScriptedParticipant, tmp_path: Path) -> None:
-    first = CoordinatorProcess(etcd, prefix, tmp_path)
-    second = CoordinatorProcess(etcd, prefix, tmp_path)
-    try:
-        await first.ready()
-        await second.ready()
+    async with two_coordinator_processes(etcd, prefix, tmp_path) as (first, second):
         async with CoordinatorClient(f"127.0.0.1:{first.port}") as c1:
             await c1.start_saga(slow_saga(participant, "killed"))
         await wait_for_call(participant, "killed/b/execute")
         first.kill()  # b's call is in flight; its reply will reach nobody
         async with CoordinatorClient(f"127.0.0.1:{second.port}") as c2:
             tx = await settled(c2, "killed")
-    finally:
-        first.stop()
-        second.stop()
     assert tx.state == pb.TX_STATE_COMMITTED
     assert dict(participant.effects) == {f"killed/{b}/execute": 1 for b in "abc"}
     keys_for_b = {c.key for c in participant.calls if "/b/" in c.key}

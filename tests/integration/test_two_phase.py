@@ -11,7 +11,7 @@ from google.protobuf.duration_pb2 import Duration
 from coordinator import CoordinatorClient, pb
 from coordinator.server import DevEtcd
 
-from .conftest import CoordinatorProcess, client_for, running, server_options
+from .conftest import client_for, running, server_options, two_coordinator_processes
 from .participant import ScriptedParticipant
 from .test_crash import settled, wait_for_call
 
@@ -78,11 +78,7 @@ async def test_compensation_on_a_two_phase_branch_is_refused(
 
 async def test_coordinator_killed_after_the_decision_another_commits_everything(
         etcd: DevEtcd, prefix: str, participant: ScriptedParticipant, tmp_path: Path) -> None:
-    first = CoordinatorProcess(etcd, prefix, tmp_path)
-    second = CoordinatorProcess(etcd, prefix, tmp_path)
-    try:
-        await first.ready()
-        await second.ready()
+    async with two_coordinator_processes(etcd, prefix, tmp_path) as (first, second):
         async with CoordinatorClient(f"127.0.0.1:{first.port}") as c1:
             await start(c1, two_phase(participant, "decided", {"commit_sleep": 1.0},
                                       {"commit_sleep": 1.0}, wait=False))
@@ -90,9 +86,6 @@ async def test_coordinator_killed_after_the_decision_another_commits_everything(
         first.kill()  # the commit decision is in etcd; phase 2 is unanswered
         async with CoordinatorClient(f"127.0.0.1:{second.port}") as c2:
             tx = await settled(c2, "decided")
-    finally:
-        first.stop()
-        second.stop()
     assert tx.state == pb.TX_STATE_COMMITTED
     assert participant.effects["decided/a/commit"] == 1
     assert participant.effects["decided/b/commit"] == 1
@@ -101,11 +94,7 @@ async def test_coordinator_killed_after_the_decision_another_commits_everything(
 
 async def test_coordinator_killed_while_preparing_presumes_abort_or_finishes(
         etcd: DevEtcd, prefix: str, participant: ScriptedParticipant, tmp_path: Path) -> None:
-    first = CoordinatorProcess(etcd, prefix, tmp_path)
-    second = CoordinatorProcess(etcd, prefix, tmp_path)
-    try:
-        await first.ready()
-        await second.ready()
+    async with two_coordinator_processes(etcd, prefix, tmp_path) as (first, second):
         async with CoordinatorClient(f"127.0.0.1:{first.port}") as c1:
             await start(c1, two_phase(participant, "undecided", {}, {"prepare_sleep": 1.0},
                                       timeout_s=1.5, wait=False))
@@ -113,9 +102,6 @@ async def test_coordinator_killed_while_preparing_presumes_abort_or_finishes(
         first.kill()
         async with CoordinatorClient(f"127.0.0.1:{second.port}") as c2:
             tx = await settled(c2, "undecided")
-    finally:
-        first.stop()
-        second.stop()
     # Atomic either way: all committed or all rolled back, never a mix.
     commits = [k for k in participant.effects if k.endswith("/commit")]
     aborts = [k for k in participant.effects if k.endswith("/abort")]
