@@ -38,13 +38,21 @@ class Outcome:
     detail: str = ""
 
 
-def transfers(seed: int, count: int, prefix: str, accounts: int,
-              max_amount: int) -> list[Transfer]:
+OVERDRAFT_SHARE = 0.03  # transfers asking for more than any balance: business failures
+
+
+def transfers(seed: int, count: int, prefix: str, accounts: int, max_amount: int,
+              overdraft: int) -> list[Transfer]:
     """The same seed gives the same accounts and amounts in every mode; ``prefix`` keeps
-    ids (gids) unique across runs, as real transfer ids are."""
+    ids (gids) unique across runs, as real transfer ids are. A few transfers ask for
+    ``overdraft`` (more than the balance) so refusals happen all run long."""
     rng = random.Random(seed)
-    return [Transfer(f"{prefix}{i}", f"acct-{rng.randrange(accounts)}",
-                     rng.randint(1, max_amount)) for i in range(count)]
+    plan = []
+    for i in range(count):
+        account = f"acct-{rng.randrange(accounts)}"
+        amount = overdraft if rng.random() < OVERDRAFT_SHARE else rng.randint(1, max_amount)
+        plan.append(Transfer(f"{prefix}{i}", account, amount))
+    return plan
 
 
 class UncoordinatedClient:

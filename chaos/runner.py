@@ -43,8 +43,8 @@ class RunConfig:
     rate: float = 20.0
     seed: int = 1
     faults: str = DEFAULT_SCHEDULE
-    accounts: int = 10
-    initial_balance: int = 1000
+    accounts: int = 50
+    initial_balance: int = 100_000  # enough that most transfers can succeed all run long
     max_amount: int = 150
     converge_s: float = 60.0
     timeout_s: float = 8.0
@@ -95,7 +95,7 @@ class Runner:
         await reset_accounts(self._pg, balances)
         await reset_orders(self._maria)
         plan = transfers(cfg.seed, int(cfg.rate * cfg.duration_s), self._prefix(mode),
-                         cfg.accounts, cfg.max_amount)
+                         cfg.accounts, cfg.max_amount, overdraft=cfg.initial_balance * 10)
         events = timeline(cfg.faults, links=sorted(self.topology.links),
                           processes=sorted(self.topology.processes),
                           duration_s=cfg.duration_s, seed=cfg.seed)

@@ -45,8 +45,11 @@ class Process:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     paused: bool = False
+    retired: bool = False  # stopped for good: a late nemesis revert must not restart it
 
     def start(self) -> None:
+        if self.retired:
+            return
         out = self.log.open("ab")
         self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -71,6 +74,7 @@ class Process:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
+        self.retired = True
         self.resume()
         if self.alive():
             assert self.proc is not None
