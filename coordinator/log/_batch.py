@@ -22,32 +22,32 @@ class Batcher(Generic[T, R]):
         self._max = max_batch
         self._key = key  # items with equal keys never share a batch (etcd rejects that)
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
-        self._running = False
+        # The loop keeps only weak references to tasks: without this one a drain task could
+        # be collected mid-flight, leaving _running set and every later write waiting forever.
+        self._drainer: asyncio.Task[None] | None = None
 
     async def submit(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
-        if not self._running:
-            self._running = True
-            asyncio.get_running_loop().create_task(self._drain())
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
         return await future
 
     async def _drain(self) -> None:
-        try:
-            while self._queue:
-                batch = self._take()
-                try:
-                    results = await self._flush([item for item, _ in batch])
-                except Exception as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), result in zip(batch, results, strict=True):
+        while self._queue:
+            batch = self._take()
+            try:
+                results = await self._flush([item for item, _ in batch])
+            except BaseException as exc:  # noqa: BLE001 - handed to every waiter
+                for _, future in batch:
                     if not future.done():
-                        future.set_result(result)
-        finally:
-            self._running = False
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise  # cancelled: no waiter is left hanging, the next submit restarts
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
 
     def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
         batch: list[tuple[T, asyncio.Future[R]]] = []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import pytest
+
 from coordinator.domain import saga
 from coordinator.domain.records import BranchPlan, Protocol, RetryPolicy, new_record
 from coordinator.log._batch import Batcher
@@ -53,3 +55,17 @@ async def test_batcher_hands_a_failure_to_every_waiter_and_recovers() -> None:
     first = await asyncio.gather(batcher.submit(1), return_exceptions=True)
     assert isinstance(first[0], ConnectionError)
     assert await batcher.submit(2) == 2
+
+
+async def test_batcher_cancelled_flush_leaves_no_waiter_hanging() -> None:
+    async def flush(items: Sequence[int]) -> list[int]:
+        await asyncio.sleep(10)
+        return list(items)
+
+    batcher: Batcher[int, int] = Batcher(flush, max_batch=8, key=lambda i: i)
+    waiter = asyncio.ensure_future(batcher.submit(1))
+    await asyncio.sleep(0.01)
+    assert batcher._drainer is not None
+    batcher._drainer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiter, 1)
