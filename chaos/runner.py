@@ -92,6 +92,7 @@ class Runner:
         cfg = self.config
         assert self._pg is not None and self._maria is not None
         balances = {f"acct-{i}": cfg.initial_balance for i in range(cfg.accounts)}
+        await _release_in_doubt(self._pg, self._maria, cfg.dbs.name)
         await reset_accounts(self._pg, balances)
         await reset_orders(self._maria)
         plan = transfers(cfg.seed, int(cfg.rate * cfg.duration_s), self._prefix(mode),
@@ -292,6 +293,34 @@ async def _all_transactions(stub: Any, prefix: str) -> list[pb.Transaction]:
         if not page.next_page_token:
             return found
         request.page_token = page.next_page_token
+
+
+async def _release_in_doubt(pg: AsyncEngine, maria: AsyncEngine, database: str) -> None:
+    """Roll back 2PC branches an earlier run left prepared in the harness' own databases:
+    they hold row locks that would block resetting the tables."""
+    async with pg.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        gids = [r[0] for r in await conn.execute(
+            text("SELECT gid FROM pg_prepared_xacts WHERE database = :d"), {"d": database})]
+        for gid in gids:
+            await conn.execute(text(f"ROLLBACK PREPARED '{gid}'"))
+    async with maria.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")  # XA needs no open txn
+        ours: set[str] = set()
+        if await _has_table(conn, "txc_xa"):
+            ours = {r[0] for r in await conn.execute(text("SELECT xid FROM txc_xa"))}
+        for row in await conn.execute(text("XA RECOVER")):
+            xid = row[3].decode() if isinstance(row[3], bytes) else str(row[3])
+            if xid in ours:
+                await conn.execute(text(f"XA ROLLBACK '{xid}'"))
+    if gids:
+        log.warning("rolled back %d prepared PostgreSQL branches left by an earlier run", len(gids))
+
+
+async def _has_table(conn: Any, name: str) -> bool:
+    found = await conn.execute(text("SELECT count(*) FROM information_schema.tables "
+                                    "WHERE table_schema = DATABASE() AND table_name = :n"), {"n": name})
+    return bool(found.scalar())
 
 
 async def _ensure_databases(dbs: Databases) -> None:

@@ -124,7 +124,7 @@ class Topology:
         for c in ("c1", "c2"):
             self.processes[c] = Process(c, [
                 py, "-m", "coordinator.cli", "serve", "--listen", f"127.0.0.1:{self.ports[c]}",
-                "--etcd", f"127.0.0.1:{self.link_port(c + '->etcd')}", "--lease-ttl", "2",
+                "--etcd", f"127.0.0.1:{self.link_port(c + '->etcd')}", "--lease-ttl", "5",
                 "--grace", "1", "--log-level", "warning"], self.out / f"{c}.log")
         self.processes["accounts"] = Process("accounts", [
             py, "-m", "chaos.workload.services", "accounts",
