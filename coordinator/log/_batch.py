@@ -38,7 +38,7 @@ class Batcher(Generic[T, R]):
             batch = self._take()
             try:
                 results = await self._flush([item for item, _ in batch])
-            except BaseException as exc:  # noqa: BLE001 - handed to every waiter
+            except BaseException as exc:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
