@@ -29,9 +29,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
-from coordinator.participant._backoff import backoff
+from coordinator.participant._backoff import retrying_on
 from coordinator.participant._errors import Refused, describe, is_transient
 from coordinator.participant._sql import blob, db_now, insert_ignore
 from coordinator.participant._tables import barrier
@@ -95,12 +94,7 @@ class Barrier:
         (after a rollback): they are bugs, and the caller decides what to answer.
         """
         opts = self._options
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(opts.attempts),
-            wait=backoff(opts.initial_backoff, opts.max_backoff),
-            retry=retry_if_exception(is_transient),
-            reraise=True,
-        )
+        retrying = retrying_on(is_transient, opts.attempts, opts.initial_backoff, opts.max_backoff)
         try:
             async for attempt in retrying:
                 with attempt:

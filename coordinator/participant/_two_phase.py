@@ -26,9 +26,8 @@ from enum import StrEnum
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
-from coordinator.participant._backoff import backoff
+from coordinator.participant._backoff import retrying_on
 from coordinator.participant._barrier import BarrierOptions, BusinessFn
 from coordinator.participant._errors import Refused, describe, is_transient
 from coordinator.participant._two_phase_db import xa_driver
@@ -90,12 +89,7 @@ class TwoPhase:
         exceptions propagate (after rolling everything back), as with :class:`Barrier`.
         """
         opts = self._options
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(opts.attempts),
-            wait=backoff(opts.initial_backoff, opts.max_backoff),
-            retry=retry_if_exception(_retryable),
-            reraise=True,
-        )
+        retrying = retrying_on(_retryable, opts.attempts, opts.initial_backoff, opts.max_backoff)
         try:
             async for attempt in retrying:
                 with attempt:
