@@ -102,6 +102,8 @@ class CoordinatedClient:
             else:
                 reply = await stub.StartTwoPhase(self._two_phase(t), timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                return "failed", "refused: coordinator at capacity"  # nothing was started
             return "unknown", exc.code().name
         state = reply.transaction.state
         if state == pb.TX_STATE_COMMITTED:

@@ -119,13 +119,15 @@ class Topology:
 
     def _define_processes(self, two_phase: bool) -> None:
         py = sys.executable
-        # 2PC participants resolve in-doubt branches by asking a coordinator directly.
-        ask = ["--coordinator", f"127.0.0.1:{self.ports['c1']}"] if two_phase else []
+        # 2PC participants resolve in-doubt branches by asking a coordinator directly
+        # (gRPC's ipv4: target with both: the first that answers).
+        both = ",".join(f"127.0.0.1:{self.ports[c]}" for c in ("c1", "c2"))
+        ask = ["--coordinator", f"ipv4:{both}"] if two_phase else []
         for c in ("c1", "c2"):
             self.processes[c] = Process(c, [
                 py, "-m", "coordinator.cli", "serve", "--listen", f"127.0.0.1:{self.ports[c]}",
                 "--etcd", f"127.0.0.1:{self.link_port(c + '->etcd')}", "--lease-ttl", "5",
-                "--grace", "1", "--log-level", "warning"], self.out / f"{c}.log")
+                "--max-calls-per-participant", "16", "--grace", "1", "--log-level", "warning"], self.out / f"{c}.log")
         self.processes["accounts"] = Process("accounts", [
             py, "-m", "chaos.workload.services", "accounts",
             "--dsn", self.dbs.pg(self.link_port("accounts->pg")),

@@ -77,11 +77,17 @@ async def cancel_order(conn: AsyncConnection, t: Transfer) -> None:
     await conn.execute(delete(orders).where(orders.c.transfer_id == t.transfer_id))
 
 
+POOL = 40  # connections per service (pool_size + max_overflow)
+
+
 def _options(coordinator: str | None) -> HostOptions:
-    # With a coordinator address the host also takes 2PC branches and resolves in-doubt ones.
-    two_phase = TwoPhaseOptions(coordinator=coordinator, recovery_interval=3.0)
-    return HostOptions(call_timeout=4.0, two_phase=two_phase) if coordinator else \
-        HostOptions(call_timeout=4.0)
+    # With a coordinator address the host also takes 2PC branches and resolves in-doubt
+    # ones. Calls past max_concurrent_rpcs are refused at once (RESOURCE_EXHAUSTED) rather
+    # than queued for a pooled connection; prepares use two connections each and may not
+    # take more than a third of the pool, so phase 2 can always release their locks.
+    two_phase = TwoPhaseOptions(coordinator=coordinator, recovery_interval=3.0,
+                                lock_timeout=1.0, max_concurrent_prepares=POOL // 6)
+    return HostOptions(call_timeout=4.0, max_concurrent_rpcs=POOL, two_phase=two_phase)
 
 
 Step = Callable[[AsyncConnection, Transfer], Awaitable[None]]
@@ -118,7 +124,7 @@ BUILDERS = {"accounts": accounts_host, "orders": orders_host}
 
 
 async def main(args: argparse.Namespace) -> None:
-    engine = create_engine(args.dsn, pool_size=20, max_overflow=20, pool_timeout=5)
+    engine = create_engine(args.dsn, pool_size=POOL // 2, max_overflow=POOL // 2, pool_timeout=5)
     try:
         await upgrade(engine)
         await BUILDERS[args.service](engine, args.coordinator).serve(args.listen)

@@ -7,6 +7,8 @@ import asyncio
 import logging
 from dataclasses import replace
 
+from ..domain.validation import Limits
+from ..engine import EngineOptions
 from ..log import EtcdOptions
 from ..server import CoordinatorServer, DevEtcd, ServerOptions
 from ._common import env_default, setup_logging
@@ -30,6 +32,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--allow-participant", action="append", default=[], metavar="PATTERN",
                    help="allowed participant address (host:port, host:*, *.domain:port); "
                         "repeatable; none = any")
+    p.add_argument("--max-active", type=int, default=Limits().max_active,
+                   help="transactions this coordinator drives at once; past it, starts are "
+                        "refused with RESOURCE_EXHAUSTED (default %(default)s)")
+    p.add_argument("--max-calls-per-participant", type=int,
+                   default=EngineOptions().max_calls_per_participant,
+                   help="calls in flight to one participant; more wait, phase 2 and "
+                        "compensations first (default %(default)s)")
     p.add_argument("--grace", type=float, default=10.0,
                    help="seconds to let calls in flight finish on SIGTERM")
     p.add_argument("--log-level", default=env_default("TXC_LOG_LEVEL", "info"))
@@ -39,8 +48,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def options_from(args: argparse.Namespace, endpoints: list[str]) -> ServerOptions:
     etcd = EtcdOptions(endpoints=tuple(endpoints), prefix=args.prefix,
                        lease_ttl_s=args.lease_ttl, retention_s=int(args.retention * 3600))
-    return replace(ServerOptions(), listen=args.listen, etcd=etcd, grace_s=args.grace,
-                   allow_participants=tuple(args.allow_participant))
+    if args.max_active < 1 or args.max_calls_per_participant < 1:
+        raise SystemExit("txc serve: --max-active and --max-calls-per-participant must be >= 1")
+    base = ServerOptions()
+    return replace(base, listen=args.listen, etcd=etcd, grace_s=args.grace,
+                   allow_participants=tuple(args.allow_participant),
+                   limits=replace(base.limits, max_active=args.max_active),
+                   engine=replace(base.engine,
+                                  max_calls_per_participant=args.max_calls_per_participant))
 
 
 def run(args: argparse.Namespace) -> int:

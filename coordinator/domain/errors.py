@@ -27,3 +27,7 @@ class FailedPrecondition(TxcError):
 
 class Unavailable(TxcError):
     pass
+
+
+class Overloaded(TxcError):
+    """Too much work in progress here: nothing was written; retry later or elsewhere."""

@@ -22,6 +22,10 @@ class Limits:
     max_timeout_s: float = 7 * 24 * 3600.0
     max_attempt_timeout_s: float = 600.0
     max_operation_len: int = 256
+    # Transactions one coordinator drives at once. Past it, new ones are refused before
+    # anything is written: a coordinator that takes everything in a storm drives nothing
+    # well, and its lease keep-alive starves on the same event loop.
+    max_active: int = 20_000
 
 
 def check_gid(gid: str, field: str = "gid") -> None:

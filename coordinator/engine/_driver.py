@@ -22,6 +22,7 @@ from ..domain.machine import Machine
 from ..domain.records import Call, Protocol, Step, TxRecord, TxState
 from ..log import Created, LogError, LostOwnership, Stored, TxLog
 from ._dispatch import Answer, Kind, Transport
+from ._limiter import CallLimiter
 from ._retry import retrying
 
 log = logging.getLogger("txcoord.engine")
@@ -31,9 +32,17 @@ MACHINES: dict[Protocol, Machine] = {Protocol.SAGA: saga, Protocol.TWO_PHASE: tw
 
 @dataclass(frozen=True, slots=True)
 class EngineOptions:
+    """max_calls_per_participant bounds this coordinator's calls in flight to one
+    participant (more wait here, phase 2 and compensations first); a failed attempt is
+    written to the log at most every failure_write_interval_s per call (the record shows
+    the attempt count and the last error; writing every retry would multiply the log's
+    load exactly when a participant is down)."""
+
     phase_budget_s: float = 3600.0  # retries of compensations / phase 2 with max_attempts=0
     store_retry_initial_s: float = 0.05
     store_retry_max_s: float = 2.0
+    max_calls_per_participant: int = 32
+    failure_write_interval_s: float = 5.0
 
 
 @dataclass
@@ -42,6 +51,7 @@ class _Run:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     calls: dict[Call, asyncio.Task[None]] = field(default_factory=dict)
     deadline_task: asyncio.Task[None] | None = None
+    failure_written: dict[Call, float] = field(default_factory=dict)  # monotonic time
     dropped: bool = False
 
     @property
@@ -69,6 +79,7 @@ class Driver:
         self._changed: dict[str, asyncio.Future[Stored]] = {}
         self._stopping = False
         self._attempts_in_flight = 0
+        self._limiter = CallLimiter(self._opts.max_calls_per_participant)
 
     @property
     def active(self) -> int:
@@ -258,16 +269,22 @@ class Driver:
             if self._stopping or run.dropped:
                 raise Handover
             await self._wait_for_lease()
-            attempt += 1
-            self._attempts_in_flight += 1
-            try:
-                return await self._transport.call(record.gid, plan, call.op, attempt)
-            finally:
-                self._attempts_in_flight -= 1
+            async with self._limiter.slot(plan.participant, call.op):
+                attempt += 1
+                self._attempts_in_flight += 1
+                try:
+                    return await self._transport.call(record.gid, plan, call.op, attempt)
+                finally:
+                    self._attempts_in_flight -= 1
 
         async def note_failure(state: RetryCallState) -> None:
             assert state.outcome is not None
             answer: Answer = state.outcome.result()
+            now = time.monotonic()
+            last = run.failure_written.get(call)
+            if last is not None and now - last < self._opts.failure_write_interval_s:
+                return
+            run.failure_written[call] = now
             await self._handle(run, AttemptFailed(call.branch, call.op, attempt, answer.message))
 
         answer = await one_attempt()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..domain import operator
 from ..domain.addresses import AllowList
-from ..domain.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
+from ..domain.errors import AlreadyExists, FailedPrecondition, NotFound, Overloaded, Unavailable
 from ..domain.records import BranchPlan, Protocol, Step, TxRecord, TxState, new_record
 from ..domain.validation import Limits, check_gid, check_labels, check_plan
 from ..log import LostOwnership, Stored, TxLog
@@ -65,6 +65,9 @@ class CoordinatorCore:
             check_gid(req.gid)
         check_plan(req.plan, req.protocol, req.concurrent, self._limits, self._allow)
         check_labels(dict(req.labels), self._limits)
+        if self._driver.active >= self._limits.max_active:
+            raise Overloaded(f"this coordinator drives {self._driver.active} transactions, its "
+                             f"limit (max_active); nothing was started: retry later or elsewhere")
         record = new_record(
             gid=gid, protocol=req.protocol, plan=req.plan, now=time.time(),
             timeout_s=req.timeout_s, concurrent=req.concurrent, labels=dict(req.labels),

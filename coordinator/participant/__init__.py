@@ -43,7 +43,6 @@ from coordinator.participant._recovery import (
     CoordinatorDecisions,
     DecisionSource,
     RecoveryReport,
-    TwoPhaseOptions,
     Verdict,
     verdict_of,
 )
@@ -53,7 +52,7 @@ from coordinator.participant._start_saga import StartSagaSender
 from coordinator.participant._tables import barrier as barrier_table
 from coordinator.participant._tables import metadata
 from coordinator.participant._tables import outbox as outbox_table
-from coordinator.participant._two_phase import Decision, InDoubtBranch, TwoPhase
+from coordinator.participant._two_phase import Decision, InDoubtBranch, TwoPhase, TwoPhaseOptions
 from coordinator.participant._two_phase_db import TwoPhaseUnavailable, check_two_phase
 from coordinator.participant._two_phase_retention import purge_two_phase
 from coordinator.participant._two_phase_table import XaState

@@ -79,6 +79,15 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def is_lock_timeout(exc: BaseException) -> bool:
+    """True when a statement gave up waiting for a row lock (lock_timeout, 55P03 on
+    PostgreSQL; innodb_lock_wait_timeout, 1205 on MySQL/MariaDB)."""
+    if not isinstance(exc, sa_exc.DBAPIError) or exc.orig is None:
+        return False
+    errno = _mysql_errno(exc.orig)
+    return errno == 1205 if errno is not None else _sqlstate(exc.orig) == "55P03"
+
+
 def describe(exc: BaseException) -> str:
     """A short, payload-free description of a failure for replies and logs.
 

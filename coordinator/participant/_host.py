@@ -31,9 +31,8 @@ from coordinator.participant._recovery import (
     CoordinatorDecisions,
     Recovery,
     RecoveryReport,
-    TwoPhaseOptions,
 )
-from coordinator.participant._two_phase import InDoubtBranch, TwoPhase
+from coordinator.participant._two_phase import InDoubtBranch, TwoPhase, TwoPhaseOptions
 from coordinator.participant._two_phase_db import check_two_phase
 from coordinator.participant._types import BranchKey, Op, Outcome, Reply
 
@@ -54,7 +53,8 @@ _Context = grpc.aio.ServicerContext[ppb.BranchRequest, ppb.BranchReply]
 
 @dataclass(frozen=True)
 class HostOptions:
-    """call_timeout caps one branch call (the caller's gRPC deadline may cap it sooner);
+    """call_timeout caps one branch call (a call whose caller stopped waiting still
+    finishes, within call_timeout, so that the caller's retry finds its outcome);
     the database is probed every health_interval seconds for the health service;
     two_phase configures the in-doubt recovery of 2PC branches."""
 
@@ -83,11 +83,12 @@ class ParticipantHost:
         self._engine = engine
         self._options = options or HostOptions()
         self._barrier = Barrier(engine, self._options.barrier)
-        self._two_phase = TwoPhase(engine, self._options.barrier)
+        self._two_phase = TwoPhase(engine, self._options.barrier, self._options.two_phase)
         self._recovery: Recovery | None = None
         self._registry = Registry()
         self._health = DatabaseHealth(engine, (SERVICE, ""), self._options)
         self._server: grpc.aio.Server | None = None
+        self._outliving: set[asyncio.Task[ppb.BranchReply]] = set()
 
     # -- registration -----------------------------------------------------------------
 
@@ -162,9 +163,12 @@ class ParticipantHost:
                 Outcome.FAILED,
                 message=f"unknown operation {request.operation!r} for {op} (this service has: {known})",
             )
+        if deadline is not None and deadline <= 0:
+            return Reply(Outcome.RETRY, message="the caller's deadline passed before the call started")
+        # The caller's deadline does not cut the work short: finished work is recorded, so
+        # the caller's retry gets its answer at once, while work cancelled half-way is lost
+        # and breaks its database connection, which makes an overloaded service slower still.
         seconds = self._options.call_timeout
-        if deadline is not None:
-            seconds = max(0.0, min(seconds, deadline))
         try:
             async with asyncio.timeout(seconds):
                 if op in _TWO_PHASE:
@@ -190,7 +194,12 @@ class ParticipantHost:
     def _behaviour(self, op: Op) -> Callable[[ppb.BranchRequest, _Context], object]:
         async def behaviour(request: ppb.BranchRequest, context: _Context) -> ppb.BranchReply:
             remaining: float | None = context.time_remaining()
-            return await self.handle(op, request, deadline=remaining)
+            # gRPC cancels this coroutine when the caller's deadline passes; the work runs
+            # in a task of its own so that it finishes and its outcome is recorded.
+            work = asyncio.create_task(self.handle(op, request, deadline=remaining))
+            self._outliving.add(work)
+            work.add_done_callback(self._outliving.discard)
+            return await asyncio.shield(work)
 
         return behaviour
 
@@ -254,8 +263,11 @@ class ParticipantHost:
         if recovery is not None:
             await recovery.stop()
         await self._health.shutdown()
+        grace = self._options.shutdown_grace if grace is None else grace
         if server is not None:
-            await server.stop(self._options.shutdown_grace if grace is None else grace)
+            await server.stop(grace)
+        if self._outliving:  # calls whose callers left: let them finish, within the grace
+            await asyncio.wait(set(self._outliving), timeout=max(grace, 0.1))
 
     async def serve(self, address: str = "[::]:50051", stop: asyncio.Event | None = None) -> None:
         """Serve until ``stop`` is set or SIGTERM/SIGINT arrives, then stop cleanly."""

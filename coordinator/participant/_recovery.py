@@ -30,20 +30,6 @@ log = logging.getLogger("coordinator.participant.recovery")
 
 
 @dataclass(frozen=True)
-class TwoPhaseOptions:
-    """coordinator: "host:port" the recovery loop asks (None: no loop; in-doubt branches
-    then wait for the coordinator's own phase-2 retries)."""
-
-    coordinator: str | None = None
-    recovery_interval: float = 30.0
-    coordinator_timeout: float = 5.0
-
-    def __post_init__(self) -> None:
-        if self.recovery_interval <= 0 or self.coordinator_timeout <= 0:
-            raise ValueError("recovery_interval and coordinator_timeout must be positive")
-
-
-@dataclass(frozen=True)
 class Verdict:
     decision: Decision | None  # None: not decided yet (or cannot be told): ask again later
     reason: str

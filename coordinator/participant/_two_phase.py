@@ -13,6 +13,11 @@ call first locks that row, so twins and reordered calls for one branch run one a
   told apart by the barrier row written inside it: visible = it committed, absent = it
   rolled back or never prepared. An abort with no row leaves one (state aborted), so a
   late prepare votes no; a commit with no row is refused (never prepared here).
+* calls never queue: a call that finds its branch's row locked by a twin answers RETRY
+  at once, as does a prepare past ``max_concurrent_prepares`` or one whose business
+  function waited ``lock_timeout`` for a row lock. Prepared transactions hold their locks
+  until phase 2, and phase 2 needs pooled connections to release them: prepares that
+  queued for locks or connections could take them all and never be released.
 * conflicting requests (commit of a rolled back branch, abort of a committed one) answer
   FAILED, so the coordinator shows the transaction FAILED for an operator.
 """
@@ -29,13 +34,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from coordinator.participant._backoff import retrying_on
 from coordinator.participant._barrier import BarrierOptions, BusinessFn
-from coordinator.participant._errors import Refused, describe, is_transient
+from coordinator.participant._errors import Refused, describe, is_lock_timeout, is_transient
 from coordinator.participant._two_phase_db import xa_driver
 from coordinator.participant._two_phase_table import (
     XaRow,
     XaState,
     age,
     claim,
+    exists,
     lock,
     rows,
     server_now,
@@ -53,6 +59,28 @@ _MESSAGE_CHARS = 512
 class Decision(StrEnum):
     COMMIT = "commit"
     ABORT = "abort"
+
+
+@dataclass(frozen=True)
+class TwoPhaseOptions:
+    """coordinator: "host:port" the recovery loop asks (None: no loop; in-doubt branches
+    then wait for the coordinator's own phase-2 retries).
+    lock_timeout: seconds a prepare's business function may wait for a row lock before
+    the branch answers RETRY (the coordinator retries until its prepare deadline).
+    max_concurrent_prepares: prepares running at once; each holds two pooled connections,
+    so keep twice this well below the engine's pool size, leaving room for phase 2."""
+
+    coordinator: str | None = None
+    recovery_interval: float = 30.0
+    coordinator_timeout: float = 5.0
+    lock_timeout: float = 2.0
+    max_concurrent_prepares: int = 6
+
+    def __post_init__(self) -> None:
+        if min(self.recovery_interval, self.coordinator_timeout, self.lock_timeout) <= 0:
+            raise ValueError("recovery_interval, coordinator_timeout and lock_timeout must be positive")
+        if self.max_concurrent_prepares < 1:
+            raise ValueError("max_concurrent_prepares must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -78,9 +106,12 @@ def _retryable(exc: BaseException) -> bool:
 class TwoPhase:
     """Prepare / commit / abort of 2PC branches on one database (``AsyncEngine``)."""
 
-    def __init__(self, engine: AsyncEngine, options: BarrierOptions | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, options: BarrierOptions | None = None,
+                 two_phase: TwoPhaseOptions | None = None) -> None:
         self._engine = engine
         self._options = options or BarrierOptions()
+        self._limits = two_phase or TwoPhaseOptions()
+        self._preparing = 0
 
     async def call(self, key: BranchKey, operation: str, business: BusinessFn | None) -> Reply:
         """Answer a Prepare (``business`` required), Commit or Abort for ``key.op``.
@@ -116,20 +147,35 @@ class TwoPhase:
     # -- phase 1 -------------------------------------------------------------------------
 
     async def prepare(self, key: BranchKey, operation: str, business: BusinessFn) -> Reply:
+        limit = self._limits.max_concurrent_prepares
+        if self._preparing >= limit:
+            return Reply(Outcome.RETRY, message=f"busy: {limit} prepares in flight here")
+        self._preparing += 1
+        try:
+            return await self._prepare(key, operation, business)
+        finally:
+            self._preparing -= 1
+
+    async def _prepare(self, key: BranchKey, operation: str, business: BusinessFn) -> Reply:
         xid = xid_for(key.gid, key.branch)
         async with self._engine.begin() as conn:
-            await claim(conn, xid, key, operation, XaState.PREPARING)
+            fresh = await claim(conn, xid, key, operation, XaState.PREPARING)
         async with self._engine.connect() as control, control.begin():
-            row = await _locked(control, xid)
+            row = await lock(control, xid, skip_locked=True)
+            if row is None:
+                return await _busy_or_gone(control, xid)
             if row.state is not XaState.PREPARING:
                 return _vote_again(row)
-            if xid in await xa_driver(control).prepared(control):
+            # Only an attempt that found the row already claimed can follow one that died
+            # after preparing; a fresh claim saves listing the server's prepared XIDs.
+            if not fresh and xid in await xa_driver(control).prepared(control):
                 # An earlier attempt prepared it and died before recording the vote.
                 await set_state(control, xid, XaState.PREPARED)
                 return Reply(Outcome.OK, message="already prepared")
             reply = await self._prepare_locally(key, xid, business)
-            state = XaState.PREPARED if reply.outcome is Outcome.OK else XaState.REFUSED
-            await set_state(control, xid, state, reply.message, reply.result)
+            if reply.outcome is not Outcome.RETRY:
+                state = XaState.PREPARED if reply.outcome is Outcome.OK else XaState.REFUSED
+                await set_state(control, xid, state, reply.message, reply.result)
             return reply
 
     async def _prepare_locally(self, key: BranchKey, xid: str, business: BusinessFn) -> Reply:
@@ -137,7 +183,7 @@ class TwoPhase:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             driver = xa_driver(conn)
             try:
-                await driver.begin(conn, xid)
+                await driver.begin(conn, xid, self._limits.lock_timeout)
                 try:
                     result = _as_bytes(await business(conn))
                 except Refused as exc:
@@ -145,10 +191,13 @@ class TwoPhase:
                     return Reply(Outcome.FAILED, message=(str(exc) or "refused")[:_MESSAGE_CHARS])
                 await write_witness(conn, key)
                 await driver.prepare(conn, xid)
-            except BaseException:
+            except BaseException as exc:
                 # Whatever state the local transaction is in, closing the connection makes
                 # the server roll it back; never hand a half-done XA session to the pool.
                 await _discard(conn)
+                if isinstance(exc, Exception) and is_lock_timeout(exc):
+                    return Reply(Outcome.RETRY, message=f"rows locked by another transaction for "
+                                 f"{self._limits.lock_timeout:g}s (a prepared branch waiting for phase 2?)")
                 raise
             if driver.detach_after_prepare:
                 await _discard(conn)
@@ -159,8 +208,10 @@ class TwoPhase:
     async def commit(self, key: BranchKey) -> Reply:
         xid = xid_for(key.gid, key.branch)
         async with self._engine.connect() as control, control.begin():
-            row = await lock(control, xid)
+            row = await lock(control, xid, skip_locked=True)
             if row is None:
+                if await exists(control, xid):
+                    return _BUSY
                 return _conflict(key, "commit refused: this branch was never prepared here")
             if row.state is XaState.COMMITTED:
                 return Reply(Outcome.OK, message="already committed")
@@ -174,7 +225,9 @@ class TwoPhase:
             if await claim(conn, xid, key, operation, XaState.ABORTED):
                 return Reply(Outcome.OK, message="null abort: never prepared; a late prepare votes no")
         async with self._engine.connect() as control, control.begin():
-            row = await _locked(control, xid)
+            row = await lock(control, xid, skip_locked=True)
+            if row is None:
+                return await _busy_or_gone(control, xid)
             if row.state is XaState.ABORTED:
                 return Reply(Outcome.OK, message="already aborted")
             if row.state is XaState.REFUSED:
@@ -234,11 +287,15 @@ class TwoPhase:
             return outcome
 
 
-async def _locked(control: AsyncConnection, xid: str) -> XaRow:
-    row = await lock(control, xid)
-    if row is None:  # claimed a moment ago: only a purge running with a tiny age removes it
-        raise RuntimeError(f"txc_xa row {xid} vanished while in use")
-    return row
+_BUSY = Reply(Outcome.RETRY, message="busy: another call for this branch is in progress")
+
+
+async def _busy_or_gone(control: AsyncConnection, xid: str) -> Reply:
+    """The row claimed a moment ago could not be locked: a twin holds it (the usual case),
+    or a purge running with a tiny age removed it."""
+    if await exists(control, xid):
+        return _BUSY
+    raise RuntimeError(f"txc_xa row {xid} vanished while in use")
 
 
 def _vote_again(row: XaRow) -> Reply:

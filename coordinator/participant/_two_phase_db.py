@@ -7,6 +7,7 @@ transaction that gets prepared is opened explicitly (``XA START`` / ``BEGIN``).
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 
 from sqlalchemy import exc as sa_exc
@@ -32,7 +33,10 @@ class XaDriver(ABC):
     detach_after_prepare = False
 
     @abstractmethod
-    async def begin(self, conn: AsyncConnection, xid: str) -> None: ...
+    async def begin(self, conn: AsyncConnection, xid: str, lock_timeout: float) -> None:
+        """Open the local transaction; its row-lock waits end after ``lock_timeout`` s
+        (a prepared transaction holds its locks until phase 2, so waiting longer could
+        pile every connection up behind one that is in doubt)."""
     @abstractmethod
     async def prepare(self, conn: AsyncConnection, xid: str) -> None: ...
     @abstractmethod
@@ -56,8 +60,9 @@ class XaDriver(ABC):
 
 
 class PostgresXa(XaDriver):
-    async def begin(self, conn: AsyncConnection, xid: str) -> None:
+    async def begin(self, conn: AsyncConnection, xid: str, lock_timeout: float) -> None:
         await conn.exec_driver_sql("BEGIN")
+        await conn.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, round(lock_timeout * 1000))}")
 
     async def prepare(self, conn: AsyncConnection, xid: str) -> None:
         await conn.exec_driver_sql(f"PREPARE TRANSACTION {literal(xid)}")
@@ -99,7 +104,11 @@ _MYSQL_GONE = {1397, 1402, 1612, 1613, 1614}
 class MysqlXa(XaDriver):
     detach_after_prepare = True
 
-    async def begin(self, conn: AsyncConnection, xid: str) -> None:
+    async def begin(self, conn: AsyncConnection, xid: str, lock_timeout: float) -> None:
+        # Whole seconds only; the session value is reset when the connection goes back
+        # to the pool (rollback_active) or the connection is closed (after prepare).
+        seconds = max(1, math.ceil(lock_timeout))
+        await conn.exec_driver_sql(f"SET SESSION innodb_lock_wait_timeout = {seconds}")
         await conn.exec_driver_sql(f"XA START {literal(xid)}")
 
     async def prepare(self, conn: AsyncConnection, xid: str) -> None:
@@ -109,6 +118,7 @@ class MysqlXa(XaDriver):
     async def rollback_active(self, conn: AsyncConnection, xid: str) -> None:
         await conn.exec_driver_sql(f"XA END {literal(xid)}")
         await conn.exec_driver_sql(f"XA ROLLBACK {literal(xid)}")
+        await conn.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = DEFAULT")
 
     async def commit_prepared(self, conn: AsyncConnection, xid: str) -> None:
         await conn.exec_driver_sql(f"XA COMMIT {literal(xid)}")

@@ -21,7 +21,7 @@ from sqlalchemy import Column, Index, String, Table, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coordinator.participant._sql import blob as blob_value
-from coordinator.participant._sql import db_now, insert_ignore
+from coordinator.participant._sql import db_now, insert_ignore, is_mysql
 from coordinator.participant._tables import barrier, blob, id_string, metadata, timestamp
 from coordinator.participant._types import BranchKey, Op, Outcome
 
@@ -74,6 +74,8 @@ class XaRow:
 
 async def claim(conn: AsyncConnection, xid: str, key: BranchKey, operation: str, state: XaState) -> bool:
     """Insert the branch's row in ``state`` unless it exists; True when inserted."""
+    if is_mysql(conn) and await exists(conn, xid):
+        return False  # MySQL's INSERT IGNORE would wait for the lock a twin holds on the row
     now = db_now(conn)
     values = {
         "xid": xid,
@@ -92,6 +94,11 @@ async def lock(conn: AsyncConnection, xid: str, *, skip_locked: bool = False) ->
     stmt = select(xa).where(xa.c.xid == xid).with_for_update(skip_locked=skip_locked)
     row = (await conn.execute(stmt)).one_or_none()
     return None if row is None else _row(row)
+
+
+async def exists(conn: AsyncConnection, xid: str) -> bool:
+    """A plain read: never waits for the row's lock."""
+    return (await conn.execute(select(xa.c.xid).where(xa.c.xid == xid))).first() is not None
 
 
 async def rows(conn: AsyncConnection, xids: list[str]) -> list[XaRow]:

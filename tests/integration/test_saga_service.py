@@ -204,3 +204,28 @@ async def test_health_reports_serving_then_not_serving_on_shutdown(etcd: DevEtcd
         await channel.close(None)
         await server.stop(0.2)
 
+
+
+async def test_past_max_active_start_is_resource_exhausted_and_nothing_is_written(
+        etcd: DevEtcd, prefix: str, participant: ScriptedParticipant) -> None:
+    from dataclasses import replace
+
+    from coordinator.domain.validation import Limits
+    options = replace(server_options(etcd, prefix), limits=Limits(max_active=1))
+    async with running(options) as server, client_for(server) as c:
+        await c.start_saga(Saga(steps(participant, {"sleep": 1.0}), gid="busy-1"))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await c.start_saga(Saga(steps(participant, {}), gid="busy-2"))
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "max_active" in (err.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await c.get("busy-2")
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        for _ in range(200):
+            if (await c.get("busy-1")).state == pb.TX_STATE_COMMITTED:
+                break
+            await asyncio.sleep(0.05)
+        assert (await c.get("busy-1")).state == pb.TX_STATE_COMMITTED
+        await asyncio.sleep(0.1)  # the driver lets go of a finished transaction
+        later = await c.start_saga(Saga(steps(participant, {}), gid="busy-2"), wait=True)
+        assert later.transaction.state == pb.TX_STATE_COMMITTED

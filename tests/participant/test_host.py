@@ -90,11 +90,11 @@ class Served:
     channel: grpc.aio.Channel
 
     async def call(self, method: str, gid: str, operation: str, payload: bytes = b"",
-                   branch: str = "b1", attempt: int = 1) -> ppb.BranchReply:
+                   branch: str = "b1", attempt: int = 1, deadline_s: float = 10) -> ppb.BranchReply:
         op = method.lower()
         request = ppb.BranchRequest(gid=gid, branch=branch, operation=operation, payload=payload,
                                     idempotency_key=f"{gid}/{branch}/{op}", attempt=attempt)
-        reply: ppb.BranchReply = await getattr(self.stub, method)(request, timeout=10)
+        reply: ppb.BranchReply = await getattr(self.stub, method)(request, timeout=deadline_s)
         return reply
 
     async def status(self) -> int:
@@ -189,6 +189,23 @@ async def test_call_timeout_is_retry_and_leaves_nothing(db: Db, gid: str) -> Non
         again = await s.call("Execute", gid, "slow.op", b"0.01", attempt=2)
         assert again.outcome == ppb.OUTCOME_OK
         assert await db.open_transactions() == 0
+    finally:
+        await s.channel.close(None)
+        await s.host.stop(0)
+
+
+async def test_work_outlives_an_impatient_caller_and_its_retry_gets_the_outcome(
+        db: Db, gid: str) -> None:
+    s = await serve(build_host(db.engine, call_timeout=5.0))
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await s.call("Execute", gid, "slow.op", b"0.6", deadline_s=0.2)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        await asyncio.sleep(1.0)  # the work went on without the caller and committed
+        assert await db.count_effects(gid) == 1
+        again = await s.call("Execute", gid, "slow.op", b"0.6", attempt=2, deadline_s=0.3)
+        assert (again.outcome, again.result) == (ppb.OUTCOME_OK, b"slow done")
+        assert await db.count_effects(gid) == 1
     finally:
         await s.channel.close(None)
         await s.host.stop(0)

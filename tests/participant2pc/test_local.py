@@ -5,19 +5,27 @@ row locks until phase 2, and every duplicate or reordered call gets a consistent
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from sqlalchemy import text, update
 
 from coordinator._proto.txc.v1 import participant_pb2 as ppb
-from coordinator.participant import Op, ParticipantHost, xa_table, xid_for
+from coordinator.participant import (
+    HostOptions,
+    Op,
+    ParticipantHost,
+    TwoPhaseOptions,
+    xa_table,
+    xid_for,
+)
 
-from ._service import RUNS
+from ._service import RUNS, build
 from .conftest import Db, call
 
 pytestmark = pytest.mark.integration
 
-OK, FAILED = ppb.OUTCOME_OK, ppb.OUTCOME_FAILED
+OK, FAILED, RETRY = ppb.OUTCOME_OK, ppb.OUTCOME_FAILED, ppb.OUTCOME_RETRY
 
 
 async def test_prepare_holds_locks_until_commit(db: Db, host: ParticipantHost, gid: str) -> None:
@@ -40,6 +48,43 @@ async def test_prepare_holds_locks_until_commit(db: Db, host: ParticipantHost, g
     assert (again.outcome, again.message) == (OK, "already committed")
     assert (await call(host, Op.ABORT, gid, "a", {})).outcome == FAILED  # conflicting
     assert await db.value(row) == 1
+
+
+async def test_prepare_blocked_by_a_prepared_branch_answers_retry_not_waits(
+        db: Db, gid: str) -> None:
+    """A prepared branch holds its row locks until phase 2: a second prepare on the same
+    row waits lock_timeout at most, answers RETRY without recording a vote, and votes
+    once the first branch is finished."""
+    host = build(db.engine, HostOptions(two_phase=TwoPhaseOptions(lock_timeout=0.5)))
+    row = await db.add_row(v=0)
+    assert (await call(host, Op.PREPARE, gid, "a", {"id": row}, "rows.bump")).outcome == OK
+    started = time.monotonic()
+    blocked = await call(host, Op.PREPARE, gid, "b", {"id": row}, "rows.bump")
+    assert blocked.outcome == RETRY and "locked by another transaction" in blocked.message
+    assert time.monotonic() - started < 3.0
+    assert await db.xa_state(gid, "b") == "preparing"  # no vote recorded
+    assert xid_for(gid, "b") not in await db.prepared()
+    assert (await call(host, Op.COMMIT, gid, "a", {})).outcome == OK
+    assert (await call(host, Op.PREPARE, gid, "b", {"id": row}, "rows.bump")).outcome == OK
+    assert (await call(host, Op.COMMIT, gid, "b", {})).outcome == OK
+    assert await db.value(row) == 2
+    assert await db.can_update(row)  # the session setting did not leak into the pool
+
+
+async def test_prepares_past_the_cap_answer_busy_and_phase_two_still_runs(
+        db: Db, gid: str) -> None:
+    host = build(db.engine, HostOptions(two_phase=TwoPhaseOptions(
+        lock_timeout=1.0, max_concurrent_prepares=2)))
+    row = await db.add_row(v=0)
+    assert (await call(host, Op.PREPARE, gid, "holder", {"id": row}, "rows.bump")).outcome == OK
+    # Three prepares wait for the holder's lock; only two may run, the third is turned away.
+    waiting = await asyncio.gather(*(call(host, Op.PREPARE, gid, f"w{i}", {"id": row}, "rows.bump")
+                                     for i in range(3)))
+    messages = sorted(w.message.split(":")[0] for w in waiting)
+    assert {w.outcome for w in waiting} == {RETRY}
+    assert messages.count("busy") == 1
+    assert (await call(host, Op.ABORT, gid, "holder", {})).outcome == OK
+    assert await db.value(row) == 0
 
 
 async def test_prepare_then_abort_rolls_back(db: Db, host: ParticipantHost, gid: str) -> None:
@@ -75,9 +120,14 @@ async def test_duplicate_and_concurrent_prepares_run_once(
     assert first == second and first.outcome == OK and first.result == f"put {gid}-a".encode()
     twins = await asyncio.gather(*(call(host, Op.PREPARE, gid, "b", {"id": f"{gid}-b"})
                                    for _ in range(4)))
-    assert {t.outcome for t in twins} == {OK}
+    # Twins never queue behind each other (that could hold every pooled connection):
+    # the one that runs votes, the others are told to retry and then get the same vote.
+    assert OK in {t.outcome for t in twins} and {t.outcome for t in twins} <= {OK, RETRY}
+    assert all("in progress" in t.message for t in twins if t.outcome == RETRY)
+    again = await call(host, Op.PREPARE, gid, "b", {"id": f"{gid}-b"})
+    assert again.outcome == OK and again.result == f"put {gid}-b".encode()
     assert (RUNS[f"{gid}/a"], RUNS[f"{gid}/b"]) == (1, 1)
-    commits = await asyncio.gather(*(call(host, Op.COMMIT, gid, b, {}) for b in "abab"))
+    commits = [await call(host, Op.COMMIT, gid, b, {}) for b in "abab"]
     assert {c.outcome for c in commits} == {OK}
     assert (await db.value(f"{gid}-a"), await db.value(f"{gid}-b")) == (1, 1)
 

@@ -15,7 +15,7 @@ from coordinator.domain.records import (
     TxState,
     new_record,
 )
-from coordinator.engine import Answer, Driver, Kind, Recovery, idempotency_key
+from coordinator.engine import Answer, Driver, EngineOptions, Kind, Recovery, idempotency_key
 from coordinator.log import MemoryLog, MemoryStore
 
 FAST = RetryPolicy(max_attempts=0, initial_backoff_s=0.001, max_backoff_s=0.005)
@@ -62,10 +62,11 @@ async def settle(log: MemoryLog, gid: str, within: float = 5.0) -> TxState:
     raise AssertionError(f"{gid} did not settle")
 
 
-async def new_driver(store: MemoryStore, owner: str, p: ScriptedParticipant) -> tuple[MemoryLog, Driver]:
+async def new_driver(store: MemoryStore, owner: str, p: ScriptedParticipant,
+                     options: EngineOptions | None = None) -> tuple[MemoryLog, Driver]:
     log = MemoryLog(store, owner)
     await log.open()
-    return log, Driver(log, p)
+    return log, Driver(log, p, options)
 
 
 async def test_happy_path_writes_three_times_for_two_branches() -> None:
@@ -86,7 +87,18 @@ async def test_transient_failures_are_retried_with_the_same_key() -> None:
     a_calls = [c for c in p.calls if c[0].startswith("g2/a/")]
     assert a_calls == [("g2/a/execute", 1), ("g2/a/execute", 2), ("g2/a/execute", 3)]
     stored = await log.get("g2")
-    assert stored is not None and stored.record.status("a").attempts == 2  # failures noted
+    # The first failure is written; the second came within failure_write_interval_s.
+    assert stored is not None and stored.record.status("a").attempts == 1
+
+
+async def test_every_failure_is_written_when_the_interval_is_zero() -> None:
+    store = MemoryStore()
+    p = ScriptedParticipant(script={("a", "execute"): [Kind.UNKNOWN, Kind.UNKNOWN, Kind.OK]})
+    log, driver = await new_driver(store, "A", p, EngineOptions(failure_write_interval_s=0))
+    await driver.start(saga_record("g2"))
+    assert await settle(log, "g2") is TxState.COMMITTED
+    stored = await log.get("g2")
+    assert stored is not None and stored.record.status("a").attempts == 2
 
 
 async def test_compensation_that_never_succeeds_fails_the_saga_after_its_budget() -> None:
