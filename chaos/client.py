@@ -19,6 +19,7 @@ from google.protobuf.duration_pb2 import Duration
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from coordinator import pb
+from coordinator._channel import insecure_channel
 from coordinator._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
 from coordinator.participant import Refused
 
@@ -84,7 +85,7 @@ class CoordinatedClient:
 
     def __init__(self, coordinators: Sequence[str], accounts: str, orders: str, mode: Mode,
                  timeout_s: float) -> None:
-        self._channels = [grpc.aio.insecure_channel(a) for a in coordinators]
+        self._channels = [insecure_channel(a) for a in coordinators]
         self._stubs = [pb_grpc.CoordinatorStub(c) for c in self._channels]
         self._accounts, self._orders, self._mode, self._timeout = accounts, orders, mode, timeout_s
         self._next = 0
@@ -94,17 +95,25 @@ class CoordinatedClient:
             await channel.close(None)
 
     async def transfer(self, t: Transfer) -> tuple[Told, str]:
-        stub = self._stubs[self._next % len(self._stubs)]
+        """Start on the next coordinator; one that cannot be reached is passed over for
+        the other (a start is idempotent on the gid, so asking twice is safe)."""
+        first = self._next
         self._next += 1
-        try:
-            if self._mode == "saga":
-                reply = await stub.StartSaga(self._saga(t), timeout=self._timeout)
-            else:
-                reply = await stub.StartTwoPhase(self._two_phase(t), timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                return "failed", "refused: coordinator at capacity"  # nothing was started
-            return "unknown", exc.code().name
+        end = time.monotonic() + self._timeout
+        for i in range(len(self._stubs)):
+            stub = self._stubs[(first + i) % len(self._stubs)]
+            left = end - time.monotonic()
+            try:
+                if self._mode == "saga":
+                    reply = await stub.StartSaga(self._saga(t), timeout=left)
+                else:
+                    reply = await stub.StartTwoPhase(self._two_phase(t), timeout=left)
+                break
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    return "failed", "refused: coordinator at capacity"  # nothing was started
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or i == len(self._stubs) - 1:
+                    return "unknown", exc.code().name
         state = reply.transaction.state
         if state == pb.TX_STATE_COMMITTED:
             return "ok", ""

@@ -16,6 +16,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from coordinator import pb
+from coordinator._channel import insecure_channel
 from coordinator._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
 from coordinator.participant import create_engine
 
@@ -29,7 +30,6 @@ log = logging.getLogger("txcoord.chaos")
 NOT_BUILT = (
     "packet-level faults (network namespaces, iptables DROP/REJECT, random loss): not built; "
     "every link fault here comes from the userspace proxy",
-    "etcd runs as a single member, so no etcd member is killed",
 )
 UNSETTLED = [pb.TX_STATE_RUNNING, pb.TX_STATE_COMPENSATING, pb.TX_STATE_PREPARING,
              pb.TX_STATE_COMMITTING, pb.TX_STATE_ABORTING, pb.TX_STATE_FAILED]
@@ -187,10 +187,9 @@ class Runner:
         """Wait (bounded) until the coordinator has settled every transfer of this mode."""
         if mode == "none":
             return [], {}
-        import grpc
 
         address = f"127.0.0.1:{self.topology.ports['c1']}"
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with insecure_channel(address) as channel:
             stub = pb_grpc.CoordinatorStub(channel)
             deadline = time.monotonic() + self.config.converge_s
             while True:

@@ -1,8 +1,9 @@
-"""The harness' world: etcd, two coordinators, the two services, and a fault proxy on
-every link between them. Processes can be killed, restarted, paused and resumed by name.
+"""The harness' world: a 3-member etcd cluster, two coordinators, the two services, and a
+fault proxy on every link between them. Processes (etcd members included) can be killed,
+restarted, paused and resumed by name.
 
     client --client->c1/c2--> coordinators --c->accounts/c->orders--> services
-    coordinators --c1->etcd/c2->etcd--> etcd        services --accounts->pg/orders->maria--> DBs
+    coordinators --cN->etcd1..3--> etcd members   services --accounts->pg/orders->maria--> DBs
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coordinator.server import DevEtcd
 from coordinator.server._dev_etcd import free_port
 
+from .etcd_cluster import MEMBERS, EtcdCluster
 from .proxy import FaultProxy
 
 
@@ -89,20 +92,25 @@ class Process:
 class Topology:
     out: Path
     dbs: Databases = field(default_factory=Databases)
-    etcd: DevEtcd = field(default_factory=DevEtcd)
     links: dict[str, FaultProxy] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    _etcd_dir: tempfile.TemporaryDirectory[str] | None = None
 
     async def start(self, two_phase: bool = False) -> None:
-        self.etcd.start()
+        self._etcd_dir = tempfile.TemporaryDirectory(prefix="txc-chaos-etcd-")
+        etcd = EtcdCluster(Path(self._etcd_dir.name))
+        for member in MEMBERS:
+            self.processes[member] = Process(member, etcd.argv(member), self.out / f"{member}.log")
+            self.processes[member].start()
+        await _wait_healthy(etcd.client_ports, timeout_s=30.0)
         for name in ("c1", "c2", "accounts", "orders"):
             self.ports[name] = free_port()
-        etcd_port = int(self.etcd.endpoint.rsplit(":", 1)[1])
+        etcd_links = [(f"{c}->{m}", etcd.client_ports[m]) for c in ("c1", "c2") for m in MEMBERS]
         for name, port in (("client->c1", self.ports["c1"]), ("client->c2", self.ports["c2"]),
                            ("c->accounts", self.ports["accounts"]),
                            ("c->orders", self.ports["orders"]),
-                           ("c1->etcd", etcd_port), ("c2->etcd", etcd_port),
+                           *etcd_links,
                            ("accounts->pg", self.dbs.pg_port),
                            ("orders->maria", self.dbs.maria_port)):
             host = self.dbs.pg_host if name == "accounts->pg" else "127.0.0.1"
@@ -111,7 +119,8 @@ class Topology:
             self.links[name] = proxy
         self._define_processes(two_phase)
         for process in self.processes.values():
-            process.start()
+            if not process.alive():
+                process.start()
         await self.wait_ready()
 
     def link_port(self, name: str) -> int:
@@ -126,8 +135,10 @@ class Topology:
         for c in ("c1", "c2"):
             self.processes[c] = Process(c, [
                 py, "-m", "coordinator.cli", "serve", "--listen", f"127.0.0.1:{self.ports[c]}",
-                "--etcd", f"127.0.0.1:{self.link_port(c + '->etcd')}", "--lease-ttl", "5",
-                "--max-calls-per-participant", "16", "--grace", "1", "--log-level", "warning"], self.out / f"{c}.log")
+                "--etcd", ",".join(f"127.0.0.1:{self.link_port(f'{c}->{m}')}" for m in MEMBERS),
+                "--lease-ttl", "5",
+                "--max-calls-per-participant", "16", "--grace", "1", "--log-level", "warning"],
+                self.out / f"{c}.log")
         self.processes["accounts"] = Process("accounts", [
             py, "-m", "chaos.workload.services", "accounts",
             "--dsn", self.dbs.pg(self.link_port("accounts->pg")),
@@ -154,7 +165,32 @@ class Topology:
             process.stop()
         for proxy in self.links.values():
             await proxy.stop()
-        self.etcd.cleanup()
+        if self._etcd_dir is not None:
+            self._etcd_dir.cleanup()
+            self._etcd_dir = None
+
+
+async def _wait_healthy(client_ports: dict[str, int], timeout_s: float) -> None:
+    """Until every member answers /health true: the cluster has a leader."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout_s
+    pending = dict(client_ports)
+    while pending and loop.time() < end:
+        for name, port in list(pending.items()):
+            if await asyncio.to_thread(_healthy, port):
+                del pending[name]
+        if pending:
+            await asyncio.sleep(0.2)
+    if pending:
+        raise RuntimeError(f"etcd members {sorted(pending)} not healthy within {timeout_s}s")
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as reply:
+            return b'"true"' in reply.read()
+    except OSError:
+        return False
 
 
 async def _wait_port(port: int, timeout_s: float, name: str) -> None:

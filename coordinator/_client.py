@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 from google.protobuf.duration_pb2 import Duration
 
+from ._channel import insecure_channel
 from ._proto.txc.v1 import coordinator_pb2 as pb
 from ._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
 
@@ -86,7 +86,7 @@ class CoordinatorClient:
     """``async with CoordinatorClient("127.0.0.1:7070") as c: await c.start_saga(saga)``."""
 
     def __init__(self, address: str, *, timeout_s: float = 10.0) -> None:
-        self._channel = grpc.aio.insecure_channel(address)
+        self._channel = insecure_channel(address)
         self._stub = pb_grpc.CoordinatorStub(self._channel)
         self._timeout_s = timeout_s
 

@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 
+from .._channel import insecure_channel
 from .._proto.txc.v1 import coordinator_pb2 as pb
 from .._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
 from ._common import env_default
@@ -93,7 +94,7 @@ def _sync(fn: Callable[[argparse.Namespace, pb_grpc.CoordinatorAsyncStub], Await
 
 async def _connected(args: argparse.Namespace,
                      fn: Callable[[argparse.Namespace, pb_grpc.CoordinatorAsyncStub], Awaitable[int]]) -> int:
-    channel = grpc.aio.insecure_channel(args.coordinator)
+    channel = insecure_channel(args.coordinator)
     try:
         return await fn(args, pb_grpc.CoordinatorStub(channel))
     except grpc.aio.AioRpcError as exc:

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import grpc
 
+from .._channel import insecure_channel
 from .._proto.txc.v1 import participant_pb2 as ppb
 from .._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
 from ..domain.records import BranchPlan, Op
@@ -65,7 +66,7 @@ class GrpcTransport:
                 _, (old, _) = self._stubs.popitem(last=False)
                 # grpc.aio closes it when collected; close() would cut calls still in flight.
                 del old
-            channel = grpc.aio.insecure_channel(address)
+            channel = insecure_channel(address)
             entry = (channel, ppb_grpc.ParticipantStub(channel))
             self._stubs[address] = entry
         else:

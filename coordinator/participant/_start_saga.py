@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 from google.protobuf.message import DecodeError
 
+from coordinator._channel import insecure_channel
 from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
 from coordinator.participant._errors import PermanentDeliveryError
 from coordinator.participant._outbox import OutboxMessage
@@ -23,7 +24,7 @@ class StartSagaSender:
     def __init__(self, target: str | grpc.aio.Channel, *, timeout: float = 10.0) -> None:
         self._timeout = timeout
         self._own_channel = isinstance(target, str)
-        self._channel = grpc.aio.insecure_channel(target) if isinstance(target, str) else target
+        self._channel = insecure_channel(target) if isinstance(target, str) else target
         self._call = self._channel.unary_unary(
             _METHOD,
             request_serializer=cpb.StartSagaRequest.SerializeToString,

@@ -1,4 +1,5 @@
-"""The harness end to end, short: all three modes under a partition and a coordinator kill.
+"""The harness end to end, short: all three modes under a partition, a coordinator kill
+and an etcd member kill.
 
 Real processes (two coordinators, both services), real etcd, PostgreSQL and MariaDB.
 ``none`` must show the article's inconsistency; ``saga`` and ``2pc`` none after convergence.
@@ -15,7 +16,8 @@ from chaos.runner import RunConfig, Runner
 
 pytestmark = pytest.mark.integration
 
-FAULTS = "partition:orders->maria@2s+4s, kill:c1@3s+3s, latency(50,20):c->accounts@7s+2s"
+FAULTS = ("partition:orders->maria@2s+4s, kill:c1@3s+3s, kill:etcd2@5s+3s, "
+          "latency(50,20):c->accounts@7s+2s")
 
 
 async def test_none_breaks_saga_and_2pc_hold(tmp_path: Path) -> None:

@@ -1,0 +1,21 @@
+"""gRPC channels as txcoord opens them: quick to come back after the peer restarts.
+
+gRPC's default reconnect backoff grows to 120 s: after a participant or a coordinator
+restarts, a channel could fail every call at once (UNAVAILABLE) for up to two minutes
+while the peer is long back. Transactions wait on those calls, so the backoff is capped at
+a few seconds; the retry schedule of each call is the driver's business anyway.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+RECONNECT_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
+
+
+def insecure_channel(target: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(target, options=RECONNECT_OPTIONS)
