@@ -13,10 +13,12 @@ FAULTS
     ``kind[(args)][/direction]``, or ``random(f1|f2|...)[/direction]`` to draw one per
     occurrence. Link kinds (done by the fault proxy): ``partition``, ``reset``, ``cut``,
     ``latency(ms[,jitter_ms])`` (default 200,50), ``bandwidth(bytes_per_s)`` (``k``/``m``
-    suffix = KiB/MiB; default 64k), ``slow_close(delay_ms)`` (default 1000). Process kinds:
-    ``kill`` (SIGKILL, restart when the window ends), ``pause`` (SIGSTOP, SIGCONT when it
-    ends). A direction (``up`` = client to server, ``down``, ``both``; default both)
-    applies to link kinds only.
+    suffix = KiB/MiB; default 64k), ``slow_close(delay_ms)`` (default 1000). Packet link
+    kinds (iptables in the services' network namespaces, see :mod:`chaos.netns`): ``drop``,
+    ``reject`` (TCP reset), ``loss(probability)`` (default 0.2). Process kinds: ``kill``
+    (SIGKILL, restart when the window ends), ``pause`` (SIGSTOP, SIGCONT when it ends),
+    ``isolate`` (packet level: the process' namespace drops everything). A direction
+    (``up`` = client to server, ``down``, ``both``; default both) applies to link kinds only.
 TARGETS
     ``name``, a glob over the known names (``*``, ``c->*``), or ``a|b|...``: one of them is
     drawn per occurrence, among those the drawn kind fits (links or processes).
@@ -49,12 +51,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .netns import ISOLATE, PACKET_KINDS
 from .proxy import Bandwidth, Cut, Fault, Latency, Partition, Reset, SlowClose
 
 log = logging.getLogger(__name__)
 
-LINK_KINDS = ("partition", "reset", "cut", "latency", "bandwidth", "slow_close")
-PROCESS_KINDS = ("kill", "pause")
+LINK_KINDS = ("partition", "reset", "cut", "latency", "bandwidth", "slow_close", *PACKET_KINDS)
+PROCESS_KINDS = ("kill", "pause", ISOLATE)
 DIRECTIONS = ("up", "down", "both")
 DEFAULT_DURATION_S = 5.0
 MAX_EVENTS_PER_ENTRY = 100_000
@@ -65,15 +68,18 @@ DEFAULT_SCHEDULE = ", ".join([
     "latency(100..400,50):*@every 12s..20s for 3s..6s from 3s",
     "random(bandwidth(16k)|slow_close(1000)):*@every 20s..30s for 3s..5s from 8s",
     "random(kill|pause):*@every 20s..30s for 2s..5s from 12s",
+    # Packet level (left out, and said so, where namespaces and iptables are unavailable).
+    "random(drop|reject|loss(0.05..0.3)):*@every 15s..25s for 2s..4s from 10s",
 ])
 
-ParamUnit = Literal["ms", "bytes"]
+ParamUnit = Literal["ms", "bytes", "ratio"]
 # kind -> ((param, unit, default or None if required), ...). Every argument has a default
 # so that a bare kind works inside random(...).
 KIND_PARAMS: dict[str, tuple[tuple[str, ParamUnit, float | None], ...]] = {
     "latency": (("ms", "ms", 200.0), ("jitter_ms", "ms", 50.0)),
     "bandwidth": (("bytes_per_s", "bytes", 64 * 1024.0),),
     "slow_close": (("delay_ms", "ms", 1000.0),),
+    "loss": (("probability", "ratio", 0.2),),
 }
 
 
@@ -104,6 +110,10 @@ class FaultEvent:
     @property
     def is_process_fault(self) -> bool:
         return self.kind in PROCESS_KINDS
+
+    @property
+    def is_packet_fault(self) -> bool:
+        return self.kind in PACKET_KINDS or self.kind == ISOLATE
 
     def proxy_fault(self) -> Fault:
         """The proxy fault for a link event (``proxy.set_fault(event.direction, ...)``)."""
@@ -376,7 +386,13 @@ def _bytes(token: str) -> float | None:
     return float(m[1]) * {"k": 1024, "m": 1024 * 1024, None: 1}[m[2].lower() if m[2] else None]
 
 
-_AMOUNT: dict[ParamUnit, Callable[[str], float | None]] = {"ms": _milliseconds, "bytes": _bytes}
+def _ratio(token: str) -> float | None:
+    m = re.fullmatch(r"0?\.\d+|0|1(?:\.0*)?", token)
+    return None if m is None else float(token)
+
+
+_AMOUNT: dict[ParamUnit, Callable[[str], float | None]] = {
+    "ms": _milliseconds, "bytes": _bytes, "ratio": _ratio}
 
 
 # -- expansion ---------------------------------------------------------------------------

@@ -20,17 +20,14 @@ from coordinator._channel import insecure_channel
 from coordinator._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
 from coordinator.participant import create_engine
 
-from . import checker, report
+from . import checker, netns, report
 from .client import CoordinatedClient, Mode, Outcome, UncoordinatedClient, issue, transfers
 from .nemesis import DEFAULT_SCHEDULE, FaultEvent, Nemesis, timeline
-from .topology import Databases, Topology
+from .netns import PacketNet
+from .topology import SERVICES, Databases, Topology
 from .workload.schema import accounts, ledger, orders, reset_accounts, reset_orders
 
 log = logging.getLogger("txcoord.chaos")
-NOT_BUILT = (
-    "packet-level faults (network namespaces, iptables DROP/REJECT, random loss): not built; "
-    "every link fault here comes from the userspace proxy",
-)
 UNSETTLED = [pb.TX_STATE_RUNNING, pb.TX_STATE_COMPENSATING, pb.TX_STATE_PREPARING,
              pb.TX_STATE_COMMITTING, pb.TX_STATE_ABORTING, pb.TX_STATE_FAILED]
 
@@ -48,6 +45,7 @@ class RunConfig:
     max_amount: int = 150
     converge_s: float = 60.0
     timeout_s: float = 8.0
+    packet: bool | None = None  # packet-level faults: None = when this machine allows them
     dbs: Databases = field(default_factory=Databases)
 
 
@@ -63,7 +61,12 @@ class Runner:
     def __init__(self, config: RunConfig, progress: Callable[[str], None] = print) -> None:
         self.config = config
         self.say = progress
-        self.topology = Topology(config.out, config.dbs)
+        self.packet_skipped = netns.unavailable() if config.packet is not False else "turned off"
+        if config.packet and self.packet_skipped:
+            raise RuntimeError(f"packet-level faults asked for, but {self.packet_skipped}")
+        packet = PacketNet(SERVICES) if self.packet_skipped is None else None
+        self.topology = Topology(config.out, config.dbs, packet)
+        self._skipped_events: dict[str, int] = {}
         self._pg: AsyncEngine | None = None
         self._maria: AsyncEngine | None = None
         self._run_id = f"{int(time.time()) % 1_000_000:06d}"
@@ -97,9 +100,9 @@ class Runner:
         await reset_orders(self._maria)
         plan = transfers(cfg.seed, int(cfg.rate * cfg.duration_s), self._prefix(mode),
                          cfg.accounts, cfg.max_amount, overdraft=cfg.initial_balance * 10)
-        events = timeline(cfg.faults, links=sorted(self.topology.links),
-                          processes=sorted(self.topology.processes),
-                          duration_s=cfg.duration_s, seed=cfg.seed)
+        events = self._feasible(timeline(cfg.faults, links=sorted(self.topology.links),
+                                         processes=sorted(self.topology.processes),
+                                         duration_s=cfg.duration_s, seed=cfg.seed))
         nemesis = Nemesis(events, self._apply, self._revert, clock=time.time)
         initial_total = sum(balances.values())
         observations: list[checker.Observation] = []
@@ -137,9 +140,11 @@ class Runner:
                                                 Callable[[], Any]]:
         topo = self.topology
         if mode == "none":
-            pg = create_engine(self.config.dbs.pg(topo.link_port("accounts->pg")),
+            pg_host, pg_port = topo.link("accounts->pg").rsplit(":", 1)
+            maria_host, maria_port = topo.link("orders->maria").rsplit(":", 1)
+            pg = create_engine(self.config.dbs.pg(int(pg_port), pg_host),
                                pool_size=20, max_overflow=20, pool_timeout=5)
-            maria = create_engine(self.config.dbs.maria(topo.link_port("orders->maria")),
+            maria = create_engine(self.config.dbs.maria(int(maria_port), maria_host),
                                   pool_size=20, max_overflow=20, pool_timeout=5)
 
             async def dispose() -> None:
@@ -148,13 +153,26 @@ class Runner:
 
             return UncoordinatedClient(pg, maria, self.config.timeout_s), dispose
         client = CoordinatedClient(
-            [f"127.0.0.1:{topo.link_port('client->c1')}", f"127.0.0.1:{topo.link_port('client->c2')}"],
-            f"127.0.0.1:{topo.link_port('c->accounts')}", f"127.0.0.1:{topo.link_port('c->orders')}",
+            [topo.link("client->c1"), topo.link("client->c2")],
+            topo.link("c->accounts"), topo.link("c->orders"),
             mode, self.config.timeout_s)
         return client, client.close
 
+    def _feasible(self, events: list[FaultEvent]) -> list[FaultEvent]:
+        """Without the packet network, its faults are left out (and said so in the report)."""
+        if self.topology.packet is not None:
+            return events
+        for event in events:
+            if event.is_packet_fault:
+                self._skipped_events[event.kind] = self._skipped_events.get(event.kind, 0) + 1
+        return [e for e in events if not e.is_packet_fault]
+
     async def _apply(self, event: FaultEvent) -> None:
-        if event.kind == "kill":
+        if event.is_packet_fault:
+            await asyncio.to_thread(self.topology.apply_packet, id(event), event.kind,
+                                    event.target, event.direction,
+                                    event.params.get("probability", 0.0))
+        elif event.kind == "kill":
             self.topology.processes[event.target].kill()
         elif event.kind == "pause":
             self.topology.processes[event.target].pause()
@@ -163,7 +181,9 @@ class Runner:
                                                         event.proxy_fault())
 
     async def _revert(self, event: FaultEvent) -> None:
-        if event.kind == "kill":
+        if event.is_packet_fault:
+            await asyncio.to_thread(self.topology.revert_packet, id(event))
+        elif event.kind == "kill":
             self.topology.processes[event.target].start()
         elif event.kind == "pause":
             self.topology.processes[event.target].resume()
@@ -188,7 +208,7 @@ class Runner:
         if mode == "none":
             return [], {}
 
-        address = f"127.0.0.1:{self.topology.ports['c1']}"
+        address = "{}:{}".format(*self.topology.address("c1"))
         async with insecure_channel(address) as channel:
             stub = pb_grpc.CoordinatorStub(channel)
             deadline = time.monotonic() + self.config.converge_s
@@ -220,11 +240,20 @@ class Runner:
         out = self.config.out
         summary = {mode: _summary_row(r) for mode, r in results.items()}
         report.write_summary(out, summary)
-        skipped = list(NOT_BUILT) + report.plots(out, {m: r.outcomes for m, r in results.items()},
+        skipped = self._skipped() + report.plots(out, {m: r.outcomes for m, r in results.items()},
                                {m: r.windows for m, r in results.items()},
                                {m: r.ttc for m, r in results.items()})
         config = {k: v for k, v in asdict(self.config).items() if k not in ("dbs", "out")}
         (out / "report.md").write_text(report.markdown(summary, config, skipped))
+
+
+    def _skipped(self) -> list[str]:
+        if self.packet_skipped is None:
+            return []
+        dropped = ", ".join(f"{n} {k}" for k, n in sorted(self._skipped_events.items()))
+        return [f"packet-level faults (network namespaces, iptables DROP/REJECT, random loss): "
+                f"{self.packet_skipped}" + (f"; left out of the schedule: {dropped}" if dropped else
+                                            "; link faults came from the userspace proxy only")]
 
 
 def _summary_row(r: ModeResult) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from coordinator.server._dev_etcd import free_port
 
 from .etcd_cluster import MEMBERS, EtcdCluster
+from .netns import ISOLATE, Ends, NetError, PacketNet
 from .proxy import FaultProxy
 
 
@@ -34,11 +35,13 @@ class Databases:
     maria_user: str = "root"
     name: str = "txc_chaos"
 
-    def pg(self, port: int | None = None) -> str:
-        return f"postgresql+asyncpg://{self.pg_user}@{self.pg_host}:{port or self.pg_port}/{self.name}"
+    def pg(self, port: int | None = None, host: str | None = None) -> str:
+        return (f"postgresql+asyncpg://{self.pg_user}@{host or self.pg_host}:"
+                f"{port or self.pg_port}/{self.name}")
 
-    def maria(self, port: int | None = None) -> str:
-        return f"mysql+aiomysql://{self.maria_user}@{self.maria_host}:{port or self.maria_port}/{self.name}"
+    def maria(self, port: int | None = None, host: str | None = None) -> str:
+        return (f"mysql+aiomysql://{self.maria_user}@{host or self.maria_host}:"
+                f"{port or self.maria_port}/{self.name}")
 
 
 @dataclass
@@ -88,33 +91,44 @@ class Process:
                 self.kill()
 
 
+SERVICES = ("c1", "c2", "accounts", "orders")  # the processes a packet network isolates
+
+
 @dataclass
 class Topology:
+    """``packet``: run each service in a network namespace of its own, so that iptables
+    faults (see :mod:`chaos.netns`) can be applied; None keeps everything on loopback."""
+
     out: Path
     dbs: Databases = field(default_factory=Databases)
+    packet: PacketNet | None = None
     links: dict[str, FaultProxy] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     _etcd_dir: tempfile.TemporaryDirectory[str] | None = None
+    _rules: dict[int, list[tuple[str, list[str]]]] = field(default_factory=dict)
 
     async def start(self, two_phase: bool = False) -> None:
+        if self.packet is not None:
+            self.packet.setup()
         self._etcd_dir = tempfile.TemporaryDirectory(prefix="txc-chaos-etcd-")
         etcd = EtcdCluster(Path(self._etcd_dir.name))
         for member in MEMBERS:
             self.processes[member] = Process(member, etcd.argv(member), self.out / f"{member}.log")
             self.processes[member].start()
         await _wait_healthy(etcd.client_ports, timeout_s=30.0)
-        for name in ("c1", "c2", "accounts", "orders"):
+        for name in SERVICES:
             self.ports[name] = free_port()
-        etcd_links = [(f"{c}->{m}", etcd.client_ports[m]) for c in ("c1", "c2") for m in MEMBERS]
-        for name, port in (("client->c1", self.ports["c1"]), ("client->c2", self.ports["c2"]),
-                           ("c->accounts", self.ports["accounts"]),
-                           ("c->orders", self.ports["orders"]),
-                           *etcd_links,
-                           ("accounts->pg", self.dbs.pg_port),
-                           ("orders->maria", self.dbs.maria_port)):
-            host = self.dbs.pg_host if name == "accounts->pg" else "127.0.0.1"
-            proxy = FaultProxy("127.0.0.1", 0, host, port, name=name)
+        etcd_links = [(f"{c}->{m}", ("127.0.0.1", etcd.client_ports[m]))
+                      for c in ("c1", "c2") for m in MEMBERS]
+        for name, upstream in (("client->c1", self.address("c1")),
+                               ("client->c2", self.address("c2")),
+                               ("c->accounts", self.address("accounts")),
+                               ("c->orders", self.address("orders")),
+                               *etcd_links,
+                               ("accounts->pg", (self.dbs.pg_host, self.dbs.pg_port)),
+                               ("orders->maria", (self.dbs.maria_host, self.dbs.maria_port))):
+            proxy = FaultProxy(self._proxy_host, 0, *upstream, name=name)
             await proxy.start()
             self.links[name] = proxy
         self._define_processes(two_phase)
@@ -123,36 +137,84 @@ class Topology:
                 process.start()
         await self.wait_ready()
 
+    @property
+    def _proxy_host(self) -> str:
+        return self.packet.bridge_ip if self.packet else "127.0.0.1"
+
+    def address(self, name: str) -> tuple[str, int]:
+        """Where a service listens, as reached from the harness' own namespace."""
+        host = self.packet.addresses[name] if self.packet else "127.0.0.1"
+        return host, self.ports[name]
+
     def link_port(self, name: str) -> int:
         return self.links[name].port
+
+    def link(self, name: str) -> str:
+        """``host:port`` to reach the far end of a link through its proxy."""
+        return f"{self._proxy_host}:{self.link_port(name)}"
 
     def _define_processes(self, two_phase: bool) -> None:
         py = sys.executable
         # 2PC participants resolve in-doubt branches by asking a coordinator directly
         # (gRPC's ipv4: target with both: the first that answers).
-        both = ",".join(f"127.0.0.1:{self.ports[c]}" for c in ("c1", "c2"))
+        both = ",".join("{}:{}".format(*self.address(c)) for c in ("c1", "c2"))
         ask = ["--coordinator", f"ipv4:{both}"] if two_phase else []
+        listen = {n: f"{'0.0.0.0' if self.packet else '127.0.0.1'}:{self.ports[n]}" for n in SERVICES}
         for c in ("c1", "c2"):
-            self.processes[c] = Process(c, [
-                py, "-m", "coordinator.cli", "serve", "--listen", f"127.0.0.1:{self.ports[c]}",
-                "--etcd", ",".join(f"127.0.0.1:{self.link_port(f'{c}->{m}')}" for m in MEMBERS),
-                "--lease-ttl", "5",
-                "--max-calls-per-participant", "16", "--grace", "1", "--log-level", "warning"],
-                self.out / f"{c}.log")
-        self.processes["accounts"] = Process("accounts", [
+            self._define(c, [
+                py, "-m", "coordinator.cli", "serve", "--listen", listen[c],
+                "--etcd", ",".join(self.link(f"{c}->{m}") for m in MEMBERS), "--lease-ttl", "5",
+                "--max-calls-per-participant", "16", "--grace", "1", "--log-level", "warning"])
+        pg_host, pg_port = self.link("accounts->pg").rsplit(":", 1)
+        maria_host, maria_port = self.link("orders->maria").rsplit(":", 1)
+        self._define("accounts", [
             py, "-m", "chaos.workload.services", "accounts",
-            "--dsn", self.dbs.pg(self.link_port("accounts->pg")),
-            "--listen", f"127.0.0.1:{self.ports['accounts']}", *ask], self.out / "accounts.log")
-        self.processes["orders"] = Process("orders", [
+            "--dsn", self.dbs.pg(int(pg_port), pg_host), "--listen", listen["accounts"], *ask])
+        self._define("orders", [
             py, "-m", "chaos.workload.services", "orders",
-            "--dsn", self.dbs.maria(self.link_port("orders->maria")),
-            "--listen", f"127.0.0.1:{self.ports['orders']}", *ask], self.out / "orders.log")
+            "--dsn", self.dbs.maria(int(maria_port), maria_host), "--listen", listen["orders"], *ask])
+
+    def _define(self, name: str, argv: list[str]) -> None:
+        if self.packet is not None:
+            argv = self.packet.wrap(name, argv)
+        self.processes[name] = Process(name, argv, self.out / f"{name}.log")
 
     async def wait_ready(self, timeout_s: float = 30.0) -> None:
-        for name, port in self.ports.items():
-            await _wait_port(port, timeout_s, name)
+        for name in self.ports:
+            await _wait_port(self.address(name), timeout_s, name)
+
+    # -- packet faults ------------------------------------------------------------------
+
+    def ends(self, link: str) -> Ends:
+        """Where a link's packet rules go: its server end if that is one of ours."""
+        client, server = link.split("->")
+        if server in SERVICES:
+            return Ends(server, True, self.ports[server])
+        owner = "c1" if client == "c" else client  # "c->x" links have a server of ours
+        return Ends(owner, False, self.link_port(link))
+
+    def apply_packet(self, key: int, kind: str, target: str, direction: str,
+                     probability: float = 0.0) -> None:
+        if self.packet is None:
+            raise NetError("packet-level faults need the packet network (root, iproute2, iptables)")
+        if kind == ISOLATE:
+            rules = [(target, spec) for spec in self.packet.isolation_rules()]
+        else:
+            ends = self.ends(target)
+            rules = [(ends.namespace, spec)
+                     for spec in self.packet.rules(kind, ends, direction, probability)]
+        for name, spec in rules:
+            self.packet.add_rule(name, spec)
+        self._rules[key] = rules
+
+    def revert_packet(self, key: int) -> None:
+        assert self.packet is not None
+        for name, spec in self._rules.pop(key, []):
+            self.packet.delete_rule(name, spec)
 
     def heal(self) -> None:
+        for key in list(self._rules):
+            self.revert_packet(key)
         for proxy in self.links.values():
             proxy.heal()
         for process in self.processes.values():
@@ -168,6 +230,8 @@ class Topology:
         if self._etcd_dir is not None:
             self._etcd_dir.cleanup()
             self._etcd_dir = None
+        if self.packet is not None:
+            self.packet.teardown()
 
 
 async def _wait_healthy(client_ports: dict[str, int], timeout_s: float) -> None:
@@ -193,14 +257,14 @@ def _healthy(port: int) -> bool:
         return False
 
 
-async def _wait_port(port: int, timeout_s: float, name: str) -> None:
+async def _wait_port(address: tuple[str, int], timeout_s: float, name: str) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout_s
     while loop.time() < end:
         try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            _, writer = await asyncio.open_connection(*address)
             writer.close()
             return
         except OSError:
             await asyncio.sleep(0.1)
-    raise RuntimeError(f"{name} did not start listening on {port} within {timeout_s}s")
+    raise RuntimeError(f"{name} did not start listening on {address} within {timeout_s}s")

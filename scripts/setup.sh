@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs what txcoord needs on Debian/Ubuntu: etcd (Debian's etcd-server), python3-venv,
+# iproute2 and iptables (chaos harness),
 # and the project itself into .venv (pip install -e ".[dev]"). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,10 @@ apt_install() {
 }
 
 command -v etcd >/dev/null 2>&1 || { echo "setup: installing etcd-server"; apt_install etcd-server; }
+# The chaos harness' packet-level faults: network namespaces (iproute2) and iptables.
+for tool in ip:iproute2 iptables:iptables; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || { echo "setup: installing ${tool#*:}"; apt_install "${tool#*:}"; }
+done
 # Debian's package may start a system etcd on :2379; txcoord's dev mode and tests use their own.
 python3 -m venv --help >/dev/null 2>&1 || { echo "setup: installing python3-venv"; apt_install python3-venv; }
 python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv

@@ -20,6 +20,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     run.add_argument("--faults", default=None,
                      help="nemesis schedule, or @FILE (default: a mix of partitions, resets, "
                           "latency, bandwidth, kills and pauses on every link and process)")
+    run.add_argument("--packet", choices=("auto", "on", "off"), default="auto",
+                     help="packet-level faults (network namespaces + iptables; root only): "
+                          "auto = when this machine allows them (default)")
     run.add_argument("--out", type=Path, default=Path("chaos-out"))
     run.add_argument("--converge", type=float, default=60.0,
                      help="seconds to wait for recovery after healing")
@@ -42,7 +45,8 @@ def _run(args: argparse.Namespace) -> int:
     if faults.startswith("@"):
         faults = Path(faults[1:]).read_text()
     config = RunConfig(out=args.out, modes=modes, duration_s=args.duration, rate=args.rate,
-                       seed=args.seed, faults=faults, converge_s=args.converge)
+                       seed=args.seed, faults=faults, converge_s=args.converge,
+                       packet={"auto": None, "on": True, "off": False}[args.packet])
     # SIGTERM unwinds like Ctrl-C, so the harness stops the processes it started.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     results = asyncio.run(Runner(config).run())

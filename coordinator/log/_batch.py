@@ -1,5 +1,10 @@
-"""Group commit: callers submit one item each; items that arrive while a request is in
-flight are sent together in the next one. No timer, so a lone write waits for nothing."""
+"""Group commit: callers submit one item each; items that arrive while requests are in
+flight are sent together in the next one. No timer, so a lone write waits for nothing.
+
+Up to ``max_in_flight`` requests run at once: a request stuck on a slow or unreachable etcd
+member (the client spreads requests over the members) must not hold up every other write
+for its whole timeout, and pipelined requests keep the log busy while one is on the wire.
+"""
 
 from __future__ import annotations
 
@@ -17,25 +22,33 @@ class Batcher(Generic[T, R]):
         flush: Callable[[Sequence[T]], Awaitable[Sequence[R]]],
         max_batch: int,
         key: Callable[[T], Hashable],
+        max_in_flight: int = 4,
     ) -> None:
         self._flush = flush
         self._max = max_batch
-        self._key = key  # items with equal keys never share a batch (etcd rejects that)
+        self._max_in_flight = max_in_flight
+        # Items with equal keys never share a batch (etcd rejects that) nor are in flight
+        # together (their order would be up to the network).
+        self._key = key
+        self._busy: set[Hashable] = set()
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
-        # The loop keeps only weak references to tasks: without this one a drain task could
-        # be collected mid-flight, leaving _running set and every later write waiting forever.
-        self._drainer: asyncio.Task[None] | None = None
+        # The loop keeps only weak references to tasks: without these a drain task could be
+        # collected mid-flight, leaving its waiters hanging forever.
+        self._drainers: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
-        if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+        if len(self._drainers) < self._max_in_flight:
+            drainer = asyncio.get_running_loop().create_task(self._drain())
+            self._drainers.add(drainer)
+            drainer.add_done_callback(self._drainers.discard)
         return await future
 
     async def _drain(self) -> None:
-        while self._queue:
-            batch = self._take()
+        while batch := self._take():
+            keys = {self._key(item) for item, _ in batch}
+            self._busy |= keys
             try:
                 results = await self._flush([item for item, _ in batch])
             except BaseException as exc:
@@ -45,9 +58,12 @@ class Batcher(Generic[T, R]):
                 if not isinstance(exc, Exception):
                     raise  # cancelled: no waiter is left hanging, the next submit restarts
                 continue
+            finally:
+                self._busy -= keys
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
+        # Items left queued wait on a key in flight: its drainer takes them when it loops.
 
     def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
         batch: list[tuple[T, asyncio.Future[R]]] = []
@@ -55,7 +71,7 @@ class Batcher(Generic[T, R]):
         seen: set[Hashable] = set()
         for entry in self._queue:
             key = self._key(entry[0])
-            if len(batch) < self._max and key not in seen:
+            if len(batch) < self._max and key not in seen and key not in self._busy:
                 seen.add(key)
                 batch.append(entry)
             else:

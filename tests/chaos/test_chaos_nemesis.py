@@ -110,7 +110,19 @@ def test_default_schedule_parses_and_uses_every_kind_family() -> None:
     events = expand(DEFAULT_SCHEDULE, duration_s=300)
     kinds = {e.kind for e in events}
     assert {"partition", "reset", "cut", "latency", "kill"} <= kinds
+    assert {"drop", "reject", "loss"} & kinds  # packet level, left out where unsupported
     assert all(e.at_s >= 0 and e.end_s <= 300 for e in events)
+
+
+def test_packet_kinds_parse_with_their_arguments_and_directions() -> None:
+    loss, drop, isolate = expand("loss(0.25):c->orders@1s+2s, drop/down:accounts->pg@4s+1s, "
+                                 "isolate:c2@6s+1s")
+    assert (loss.kind, dict(loss.params), loss.is_packet_fault) == ("loss", {"probability": 0.25}, True)
+    assert (drop.kind, drop.direction, drop.is_process_fault) == ("drop", "down", False)
+    assert (isolate.kind, isolate.is_process_fault, isolate.is_packet_fault) == ("isolate", True, True)
+    (default,) = expand("loss:c->orders@1s")
+    assert default.params["probability"] == pytest.approx(0.2)
+    assert not expand("latency:c->orders@1s")[0].is_packet_fault
 
 
 @pytest.mark.parametrize(("text", "token"), [
@@ -133,6 +145,8 @@ def test_default_schedule_parses_and_uses_every_kind_family() -> None:
     ("partition:c->orders 1s", "partition:c->orders 1s"),
     ("latency(1:c->orders@1s", "latency(1:c->orders@1s"),
     ("random(partition|):c->orders@1s", "random(partition|)"),
+    ("loss(1.5):c->orders@1s", "1.5"),
+    ("isolate:c->orders@1s", "c->orders"),
 ])
 def test_bad_input_names_the_token(text: str, token: str) -> None:
     with pytest.raises(ScheduleError) as caught:

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from chaos import netns
 from chaos.runner import RunConfig, Runner
 
 pytestmark = pytest.mark.integration
 
 FAULTS = ("partition:orders->maria@2s+4s, kill:c1@3s+3s, kill:etcd2@5s+3s, "
+          "reject:c2->etcd3@6s+2s, loss(0.2):c->accounts@1s+3s, "
           "latency(50,20):c->accounts@7s+2s")
 
 
@@ -38,7 +40,11 @@ async def test_none_breaks_saga_and_2pc_hold(tmp_path: Path) -> None:
         for key in ("issued", "ok", "failed", "unknown", "violations", "lost", "phantom",
                     "not_terminal", "throughput", "latency_p50_ms", "latency_p99_ms"):
             assert key in summary[mode]
-    kinds = {json.loads(line)["type"] for line in (tmp_path / "events.jsonl").open()}
-    assert kinds == {"transfer", "fault"}
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").open()]
+    assert {e["type"] for e in events} == {"transfer", "fault"}
+    faults = [e for e in events if e["type"] == "fault"]
+    assert all(not f["errors"] for f in faults), [f for f in faults if f["errors"]][:2]
+    packet = {f["event"]["kind"] for f in faults} & {"reject", "loss"}
+    assert packet == (set() if netns.unavailable() else {"reject", "loss"})
     assert "| saga |" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "timeline.png").stat().st_size > 0

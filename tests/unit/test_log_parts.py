@@ -65,7 +65,39 @@ async def test_batcher_cancelled_flush_leaves_no_waiter_hanging() -> None:
     batcher: Batcher[int, int] = Batcher(flush, max_batch=8, key=lambda i: i)
     waiter = asyncio.ensure_future(batcher.submit(1))
     await asyncio.sleep(0.01)
-    assert batcher._drainer is not None
-    batcher._drainer.cancel()
+    assert batcher._drainers
+    for drainer in batcher._drainers:
+        drainer.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(waiter, 1)
+
+
+async def test_batcher_a_stuck_request_holds_up_neither_other_keys_nor_reorders_its_own() -> None:
+    release = asyncio.Event()
+    in_flight: list[set[int]] = []
+    flushed: list[list[int]] = []
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        keys = {i // 10 for i in items}
+        assert not any(keys & other for other in in_flight), "a key in two requests at once"
+        in_flight.append(keys)
+        try:
+            if 1 in items:
+                await release.wait()  # this request hangs, as on an unreachable member
+            flushed.append(list(items))
+            return list(items)
+        finally:
+            in_flight.remove(keys)
+
+    batcher: Batcher[int, int] = Batcher(flush, max_batch=8, key=lambda i: i // 10,
+                                         max_in_flight=4)
+    stuck = asyncio.ensure_future(batcher.submit(1))
+    await asyncio.sleep(0)
+    later = await asyncio.wait_for(asyncio.gather(batcher.submit(21), batcher.submit(31)), 1)
+    assert later == [21, 31]  # went past the stuck request
+    same_key = asyncio.ensure_future(batcher.submit(2))  # key 0, like the stuck one
+    await asyncio.sleep(0.01)
+    assert not same_key.done()
+    release.set()
+    assert await stuck == 1 and await same_key == 2
+    assert flushed.index([1]) < flushed.index([2])
