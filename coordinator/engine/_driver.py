@@ -77,6 +77,7 @@ class Driver:
         self._clock = clock
         self._runs: dict[str, _Run] = {}
         self._changed: dict[str, asyncio.Future[Stored]] = {}
+        self._creating: set[str] = set()
         self._stopping = False
         self._attempts_in_flight = 0
         self._limiter = CallLimiter(self._opts.max_calls_per_participant)
@@ -86,7 +87,8 @@ class Driver:
         return len(self._runs)
 
     def owns(self, gid: str) -> bool:
-        return gid in self._runs
+        """Driven here, or being created here (the log may show it before create returns)."""
+        return gid in self._runs or gid in self._creating
 
     def local(self, gid: str) -> Stored | None:
         run = self._runs.get(gid)
@@ -96,7 +98,11 @@ class Driver:
     async def start(self, record: TxRecord) -> Created:
         """Persist a new transaction with its first intents, then drive it."""
         step = MACHINES[record.protocol].start(record, self._clock())
-        created = await self._log.create(step.record)
+        self._creating.add(record.gid)
+        try:
+            created = await self._log.create(step.record)
+        finally:
+            self._creating.discard(record.gid)
         if created.created:
             run = _Run(created.stored)
             self._runs[record.gid] = run

@@ -1,4 +1,9 @@
-"""Takeover: periodically claim transactions whose owner's lease is gone, and drive them."""
+"""Takeover: periodically claim transactions whose owner's lease is gone, and drive them.
+
+The same scan also picks up transactions this coordinator owns in the log but does not
+drive: a create whose reply was lost (etcd applied it, the request timed out) leaves one,
+owned by a live lease, so no other coordinator would ever take it.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +41,19 @@ class Recovery:
         for stored in claimed:
             log.info("claimed orphan gid=%s state=%s", stored.record.gid, stored.record.state.name)
             self._driver.adopt(stored)
+        await self._adopt_unattended()
         return len(claimed)
+
+    async def _adopt_unattended(self) -> None:
+        for gid in await self._log.mine():
+            if self._driver.owns(gid):
+                continue
+            stored = await self._log.get(gid)
+            if stored is None or self._driver.owns(gid):
+                continue
+            log.warning("driving gid=%s: owned here but not driven (a create whose reply was "
+                        "lost?)", gid)
+            self._driver.adopt(stored)
 
     async def _loop(self) -> None:
         while True:

@@ -300,6 +300,13 @@ class EtcdLog:
             ],
         )
 
+    async def mine(self) -> list[str]:
+        prefix = f"{self._p}/owner/".encode()
+        reply = await self._call(self._kv().get(prefix, etcd3aio.prefix_range_end(prefix),
+                                                timeout=self._opts.request_timeout_s))
+        me = self._owner_id.encode()
+        return [kv.key[len(prefix):].decode() for kv in reply.kvs if kv.value == me]
+
     async def _gids_under(self, kind: str) -> list[str]:
         prefix = f"{self._p}/{kind}/".encode()
         reply = await self._call(self._kv().get(prefix, etcd3aio.prefix_range_end(prefix),

@@ -81,5 +81,8 @@ class TxLog(Protocol):
     async def claim_orphans(self, limit: int = 100) -> list[Stored]:
         """Take ownership of unfinished transactions whose owner is gone."""
 
+    async def mine(self) -> list[str]:
+        """Gids of the unfinished transactions this coordinator owns in the log."""
+
     def watch(self, gid: str) -> AsyncIterator[Stored | None]:
         """The current record, then every change; None when it is removed."""

@@ -120,6 +120,10 @@ class MemoryLog:
             claimed.append(stored)
         return claimed
 
+    async def mine(self) -> list[str]:
+        self.store.requests += 1
+        return sorted(g for g, o in self.store.owners.items() if o == self._owner_id)
+
     async def watch(self, gid: str) -> AsyncIterator[Stored | None]:
         last: Stored | None = None
         while True:

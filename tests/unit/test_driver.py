@@ -7,6 +7,8 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import pytest
+
 from coordinator.domain.records import (
     BranchPlan,
     Protocol,
@@ -16,7 +18,7 @@ from coordinator.domain.records import (
     new_record,
 )
 from coordinator.engine import Answer, Driver, EngineOptions, Kind, Recovery, idempotency_key
-from coordinator.log import MemoryLog, MemoryStore
+from coordinator.log import Created, LogError, MemoryLog, MemoryStore
 
 FAST = RetryPolicy(max_attempts=0, initial_backoff_s=0.001, max_backoff_s=0.005)
 
@@ -133,3 +135,40 @@ async def test_takeover_finishes_the_saga_with_each_effect_once() -> None:
     assert driver_a.active == 0  # A found it lost ownership and let go
     assert {k for k, _ in p.calls if "/b/" in k} == {"g4/b/execute"}
     assert dict(p.effects) == {"g4/a/execute": 1, "g4/b/execute": 1}
+
+
+class LostReplyLog(MemoryLog):
+    """The store applies the first create, then the reply is lost (the request timed out)."""
+
+    lose_next = True
+
+    async def create(self, record: TxRecord) -> Created:
+        created = await super().create(record)
+        if self.lose_next:
+            self.lose_next = False
+            raise LogError("etcd: deadline exceeded")
+        return created
+
+
+async def test_a_create_whose_reply_was_lost_is_driven_by_the_next_scan() -> None:
+    store, p = MemoryStore(), ScriptedParticipant()
+    log = LostReplyLog(store, "A")
+    await log.open()
+    driver = Driver(log, p)
+    with pytest.raises(LogError):
+        await driver.start(saga_record("lost"))
+    assert store.owners["lost"] == "A" and not driver.owns("lost")  # owned, yet undriven
+    assert await Recovery(log, driver, interval_s=1).scan_once() == 0  # no orphan: adopted
+    assert await settle(log, "lost") is TxState.COMMITTED
+    assert dict(p.effects) == {"lost/a/execute": 1, "lost/b/execute": 1}
+
+
+async def test_the_scan_leaves_a_transaction_being_created_alone() -> None:
+    store, p = MemoryStore(), ScriptedParticipant()
+    log, driver = await new_driver(store, "A", p)
+    started = asyncio.ensure_future(driver.start(saga_record("fresh")))
+    await asyncio.sleep(0)  # the record is in the store, the driver has not resumed yet
+    await Recovery(log, driver, interval_s=1).scan_once()
+    await started
+    assert await settle(log, "fresh") is TxState.COMMITTED
+    assert [c for c, _ in p.calls].count("fresh/a/execute") == 1
