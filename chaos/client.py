@@ -110,8 +110,11 @@ class CoordinatedClient:
                     reply = await stub.StartTwoPhase(self._two_phase(t), timeout=left)
                 break
             except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                    return "failed", "refused: coordinator at capacity"  # nothing was started
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and i == 0:
+                    # Refused before anything was written, and no other request for this
+                    # transfer was ever sent: it did not happen. After an UNAVAILABLE the
+                    # first coordinator may have started it, so a refusal proves nothing.
+                    return "failed", "refused: coordinator at capacity"
                 if exc.code() != grpc.StatusCode.UNAVAILABLE or i == len(self._stubs) - 1:
                     return "unknown", exc.code().name
         state = reply.transaction.state

@@ -164,7 +164,8 @@ class Topology:
             self._define(c, [
                 py, "-m", "coordinator.cli", "serve", "--listen", listen[c],
                 "--etcd", ",".join(self.link(f"{c}->{m}") for m in MEMBERS), "--lease-ttl", "5",
-                "--max-calls-per-participant", "16", "--grace", "1", "--log-level", "warning"])
+                "--max-calls-per-participant", "16", "--max-active", "40", "--grace", "1",
+                "--log-level", "warning"])
         pg_host, pg_port = self.link("accounts->pg").rsplit(":", 1)
         maria_host, maria_port = self.link("orders->maria").rsplit(":", 1)
         self._define("accounts", [

@@ -26,6 +26,7 @@ from coordinator.participant import (
     head_revision,
     mask,
     purge,
+    purge_two_phase,
     upgrade,
 )
 from coordinator.participant._errors import describe
@@ -89,14 +90,15 @@ async def _run(args: argparse.Namespace) -> int:
         state = "head" if revision == head else f"head is {head}"
         print(f"{where}: at revision {revision or 'base (no tables)'} ({state})")
         if args.purge_older_than_days is not None:
-            _report(await purge(engine, args.purge_older_than_days), args.purge_older_than_days)
+            days = args.purge_older_than_days
+            _report(await purge(engine, days), await purge_two_phase(engine, days), days)
         return 0
     finally:
         await engine.dispose()
 
 
-def _report(result: PurgeResult, days: float) -> None:
+def _report(result: PurgeResult, two_phase_rows: int, days: float) -> None:
     print(
-        f"purged {result.barrier_rows} barrier rows and {result.outbox_rows} sent messages "
-        f"older than {days:g} days"
+        f"purged {result.barrier_rows} barrier rows, {result.outbox_rows} sent messages and "
+        f"{two_phase_rows} finished 2PC branch rows older than {days:g} days"
     )

@@ -65,17 +65,23 @@ class CoordinatorCore:
             check_gid(req.gid)
         check_plan(req.plan, req.protocol, req.concurrent, self._limits, self._allow)
         check_labels(dict(req.labels), self._limits)
-        if self._driver.active >= self._limits.max_active:
-            raise Overloaded(f"this coordinator drives {self._driver.active} transactions, its "
-                             f"limit (max_active); nothing was started: retry later or elsewhere")
         record = new_record(
             gid=gid, protocol=req.protocol, plan=req.plan, now=time.time(),
             timeout_s=req.timeout_s, concurrent=req.concurrent, labels=dict(req.labels),
         )
+        if self._driver.active >= self._limits.max_active:
+            return _same(await self._existing_or_refuse(record, bool(req.gid)), record), False
         created = await self._driver.start(record)
-        if not created.created and not created.stored.record.same_plan(record):
-            raise AlreadyExists(f"gid {gid!r} already exists with a different plan")
-        return created.stored, created.created
+        return _same(created.stored, record), created.created
+
+    async def _existing_or_refuse(self, record: TxRecord, named: bool) -> Stored:
+        """At capacity, a start of a transaction that exists still answers (starts are
+        idempotent: a client retrying after a lost reply must learn what happened)."""
+        existing = await self._log.get(record.gid) if named else None
+        if existing is None:
+            raise Overloaded(f"this coordinator drives {self._driver.active} transactions, its "
+                             f"limit (max_active); nothing was started: retry later or elsewhere")
+        return existing
 
     async def get(self, gid: str) -> Stored:
         check_gid(gid)
@@ -153,3 +159,9 @@ def _matches(record: TxRecord, query: ListQuery) -> bool:
     labels = dict(record.labels)
     return all(labels.get(k) == v for k, v in query.labels)
 
+
+def _same(stored: Stored, asked: TxRecord) -> Stored:
+    """The stored transaction, if it is the one asked for (same gid, same plan)."""
+    if not stored.record.same_plan(asked):
+        raise AlreadyExists(f"gid {asked.gid!r} already exists with a different plan")
+    return stored

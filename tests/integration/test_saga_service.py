@@ -221,6 +221,11 @@ async def test_past_max_active_start_is_resource_exhausted_and_nothing_is_writte
         with pytest.raises(grpc.aio.AioRpcError) as missing:
             await c.get("busy-2")
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        again = await c.start_saga(Saga(steps(participant, {"sleep": 1.0}), gid="busy-1"))
+        assert not again.created  # at capacity, an existing gid still answers (idempotent)
+        with pytest.raises(grpc.aio.AioRpcError) as other:
+            await c.start_saga(Saga(steps(participant, {}), gid="busy-1"))
+        assert other.value.code() == grpc.StatusCode.ALREADY_EXISTS
         for _ in range(200):
             if (await c.get("busy-1")).state == pb.TX_STATE_COMMITTED:
                 break

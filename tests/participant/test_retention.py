@@ -94,7 +94,7 @@ async def test_txc_migrate_can_purge(db: Db, capsys: pytest.CaptureFixture[str])
     assert await asyncio.to_thread(args.func, args) == 0
     out = capsys.readouterr().out
     assert "at revision 0003_two_phase (head)" in out
-    assert "barrier rows and" in out and "older than 30 days" in out
+    assert "barrier rows," in out and "finished 2PC branch rows older than 30 days" in out
     args = parser.parse_args(["migrate", "--dsn", db.dsn, "--down", "base",
                               "--purge-older-than-days", "30"])
     assert args.func(args) == 2  # never purge while rolling back
