@@ -78,7 +78,9 @@ class Runner:
         self._maria = create_engine(self.config.dbs.maria())
         results: dict[str, ModeResult] = {}
         try:
-            await self.topology.start(two_phase="2pc" in self.config.modes)
+            await self.topology.start(two_phase="2pc" in self.config.modes,
+                                      packet_required=bool(self.config.packet))
+            self.packet_skipped = self.packet_skipped or self.topology.packet_error
             for mode in self.config.modes:
                 self.say(f"[{mode}] {int(self.config.rate * self.config.duration_s)} transfers "
                          f"over {self.config.duration_s:.0f}s with faults")

@@ -102,15 +102,21 @@ class Topology:
     out: Path
     dbs: Databases = field(default_factory=Databases)
     packet: PacketNet | None = None
+    packet_error: str | None = None  # why the packet network fell back to loopback
     links: dict[str, FaultProxy] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     _etcd_dir: tempfile.TemporaryDirectory[str] | None = None
     _rules: dict[int, list[tuple[str, list[str]]]] = field(default_factory=dict)
 
-    async def start(self, two_phase: bool = False) -> None:
+    async def start(self, two_phase: bool = False, packet_required: bool = False) -> None:
         if self.packet is not None:
-            self.packet.setup()
+            try:
+                self.packet.setup()
+            except NetError as exc:
+                if packet_required:
+                    raise
+                self.packet, self.packet_error = None, f"setting up the namespaces failed: {exc}"
         self._etcd_dir = tempfile.TemporaryDirectory(prefix="txc-chaos-etcd-")
         etcd = EtcdCluster(Path(self._etcd_dir.name))
         for member in MEMBERS:

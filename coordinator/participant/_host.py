@@ -69,6 +69,9 @@ class HostOptions:
     def __post_init__(self) -> None:
         if self.call_timeout <= 0 or self.health_interval <= 0 or self.health_timeout <= 0:
             raise ValueError("timeouts and intervals must be positive")
+        if self.two_phase.session_timeout <= self.call_timeout:
+            raise ValueError("two_phase.session_timeout must exceed call_timeout: the database "
+                             "would end the sessions of calls still running")
 
 
 class ParticipantHost:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -68,17 +69,25 @@ class TwoPhaseOptions:
     lock_timeout: seconds a prepare's business function may wait for a row lock before
     the branch answers RETRY (the coordinator retries until its prepare deadline).
     max_concurrent_prepares: prepares running at once; each holds two pooled connections,
-    so keep twice this well below the engine's pool size, leaving room for phase 2."""
+    so keep twice this well below the engine's pool size, leaving room for phase 2.
+    session_timeout: seconds the database waits on a silent session of this SDK's before
+    ending it (PostgreSQL idle_in_transaction_session_timeout, MySQL wait_timeout): a
+    connection lost mid-call can leave its session open, holding the branch's row (every
+    later call for the branch answers busy) or, on MySQL, a prepared XID no other session
+    can finish."""
 
     coordinator: str | None = None
     recovery_interval: float = 30.0
     coordinator_timeout: float = 5.0
     lock_timeout: float = 2.0
     max_concurrent_prepares: int = 6
+    session_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        if min(self.recovery_interval, self.coordinator_timeout, self.lock_timeout) <= 0:
-            raise ValueError("recovery_interval, coordinator_timeout and lock_timeout must be positive")
+        if min(self.recovery_interval, self.coordinator_timeout, self.lock_timeout,
+               self.session_timeout) <= 0:
+            raise ValueError("recovery_interval, coordinator_timeout, lock_timeout and "
+                             "session_timeout must be positive")
         if self.max_concurrent_prepares < 1:
             raise ValueError("max_concurrent_prepares must be at least 1")
 
@@ -112,6 +121,14 @@ class TwoPhase:
         self._options = options or BarrierOptions()
         self._limits = two_phase or TwoPhaseOptions()
         self._preparing = 0
+
+    @contextlib.asynccontextmanager
+    async def _guarded(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction the server ends by itself if this process goes quiet in it (a lost
+        connection can leave the session open, holding its row locks, for hours)."""
+        async with self._engine.connect() as conn, conn.begin():
+            await xa_driver(conn).guard(conn, self._limits.session_timeout)
+            yield conn
 
     async def call(self, key: BranchKey, operation: str, business: BusinessFn | None) -> Reply:
         """Answer a Prepare (``business`` required), Commit or Abort for ``key.op``.
@@ -158,9 +175,9 @@ class TwoPhase:
 
     async def _prepare(self, key: BranchKey, operation: str, business: BusinessFn) -> Reply:
         xid = xid_for(key.gid, key.branch)
-        async with self._engine.begin() as conn:
+        async with self._guarded() as conn:
             fresh = await claim(conn, xid, key, operation, XaState.PREPARING)
-        async with self._engine.connect() as control, control.begin():
+        async with self._guarded() as control:
             row = await lock(control, xid, skip_locked=True)
             if row is None:
                 return await _busy_or_gone(control, xid)
@@ -183,7 +200,7 @@ class TwoPhase:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             driver = xa_driver(conn)
             try:
-                await driver.begin(conn, xid, self._limits.lock_timeout)
+                await driver.begin(conn, xid, self._limits.lock_timeout, self._limits.session_timeout)
                 try:
                     result = _as_bytes(await business(conn))
                 except Refused as exc:
@@ -207,7 +224,7 @@ class TwoPhase:
 
     async def commit(self, key: BranchKey) -> Reply:
         xid = xid_for(key.gid, key.branch)
-        async with self._engine.connect() as control, control.begin():
+        async with self._guarded() as control:
             row = await lock(control, xid, skip_locked=True)
             if row is None:
                 if await exists(control, xid):
@@ -221,10 +238,10 @@ class TwoPhase:
 
     async def abort(self, key: BranchKey, operation: str) -> Reply:
         xid = xid_for(key.gid, key.branch)
-        async with self._engine.begin() as conn:
+        async with self._guarded() as conn:
             if await claim(conn, xid, key, operation, XaState.ABORTED):
                 return Reply(Outcome.OK, message="null abort: never prepared; a late prepare votes no")
-        async with self._engine.connect() as control, control.begin():
+        async with self._guarded() as control:
             row = await lock(control, xid, skip_locked=True)
             if row is None:
                 return await _busy_or_gone(control, xid)
@@ -279,7 +296,7 @@ class TwoPhase:
         """Apply the coordinator's decision to an in-doubt branch; None when a call for the
         branch holds its row right now (that call finishes it, or the next round does)."""
         key = BranchKey(branch.gid, branch.branch, Op.COMMIT if decision is Decision.COMMIT else Op.ABORT)
-        async with self._engine.connect() as control, control.begin():
+        async with self._guarded() as control:
             if await lock(control, branch.xid, skip_locked=True) is None:
                 return None
             outcome = await self._apply(key, branch.xid, decision)

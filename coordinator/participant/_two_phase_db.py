@@ -33,10 +33,16 @@ class XaDriver(ABC):
     detach_after_prepare = False
 
     @abstractmethod
-    async def begin(self, conn: AsyncConnection, xid: str, lock_timeout: float) -> None:
+    async def begin(self, conn: AsyncConnection, xid: str, lock_timeout: float,
+                    session_timeout: float) -> None:
         """Open the local transaction; its row-lock waits end after ``lock_timeout`` s
         (a prepared transaction holds its locks until phase 2, so waiting longer could
-        pile every connection up behind one that is in doubt)."""
+        pile every connection up behind one that is in doubt), and it is guarded."""
+
+    @abstractmethod
+    async def guard(self, conn: AsyncConnection, session_timeout: float) -> None:
+        """Have the server end this session after ``session_timeout`` s of silence in the
+        current transaction (called first thing in it)."""
     @abstractmethod
     async def prepare(self, conn: AsyncConnection, xid: str) -> None: ...
     @abstractmethod
@@ -60,9 +66,15 @@ class XaDriver(ABC):
 
 
 class PostgresXa(XaDriver):
-    async def begin(self, conn: AsyncConnection, xid: str, lock_timeout: float) -> None:
+    async def begin(self, conn: AsyncConnection, xid: str, lock_timeout: float,
+                    session_timeout: float) -> None:
         await conn.exec_driver_sql("BEGIN")
-        await conn.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, round(lock_timeout * 1000))}")
+        await conn.exec_driver_sql(f"SET LOCAL lock_timeout = {_ms(lock_timeout)}")
+        await self.guard(conn, session_timeout)
+
+    async def guard(self, conn: AsyncConnection, session_timeout: float) -> None:
+        await conn.exec_driver_sql(
+            f"SET LOCAL idle_in_transaction_session_timeout = {_ms(session_timeout)}")
 
     async def prepare(self, conn: AsyncConnection, xid: str) -> None:
         await conn.exec_driver_sql(f"PREPARE TRANSACTION {literal(xid)}")
@@ -104,12 +116,19 @@ _MYSQL_GONE = {1397, 1402, 1612, 1613, 1614}
 class MysqlXa(XaDriver):
     detach_after_prepare = True
 
-    async def begin(self, conn: AsyncConnection, xid: str, lock_timeout: float) -> None:
-        # Whole seconds only; the session value is reset when the connection goes back
-        # to the pool (rollback_active) or the connection is closed (after prepare).
+    async def begin(self, conn: AsyncConnection, xid: str, lock_timeout: float,
+                    session_timeout: float) -> None:
+        # Whole seconds only; the lock wait is reset when the connection goes back to the
+        # pool (rollback_active) or the connection is closed (after prepare).
         seconds = max(1, math.ceil(lock_timeout))
         await conn.exec_driver_sql(f"SET SESSION innodb_lock_wait_timeout = {seconds}")
+        await self.guard(conn, session_timeout)
         await conn.exec_driver_sql(f"XA START {literal(xid)}")
+
+    async def guard(self, conn: AsyncConnection, session_timeout: float) -> None:
+        # Stays on the pooled connection: an idle one is closed by the server after this
+        # long and replaced (pool_pre_ping, or the retry of a "server has gone away").
+        await conn.exec_driver_sql(f"SET SESSION wait_timeout = {max(1, math.ceil(session_timeout))}")
 
     async def prepare(self, conn: AsyncConnection, xid: str) -> None:
         await conn.exec_driver_sql(f"XA END {literal(xid)}")
@@ -148,6 +167,10 @@ class MysqlXa(XaDriver):
                 f"{mask(conn.engine.url)} cannot list prepared XA transactions ({describe(exc)}): "
                 "the SDK's recovery needs XA RECOVER (MySQL 8: the XA_RECOVER_ADMIN privilege)"
             ) from None
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 def xa_driver(conn: AsyncConnection) -> XaDriver:

@@ -5,10 +5,12 @@ row locks until phase 2, and every duplicate or reordered call gets a consistent
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import select, text, update
 
 from coordinator._proto.txc.v1 import participant_pb2 as ppb
 from coordinator.participant import (
@@ -19,8 +21,10 @@ from coordinator.participant import (
     xa_table,
     xid_for,
 )
+from coordinator.participant._two_phase_db import xa_driver
 
 from ._service import RUNS, build
+from ._service import rows as p2_rows
 from .conftest import Db, call
 
 pytestmark = pytest.mark.integration
@@ -206,3 +210,37 @@ async def test_no_local_transaction_is_left_open(db: Db, host: ParticipantHost, 
                "ON p.id = t.trx_mysql_thread_id WHERE p.db = DATABASE()")
     async with db.engine.connect() as conn:
         assert (await conn.execute(text(sql))).scalar_one() == 0
+
+
+async def test_a_silent_session_is_ended_by_the_server_and_its_locks_go(db: Db) -> None:
+    """What a connection lost mid-call leaves behind (a session holding row locks) does
+    not outlive session_timeout: the server ends it."""
+    row = await db.add_row(v=0)
+    silent = await db.engine.connect()
+    try:
+        await silent.begin()
+        await xa_driver(silent).guard(silent, 1.0)
+        await silent.execute(update(p2_rows).where(p2_rows.c.id == row).values(v=5))
+        assert await _locked(db, row)  # the lock is held ...
+        deadline = time.monotonic() + 8
+        while await _locked(db, row):  # ... until the server ends the silent session
+            assert time.monotonic() < deadline, "the silent session kept its lock"
+            await asyncio.sleep(0.5)
+        with pytest.raises(sa_exc.DBAPIError):
+            await silent.execute(select(p2_rows.c.v).where(p2_rows.c.id == row))
+    finally:
+        with contextlib.suppress(Exception):
+            await silent.invalidate()
+        with contextlib.suppress(Exception):
+            await silent.close()
+    assert await db.value(row) == 0  # its write was rolled back with it
+
+
+async def _locked(db: Db, row_id: str) -> bool:
+    async with db.engine.connect() as conn, conn.begin():
+        try:
+            await conn.execute(select(p2_rows.c.v).where(p2_rows.c.id == row_id)
+                               .with_for_update(nowait=True))
+            return False
+        except sa_exc.DBAPIError:  # 55P03 lock_not_available / MariaDB 1205 or 3572
+            return True
