@@ -231,11 +231,15 @@ class Runner:
             balances = {r.account: int(r.balance) for r in await conn.execute(select(accounts))}
             debits = _group(await conn.execute(select(ledger.c.transfer_id, ledger.c.amount)))
             doubt = {f"pg:{r[0]}": float(r[1]) for r in await conn.execute(text(
-                "SELECT gid, extract(epoch FROM now() - prepared) FROM pg_prepared_xacts"))}
+                "SELECT gid, extract(epoch FROM now() - prepared) FROM pg_prepared_xacts "
+                "WHERE database = current_database()"))}
         async with self._maria.connect() as conn:
             placed = _group(await conn.execute(select(orders.c.transfer_id, orders.c.amount)))
-            # XA RECOVER tells no age: a MariaDB branch still in doubt is counted with age 0.
-            doubt |= {f"maria:{r[3]!r}": 0.0 for r in await conn.execute(text("XA RECOVER"))}
+            # XA RECOVER is server-wide and tells no age: this database's branches (those in
+            # its txc_xa) still in doubt are counted with age 0.
+            ours = {r[0] for r in await conn.execute(text("SELECT xid FROM txc_xa"))}
+            doubt |= {f"maria:{xid}": 0.0 for r in await conn.execute(text("XA RECOVER"))
+                      if (xid := _xid_text(r[3])) in ours}
         return checker.Snapshot(balances, debits, placed, unsettled, doubt)
 
     def _write(self, results: dict[str, ModeResult]) -> None:
@@ -340,11 +344,14 @@ async def _release_in_doubt(pg: AsyncEngine, maria: AsyncEngine, database: str) 
         if await _has_table(conn, "txc_xa"):
             ours = {r[0] for r in await conn.execute(text("SELECT xid FROM txc_xa"))}
         for row in await conn.execute(text("XA RECOVER")):
-            xid = row[3].decode() if isinstance(row[3], bytes) else str(row[3])
-            if xid in ours:
+            if (xid := _xid_text(row[3])) in ours:
                 await conn.execute(text(f"XA ROLLBACK '{xid}'"))
     if gids:
         log.warning("rolled back %d prepared PostgreSQL branches left by an earlier run", len(gids))
+
+
+def _xid_text(data: Any) -> str:
+    return data.decode("ascii", "replace") if isinstance(data, bytes) else str(data)
 
 
 async def _has_table(conn: Any, name: str) -> bool:

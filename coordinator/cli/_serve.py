@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import Any
 
 from ..domain.validation import Limits
 from ..engine import EngineOptions
@@ -43,9 +41,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                         "compensations first (default %(default)s)")
     p.add_argument("--grace", type=float, default=10.0,
                    help="seconds to let calls in flight finish on SIGTERM")
-    p.add_argument("--event-loop", choices=("auto", "asyncio", "uvloop"), default="auto",
-                   help="auto = uvloop when installed (the coordinator is CPU-bound in its "
-                        "event loop and gRPC; see the README's benchmark)")
     p.add_argument("--log-level", default=env_default("TXC_LOG_LEVEL", "info"))
     p.set_defaults(func=run)
 
@@ -75,21 +70,8 @@ def run(args: argparse.Namespace) -> int:
         endpoints = [dev.endpoint]
         log.info("dev mode: private etcd at %s (data in %s)", dev.endpoint, dev.data_dir)
     try:
-        _event_loop(args.event_loop)(CoordinatorServer(options_from(args, endpoints)).serve())
+        asyncio.run(CoordinatorServer(options_from(args, endpoints)).serve())
     finally:
         if dev is not None:
             dev.cleanup()
     return 0
-
-
-def _event_loop(choice: str) -> Callable[[Coroutine[Any, Any, None]], None]:
-    if choice != "asyncio":
-        try:
-            import uvloop
-        except ImportError:
-            if choice == "uvloop":
-                raise SystemExit("txc serve: --event-loop uvloop, but uvloop is not installed "
-                                 "(pip install 'txcoord[fast]')") from None
-        else:
-            return uvloop.run
-    return asyncio.run

@@ -63,7 +63,10 @@ class Batcher(Generic[T, R]):
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
+        # Leave the set in the same step that found nothing to take: a submit from now on
+        # starts a drainer of its own (a done-callback would leave a gap where it does not).
         # Items left queued wait on a key in flight: its drainer takes them when it loops.
+        self._drainers.discard(asyncio.current_task())
 
     def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
         batch: list[tuple[T, asyncio.Future[R]]] = []

@@ -43,6 +43,9 @@ class EtcdOptions:
     retention_s: int = 7 * 24 * 3600
     request_timeout_s: float = 5.0
     max_batch: int = 64
+    # Group-commit requests in flight at once, per kind (creates, writes): more than one,
+    # so that a request stuck on an unreachable member holds up no other write.
+    max_in_flight: int = 2
 
 
 class EtcdLog:
@@ -56,9 +59,11 @@ class EtcdLog:
         self._keepalive: asyncio.Task[None] | None = None
         self._retention = _RetentionLeases(self, options.retention_s)
         self._writes: Batcher[tuple[Stored, TxRecord], Stored | LostOwnership] = Batcher(
-            self._write_batch, options.max_batch, key=lambda w: w[1].gid)
+            self._write_batch, options.max_batch, key=lambda w: w[1].gid,
+            max_in_flight=options.max_in_flight)
         self._creates: Batcher[TxRecord, Created] = Batcher(
-            self._create_batch, options.max_batch, key=lambda r: r.gid)
+            self._create_batch, options.max_batch, key=lambda r: r.gid,
+            max_in_flight=options.max_in_flight)
         self.requests = 0  # etcd requests made (bench: writes per transaction)
 
     @property

@@ -236,7 +236,8 @@ class ParticipantHost:
                         "in-doubt branches wait for the coordinator's phase-2 retries")
             return
         decisions = CoordinatorDecisions(opts.coordinator, opts.coordinator_timeout)
-        self._recovery = Recovery(self._two_phase, decisions, opts.recovery_interval)
+        round_timeout = opts.session_timeout + 2 * opts.coordinator_timeout
+        self._recovery = Recovery(self._two_phase, decisions, opts.recovery_interval, round_timeout)
         self._recovery.start()
 
     # -- two-phase commit: in-doubt branches ---------------------------------------------

@@ -99,10 +99,14 @@ class RecoveryReport:
 class Recovery:
     """Runs recovery rounds for one :class:`TwoPhase` (one database)."""
 
-    def __init__(self, two_phase: TwoPhase, decisions: DecisionSource | None, interval: float) -> None:
+    def __init__(self, two_phase: TwoPhase, decisions: DecisionSource | None, interval: float,
+                 round_timeout: float = 60.0) -> None:
         self._two_phase = two_phase
         self._decisions = decisions
         self._interval = interval
+        # A round stuck on a connection the network lost would stop recovery for good
+        # (no driver timeout covers a statement whose packets vanish): give up, go again.
+        self._round_timeout = round_timeout
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -122,7 +126,10 @@ class Recovery:
     async def _loop(self) -> None:
         while True:
             try:
-                await self.run_once()
+                async with asyncio.timeout(self._round_timeout):
+                    await self.run_once()
+            except TimeoutError:
+                log.warning("2PC recovery round took over %.0fs; starting again", self._round_timeout)
             except Exception as exc:  # the database may be down: try again next round
                 log.warning("2PC recovery round failed: %s", describe(exc))
             await asyncio.sleep(self._interval)

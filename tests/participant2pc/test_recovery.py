@@ -3,6 +3,7 @@ runs it against a real coordinator), the decision rules, XIDs, and the start-up 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
@@ -164,3 +165,31 @@ async def test_purge_removes_only_old_finished_rows(db: Db, host: ParticipantHos
     assert await purge_two_phase(db.engine, older_than_days=30) == 1
     assert (await db.xa_state(done, "a"), await db.xa_state(open_, "a")) == (None, "prepared")
     assert (await call(host, Op.ABORT, open_, "a", {})).outcome == ppb.OUTCOME_OK
+
+
+class HangsOnce(StubDecisions):
+    """The first question never gets an answer (a coordinator behind a lost connection)."""
+
+    async def decide(self, gid: str) -> Verdict:
+        self.asked.append(gid)
+        if len(self.asked) == 1:
+            await asyncio.Event().wait()
+        return Verdict(Decision.ABORT, "NOT_FOUND: presumed abort")
+
+
+async def test_a_stuck_round_is_given_up_and_the_next_one_resolves(
+        db: Db, host: ParticipantHost, gid: str) -> None:
+    assert (await call(host, Op.PREPARE, gid, "a", {"id": gid})).outcome == ppb.OUTCOME_OK
+    stub = HangsOnce({})
+    recovery = Recovery(TwoPhase(db.engine), stub, interval=0.05, round_timeout=0.5)
+    recovery.start()
+    try:
+        for _ in range(100):
+            if xid_for(gid, "a") not in await db.prepared():
+                break
+            await asyncio.sleep(0.05)
+        assert xid_for(gid, "a") not in await db.prepared()
+        assert stub.asked.count(gid) >= 2  # asked again after the stuck round was dropped
+        assert await db.xa_state(gid, "a") == "aborted"
+    finally:
+        await recovery.stop()

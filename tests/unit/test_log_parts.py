@@ -101,3 +101,14 @@ async def test_batcher_a_stuck_request_holds_up_neither_other_keys_nor_reorders_
     release.set()
     assert await stuck == 1 and await same_key == 2
     assert flushed.index([1]) < flushed.index([2])
+
+
+@pytest.mark.parametrize("in_flight", [1, 2, 4])
+async def test_batcher_one_submit_after_another_never_strands_an_item(in_flight: int) -> None:
+    async def flush(items: Sequence[int]) -> list[int]:
+        return list(items)
+
+    batcher: Batcher[int, int] = Batcher(flush, max_batch=8, key=lambda i: i,
+                                         max_in_flight=in_flight)
+    for i in range(50):  # each submit lands just as the previous drainer finishes
+        assert await asyncio.wait_for(batcher.submit(i), 1) == i
