@@ -22,6 +22,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from coordinator._proto.txc.v1 import participant_pb2 as ppb
+from coordinator._shutdown import bounded
 from coordinator.participant._barrier import Barrier, BarrierOptions
 from coordinator.participant._dsn import check_connection
 from coordinator.participant._errors import describe, is_transient
@@ -40,6 +41,7 @@ log = logging.getLogger("coordinator.participant.host")
 
 T = TypeVar("T")
 SERVICE = "txc.v1.Participant"
+STOP_STEP_S = 5.0  # longest any one stop step may take past its own grace
 _METHODS = {
     "Execute": Op.EXECUTE,
     "Compensate": Op.COMPENSATE,
@@ -265,11 +267,11 @@ class ParticipantHost:
         server, self._server = self._server, None
         recovery, self._recovery = self._recovery, None
         if recovery is not None:
-            await recovery.stop()
-        await self._health.shutdown()
+            await bounded(recovery.stop(), STOP_STEP_S, "2PC recovery loop")
+        await bounded(self._health.shutdown(), STOP_STEP_S, "health")
         grace = self._options.shutdown_grace if grace is None else grace
         if server is not None:
-            await server.stop(grace)
+            await bounded(server.stop(grace), grace + STOP_STEP_S, "gRPC server")
         if self._outliving:  # calls whose callers left: let them finish, within the grace
             await asyncio.wait(set(self._outliving), timeout=max(grace, 0.1))
 

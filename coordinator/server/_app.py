@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from .._proto.txc.v1 import coordinator_pb2 as pb
 from .._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
+from .._shutdown import bounded
 from ..domain.addresses import AllowList
 from ..domain.validation import Limits
 from ..engine import CoordinatorCore, Driver, EngineOptions, GrpcTransport, Recovery, Transport
@@ -23,6 +24,7 @@ from ..log import EtcdLog, EtcdOptions, TxLog
 from ._servicer import CoordinatorServicer, Defaults
 
 log = logging.getLogger("txcoord.server")
+STEP_S = 5.0  # longest any one shutdown step may take past its own grace
 SERVICE = pb.DESCRIPTOR.services_by_name["Coordinator"].full_name
 
 
@@ -83,13 +85,15 @@ class CoordinatorServer:
         """Stop taking work, let attempts in flight finish, then hand everything over."""
         grace = self.options.grace_s if grace_s is None else grace_s
         self.core.accepting = False
-        await self._health.enter_graceful_shutdown()
-        await self.recovery.stop()
+        await bounded(self._health.enter_graceful_shutdown(), STEP_S, "health NOT_SERVING")
+        await bounded(self.recovery.stop(), STEP_S, "takeover scan")
         await self.driver.stop(grace)
         if self._server is not None:
-            await self._server.stop(min(grace, 1.0))
-        await self.log.close(release=True)  # revoking the lease lets others claim at once
-        await self.transport.close()
+            await bounded(self._server.stop(min(grace, 1.0)), min(grace, 1.0) + STEP_S,
+                          "gRPC server")
+        # revoking the lease lets others claim at once
+        await bounded(self.log.close(release=True), STEP_S, "log (lease revoke)")
+        await bounded(self.transport.close(), STEP_S, "participant channels")
         log.info("coordinator %s stopped", self.options.node_id)
 
     async def serve(self) -> None:

@@ -1,0 +1,36 @@
+"""Session-wide test aids: a teardown that hangs says what it waits on."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+HANG_REPORT_AFTER_S = 45.0
+
+
+def _dump_running_tasks() -> None:
+    """Print every task of each running event loop, with where it is suspended. Reads
+    another thread's loop without locks: good enough for a post-mortem."""
+    loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()]
+    for loop in loops:
+        tasks = list(asyncio.all_tasks(loop))
+        print(f"\n=== teardown still running after {HANG_REPORT_AFTER_S:.0f}s: "
+              f"{len(tasks)} asyncio tasks ===", file=sys.stderr)
+        for task in tasks:
+            task.print_stack(limit=12, file=sys.stderr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    timer = threading.Timer(HANG_REPORT_AFTER_S, _dump_running_tasks)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
