@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import grpc
+from _cpu import CpuMeter, format_row
 
 from coordinator import CoordinatorClient, Saga, Step, pb
 from coordinator._proto.txc.v1 import participant_pb2 as ppb
@@ -95,7 +96,10 @@ def run(args: argparse.Namespace) -> None:
          "--etcd", etcd.endpoint, "--log-level", "warning"])
     try:
         time.sleep(1.5)
-        asyncio.run(measure(args, etcd, f"127.0.0.1:{pport}", cport, coordinator.pid))
+        meter = CpuMeter({"coordinator": lambda: [coordinator.pid],
+                          "participant": lambda: [participant.pid],
+                          "etcd": lambda: [etcd.process.pid] if etcd.process else []})
+        asyncio.run(measure(args, etcd, f"127.0.0.1:{pport}", cport, coordinator.pid, meter))
     finally:
         coordinator.terminate()
         participant.terminate()
@@ -105,7 +109,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 async def measure(args: argparse.Namespace, etcd: DevEtcd, address: str, cport: int,
-                  coordinator_pid: int) -> None:
+                  coordinator_pid: int, meter: CpuMeter) -> None:
     channel = grpc.aio.insecure_channel(address)
     stub = ppb_grpc.ParticipantStub(channel)
 
@@ -123,14 +127,21 @@ async def measure(args: argparse.Namespace, etcd: DevEtcd, address: str, cport: 
         async def two_phase(i: int) -> None:
             await client._stub.StartTwoPhase(_two_phase(address, f"t{args.run}-{i}"), timeout=60)
 
+        cpu: dict[str, dict[str, float]] = {}
+        meter.start()
         base_rate, base_lat = await closed_loop(args.sagas, args.concurrency, direct)
+        cpu["baseline"] = meter.ms_per(args.sagas)
         before = etcd_requests(etcd)
+        meter.start()
         rate, lat = await closed_loop(args.sagas, args.concurrency, through)
+        cpu["saga"] = meter.ms_per(args.sagas)
         per_saga = (etcd_requests(etcd) - before) / args.sagas
         rss_after = rss_mb(coordinator_pid)
         half = await open_loop(rate / 2, args.half_seconds, through)
         before = etcd_requests(etcd)
+        meter.start()
         tp_rate, tp_lat = await closed_loop(args.sagas, args.concurrency, two_phase)
+        cpu["2pc"] = meter.ms_per(args.sagas)
         per_tp = (etcd_requests(etcd) - before) / args.sagas
     await channel.close(None)
     _report(args, base_rate, base_lat, rate, lat, per_saga, half, rss_after)
@@ -139,6 +150,11 @@ async def measure(args: argparse.Namespace, etcd: DevEtcd, address: str, cport: 
           f"  p99 {pct(tp_lat, 99)*ms:6.2f} ms")
     print(f"2PC ratio to baseline:     {tp_rate / base_rate:8.1%}   to saga: {tp_rate / rate:.1%}")
     print(f"etcd requests per 2PC tx:  {per_tp:8.2f}")
+    names = ["load generator", "coordinator", "participant", "etcd", "machine"]
+    print("\nCPU ms per transaction (machine = every process, both cores)")
+    print(format_row("", {}, []) + "".join(f"{n[:9]:>10}" for n in names))
+    for label, spent in cpu.items():
+        print(format_row(label, spent, names))
 
 
 def _saga(address: str, gid: str) -> Saga:

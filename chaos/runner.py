@@ -24,7 +24,7 @@ from . import checker, netns, report
 from .client import CoordinatedClient, Mode, Outcome, UncoordinatedClient, issue, transfers
 from .nemesis import DEFAULT_SCHEDULE, FaultEvent, Nemesis, timeline
 from .netns import PacketNet
-from .topology import SERVICES, Databases, Topology
+from .topology import SERVICES, Databases, Topology, ensure_databases
 from .workload.schema import accounts, ledger, orders, reset_accounts, reset_orders
 
 log = logging.getLogger("txcoord.chaos")
@@ -73,7 +73,7 @@ class Runner:
 
     async def run(self) -> dict[str, ModeResult]:
         self.config.out.mkdir(parents=True, exist_ok=True)
-        await _ensure_databases(self.config.dbs)
+        await ensure_databases(self.config.dbs)
         self._pg = create_engine(self.config.dbs.pg())
         self._maria = create_engine(self.config.dbs.maria())
         results: dict[str, ModeResult] = {}
@@ -358,21 +358,3 @@ async def _has_table(conn: Any, name: str) -> bool:
     found = await conn.execute(text("SELECT count(*) FROM information_schema.tables "
                                     "WHERE table_schema = DATABASE() AND table_name = :n"), {"n": name})
     return bool(found.scalar())
-
-
-async def _ensure_databases(dbs: Databases) -> None:
-    """Create the run's databases on the real servers (not through any proxy)."""
-    admin_pg = create_engine(dbs.pg().rsplit("/", 1)[0] + "/postgres",
-                             isolation_level="AUTOCOMMIT")
-    admin_maria = create_engine(dbs.maria().rsplit("/", 1)[0] + "/mysql")
-    try:
-        async with admin_pg.connect() as conn:
-            exists = (await conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"),
-                                         {"n": dbs.name})).scalar()
-            if not exists:
-                await conn.execute(text(f'CREATE DATABASE "{dbs.name}"'))
-        async with admin_maria.begin() as conn:
-            await conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{dbs.name}`"))
-    finally:
-        await admin_pg.dispose()
-        await admin_maria.dispose()

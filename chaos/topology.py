@@ -18,6 +18,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import text
+
+from coordinator.participant import create_engine
 from coordinator.server._dev_etcd import free_port
 
 from .etcd_cluster import MEMBERS, EtcdCluster
@@ -188,7 +191,7 @@ class Topology:
 
     async def wait_ready(self, timeout_s: float = 30.0) -> None:
         for name in self.ports:
-            await _wait_port(self.address(name), timeout_s, name)
+            await wait_port(self.address(name), timeout_s, name)
 
     # -- packet faults ------------------------------------------------------------------
 
@@ -264,7 +267,7 @@ def _healthy(port: int) -> bool:
         return False
 
 
-async def _wait_port(address: tuple[str, int], timeout_s: float, name: str) -> None:
+async def wait_port(address: tuple[str, int], timeout_s: float, name: str) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout_s
     while loop.time() < end:
@@ -275,3 +278,21 @@ async def _wait_port(address: tuple[str, int], timeout_s: float, name: str) -> N
         except OSError:
             await asyncio.sleep(0.1)
     raise RuntimeError(f"{name} did not start listening on {address} within {timeout_s}s")
+
+
+async def ensure_databases(dbs: Databases) -> None:
+    """Create the run's databases on the real servers (not through any proxy)."""
+    admin_pg = create_engine(dbs.pg().rsplit("/", 1)[0] + "/postgres",
+                             isolation_level="AUTOCOMMIT")
+    admin_maria = create_engine(dbs.maria().rsplit("/", 1)[0] + "/mysql")
+    try:
+        async with admin_pg.connect() as conn:
+            exists = (await conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                                         {"n": dbs.name})).scalar()
+            if not exists:
+                await conn.execute(text(f'CREATE DATABASE "{dbs.name}"'))
+        async with admin_maria.begin() as conn:
+            await conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{dbs.name}`"))
+    finally:
+        await admin_pg.dispose()
+        await admin_maria.dispose()
