@@ -74,8 +74,9 @@ class Runner:
     async def run(self) -> dict[str, ModeResult]:
         self.config.out.mkdir(parents=True, exist_ok=True)
         await ensure_databases(self.config.dbs)
-        self._pg = create_engine(self.config.dbs.pg())
-        self._maria = create_engine(self.config.dbs.maria())
+        # The checker's reads are not retried: test each pooled connection (links are reset).
+        self._pg = create_engine(self.config.dbs.pg(), pool_pre_ping=True)
+        self._maria = create_engine(self.config.dbs.maria(), pool_pre_ping=True)
         results: dict[str, ModeResult] = {}
         try:
             await self.topology.start(two_phase="2pc" in self.config.modes,
@@ -144,10 +145,11 @@ class Runner:
         if mode == "none":
             pg_host, pg_port = topo.link("accounts->pg").rsplit(":", 1)
             maria_host, maria_port = topo.link("orders->maria").rsplit(":", 1)
-            pg = create_engine(self.config.dbs.pg(int(pg_port), pg_host),
+            # The article's code has no retries; pre-ping spares it connections a fault reset.
+            pg = create_engine(self.config.dbs.pg(int(pg_port), pg_host), pool_pre_ping=True,
                                pool_size=20, max_overflow=20, pool_timeout=5)
             maria = create_engine(self.config.dbs.maria(int(maria_port), maria_host),
-                                  pool_size=20, max_overflow=20, pool_timeout=5)
+                                  pool_pre_ping=True, pool_size=20, max_overflow=20, pool_timeout=5)
 
             async def dispose() -> None:
                 await pg.dispose()

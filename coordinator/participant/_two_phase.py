@@ -126,9 +126,10 @@ class TwoPhase:
     async def _guarded(self) -> AsyncIterator[AsyncConnection]:
         """A transaction the server ends by itself if this process goes quiet in it (a lost
         connection can leave the session open, holding its row locks, for hours)."""
-        async with self._engine.connect() as conn, conn.begin():
+        async with self._engine.connect() as conn:
             await xa_driver(conn).guard(conn, self._limits.session_timeout)
-            yield conn
+            async with conn.begin():
+                yield conn
 
     async def call(self, key: BranchKey, operation: str, business: BusinessFn | None) -> Reply:
         """Answer a Prepare (``business`` required), Commit or Abort for ``key.op``.

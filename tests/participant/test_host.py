@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -274,3 +275,59 @@ def test_duplicate_registration_is_refused(db: Db) -> None:
     host = build_host(db.engine)
     with pytest.raises(ValueError, match="already registered"):
         host.execute("accounts.debit")(lambda ctx, conn, payload: None)  # type: ignore[arg-type,return-value]
+
+
+async def _server_ids(engine: AsyncEngine, kind: str, count: int) -> list[int]:
+    """Fill the pool with ``count`` connections; the server's id for each session."""
+    query = "SELECT pg_backend_pid()" if kind == "postgresql" else "SELECT CONNECTION_ID()"
+    conns = [await engine.connect() for _ in range(count)]
+    try:
+        return [int((await c.exec_driver_sql(query)).scalar_one()) for c in conns]
+    finally:
+        for c in conns:
+            await c.close()
+
+
+async def test_connections_the_server_dropped_fail_no_call_and_no_health_check(db: Db, gid: str) -> None:
+    """The SDK's engine does not pre-ping: a pooled connection the server ended (restart,
+    idle timeout) is found by the call that uses it, which is retried on a new one."""
+    engine = create_engine(db.dsn, pool_size=4, max_overflow=0)
+    s = await serve(build_host(engine))
+    try:
+        acct = await account(db)
+        ids = await _server_ids(engine, db.kind, 2)
+        await _kill_sessions(db, ids[:2])
+        seen = await _health_statuses(s, seconds=0.5)  # probes (every 0.1 s) meet the dead ones
+        assert seen and set(seen) == {health_pb2.HealthCheckResponse.SERVING}, seen
+        await _kill_sessions(db, await _server_ids(engine, db.kind, 4))
+        reply = await s.call("Execute", gid, "accounts.debit", transfer(acct, 10))
+        assert reply.outcome == ppb.OUTCOME_OK, reply.message
+        assert await rows_for(db, gid) == 1
+    finally:
+        await s.channel.close(None)
+        await s.host.stop(0)
+        await engine.dispose()
+
+
+async def _kill_sessions(db: Db, ids: list[int]) -> None:
+    async with db.engine.connect() as admin:
+        for session in ids:
+            kill = (f"SELECT pg_terminate_backend({session})" if db.kind == "postgresql"
+                    else f"KILL CONNECTION {session}")
+            await admin.exec_driver_sql(kill)
+        await admin.commit()
+
+
+async def _health_statuses(s: Served, seconds: float) -> list[int]:
+    """Every status the health Watch stream reports within ``seconds``."""
+    seen: list[int] = []
+    stream = s.health.Watch(health_pb2.HealthCheckRequest(service="txc.v1.Participant"))
+
+    async def read() -> None:
+        async for answer in stream:
+            seen.append(int(answer.status))
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(read(), seconds)
+    stream.cancel()
+    return seen

@@ -218,8 +218,8 @@ async def test_a_silent_session_is_ended_by_the_server_and_its_locks_go(db: Db) 
     row = await db.add_row(v=0)
     silent = await db.engine.connect()
     try:
-        await silent.begin()
         await xa_driver(silent).guard(silent, 1.0)
+        await silent.begin()
         await silent.execute(update(p2_rows).where(p2_rows.c.id == row).values(v=5))
         assert await _locked(db, row)  # the lock is held ...
         deadline = time.monotonic() + 8
