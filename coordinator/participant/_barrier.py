@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from coordinator.participant._backoff import retrying_on
 from coordinator.participant._errors import Refused, describe, is_transient
+from coordinator.participant._session import guard_session
 from coordinator.participant._sql import blob, db_now, insert_ignore
 from coordinator.participant._tables import barrier
 from coordinator.participant._types import BranchKey, Op, Outcome, Reply
@@ -49,15 +50,23 @@ _MESSAGE_CHARS = 512
 
 @dataclass(frozen=True)
 class BarrierOptions:
-    """attempts: whole-transaction tries on transient errors before answering RETRY."""
+    """Options of every local transaction the SDK runs (saga barrier and 2PC alike).
+    attempts: whole-transaction tries on transient errors before answering RETRY.
+    session_timeout: seconds of silence after which the database ends a session of the
+    SDK's (PostgreSQL idle_in_transaction_session_timeout, MySQL wait_timeout), so a
+    connection lost mid-call cannot hold its row locks, or a prepared XID, for hours;
+    must exceed the host's call_timeout."""
 
     attempts: int = 3
     initial_backoff: float = 0.01
     max_backoff: float = 0.5
+    session_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError("attempts must be at least 1")
+        if self.session_timeout <= 0:
+            raise ValueError("session_timeout must be positive")
 
 
 @dataclass(frozen=True)
@@ -107,11 +116,13 @@ class Barrier:
 
     async def _once(self, key: BranchKey, fn: BusinessFn) -> Reply:
         try:
-            async with self._engine.connect() as conn, conn.begin():
-                forward = key.op.forward
-                if forward is None:
-                    return await _forward(conn, key, fn)
-                return await _undo(conn, key, forward, fn)
+            async with self._engine.connect() as conn:
+                await guard_session(conn, self._options.session_timeout)
+                async with conn.begin():
+                    forward = key.op.forward
+                    if forward is None:
+                        return await _forward(conn, key, fn)
+                    return await _undo(conn, key, forward, fn)
         except _Rollback as rollback:
             return rollback.reply
 

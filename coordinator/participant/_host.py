@@ -71,8 +71,8 @@ class HostOptions:
     def __post_init__(self) -> None:
         if self.call_timeout <= 0 or self.health_interval <= 0 or self.health_timeout <= 0:
             raise ValueError("timeouts and intervals must be positive")
-        if self.two_phase.session_timeout <= self.call_timeout:
-            raise ValueError("two_phase.session_timeout must exceed call_timeout: the database "
+        if self.barrier.session_timeout <= self.call_timeout:
+            raise ValueError("barrier.session_timeout must exceed call_timeout: the database "
                              "would end the sessions of calls still running")
 
 
@@ -238,7 +238,7 @@ class ParticipantHost:
                         "in-doubt branches wait for the coordinator's phase-2 retries")
             return
         decisions = CoordinatorDecisions(opts.coordinator, opts.coordinator_timeout)
-        round_timeout = opts.session_timeout + 2 * opts.coordinator_timeout
+        round_timeout = self._options.barrier.session_timeout + 2 * opts.coordinator_timeout
         self._recovery = Recovery(self._two_phase, decisions, opts.recovery_interval, round_timeout)
         self._recovery.start()
 

@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from coordinator.participant._backoff import retrying_on
 from coordinator.participant._barrier import BarrierOptions, BusinessFn
 from coordinator.participant._errors import Refused, describe, is_lock_timeout, is_transient
+from coordinator.participant._session import guard_session
 from coordinator.participant._two_phase_db import xa_driver
 from coordinator.participant._two_phase_table import (
     XaRow,
@@ -70,24 +71,18 @@ class TwoPhaseOptions:
     the branch answers RETRY (the coordinator retries until its prepare deadline).
     max_concurrent_prepares: prepares running at once; each holds two pooled connections,
     so keep twice this well below the engine's pool size, leaving room for phase 2.
-    session_timeout: seconds the database waits on a silent session of this SDK's before
-    ending it (PostgreSQL idle_in_transaction_session_timeout, MySQL wait_timeout): a
-    connection lost mid-call can leave its session open, holding the branch's row (every
-    later call for the branch answers busy) or, on MySQL, a prepared XID no other session
-    can finish."""
+    (The session guard of these transactions is ``BarrierOptions.session_timeout``.)"""
 
     coordinator: str | None = None
     recovery_interval: float = 30.0
     coordinator_timeout: float = 5.0
     lock_timeout: float = 2.0
     max_concurrent_prepares: int = 6
-    session_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        if min(self.recovery_interval, self.coordinator_timeout, self.lock_timeout,
-               self.session_timeout) <= 0:
-            raise ValueError("recovery_interval, coordinator_timeout, lock_timeout and "
-                             "session_timeout must be positive")
+        if min(self.recovery_interval, self.coordinator_timeout, self.lock_timeout) <= 0:
+            raise ValueError("recovery_interval, coordinator_timeout and lock_timeout must be "
+                             "positive")
         if self.max_concurrent_prepares < 1:
             raise ValueError("max_concurrent_prepares must be at least 1")
 
@@ -127,7 +122,7 @@ class TwoPhase:
         """A transaction the server ends by itself if this process goes quiet in it (a lost
         connection can leave the session open, holding its row locks, for hours)."""
         async with self._engine.connect() as conn:
-            await xa_driver(conn).guard(conn, self._limits.session_timeout)
+            await guard_session(conn, self._options.session_timeout)
             async with conn.begin():
                 yield conn
 
@@ -201,7 +196,7 @@ class TwoPhase:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             driver = xa_driver(conn)
             try:
-                await driver.begin(conn, xid, self._limits.lock_timeout, self._limits.session_timeout)
+                await driver.begin(conn, xid, self._limits.lock_timeout, self._options.session_timeout)
                 try:
                     result = _as_bytes(await business(conn))
                 except Refused as exc:

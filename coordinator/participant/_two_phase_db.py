@@ -16,11 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from coordinator.participant._dsn import mask
 from coordinator.participant._errors import ParticipantError, describe
+from coordinator.participant._session import guard_session, guard_statement, mark_guarded
 from coordinator.participant._sql import is_mysql
 from coordinator.participant._two_phase_table import XA_TABLE, xa
 from coordinator.participant._two_phase_xid import XID_PREFIX, is_txc_xid, literal
-
-_GUARDED = "txc_session_guard"  # key in a connection's info: the guard statement it ran
 
 
 class TwoPhaseUnavailable(ParticipantError):
@@ -41,19 +40,6 @@ class XaDriver(ABC):
         (a prepared transaction holds its locks until phase 2, so waiting longer could
         pile every connection up behind one that is in doubt), and it is guarded."""
 
-    async def guard(self, conn: AsyncConnection, session_timeout: float) -> None:
-        """Have the server end this session after ``session_timeout`` s of silence in a
-        transaction. The setting is the session's, made once per connection (remembered in
-        its ``info``; a pooled connection keeps it): call this before opening a transaction."""
-        statement = self._guard_statement(session_timeout)
-        if conn.info.get(_GUARDED) == statement:
-            return
-        await conn.exec_driver_sql(statement)
-        await conn.commit()  # a SET inside a transaction that rolls back would not stay
-        conn.info[_GUARDED] = statement
-
-    @abstractmethod
-    def _guard_statement(self, session_timeout: float) -> str: ...
     @abstractmethod
     async def prepare(self, conn: AsyncConnection, xid: str) -> None: ...
     @abstractmethod
@@ -79,12 +65,9 @@ class XaDriver(ABC):
 class PostgresXa(XaDriver):
     async def begin(self, conn: AsyncConnection, xid: str, lock_timeout: float,
                     session_timeout: float) -> None:
-        await self.guard(conn, session_timeout)
+        await guard_session(conn, session_timeout)
         await conn.exec_driver_sql("BEGIN")
         await conn.exec_driver_sql(f"SET LOCAL lock_timeout = {_ms(lock_timeout)}")
-
-    def _guard_statement(self, session_timeout: float) -> str:
-        return f"SET idle_in_transaction_session_timeout = {_ms(session_timeout)}"
 
     async def prepare(self, conn: AsyncConnection, xid: str) -> None:
         await conn.exec_driver_sql(f"PREPARE TRANSACTION {literal(xid)}")
@@ -133,15 +116,10 @@ class MysqlXa(XaDriver):
         # One statement for both: this connection is closed after the prepare, so the
         # guard would never be remembered for long.
         seconds = max(1, math.ceil(lock_timeout))
-        guard = self._guard_statement(session_timeout)
+        guard = guard_statement(conn, session_timeout)
         await conn.exec_driver_sql(f"{guard}, innodb_lock_wait_timeout = {seconds}")
-        conn.info[_GUARDED] = guard
+        mark_guarded(conn, guard)
         await conn.exec_driver_sql(f"XA START {literal(xid)}")
-
-    def _guard_statement(self, session_timeout: float) -> str:
-        # Stays on the pooled connection: an idle one is closed by the server after this
-        # long and replaced when the retry of the "server has gone away" reconnects.
-        return f"SET SESSION wait_timeout = {max(1, math.ceil(session_timeout))}"
 
     async def prepare(self, conn: AsyncConnection, xid: str) -> None:
         await conn.exec_driver_sql(f"XA END {literal(xid)}")

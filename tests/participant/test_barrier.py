@@ -280,3 +280,21 @@ def test_branch_key_refuses_ids_the_table_cannot_hold() -> None:
         BranchKey("", "b", Op.EXECUTE)
     with pytest.raises(ValueError, match="branch is 129"):
         BranchKey("g", "x" * 129, Op.EXECUTE)
+
+
+async def test_barrier_transactions_run_in_a_guarded_session(db: Db, gid: str) -> None:
+    """A saga step's session is ended by the server after session_timeout of silence (a
+    connection lost mid-call must not hold the business rows' locks for hours)."""
+    seen: list[int] = []
+
+    async def read_guard(conn: AsyncConnection) -> bytes:
+        query = ("SELECT @@SESSION.wait_timeout" if db.kind == "mariadb"
+                 else "SELECT current_setting('idle_in_transaction_session_timeout')")
+        value = str((await conn.exec_driver_sql(query)).scalar_one())
+        seen.append(int(value.removesuffix("ms").removesuffix("s")))  # PG shows "17s", "17500ms"
+        return b""
+
+    barrier = Barrier(db.engine, BarrierOptions(session_timeout=17))
+    reply = await barrier.call(BranchKey(gid, "b1", Op.EXECUTE), read_guard)
+    assert reply.outcome is Outcome.OK
+    assert seen == [17]

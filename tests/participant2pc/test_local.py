@@ -21,7 +21,7 @@ from coordinator.participant import (
     xa_table,
     xid_for,
 )
-from coordinator.participant._two_phase_db import xa_driver
+from coordinator.participant._session import guard_session
 
 from ._service import RUNS, build
 from ._service import rows as p2_rows
@@ -218,7 +218,7 @@ async def test_a_silent_session_is_ended_by_the_server_and_its_locks_go(db: Db) 
     row = await db.add_row(v=0)
     silent = await db.engine.connect()
     try:
-        await xa_driver(silent).guard(silent, 1.0)
+        await guard_session(silent, 1.0)
         await silent.begin()
         await silent.execute(update(p2_rows).where(p2_rows.c.id == row).values(v=5))
         assert await _locked(db, row)  # the lock is held ...
