@@ -185,13 +185,14 @@ class TwoPhase:
                 # An earlier attempt prepared it and died before recording the vote.
                 await set_state(control, xid, XaState.PREPARED)
                 return Reply(Outcome.OK, message="already prepared")
-            reply = await self._prepare_locally(key, xid, business)
+            reply = await self._prepare_locally(key, xid, business, control)
             if reply.outcome is not Outcome.RETRY:
                 state = XaState.PREPARED if reply.outcome is Outcome.OK else XaState.REFUSED
                 await set_state(control, xid, state, reply.message, reply.result)
             return reply
 
-    async def _prepare_locally(self, key: BranchKey, xid: str, business: BusinessFn) -> Reply:
+    async def _prepare_locally(self, key: BranchKey, xid: str, business: BusinessFn,
+                               control: AsyncConnection) -> Reply:
         async with self._engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             driver = xa_driver(conn)
@@ -212,8 +213,7 @@ class TwoPhase:
                     return Reply(Outcome.RETRY, message=f"rows locked by another transaction for "
                                  f"{self._limits.lock_timeout:g}s (a prepared branch waiting for phase 2?)")
                 raise
-            if driver.detach_after_prepare:
-                await _discard(conn)
+            await driver.detach(conn, control)
             return Reply(Outcome.OK, result)
 
     # -- phase 2 -------------------------------------------------------------------------

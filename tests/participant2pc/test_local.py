@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 
 import pytest
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coordinator._proto.txc.v1 import participant_pb2 as ppb
 from coordinator.participant import (
@@ -22,6 +24,7 @@ from coordinator.participant import (
     xid_for,
 )
 from coordinator.participant._session import guard_session
+from coordinator.participant._two_phase_db import XaDriver, xa_driver
 
 from ._service import RUNS, build
 from ._service import rows as p2_rows
@@ -244,3 +247,39 @@ async def _locked(db: Db, row_id: str) -> bool:
             return False
         except sa_exc.DBAPIError:  # 55P03 lock_not_available / MariaDB 1205 or 3572
             return True
+
+
+async def test_after_detach_any_session_finishes_the_prepared_branch_at_once(db: Db) -> None:
+    """MySQL/MariaDB: the vote is sent only once the preparing session is gone, so a commit
+    from another session, even at once, finds the XID. (A commit racing with the end of
+    that session can be lost by MariaDB: OK answered, the branch left prepared, unlisted.)
+    Without the wait, a few of these commits meet the session still attached."""
+    if db.kind != "mariadb":
+        pytest.skip("PostgreSQL's PREPARE TRANSACTION dissociates at once")
+    refused = []
+    async with db.engine.connect() as observer:
+        await observer.execution_options(isolation_level="AUTOCOMMIT")
+        driver = xa_driver(observer)
+        for i in range(300):
+            xid = xid_for(f"detach-{uuid.uuid4().hex[:8]}", "b")
+            conn = await db.engine.connect()
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await driver.begin(conn, xid, lock_timeout=1, session_timeout=30)
+            await conn.execute(p2_rows.insert().values(id=f"d-{i}-{uuid.uuid4().hex[:6]}", v=0))
+            await driver.prepare(conn, xid)
+            await driver.detach(conn, observer)
+            await conn.close()
+            try:
+                await driver.commit_prepared(observer, xid)
+            except sa_exc.DBAPIError as exc:
+                refused.append(str(exc.orig))
+                await _finish_later(driver, observer, xid)
+    assert refused == []
+
+
+async def _finish_later(driver: XaDriver, conn: AsyncConnection, xid: str) -> None:
+    for _ in range(100):
+        with contextlib.suppress(sa_exc.DBAPIError):
+            await driver.commit_prepared(conn, xid)
+            return
+        await asyncio.sleep(0.01)
