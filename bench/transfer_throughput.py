@@ -32,10 +32,12 @@ from typing import Protocol
 
 import grpc
 from _cpu import CpuMeter, format_row, servers_by_name
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chaos.client import CoordinatedClient, Told, UncoordinatedClient
 from chaos.topology import Databases, Process, ensure_databases, wait_port
-from chaos.workload.schema import reset_accounts, reset_orders
+from chaos.workload.schema import ledger, orders, reset_accounts, reset_orders
 from chaos.workload.services import OUT_OF_STOCK_EVERY, Transfer
 from coordinator._proto.txc.v1 import participant_pb2 as ppb
 from coordinator._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
@@ -174,7 +176,8 @@ async def run_modes(bench: Bench, args: argparse.Namespace) -> None:
                 return (await client.transfer(t))[0]
 
             prefix = f"{mode}-{args.run}-"
-            await closed_loop(plan(prefix + "w", args.concurrency * 4, args.seed), args.concurrency, one)
+            _, _, warm = await closed_loop(plan(prefix + "w", args.concurrency * 4, args.seed),
+                                           args.concurrency, one)
             meter = bench.meter()
             meter.start()
             rate, lat, told = await closed_loop(plan(prefix, args.transfers, args.seed),
@@ -182,7 +185,8 @@ async def run_modes(bench: Bench, args: argparse.Namespace) -> None:
             cpu[mode] = meter.ms_per(args.transfers)
             rates[mode] = rate
             print(f"{mode:<7} {rate:8.0f} transfers/s  p50 {pct(lat, 50):7.2f} ms  "
-                  f"p99 {pct(lat, 99):7.2f} ms  told {dict(told)}", flush=True)
+                  f"p99 {pct(lat, 99):7.2f} ms  told {dict(told)}  "
+                  f"{await effects(pg, maria, warm['ok'] + told['ok'])}", flush=True)
     finally:
         for c in clients.values():
             if isinstance(c, CoordinatedClient | DirectClient):
@@ -190,6 +194,17 @@ async def run_modes(bench: Bench, args: argparse.Namespace) -> None:
         await pg.dispose()
         await maria.dispose()
     report(rates, cpu)
+
+
+async def effects(pg: AsyncEngine, maria: AsyncEngine, ok: int) -> str:
+    """Every transfer told ok must show its debit and its order (the tables were emptied
+    before this mode): a throughput bought with lost effects would be no figure at all."""
+    async with pg.connect() as conn:
+        debits = (await conn.execute(select(func.count()).select_from(ledger))).scalar_one()
+    async with maria.connect() as conn:
+        placed = (await conn.execute(select(func.count()).select_from(orders))).scalar_one()
+    verdict = "consistent" if debits == placed == ok else "INCONSISTENT"
+    return f"{verdict} ({debits} debits, {placed} orders, {ok} ok)"
 
 
 def pct(latencies: list[float], q: int) -> float:
