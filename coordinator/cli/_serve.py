@@ -10,7 +10,7 @@ from dataclasses import replace
 from ..domain.validation import Limits
 from ..engine import EngineOptions
 from ..log import EtcdOptions
-from ..server import CoordinatorServer, DevEtcd, ServerOptions
+from ..server import CoordinatorServer, DevEtcd, Operators, ServerOptions
 from ._common import env_default, setup_logging
 
 log = logging.getLogger("txcoord.cli")
@@ -39,6 +39,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    default=EngineOptions().max_calls_per_participant,
                    help="calls in flight to one participant; more wait, phase 2 and "
                         "compensations first (default %(default)s)")
+    p.add_argument("--operator-tokens", default=env_default("TXC_OPERATOR_TOKENS", ""),
+                   metavar="FILE", help="file of 'NAME TOKEN' lines: replay/skip/abort then "
+                   "need 'authorization: Bearer TOKEN' (env TXC_OPERATOR_TOKENS)")
     p.add_argument("--grace", type=float, default=10.0,
                    help="seconds to let calls in flight finish on SIGTERM")
     p.add_argument("--log-level", default=env_default("TXC_LOG_LEVEL", "info"))
@@ -51,7 +54,11 @@ def options_from(args: argparse.Namespace, endpoints: list[str]) -> ServerOption
     if args.max_active < 1 or args.max_calls_per_participant < 1:
         raise SystemExit("txc serve: --max-active and --max-calls-per-participant must be >= 1")
     base = ServerOptions()
-    return replace(base, listen=args.listen, etcd=etcd, grace_s=args.grace,
+    try:
+        operators = Operators.from_file(args.operator_tokens) if args.operator_tokens else Operators()
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"txc serve: --operator-tokens: {exc}") from None
+    return replace(base, listen=args.listen, etcd=etcd, grace_s=args.grace, operators=operators,
                    allow_participants=tuple(args.allow_participant),
                    limits=replace(base.limits, max_active=args.max_active),
                    engine=replace(base.engine,

@@ -15,6 +15,7 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -37,6 +38,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     tx.add_argument("--coordinator", default=env_default("TXC_COORDINATOR", "127.0.0.1:7070"),
                     help="HOST:PORT of any coordinator (env TXC_COORDINATOR)")
     tx.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    tx.add_argument("--token-file", default=env_default("TXC_OPERATOR_TOKEN_FILE", ""),
+                    metavar="FILE", help="file holding this operator's token, for a coordinator "
+                    "started with --operator-tokens (env TXC_OPERATOR_TOKEN_FILE)")
     cmds = tx.add_subparsers(dest="tx_command", required=True)
 
     ls = cmds.add_parser("list", help="transactions, newest first")
@@ -112,8 +116,15 @@ def _explain(args: argparse.Namespace, exc: grpc.aio.AioRpcError) -> int:
     return EXIT_NOT_FOUND if code == grpc.StatusCode.NOT_FOUND else EXIT_REFUSED
 
 
-def _metadata() -> tuple[tuple[str, str], ...]:
-    return (("x-txc-actor", f"{getpass.getuser()}@{socket.gethostname()}"),)
+def _metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    actor = ("x-txc-actor", f"{getpass.getuser()}@{socket.gethostname()}")
+    if not args.token_file:
+        return (actor,)
+    try:
+        token = Path(args.token_file).read_text().strip()
+    except OSError as exc:
+        raise SystemExit(f"txc: --token-file: {exc}") from None
+    return (actor, ("authorization", f"Bearer {token}"))
 
 
 async def _matching(args: argparse.Namespace, stub: pb_grpc.CoordinatorAsyncStub,
@@ -170,7 +181,7 @@ async def _replay(args: argparse.Namespace, stub: pb_grpc.CoordinatorAsyncStub) 
     if not args.all:
         return _print_one(await stub.ReplayTransaction(
             pb.ReplayRequest(gid=args.gid, reason=args.reason), timeout=args.timeout,
-            metadata=_metadata()))
+            metadata=_metadata(args)))
     args.state = args.state or ["failed"]
     txs = await _matching(args, stub, limit=10_000)
     if args.dry_run:
@@ -181,7 +192,7 @@ async def _replay(args: argparse.Namespace, stub: pb_grpc.CoordinatorAsyncStub) 
     for i, tx in enumerate(txs, 1):
         try:
             await stub.ReplayTransaction(pb.ReplayRequest(gid=tx.gid, reason=args.reason),
-                                         timeout=args.timeout, metadata=_metadata())
+                                         timeout=args.timeout, metadata=_metadata(args))
         except grpc.aio.AioRpcError as exc:
             refused += 1
             print(f"\ntxc: {tx.gid}: {exc.details()}", file=sys.stderr)
@@ -193,13 +204,13 @@ async def _replay(args: argparse.Namespace, stub: pb_grpc.CoordinatorAsyncStub) 
 async def _skip(args: argparse.Namespace, stub: pb_grpc.CoordinatorAsyncStub) -> int:
     return _print_one(await stub.SkipBranch(
         pb.SkipBranchRequest(gid=args.gid, branch=args.branch, reason=args.reason),
-        timeout=args.timeout, metadata=_metadata()))
+        timeout=args.timeout, metadata=_metadata(args)))
 
 
 async def _abort(args: argparse.Namespace, stub: pb_grpc.CoordinatorAsyncStub) -> int:
     return _print_one(await stub.AbortTransaction(
         pb.AbortRequest(gid=args.gid, reason=args.reason), timeout=args.timeout,
-        metadata=_metadata()))
+        metadata=_metadata(args)))
 
 
 def _print_one(tx: pb.Transaction) -> int:

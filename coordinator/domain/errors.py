@@ -31,3 +31,7 @@ class Unavailable(TxcError):
 
 class Overloaded(TxcError):
     """Too much work in progress here: nothing was written; retry later or elsewhere."""
+
+
+class Unauthenticated(TxcError):
+    """The caller did not prove who it is, and this action needs to know."""

@@ -2,6 +2,8 @@
 
 from ._app import CoordinatorServer, ServerOptions
 from ._dev_etcd import DevEtcd
+from ._operators import Operators
 from ._servicer import CoordinatorServicer, Defaults
 
-__all__ = ["CoordinatorServer", "CoordinatorServicer", "Defaults", "DevEtcd", "ServerOptions"]
+__all__ = ["CoordinatorServer", "CoordinatorServicer", "Defaults", "DevEtcd", "Operators",
+           "ServerOptions"]

@@ -21,6 +21,7 @@ from ..domain.addresses import AllowList
 from ..domain.validation import Limits
 from ..engine import CoordinatorCore, Driver, EngineOptions, GrpcTransport, Recovery, Transport
 from ..log import EtcdLog, EtcdOptions, TxLog
+from ._operators import Operators
 from ._servicer import CoordinatorServicer, Defaults
 
 log = logging.getLogger("txcoord.server")
@@ -38,6 +39,7 @@ class ServerOptions:
     limits: Limits = Limits()
     defaults: Defaults = Defaults()
     engine: EngineOptions = EngineOptions()
+    operators: Operators = field(default_factory=Operators)
     node_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-"
                                                  f"{uuid.uuid4().hex[:6]}")
 
@@ -66,7 +68,7 @@ class CoordinatorServer:
             ("grpc.max_send_message_length", max_message),
         ])
         pb_grpc.add_CoordinatorServicer_to_server(
-            CoordinatorServicer(self.core, self.options.defaults), server)
+            CoordinatorServicer(self.core, self.options.defaults, self.options.operators), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             [SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
@@ -80,6 +82,12 @@ class CoordinatorServer:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("coordinator %s listening on %s (port %d)", self.options.node_id,
                  self.options.listen, self.port)
+        if self.options.operators.required:
+            log.info("operator actions need a token (%d operators)",
+                     len(self.options.operators.tokens))
+        elif not self.options.listen.startswith(("127.", "localhost", "[::1]")):
+            log.warning("operator actions (replay, skip, abort) are open to anyone who reaches "
+                        "%s: pass --operator-tokens FILE", self.options.listen)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop taking work, let attempts in flight finish, then hand everything over."""

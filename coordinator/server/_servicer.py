@@ -18,6 +18,7 @@ from ..domain.errors import (
     NotFound,
     Overloaded,
     TxcError,
+    Unauthenticated,
     Unavailable,
 )
 from ..domain.records import Protocol, TxState
@@ -25,6 +26,7 @@ from ..engine import CoordinatorCore, ListQuery, StartRequest
 from ..log import LogError
 from . import _convert as convert
 from ._context import Context
+from ._operators import Operators
 
 log = logging.getLogger("txcoord.server")
 T = TypeVar("T")
@@ -36,6 +38,7 @@ _STATUS: dict[type[TxcError], grpc.StatusCode] = {
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
 }
 
 
@@ -60,9 +63,11 @@ async def _guard(context: Context, work: Callable[[], Awaitable[T]]) -> T:
 
 
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
-    def __init__(self, core: CoordinatorCore, defaults: Defaults | None = None) -> None:
+    def __init__(self, core: CoordinatorCore, defaults: Defaults | None = None,
+                 operators: Operators | None = None) -> None:
         self._core = core
         self._defaults = defaults or Defaults()
+        self._operators = operators or Operators()
 
     async def StartSaga(
         self, request: pb.StartSagaRequest, context: Context
@@ -123,7 +128,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     async def ReplayTransaction(self, request: pb.ReplayRequest, context: Context) -> pb.Transaction:
         async def work() -> pb.Transaction:
             _need_reason(request.reason)
-            stored = await self._core.replay(request.gid, _actor(context), request.reason)
+            stored = await self._core.replay(request.gid, self._actor(context), request.reason)
             return convert.transaction(stored.record)
 
         return await _guard(context, work)
@@ -131,7 +136,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     async def SkipBranch(self, request: pb.SkipBranchRequest, context: Context) -> pb.Transaction:
         async def work() -> pb.Transaction:
             _need_reason(request.reason)
-            stored = await self._core.skip(request.gid, request.branch, _actor(context),
+            stored = await self._core.skip(request.gid, request.branch, self._actor(context),
                                            request.reason)
             return convert.transaction(stored.record)
 
@@ -140,10 +145,19 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     async def AbortTransaction(self, request: pb.AbortRequest, context: Context) -> pb.Transaction:
         async def work() -> pb.Transaction:
             _need_reason(request.reason)
-            stored = await self._core.abort(request.gid, _actor(context), request.reason)
+            stored = await self._core.abort(request.gid, self._actor(context), request.reason)
             return convert.transaction(stored.record)
 
         return await _guard(context, work)
+
+    def _actor(self, context: Context) -> str:
+        """Who asked, for the history. With operator tokens configured, the token's name
+        (Unauthenticated without a valid one); else the claimed actor, or the peer."""
+        claimed = _claimed_actor(context)
+        if self._operators.required:
+            name = self._operators.identify(context.invocation_metadata() or ())
+            return f"operator:{name}" + (f" ({claimed})" if claimed else "")
+        return f"operator:{claimed or context.peer()}"
 
     def _wait_budget(self, context: Context) -> float:
         remaining = context.time_remaining()
@@ -158,12 +172,12 @@ def _need_reason(reason: str) -> None:
         raise InvalidArgument("reason", "longer than 1024 characters")
 
 
-def _actor(context: Context) -> str:
-    """Who asked: the caller's ``x-txc-actor`` metadata (the CLI sends user@host), else its peer."""
+def _claimed_actor(context: Context) -> str | None:
+    """The caller's ``x-txc-actor`` metadata (the CLI sends user@host): a claim, not proof."""
     for key, value in context.invocation_metadata() or ():
         if key == "x-txc-actor" and isinstance(value, str) and value:
-            return f"operator:{value[:128]}"
-    return f"operator:{context.peer()}"
+            return value[:128]
+    return None
 
 
 def _list_query(request: pb.ListTransactionsRequest) -> ListQuery:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -58,6 +59,16 @@ async def client_for(server: CoordinatorServer | int) -> AsyncIterator[Coordinat
     port = server if isinstance(server, int) else server.port
     async with CoordinatorClient(f"127.0.0.1:{port}") as client:
         yield client
+
+
+async def txc(port: int, *args: str) -> tuple[int, str, str]:
+    """``txc tx ARGS`` as a process against the coordinator on ``port``."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "coordinator.cli", "tx", "--coordinator", f"127.0.0.1:{port}",
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 @pytest.fixture

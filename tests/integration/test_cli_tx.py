@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 
 import pytest
 
 from coordinator import Saga, Step, pb
 from coordinator.server import DevEtcd
 
-from .conftest import client_for, running, server_options
+from .conftest import client_for, running, server_options, txc
 from .participant import ScriptedParticipant
 from .test_crash import settled
 from .test_operator import broken_refund
 from .test_saga_service import FAST
 
 pytestmark = pytest.mark.integration
-
-
-async def txc(port: int, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "coordinator.cli", "tx", "--coordinator", f"127.0.0.1:{port}",
-        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_find_inspect_and_replay_failed_sagas(etcd: DevEtcd, prefix: str,

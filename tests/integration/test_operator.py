@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import grpc
 import pytest
 
 from coordinator import Saga, Step, pb
-from coordinator.server import DevEtcd
+from coordinator.server import DevEtcd, Operators
 
-from .conftest import client_for, running, server_options
+from .conftest import client_for, running, server_options, txc
 from .participant import ScriptedParticipant
 from .test_crash import settled
 from .test_saga_service import FAST
@@ -67,3 +70,32 @@ async def test_skip_and_abort_in_allowed_and_forbidden_states(
         tx = await settled(c, "cancel-me")
     assert tx.state == pb.TX_STATE_COMPENSATED
     assert participant.effects["cancel-me/a/compensate"] == 1
+
+
+async def test_with_operator_tokens_actions_need_one_and_the_history_names_its_owner(
+        etcd: DevEtcd, prefix: str, participant: ScriptedParticipant, tmp_path: Path) -> None:
+    token = "t0ken-for-alice-0123456789"
+    options = replace(server_options(etcd, prefix), operators=Operators.parse(f"alice {token}"))
+    async with running(options) as server, client_for(server) as c:
+        await c.start_saga(broken_refund(participant, "locked"), wait=True)
+        assert (await c.get("locked")).state == pb.TX_STATE_FAILED  # reads need no token
+        request = pb.SkipBranchRequest(gid="locked", branch="a", reason="refunded by hand")
+        for metadata in ((("x-txc-actor", "alice"),),
+                         (("authorization", "Bearer not-the-token-at-all"),)):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await c._stub.SkipBranch(request, metadata=metadata)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert token not in (err.value.details() or "")
+        assert (await c.get("locked")).state == pb.TX_STATE_FAILED  # refused: nothing done
+
+        token_file = tmp_path / "alice.token"
+        token_file.write_text(token + "\n")
+        code, _, err_text = await txc(server.port, "skip", "locked", "a", "--reason", "by hand")
+        assert code == 1 and "unauthenticated" in err_text
+        code, out, _ = await txc(server.port, "--token-file", str(token_file),
+                                 "skip", "locked", "a", "--reason", "refunded by hand")
+        assert code == 0, out
+        tx = await c.get("locked")
+    assert tx.state == pb.TX_STATE_COMPENSATED
+    skip = [h for h in tx.history if h.action == "skip"]
+    assert skip and skip[0].actor.startswith("operator:alice (") and skip[0].reason == "a: refunded by hand"
