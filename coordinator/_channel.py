@@ -19,3 +19,12 @@ RECONNECT_OPTIONS: tuple[tuple[str, int], ...] = (
 
 def insecure_channel(target: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(target, options=RECONNECT_OPTIONS)
+
+
+def channel(target: str, tls_ca: bytes | None = None) -> grpc.aio.Channel:
+    """A channel to ``target``: TLS, checking the server against ``tls_ca`` (PEM), when
+    given; plaintext otherwise."""
+    if tls_ca is None:
+        return insecure_channel(target)
+    credentials = grpc.ssl_channel_credentials(root_certificates=tls_ca)
+    return grpc.aio.secure_channel(target, credentials, options=RECONNECT_OPTIONS)

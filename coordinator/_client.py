@@ -9,7 +9,7 @@ from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
 
-from ._channel import insecure_channel
+from ._channel import channel
 from ._proto.txc.v1 import coordinator_pb2 as pb
 from ._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
 
@@ -85,8 +85,9 @@ class Saga:
 class CoordinatorClient:
     """``async with CoordinatorClient("127.0.0.1:7070") as c: await c.start_saga(saga)``."""
 
-    def __init__(self, address: str, *, timeout_s: float = 10.0) -> None:
-        self._channel = insecure_channel(address)
+    def __init__(self, address: str, *, timeout_s: float = 10.0, tls_ca: bytes | None = None) -> None:
+        """``tls_ca``: PEM certificates to check a coordinator serving TLS against."""
+        self._channel = channel(address, tls_ca)
         self._stub = pb_grpc.CoordinatorStub(self._channel)
         self._timeout_s = timeout_s
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 from ..domain.validation import Limits
 from ..engine import EngineOptions
 from ..log import EtcdOptions
-from ..server import CoordinatorServer, DevEtcd, Operators, ServerOptions
+from ..server import CoordinatorServer, DevEtcd, Operators, ServerOptions, TlsFiles
 from ._common import env_default, setup_logging
 
 log = logging.getLogger("txcoord.cli")
@@ -42,6 +42,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--operator-tokens", default=env_default("TXC_OPERATOR_TOKENS", ""),
                    metavar="FILE", help="file of 'NAME TOKEN' lines: replay/skip/abort then "
                    "need 'authorization: Bearer TOKEN' (env TXC_OPERATOR_TOKENS)")
+    p.add_argument("--tls-cert", default=env_default("TXC_TLS_CERT", ""), metavar="FILE",
+                   help="PEM certificate chain: serve TLS (with --tls-key; env TXC_TLS_CERT)")
+    p.add_argument("--tls-key", default=env_default("TXC_TLS_KEY", ""), metavar="FILE",
+                   help="PEM private key of --tls-cert (env TXC_TLS_KEY)")
     p.add_argument("--grace", type=float, default=10.0,
                    help="seconds to let calls in flight finish on SIGTERM")
     p.add_argument("--log-level", default=env_default("TXC_LOG_LEVEL", "info"))
@@ -59,10 +63,22 @@ def options_from(args: argparse.Namespace, endpoints: list[str]) -> ServerOption
     except (OSError, ValueError) as exc:
         raise SystemExit(f"txc serve: --operator-tokens: {exc}") from None
     return replace(base, listen=args.listen, etcd=etcd, grace_s=args.grace, operators=operators,
+                   tls=_tls(args),
                    allow_participants=tuple(args.allow_participant),
                    limits=replace(base.limits, max_active=args.max_active),
                    engine=replace(base.engine,
                                   max_calls_per_participant=args.max_calls_per_participant))
+
+
+def _tls(args: argparse.Namespace) -> TlsFiles | None:
+    if not args.tls_cert and not args.tls_key:
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise SystemExit("txc serve: --tls-cert and --tls-key go together")
+    try:
+        return TlsFiles.read(args.tls_cert, args.tls_key)
+    except OSError as exc:
+        raise SystemExit(f"txc serve: TLS files: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:

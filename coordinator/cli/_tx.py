@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from .._channel import insecure_channel
+from .._channel import channel as open_channel
 from .._proto.txc.v1 import coordinator_pb2 as pb
 from .._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
 from ._common import env_default
@@ -38,6 +38,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     tx.add_argument("--coordinator", default=env_default("TXC_COORDINATOR", "127.0.0.1:7070"),
                     help="HOST:PORT of any coordinator (env TXC_COORDINATOR)")
     tx.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    tx.add_argument("--tls-ca", default=env_default("TXC_TLS_CA", ""), metavar="FILE",
+                    help="PEM CA certificates: talk TLS to a coordinator serving it (env TXC_TLS_CA)")
     tx.add_argument("--token-file", default=env_default("TXC_OPERATOR_TOKEN_FILE", ""),
                     metavar="FILE", help="file holding this operator's token, for a coordinator "
                     "started with --operator-tokens (env TXC_OPERATOR_TOKEN_FILE)")
@@ -92,13 +94,23 @@ def duration(text: str) -> float:
 def _sync(fn: Callable[[argparse.Namespace, pb_grpc.CoordinatorAsyncStub], Awaitable[int]]
           ) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        args.tls_ca_pem = _read("--tls-ca", args.tls_ca)
+        token = _read("--token-file", args.token_file)
+        args.token = token.decode().strip() if token else None
         return asyncio.run(_connected(args, fn))
     return run
 
 
+def _read(flag: str, path: str) -> bytes | None:
+    try:
+        return Path(path).read_bytes() if path else None
+    except OSError as exc:
+        raise SystemExit(f"txc: {flag}: {exc}") from None
+
+
 async def _connected(args: argparse.Namespace,
                      fn: Callable[[argparse.Namespace, pb_grpc.CoordinatorAsyncStub], Awaitable[int]]) -> int:
-    channel = insecure_channel(args.coordinator)
+    channel = open_channel(args.coordinator, args.tls_ca_pem)
     try:
         return await fn(args, pb_grpc.CoordinatorStub(channel))
     except grpc.aio.AioRpcError as exc:
@@ -118,13 +130,9 @@ def _explain(args: argparse.Namespace, exc: grpc.aio.AioRpcError) -> int:
 
 def _metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
     actor = ("x-txc-actor", f"{getpass.getuser()}@{socket.gethostname()}")
-    if not args.token_file:
+    if not args.token:
         return (actor,)
-    try:
-        token = Path(args.token_file).read_text().strip()
-    except OSError as exc:
-        raise SystemExit(f"txc: --token-file: {exc}") from None
-    return (actor, ("authorization", f"Bearer {token}"))
+    return (actor, ("authorization", f"Bearer {args.token}"))
 
 
 async def _matching(args: argparse.Namespace, stub: pb_grpc.CoordinatorAsyncStub,

@@ -1,9 +1,9 @@
 """The gRPC front end and the process wiring."""
 
-from ._app import CoordinatorServer, ServerOptions
+from ._app import CoordinatorServer, ServerOptions, TlsFiles
 from ._dev_etcd import DevEtcd
 from ._operators import Operators
 from ._servicer import CoordinatorServicer, Defaults
 
 __all__ = ["CoordinatorServer", "CoordinatorServicer", "Defaults", "DevEtcd", "Operators",
-           "ServerOptions"]
+           "ServerOptions", "TlsFiles"]

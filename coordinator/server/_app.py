@@ -30,6 +30,19 @@ SERVICE = pb.DESCRIPTOR.services_by_name["Coordinator"].full_name
 
 
 @dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """The server's certificate chain and private key, PEM."""
+
+    cert_chain: bytes
+    private_key: bytes
+
+    @classmethod
+    def read(cls, cert: str, key: str) -> TlsFiles:
+        with open(cert, "rb") as c, open(key, "rb") as k:
+            return cls(c.read(), k.read())
+
+
+@dataclass(frozen=True, slots=True)
 class ServerOptions:
     listen: str = "127.0.0.1:7070"
     etcd: EtcdOptions = EtcdOptions()
@@ -40,6 +53,7 @@ class ServerOptions:
     defaults: Defaults = Defaults()
     engine: EngineOptions = EngineOptions()
     operators: Operators = field(default_factory=Operators)
+    tls: TlsFiles | None = None  # serve TLS instead of plaintext
     node_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-"
                                                  f"{uuid.uuid4().hex[:6]}")
 
@@ -72,7 +86,7 @@ class CoordinatorServer:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             [SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-        self.port = server.add_insecure_port(self.options.listen)
+        self.port = self._listen(server)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {self.options.listen}")
         await server.start()
@@ -80,14 +94,28 @@ class CoordinatorServer:
         self.recovery.start()
         for name in ("", SERVICE):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("coordinator %s listening on %s (port %d)", self.options.node_id,
-                 self.options.listen, self.port)
-        if self.options.operators.required:
-            log.info("operator actions need a token (%d operators)",
-                     len(self.options.operators.tokens))
-        elif not self.options.listen.startswith(("127.", "localhost", "[::1]")):
+        log.info("coordinator %s listening on %s (port %d, %s)", self.options.node_id,
+                 self.options.listen, self.port, "TLS" if self.options.tls else "plaintext")
+        self._warn_exposure()
+
+    def _warn_exposure(self) -> None:
+        opts = self.options
+        remote = not opts.listen.startswith(("127.", "localhost", "[::1]"))
+        if opts.operators.required:
+            log.info("operator actions need a token (%d operators)", len(opts.operators.tokens))
+            if remote and opts.tls is None:
+                log.warning("operator tokens reach %s in clear: serve TLS (--tls-cert, "
+                            "--tls-key) or put a TLS proxy in front", opts.listen)
+        elif remote:
             log.warning("operator actions (replay, skip, abort) are open to anyone who reaches "
-                        "%s: pass --operator-tokens FILE", self.options.listen)
+                        "%s: pass --operator-tokens FILE", opts.listen)
+
+    def _listen(self, server: grpc.aio.Server) -> int:
+        tls = self.options.tls
+        if tls is None:
+            return server.add_insecure_port(self.options.listen)
+        credentials = grpc.ssl_server_credentials([(tls.private_key, tls.cert_chain)])
+        return server.add_secure_port(self.options.listen, credentials)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop taking work, let attempts in flight finish, then hand everything over."""

@@ -1,0 +1,55 @@
+"""A coordinator serving TLS: clients that check it against the CA get in, plaintext
+clients do not; the operator CLI talks TLS with --tls-ca."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import pytest
+
+from coordinator import CoordinatorClient, Saga, Step, pb
+from coordinator.server import DevEtcd, TlsFiles
+
+from .conftest import running, server_options, txc
+from .participant import ScriptedParticipant
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost; (cert, key)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+async def test_tls_clients_get_in_and_plaintext_ones_do_not(
+        etcd: DevEtcd, prefix: str, participant: ScriptedParticipant,
+        certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    options = replace(server_options(etcd, prefix), tls=TlsFiles.read(str(cert), str(key)))
+    async with running(options) as server:
+        address = f"127.0.0.1:{server.port}"
+        async with CoordinatorClient(address, tls_ca=cert.read_bytes()) as client:
+            saga = Saga([Step("a", participant.address, "a.do", "a.undo", {})], gid="over-tls")
+            reply = await client.start_saga(saga, wait=True)
+            assert reply.transaction.state == pb.TX_STATE_COMMITTED
+        async with CoordinatorClient(address, timeout_s=2.0) as plaintext:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await plaintext.get("over-tls")
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+        code, out, _ = await txc(server.port, "--tls-ca", str(cert), "show", "over-tls")
+        assert code == 0 and "COMMITTED" in out
+        code, _, err_text = await txc(server.port, "--timeout", "2", "show", "over-tls")
+        assert code == 4 and "unreachable" in err_text
