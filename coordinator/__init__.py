@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._client import CoordinatorClient, Retry, Saga, Step
 from ._proto.txc.v1 import coordinator_pb2 as pb
+from ._tls import TlsFiles
 
 if TYPE_CHECKING:
     from .server import CoordinatorServer, DevEtcd, ServerOptions
@@ -27,4 +28,4 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["CoordinatorClient", "CoordinatorServer", "DevEtcd", "Retry", "Saga", "ServerOptions",
-           "Step", "pb"]
+           "Step", "TlsFiles", "pb"]

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 from ..domain.validation import Limits
 from ..engine import EngineOptions
@@ -46,6 +47,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="PEM certificate chain: serve TLS (with --tls-key; env TXC_TLS_CERT)")
     p.add_argument("--tls-key", default=env_default("TXC_TLS_KEY", ""), metavar="FILE",
                    help="PEM private key of --tls-cert (env TXC_TLS_KEY)")
+    p.add_argument("--participant-tls-ca", default=env_default("TXC_PARTICIPANT_TLS_CA", ""),
+                   metavar="FILE", help="PEM CAs: call participants over TLS, checked against "
+                   "them (env TXC_PARTICIPANT_TLS_CA)")
     p.add_argument("--grace", type=float, default=10.0,
                    help="seconds to let calls in flight finish on SIGTERM")
     p.add_argument("--log-level", default=env_default("TXC_LOG_LEVEL", "info"))
@@ -63,7 +67,7 @@ def options_from(args: argparse.Namespace, endpoints: list[str]) -> ServerOption
     except (OSError, ValueError) as exc:
         raise SystemExit(f"txc serve: --operator-tokens: {exc}") from None
     return replace(base, listen=args.listen, etcd=etcd, grace_s=args.grace, operators=operators,
-                   tls=_tls(args),
+                   tls=_tls(args), participant_tls_ca=_read_ca(args.participant_tls_ca),
                    allow_participants=tuple(args.allow_participant),
                    limits=replace(base.limits, max_active=args.max_active),
                    engine=replace(base.engine,
@@ -79,6 +83,13 @@ def _tls(args: argparse.Namespace) -> TlsFiles | None:
         return TlsFiles.read(args.tls_cert, args.tls_key)
     except OSError as exc:
         raise SystemExit(f"txc serve: TLS files: {exc}") from None
+
+
+def _read_ca(path: str) -> bytes | None:
+    try:
+        return Path(path).read_bytes() if path else None
+    except OSError as exc:
+        raise SystemExit(f"txc serve: --participant-tls-ca: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import grpc
 
-from .._channel import insecure_channel
+from .._channel import channel as open_channel
 from .._proto.txc.v1 import participant_pb2 as ppb
 from .._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
 from ..domain.records import BranchPlan, Op
@@ -54,10 +54,12 @@ _METHODS = {
 class GrpcTransport:
     """Keeps one channel per participant address (bounded, least recently used first out)."""
 
-    def __init__(self, max_channels: int = 256) -> None:
+    def __init__(self, max_channels: int = 256, tls_ca: bytes | None = None) -> None:
+        """``tls_ca``: call every participant over TLS, checked against these PEM CAs."""
         self._stubs: collections.OrderedDict[str, tuple[grpc.aio.Channel, ppb_grpc.ParticipantStub]]
         self._stubs = collections.OrderedDict()
         self._max = max_channels
+        self._tls_ca = tls_ca
 
     def _stub(self, address: str) -> ppb_grpc.ParticipantStub:
         entry = self._stubs.get(address)
@@ -66,7 +68,7 @@ class GrpcTransport:
                 _, (old, _) = self._stubs.popitem(last=False)
                 # grpc.aio closes it when collected; close() would cut calls still in flight.
                 del old
-            channel = insecure_channel(address)
+            channel = open_channel(address, self._tls_ca)
             entry = (channel, ppb_grpc.ParticipantStub(channel))
             self._stubs[address] = entry
         else:

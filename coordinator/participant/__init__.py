@@ -17,6 +17,7 @@
 See docs/participant.md.
 """
 
+from coordinator._tls import TlsFiles
 from coordinator.participant import _outbox as outbox
 from coordinator.participant._barrier import Barrier, BarrierOptions, BusinessFn
 from coordinator.participant._dsn import check_connection, create_engine, mask
@@ -96,6 +97,7 @@ __all__ = [
     "Reply",
     "Sender",
     "StartSagaSender",
+    "TlsFiles",
     "TwoPhase",
     "TwoPhaseOptions",
     "TwoPhaseUnavailable",

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from coordinator._proto.txc.v1 import participant_pb2 as ppb
 from coordinator._shutdown import bounded
+from coordinator._tls import TlsFiles, add_port
 from coordinator.participant._barrier import Barrier, BarrierOptions
 from coordinator.participant._dsn import check_connection
 from coordinator.participant._errors import describe, is_transient
@@ -67,6 +68,7 @@ class HostOptions:
     max_concurrent_rpcs: int | None = None
     barrier: BarrierOptions = field(default_factory=BarrierOptions)
     two_phase: TwoPhaseOptions = field(default_factory=TwoPhaseOptions)
+    tls: TlsFiles | None = None  # serve TLS instead of plaintext
 
     def __post_init__(self) -> None:
         if self.call_timeout <= 0 or self.health_interval <= 0 or self.health_timeout <= 0:
@@ -221,7 +223,7 @@ class ParticipantHost:
         server = grpc.aio.server(maximum_concurrent_rpcs=self._options.max_concurrent_rpcs)
         server.add_generic_rpc_handlers([self.generic_handler()])
         self._health.add_to_server(server)
-        port = server.add_insecure_port(address)
+        port = add_port(server, address, self._options.tls)
         await server.start()
         self._server = server
         await self._health.start()
@@ -237,7 +239,8 @@ class ParticipantHost:
             log.warning("2PC handlers registered but no coordinator address (HostOptions.two_phase): "
                         "in-doubt branches wait for the coordinator's phase-2 retries")
             return
-        decisions = CoordinatorDecisions(opts.coordinator, opts.coordinator_timeout)
+        decisions = CoordinatorDecisions(opts.coordinator, opts.coordinator_timeout,
+                                         opts.coordinator_tls_ca)
         round_timeout = self._options.barrier.session_timeout + 2 * opts.coordinator_timeout
         self._recovery = Recovery(self._two_phase, decisions, opts.recovery_interval, round_timeout)
         self._recovery.start()

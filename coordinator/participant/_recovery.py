@@ -66,8 +66,8 @@ def verdict_of(tx: cpb.Transaction) -> Verdict:
 class CoordinatorDecisions:
     """Asks a txcoord coordinator (GetTransaction) for each gid's decision."""
 
-    def __init__(self, address: str, timeout: float = 5.0) -> None:
-        self._client = CoordinatorClient(address, timeout_s=timeout)
+    def __init__(self, address: str, timeout: float = 5.0, tls_ca: bytes | None = None) -> None:
+        self._client = CoordinatorClient(address, timeout_s=timeout, tls_ca=tls_ca)
 
     async def decide(self, gid: str) -> Verdict:
         try:

@@ -76,6 +76,7 @@ class TwoPhaseOptions:
     coordinator: str | None = None
     recovery_interval: float = 30.0
     coordinator_timeout: float = 5.0
+    coordinator_tls_ca: bytes | None = None  # PEM CAs: ask a coordinator that serves TLS
     lock_timeout: float = 2.0
     max_concurrent_prepares: int = 6
 

@@ -1,6 +1,7 @@
 """The gRPC front end and the process wiring."""
 
-from ._app import CoordinatorServer, ServerOptions, TlsFiles
+from .._tls import TlsFiles
+from ._app import CoordinatorServer, ServerOptions
 from ._dev_etcd import DevEtcd
 from ._operators import Operators
 from ._servicer import CoordinatorServicer, Defaults

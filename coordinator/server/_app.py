@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from .._proto.txc.v1 import coordinator_pb2 as pb
 from .._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
 from .._shutdown import bounded
+from .._tls import TlsFiles, add_port
 from ..domain.addresses import AllowList
 from ..domain.validation import Limits
 from ..engine import CoordinatorCore, Driver, EngineOptions, GrpcTransport, Recovery, Transport
@@ -27,19 +28,6 @@ from ._servicer import CoordinatorServicer, Defaults
 log = logging.getLogger("txcoord.server")
 STEP_S = 5.0  # longest any one shutdown step may take past its own grace
 SERVICE = pb.DESCRIPTOR.services_by_name["Coordinator"].full_name
-
-
-@dataclass(frozen=True, slots=True)
-class TlsFiles:
-    """The server's certificate chain and private key, PEM."""
-
-    cert_chain: bytes
-    private_key: bytes
-
-    @classmethod
-    def read(cls, cert: str, key: str) -> TlsFiles:
-        with open(cert, "rb") as c, open(key, "rb") as k:
-            return cls(c.read(), k.read())
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +42,7 @@ class ServerOptions:
     engine: EngineOptions = EngineOptions()
     operators: Operators = field(default_factory=Operators)
     tls: TlsFiles | None = None  # serve TLS instead of plaintext
+    participant_tls_ca: bytes | None = None  # call participants over TLS, checked against it
     node_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-"
                                                  f"{uuid.uuid4().hex[:6]}")
 
@@ -65,7 +54,7 @@ class CoordinatorServer:
                  transport: Transport | None = None) -> None:
         self.options = options
         self.log = txlog or EtcdLog(options.etcd, options.node_id)
-        self.transport = transport or GrpcTransport()
+        self.transport = transport or GrpcTransport(tls_ca=options.participant_tls_ca)
         self.driver = Driver(self.log, self.transport, options.engine)
         self.core = CoordinatorCore(self.log, self.driver, options.limits,
                                     AllowList(options.allow_participants))
@@ -86,7 +75,7 @@ class CoordinatorServer:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             [SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-        self.port = self._listen(server)
+        self.port = add_port(server, self.options.listen, self.options.tls)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {self.options.listen}")
         await server.start()
@@ -109,13 +98,6 @@ class CoordinatorServer:
         elif remote:
             log.warning("operator actions (replay, skip, abort) are open to anyone who reaches "
                         "%s: pass --operator-tokens FILE", opts.listen)
-
-    def _listen(self, server: grpc.aio.Server) -> int:
-        tls = self.options.tls
-        if tls is None:
-            return server.add_insecure_port(self.options.listen)
-        credentials = grpc.ssl_server_credentials([(tls.private_key, tls.cert_chain)])
-        return server.add_secure_port(self.options.listen, credentials)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop taking work, let attempts in flight finish, then hand everything over."""

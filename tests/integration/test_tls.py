@@ -3,8 +3,6 @@ clients do not; the operator CLI talks TLS with --tls-ca."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,23 +18,10 @@ from .participant import ScriptedParticipant
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and localhost; (cert, key)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    return cert, key
-
-
 async def test_tls_clients_get_in_and_plaintext_ones_do_not(
         etcd: DevEtcd, prefix: str, participant: ScriptedParticipant,
-        certificate: tuple[Path, Path]) -> None:
-    cert, key = certificate
+        tls_certificate: tuple[Path, Path]) -> None:
+    cert, key = tls_certificate
     options = replace(server_options(etcd, prefix), tls=TlsFiles.read(str(cert), str(key)))
     async with running(options) as server:
         address = f"127.0.0.1:{server.port}"

@@ -1,0 +1,67 @@
+"""TLS end to end: a client starts a 2PC transaction on a coordinator serving TLS, which
+calls a participant host serving TLS; the host's recovery loop asks the coordinator over
+TLS too."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import pytest
+
+from coordinator import CoordinatorClient, pb
+from coordinator._proto.txc.v1 import participant_pb2 as ppb
+from coordinator._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
+from coordinator.log import EtcdOptions
+from coordinator.participant import (
+    CoordinatorDecisions,
+    Decision,
+    HostOptions,
+    TlsFiles,
+    TwoPhaseOptions,
+)
+from coordinator.server import CoordinatorServer, DevEtcd, ServerOptions
+
+from ._service import build
+from .conftest import Db, branch
+
+pytestmark = pytest.mark.integration
+
+
+async def test_two_phase_over_tls_both_ways(db: Db, etcd: DevEtcd, gid: str,
+                                            tls_certificate: tuple[Path, Path]) -> None:
+    cert, key = tls_certificate
+    ca, files = cert.read_bytes(), TlsFiles.read(str(cert), str(key))
+    options = replace(ServerOptions(), listen="127.0.0.1:0", tls=files, participant_tls_ca=ca,
+                      etcd=EtcdOptions(endpoints=(etcd.endpoint,),
+                                       prefix=f"/tls/{uuid.uuid4().hex[:8]}", lease_ttl_s=2))
+    server = CoordinatorServer(options)
+    await server.start()
+    address = f"127.0.0.1:{server.port}"
+    host = build(db.engine, HostOptions(tls=files, two_phase=TwoPhaseOptions(
+        coordinator=address, coordinator_tls_ca=ca)))
+    participant = f"127.0.0.1:{await host.start('127.0.0.1:0')}"
+    try:
+        async with CoordinatorClient(address, tls_ca=ca) as client:
+            request = pb.StartTwoPhaseRequest(gid=gid, wait=True, branches=[
+                branch("a", participant, {"id": f"{gid}-a", "v": 3})])
+            reply = await client._stub.StartTwoPhase(request, timeout=30)
+        assert reply.transaction.state == pb.TX_STATE_COMMITTED
+        assert await db.value(f"{gid}-a") == 3
+
+        decisions = CoordinatorDecisions(address, 5.0, ca)  # what the recovery loop asks
+        try:
+            assert (await decisions.decide(gid)).decision is Decision.COMMIT
+        finally:
+            await decisions.close()
+
+        async with grpc.aio.insecure_channel(participant) as plaintext:  # TLS only
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await ppb_grpc.ParticipantStub(plaintext).Commit(
+                    ppb.BranchRequest(gid=gid, branch="a", operation="rows.put"), timeout=2)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await host.stop(0)
+        await server.stop(0.5)
