@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import grpc
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from coordinator.participant._dsn import select_one
 from coordinator.participant._errors import describe
 
 if TYPE_CHECKING:
@@ -60,7 +59,7 @@ class DatabaseHealth:
     async def probe(self) -> bool:
         try:
             async with asyncio.timeout(self._timing.health_timeout):
-                await self._select_one()
+                await select_one(self._engine)
             healthy = True
         except Exception as exc:
             if self.serving:
@@ -68,18 +67,6 @@ class DatabaseHealth:
             healthy = False
         await self._set(healthy)
         return healthy
-
-    async def _select_one(self) -> None:
-        """SELECT 1; a pooled connection the server dropped is no sign of an unreachable
-        database (the pool is not pre-pinged): the failure replaced it, so ask once more."""
-        for last in (False, True):
-            try:
-                async with self._engine.connect() as conn:
-                    await conn.execute(text("SELECT 1"))
-                return
-            except sa_exc.DBAPIError as exc:
-                if last or not exc.connection_invalidated:
-                    raise
 
     async def _set(self, healthy: bool) -> None:
         status = (

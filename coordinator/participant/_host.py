@@ -257,8 +257,8 @@ class ParticipantHost:
         opts = self._options.two_phase
         if self._recovery is not None:
             return await self._recovery.run_once()
-        decisions = (CoordinatorDecisions(opts.coordinator, opts.coordinator_timeout)
-                     if opts.coordinator else None)
+        decisions = (CoordinatorDecisions(opts.coordinator, opts.coordinator_timeout,
+                                          opts.coordinator_tls_ca) if opts.coordinator else None)
         recovery = Recovery(self._two_phase, decisions, opts.recovery_interval)
         try:
             return await recovery.run_once()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 from google.protobuf.message import DecodeError
 
-from coordinator._channel import insecure_channel
+from coordinator._channel import channel as open_channel
 from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
 from coordinator.participant._errors import PermanentDeliveryError
 from coordinator.participant._outbox import OutboxMessage
@@ -21,10 +21,13 @@ class StartSagaSender:
     """Delivers StartSagaRequest messages. StartSaga is idempotent on gid, so a redelivery
     after a crash finds the saga already there (``created=false``) and changes nothing."""
 
-    def __init__(self, target: str | grpc.aio.Channel, *, timeout: float = 10.0) -> None:
+    def __init__(self, target: str | grpc.aio.Channel, *, timeout: float = 10.0,
+                 tls_ca: bytes | None = None) -> None:
+        """``target``: "host:port" of a coordinator (``tls_ca``: PEM CAs when it serves
+        TLS), or a channel of your own."""
         self._timeout = timeout
         self._own_channel = isinstance(target, str)
-        self._channel = insecure_channel(target) if isinstance(target, str) else target
+        self._channel = open_channel(target, tls_ca) if isinstance(target, str) else target
         self._call = self._channel.unary_unary(
             _METHOD,
             request_serializer=cpb.StartSagaRequest.SerializeToString,

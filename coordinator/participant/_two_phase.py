@@ -37,7 +37,7 @@ from coordinator.participant._backoff import retrying_on
 from coordinator.participant._barrier import BarrierOptions, BusinessFn
 from coordinator.participant._errors import Refused, describe, is_lock_timeout, is_transient
 from coordinator.participant._session import guard_session
-from coordinator.participant._two_phase_db import xa_driver
+from coordinator.participant._two_phase_db import wait_session_gone, xa_driver
 from coordinator.participant._two_phase_table import (
     XaRow,
     XaState,
@@ -117,6 +117,7 @@ class TwoPhase:
         self._options = options or BarrierOptions()
         self._limits = two_phase or TwoPhaseOptions()
         self._preparing = 0
+        self._detaching: dict[str, int] = {}  # xid -> the session that prepared it, still ending
 
     @contextlib.asynccontextmanager
     async def _guarded(self) -> AsyncIterator[AsyncConnection]:
@@ -184,6 +185,7 @@ class TwoPhase:
             # after preparing; a fresh claim saves listing the server's prepared XIDs.
             if not fresh and xid in await xa_driver(control).prepared(control):
                 # An earlier attempt prepared it and died before recording the vote.
+                await self._wait_detached(control, xid)
                 await set_state(control, xid, XaState.PREPARED)
                 return Reply(Outcome.OK, message="already prepared")
             reply = await self._prepare_locally(key, xid, business, control)
@@ -214,8 +216,21 @@ class TwoPhase:
                     return Reply(Outcome.RETRY, message=f"rows locked by another transaction for "
                                  f"{self._limits.lock_timeout:g}s (a prepared branch waiting for phase 2?)")
                 raise
-            await driver.detach(conn, control)
+            session = await driver.preparing_session(conn)
+            if session is not None:
+                self._detaching[xid] = session
+                await _discard(conn)
+                await self._wait_detached(control, xid)
             return Reply(Outcome.OK, result)
+
+    async def _wait_detached(self, observer: AsyncConnection, xid: str) -> None:
+        """A yes vote waits until the session that prepared ``xid`` has ended (MySQL/MariaDB;
+        see :func:`wait_session_gone`). An attempt cut short while waiting leaves the session
+        here, so the retry's "already prepared" vote waits for it too."""
+        session = self._detaching.get(xid)
+        if session is not None:
+            await wait_session_gone(observer, session)
+            self._detaching.pop(xid, None)
 
     # -- phase 2 -------------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ transaction that gets prepared is opened explicitly (``XA START`` / ``BEGIN``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from abc import ABC, abstractmethod
 
@@ -32,9 +31,10 @@ class XaDriver(ABC):
     """One database's statements for a branch's local transaction, by XID."""
 
     @abstractmethod
-    async def detach(self, conn: AsyncConnection, observer: AsyncConnection) -> None:
-        """Make the transaction ``conn`` just prepared one that any session may finish
-        (``observer``: another open connection)."""
+    async def preparing_session(self, conn: AsyncConnection) -> int | None:
+        """The server's id of ``conn``'s session if it must end before another session may
+        finish what ``conn`` prepared (MySQL/MariaDB: close ``conn``, then
+        :func:`wait_session_gone`); None where preparing lets go at once (PostgreSQL)."""
 
     @abstractmethod
     async def begin(self, conn: AsyncConnection, xid: str, lock_timeout: float,
@@ -75,7 +75,7 @@ class PostgresXa(XaDriver):
     async def prepare(self, conn: AsyncConnection, xid: str) -> None:
         await conn.exec_driver_sql(f"PREPARE TRANSACTION {literal(xid)}")
 
-    async def detach(self, conn: AsyncConnection, observer: AsyncConnection) -> None:
+    async def preparing_session(self, conn: AsyncConnection) -> int | None:
         return None  # PREPARE TRANSACTION already dissociates it from the session
 
     async def rollback_active(self, conn: AsyncConnection, xid: str) -> None:
@@ -113,23 +113,11 @@ _MYSQL_GONE = {1397, 1402, 1612, 1613, 1614}
 
 
 class MysqlXa(XaDriver):
-    async def detach(self, conn: AsyncConnection, observer: AsyncConnection) -> None:
-        """Another session can only finish a prepared XA transaction once the session that
-        prepared it is gone, so that connection is closed; and the vote waits until the
-        server has finished ending that session. MariaDB 10.11 can lose a commit that
-        races with the end of the preparing session: XA COMMIT answers OK, the
-        transaction stays prepared, holding its locks, and XA RECOVER no longer lists it
-        (reproduced: 2 of 1,000 under 20 concurrent prepare/close/commit loops)."""
+    async def preparing_session(self, conn: AsyncConnection) -> int | None:
         driver_connection = (await conn.get_raw_connection()).driver_connection
         if driver_connection is None:
             raise RuntimeError("the prepared XA transaction's connection is already closed")
-        session = int(driver_connection.server_thread_id[0])  # no round trip
-        with contextlib.suppress(Exception):
-            await conn.invalidate()
-        pause = 0.002
-        while await _session_exists(observer, session):  # the caller's call_timeout bounds this
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.1)
+        return int(driver_connection.server_thread_id[0])  # no round trip
 
     async def begin(self, conn: AsyncConnection, xid: str, lock_timeout: float,
                     session_timeout: float) -> None:
@@ -180,6 +168,21 @@ class MysqlXa(XaDriver):
                 f"{mask(conn.engine.url)} cannot list prepared XA transactions ({describe(exc)}): "
                 "the SDK's recovery needs XA RECOVER (MySQL 8: the XA_RECOVER_ADMIN privilege)"
             ) from None
+
+
+async def wait_session_gone(observer: AsyncConnection, session: int) -> None:
+    """Return once the server has finished ending ``session`` (closed by the caller).
+
+    MariaDB 10.11 can lose a commit that races with the end of the session that prepared
+    the XID: XA COMMIT answers OK, the transaction stays prepared, holding its locks, and
+    XA RECOVER no longer lists it (reproduced: 2 of 1,000 under 20 concurrent
+    prepare/close/commit loops). So a yes vote waits for this. The caller's call_timeout
+    bounds the wait.
+    """
+    pause = 0.002
+    while await _session_exists(observer, session):
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 async def _session_exists(conn: AsyncConnection, session: int) -> bool:

@@ -6,8 +6,8 @@ default listen address is loopback). With tokens, a caller must send
 caller cannot choose, beside the ``x-txc-actor`` it claims. Tokens are secrets: they are
 compared in constant time and never logged or echoed.
 
-The token file has one operator per line, ``NAME TOKEN``; blank lines and ``#`` comments
-are ignored.
+The token file has one operator per line, ``NAME TOKEN``; blank lines and comments (``#``
+at the start of a line or after a space) are ignored.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 from ..domain.errors import Unauthenticated
 
 _NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+_COMMENT = re.compile(r"(?:^|\s)#")  # a comment starts a line or follows a space
 MIN_TOKEN_CHARS = 16
 
 
@@ -36,7 +37,7 @@ class Operators:
     def parse(cls, text: str, source: str = "token file") -> Operators:
         tokens: dict[str, str] = {}
         for number, line in enumerate(text.splitlines(), start=1):
-            line = line.split("#", 1)[0].strip()
+            line = _COMMENT.split(line, 1)[0].strip()  # a '#' inside a token stays
             if not line:
                 continue
             parts = line.split()

@@ -24,7 +24,7 @@ from coordinator.participant import (
     xid_for,
 )
 from coordinator.participant._session import guard_session
-from coordinator.participant._two_phase_db import XaDriver, xa_driver
+from coordinator.participant._two_phase_db import XaDriver, wait_session_gone, xa_driver
 
 from ._service import RUNS, build
 from ._service import rows as p2_rows
@@ -267,7 +267,10 @@ async def test_after_detach_any_session_finishes_the_prepared_branch_at_once(db:
             await driver.begin(conn, xid, lock_timeout=1, session_timeout=30)
             await conn.execute(p2_rows.insert().values(id=f"d-{i}-{uuid.uuid4().hex[:6]}", v=0))
             await driver.prepare(conn, xid)
-            await driver.detach(conn, observer)
+            session = await driver.preparing_session(conn)
+            assert session is not None
+            await conn.invalidate()
+            await wait_session_gone(observer, session)
             await conn.close()
             try:
                 await driver.commit_prepared(observer, xid)

@@ -7,7 +7,7 @@ import pytest
 from coordinator.domain.errors import Unauthenticated
 from coordinator.server import Operators
 
-ALICE, BOB = "a" * 24, "b-token-0123456789"
+ALICE, BOB = "a" * 24, "b-token#0123456789"  # a '#' inside a token is no comment
 FILE = f"""
 # on-call operators
 alice {ALICE}
