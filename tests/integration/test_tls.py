@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from coordinator import CoordinatorClient, Saga, Step, pb
+from coordinator.participant import START_SAGA, OutboxMessage, StartSagaSender
 from coordinator.server import DevEtcd, TlsFiles
 
 from .conftest import running, server_options, txc
@@ -33,6 +34,16 @@ async def test_tls_clients_get_in_and_plaintext_ones_do_not(
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await plaintext.get("over-tls")
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+        # The outbox's sender, too, reaches a coordinator that serves TLS.
+        sender = StartSagaSender(address, tls_ca=cert.read_bytes())
+        try:
+            saga = Saga([Step("a", participant.address, "a.do", "a.undo", {})], gid="from-outbox")
+            await sender(OutboxMessage(1, START_SAGA, saga.to_proto().SerializeToString(), 1))
+        finally:
+            await sender.close()
+        async with CoordinatorClient(address, tls_ca=cert.read_bytes()) as client:
+            assert (await client.get("from-outbox")).gid == "from-outbox"
 
         code, out, _ = await txc(server.port, "--tls-ca", str(cert), "show", "over-tls")
         assert code == 0 and "COMMITTED" in out

@@ -19,13 +19,14 @@ from coordinator.participant import (
     CoordinatorDecisions,
     Decision,
     HostOptions,
+    Op,
     TlsFiles,
     TwoPhaseOptions,
 )
 from coordinator.server import CoordinatorServer, DevEtcd, ServerOptions
 
 from ._service import build
-from .conftest import Db, branch
+from .conftest import Db, branch, call
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +57,14 @@ async def test_two_phase_over_tls_both_ways(db: Db, etcd: DevEtcd, gid: str,
             assert (await decisions.decide(gid)).decision is Decision.COMMIT
         finally:
             await decisions.close()
+
+        # A round run by hand (no loop) asks over TLS too: an unknown gid is presumed aborted.
+        idle = build(db.engine, HostOptions(two_phase=TwoPhaseOptions(
+            coordinator=address, coordinator_tls_ca=ca)))
+        unknown = f"{gid}-unknown"
+        assert (await call(idle, Op.PREPARE, unknown, "a", {"id": unknown})).outcome == ppb.OUTCOME_OK
+        report = await idle.recover()
+        assert [(b.gid, b.branch) for b in report.aborted if b.gid == unknown] == [(unknown, "a")]
 
         async with grpc.aio.insecure_channel(participant) as plaintext:  # TLS only
             with pytest.raises(grpc.aio.AioRpcError) as err:
