@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import statistics
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import grpc
 from _cpu import CpuMeter, format_row
+from _load import closed_loop, pct
 
 from coordinator import CoordinatorClient, Saga, Step, pb
 from coordinator._proto.txc.v1 import participant_pb2 as ppb
@@ -32,10 +32,6 @@ from coordinator.server import DevEtcd
 from coordinator.server._dev_etcd import free_port
 
 HERE = Path(__file__).resolve().parent
-
-
-def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
 
 
 def etcd_requests(etcd: DevEtcd) -> int:
@@ -53,21 +49,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-async def closed_loop(n: int, concurrency: int, one: object) -> tuple[float, list[float]]:
-    latencies: list[float] = []
-    queue = iter(range(n))
-
-    async def worker() -> None:
-        for i in queue:
-            t0 = time.perf_counter()
-            await one(i)  # type: ignore[operator]
-            latencies.append(time.perf_counter() - t0)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return n / (time.perf_counter() - start), latencies
 
 
 async def open_loop(rate: float, seconds: float, one: object) -> list[float]:
@@ -129,18 +110,18 @@ async def measure(args: argparse.Namespace, etcd: DevEtcd, address: str, cport: 
 
         cpu: dict[str, dict[str, float]] = {}
         meter.start()
-        base_rate, base_lat = await closed_loop(args.sagas, args.concurrency, direct)
+        base_rate, base_lat, _ = await closed_loop(range(args.sagas), args.concurrency, direct)
         cpu["baseline"] = meter.ms_per(args.sagas)
         before = etcd_requests(etcd)
         meter.start()
-        rate, lat = await closed_loop(args.sagas, args.concurrency, through)
+        rate, lat, _ = await closed_loop(range(args.sagas), args.concurrency, through)
         cpu["saga"] = meter.ms_per(args.sagas)
         per_saga = (etcd_requests(etcd) - before) / args.sagas
         rss_after = rss_mb(coordinator_pid)
         half = await open_loop(rate / 2, args.half_seconds, through)
         before = etcd_requests(etcd)
         meter.start()
-        tp_rate, tp_lat = await closed_loop(args.sagas, args.concurrency, two_phase)
+        tp_rate, tp_lat, _ = await closed_loop(range(args.sagas), args.concurrency, two_phase)
         cpu["2pc"] = meter.ms_per(args.sagas)
         per_tp = (etcd_requests(etcd) - before) / args.sagas
     await channel.close(None)

@@ -22,16 +22,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import grpc
 from _cpu import CpuMeter, format_row, servers_by_name
+from _load import closed_loop, pct
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -50,7 +50,6 @@ ACCOUNTS = 2000  # spread over many rows: the figures are about coordination, no
 BALANCE = 10**12
 TIMEOUT_S = 30.0
 
-One = Callable[[Transfer], Awaitable[Told]]
 
 
 class Client(Protocol):
@@ -63,23 +62,6 @@ def plan(prefix: str, count: int, seed: int) -> list[Transfer]:
     amounts = [a for a in range(1, 100) if a % OUT_OF_STOCK_EVERY]
     return [Transfer(f"{prefix}{i}", f"acct-{rng.randrange(ACCOUNTS)}", rng.choice(amounts))
             for i in range(count)]
-
-
-async def closed_loop(transfers: list[Transfer], concurrency: int,
-                      one: One) -> tuple[float, list[float], Counter[str]]:
-    latencies: list[float] = []
-    told: Counter[str] = Counter()
-    queue = iter(transfers)
-
-    async def worker() -> None:
-        for t in queue:
-            t0 = time.perf_counter()
-            told[await one(t)] += 1
-            latencies.append(time.perf_counter() - t0)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return len(transfers) / (time.perf_counter() - start), latencies, told
 
 
 class DirectClient:
@@ -176,16 +158,18 @@ async def run_modes(bench: Bench, args: argparse.Namespace) -> None:
                 return (await client.transfer(t))[0]
 
             prefix = f"{mode}-{args.run}-"
-            _, _, warm = await closed_loop(plan(prefix + "w", args.concurrency * 4, args.seed),
-                                           args.concurrency, one)
+            _, _, warm_told = await closed_loop(plan(prefix + "w", args.concurrency * 4, args.seed),
+                                                args.concurrency, one)
+            warm = Counter(warm_told)
             meter = bench.meter()
             meter.start()
-            rate, lat, told = await closed_loop(plan(prefix, args.transfers, args.seed),
-                                                args.concurrency, one)
+            rate, lat, results = await closed_loop(plan(prefix, args.transfers, args.seed),
+                                                   args.concurrency, one)
+            told = Counter(results)
             cpu[mode] = meter.ms_per(args.transfers)
             rates[mode] = rate
-            print(f"{mode:<7} {rate:8.0f} transfers/s  p50 {pct(lat, 50):7.2f} ms  "
-                  f"p99 {pct(lat, 99):7.2f} ms  told {dict(told)}  "
+            print(f"{mode:<7} {rate:8.0f} transfers/s  p50 {pct(lat, 50) * 1000:7.2f} ms  "
+                  f"p99 {pct(lat, 99) * 1000:7.2f} ms  told {dict(told)}  "
                   f"{await effects(pg, maria, warm['ok'] + told['ok'])}", flush=True)
     finally:
         for c in clients.values():
@@ -205,10 +189,6 @@ async def effects(pg: AsyncEngine, maria: AsyncEngine, ok: int) -> str:
         placed = (await conn.execute(select(func.count()).select_from(orders))).scalar_one()
     verdict = "consistent" if debits == placed == ok else "INCONSISTENT"
     return f"{verdict} ({debits} debits, {placed} orders, {ok} ok)"
-
-
-def pct(latencies: list[float], q: int) -> float:
-    return statistics.quantiles(latencies, n=100)[q - 1] * 1000 if len(latencies) > 1 else 0.0
 
 
 def report(rates: dict[str, float], cpu: dict[str, dict[str, float]]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 
 def setup_logging(level: str) -> None:
@@ -15,3 +16,11 @@ def setup_logging(level: str) -> None:
 
 def env_default(name: str, fallback: str) -> str:
     return os.environ.get(name, fallback)
+
+
+def read_optional(command: str, flag: str, path: str) -> bytes | None:
+    """The file a flag names (None when not given); a clean exit naming the flag if unreadable."""
+    try:
+        return Path(path).read_bytes() if path else None
+    except OSError as exc:
+        raise SystemExit(f"{command}: {flag}: {exc}") from None

@@ -6,13 +6,12 @@ import argparse
 import asyncio
 import logging
 from dataclasses import replace
-from pathlib import Path
 
 from ..domain.validation import Limits
 from ..engine import EngineOptions
 from ..log import EtcdOptions
 from ..server import CoordinatorServer, DevEtcd, Operators, ServerOptions, TlsFiles
-from ._common import env_default, setup_logging
+from ._common import env_default, read_optional, setup_logging
 
 log = logging.getLogger("txcoord.cli")
 
@@ -67,7 +66,8 @@ def options_from(args: argparse.Namespace, endpoints: list[str]) -> ServerOption
     except (OSError, ValueError) as exc:
         raise SystemExit(f"txc serve: --operator-tokens: {exc}") from None
     return replace(base, listen=args.listen, etcd=etcd, grace_s=args.grace, operators=operators,
-                   tls=_tls(args), participant_tls_ca=_read_ca(args.participant_tls_ca),
+                   tls=_tls(args), participant_tls_ca=read_optional(
+                       "txc serve", "--participant-tls-ca", args.participant_tls_ca),
                    allow_participants=tuple(args.allow_participant),
                    limits=replace(base.limits, max_active=args.max_active),
                    engine=replace(base.engine,
@@ -83,13 +83,6 @@ def _tls(args: argparse.Namespace) -> TlsFiles | None:
         return TlsFiles.read(args.tls_cert, args.tls_key)
     except OSError as exc:
         raise SystemExit(f"txc serve: TLS files: {exc}") from None
-
-
-def _read_ca(path: str) -> bytes | None:
-    try:
-        return Path(path).read_bytes() if path else None
-    except OSError as exc:
-        raise SystemExit(f"txc serve: --participant-tls-ca: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:

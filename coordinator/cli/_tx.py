@@ -15,7 +15,6 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -24,7 +23,7 @@ from google.protobuf.json_format import MessageToDict
 from .._channel import channel as open_channel
 from .._proto.txc.v1 import coordinator_pb2 as pb
 from .._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
-from ._common import env_default
+from ._common import env_default, read_optional
 from ._render import render_list, render_show
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNREACHABLE = 1, 2, 3, 4
@@ -94,18 +93,11 @@ def duration(text: str) -> float:
 def _sync(fn: Callable[[argparse.Namespace, pb_grpc.CoordinatorAsyncStub], Awaitable[int]]
           ) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        args.tls_ca_pem = _read("--tls-ca", args.tls_ca)
-        token = _read("--token-file", args.token_file)
+        args.tls_ca_pem = read_optional("txc", "--tls-ca", args.tls_ca)
+        token = read_optional("txc", "--token-file", args.token_file)
         args.token = token.decode().strip() if token else None
         return asyncio.run(_connected(args, fn))
     return run
-
-
-def _read(flag: str, path: str) -> bytes | None:
-    try:
-        return Path(path).read_bytes() if path else None
-    except OSError as exc:
-        raise SystemExit(f"txc: {flag}: {exc}") from None
 
 
 async def _connected(args: argparse.Namespace,

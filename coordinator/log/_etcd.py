@@ -306,18 +306,19 @@ class EtcdLog:
         )
 
     async def mine(self) -> list[str]:
-        prefix = f"{self._p}/owner/".encode()
-        reply = await self._call(self._kv().get(prefix, etcd3aio.prefix_range_end(prefix),
-                                                timeout=self._opts.request_timeout_s))
         me = self._owner_id.encode()
-        return [kv.key[len(prefix):].decode() for kv in reply.kvs if kv.value == me]
+        return [gid for gid, owner in await self._under("owner", keys_only=False) if owner == me]
 
     async def _gids_under(self, kind: str) -> list[str]:
+        return [gid for gid, _ in await self._under(kind, keys_only=True)]
+
+    async def _under(self, kind: str, *, keys_only: bool) -> list[tuple[str, bytes]]:
+        """(gid, value) of every key under ``{prefix}/{kind}/``; values empty if keys_only."""
         prefix = f"{self._p}/{kind}/".encode()
         reply = await self._call(self._kv().get(prefix, etcd3aio.prefix_range_end(prefix),
-                                                keys_only=True,
+                                                keys_only=keys_only,
                                                 timeout=self._opts.request_timeout_s))
-        return [kv.key[len(prefix):].decode() for kv in reply.kvs]
+        return [(kv.key[len(prefix):].decode(), kv.value) for kv in reply.kvs]
 
     async def watch(self, gid: str) -> AsyncIterator[Stored | None]:
         current = await self.get(gid)
