@@ -1,7 +1,10 @@
 """txcoord: a distributed transaction coordinator (sagas and two-phase commit on etcd).
 
-Public API: the client for services that start transactions, the server for embedding a
-coordinator, and the generated messages as ``coordinator.pb``. Participants import from
+Public API: the client for services that start transactions (``CoordinatorClient``), a
+client for calling one participant directly (``ParticipantClient``), the server for
+embedding a coordinator, and the generated messages as ``coordinator.pb`` (Coordinator
+service) and ``coordinator.ppb`` (Participant service). Participants import from
+
 ``coordinator.participant``. The server parts load on first use, so a participant service
 does not pay for importing them.
 """
@@ -11,8 +14,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._client import CoordinatorClient, Retry, Saga, Step
+from ._client import (
+    SETTLED_STATES,
+    CoordinatorClient,
+    ListFilter,
+    Retry,
+    Saga,
+    Step,
+    TwoPhase,
+    settled,
+)
+from ._participant_client import ParticipantClient
 from ._proto.txc.v1 import coordinator_pb2 as pb
+from ._proto.txc.v1 import participant_pb2 as ppb
 from ._tls import TlsFiles
 
 if TYPE_CHECKING:
@@ -27,5 +41,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["CoordinatorClient", "CoordinatorServer", "DevEtcd", "Retry", "Saga", "ServerOptions",
-           "Step", "TlsFiles", "pb"]
+__all__ = ["SETTLED_STATES", "CoordinatorClient", "CoordinatorServer", "DevEtcd", "ListFilter",
+           "ParticipantClient", "Retry", "Saga", "ServerOptions", "Step", "TlsFiles", "TwoPhase",
+           "pb", "ppb", "settled"]

@@ -1,17 +1,35 @@
-"""A typed Python client for the Coordinator service, so nobody hand-writes protobuf."""
+"""A typed Python client for the Coordinator service, so nobody hand-writes protobuf.
+
+Every method maps to one RPC of ``txc.v1.Coordinator``; errors are gRPC's own
+(``grpc.aio.AioRpcError`` with the status code and the server's message).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import getpass
 import json
-from collections.abc import Mapping, Sequence
+import socket
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from ._channel import channel
 from ._proto.txc.v1 import coordinator_pb2 as pb
 from ._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
+
+Payload = bytes | str | Mapping[str, Any] | None
+
+SETTLED_STATES = frozenset({pb.TX_STATE_COMMITTED, pb.TX_STATE_COMPENSATED, pb.TX_STATE_ABORTED,
+                            pb.TX_STATE_FAILED})
+
+
+def settled(tx: pb.Transaction) -> bool:
+    """Terminal or FAILED: nothing more happens to ``tx`` without an operator."""
+    return tx.state in SETTLED_STATES
 
 
 def _duration(seconds: float | None) -> Duration | None:
@@ -22,7 +40,8 @@ def _duration(seconds: float | None) -> Duration | None:
     return d
 
 
-def encode_payload(payload: bytes | str | Mapping[str, Any] | None) -> bytes:
+def encode_payload(payload: Payload) -> bytes:
+    """Bytes as they are, text as UTF-8, a mapping as compact JSON with sorted keys."""
     if payload is None:
         return b""
     if isinstance(payload, bytes):
@@ -34,10 +53,16 @@ def encode_payload(payload: bytes | str | Mapping[str, Any] | None) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Retry:
-    max_attempts: int = 0  # 0 = until the transaction deadline
+    """Retries of calls whose outcome is unknown (see ``RetryPolicy`` in coordinator.proto)."""
+
+    max_attempts: int = 0
+    """Attempts per operation; 0 = until the deadline of the transaction or phase."""
     initial_backoff_s: float = 0.1
+    """First pause between attempts, in seconds."""
     max_backoff_s: float = 10.0
+    """Longest pause between attempts, in seconds."""
     multiplier: float = 2.0
+    """Growth of the pause per attempt (>= 1)."""
 
     def to_proto(self) -> pb.RetryPolicy:
         return pb.RetryPolicy(max_attempts=self.max_attempts,
@@ -48,16 +73,24 @@ class Retry:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One branch of a saga: an action on a participant and the compensation that undoes it."""
+    """One branch: an action on a participant and, in a saga, the compensation that undoes it."""
 
     name: str
+    """Unique within the transaction: 1-128 characters of [A-Za-z0-9._:@-]."""
     participant: str
+    """``host:port`` of a ``txc.v1.Participant`` service."""
     action: str
+    """Operation the participant dispatches on, e.g. ``accounts.debit``."""
     compensation: str = ""
-    payload: bytes | str | Mapping[str, Any] | None = None
+    """Saga only: the operation that undoes ``action`` ("" = nothing to undo)."""
+    payload: Payload = None
+    """Sent with every call of this branch (a mapping is sent as JSON)."""
     after: Sequence[str] = ()
+    """Concurrent sagas only: branches that must succeed first."""
     timeout_s: float | None = None
+    """Deadline of one attempt; None = the server's default (5 s)."""
     retry: Retry | None = None
+    """None = the server's default policy."""
 
     def to_proto(self) -> pb.Branch:
         return pb.Branch(name=self.name, participant=self.participant, action=self.action,
@@ -72,8 +105,11 @@ class Saga:
 
     steps: Sequence[Step]
     gid: str = ""
+    """Idempotency of the start; "" = the server generates one."""
     concurrent: bool = False
+    """False: steps run in list order; True: as a DAG over ``Step.after``."""
     timeout_s: float | None = None
+    """Forward deadline; None = the server's default (60 s)."""
     labels: Mapping[str, str] = field(default_factory=dict)
 
     def to_proto(self, wait: bool = False) -> pb.StartSagaRequest:
@@ -82,14 +118,62 @@ class Saga:
                                    wait=wait, labels=dict(self.labels))
 
 
-class CoordinatorClient:
-    """``async with CoordinatorClient("127.0.0.1:7070") as c: await c.start_saga(saga)``."""
+@dataclass(frozen=True, slots=True)
+class TwoPhase:
+    """A two-phase commit: every step is prepared, then all commit or all abort."""
 
-    def __init__(self, address: str, *, timeout_s: float = 10.0, tls_ca: bytes | None = None) -> None:
-        """``tls_ca``: PEM certificates to check a coordinator serving TLS against."""
+    steps: Sequence[Step]
+    """Steps without ``compensation`` or ``after``."""
+    gid: str = ""
+    timeout_s: float | None = None
+    """Prepare deadline; None = the server's default (30 s)."""
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def to_proto(self, wait: bool = False) -> pb.StartTwoPhaseRequest:
+        return pb.StartTwoPhaseRequest(gid=self.gid, branches=[s.to_proto() for s in self.steps],
+                                       timeout=_duration(self.timeout_s), wait=wait,
+                                       labels=dict(self.labels))
+
+
+@dataclass(frozen=True, slots=True)
+class ListFilter:
+    """Which transactions ``list`` and ``list_all`` return; empty fields match everything."""
+
+    states: Iterable[pb.TxState.ValueType] = ()
+    protocol: pb.Protocol.ValueType = pb.PROTOCOL_UNSPECIFIED
+    labels: Mapping[str, str] = field(default_factory=dict)
+    gid_prefix: str = ""
+
+    def to_proto(self, page_size: int, page_token: str) -> pb.ListTransactionsRequest:
+        return pb.ListTransactionsRequest(
+            states=list(self.states), protocol=self.protocol, page_size=page_size,
+            page_token=page_token, labels=dict(self.labels), gid_prefix=self.gid_prefix)
+
+
+def default_actor() -> str:
+    """``user@host``: what operator actions record as the claimed actor by default."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+class CoordinatorClient:
+    """``async with CoordinatorClient("127.0.0.1:7070") as c: await c.start_saga(saga)``.
+
+    ``timeout_s`` bounds every call (``wait=True`` starts may pass their own);
+    ``tls_ca`` (PEM) talks TLS to a coordinator serving it; ``token`` is sent as
+    ``authorization: Bearer`` on operator actions (``txc serve --operator-tokens``);
+    ``actor`` is recorded in the history beside the token's name.
+    """
+
+    def __init__(self, address: str, *, timeout_s: float = 10.0, tls_ca: bytes | None = None,
+                 token: str | None = None, actor: str | None = None) -> None:
+        self.address = address
         self._channel = channel(address, tls_ca)
         self._stub = pb_grpc.CoordinatorStub(self._channel)
         self._timeout_s = timeout_s
+        operator = [("x-txc-actor", actor or default_actor())]
+        if token:
+            operator.append(("authorization", f"Bearer {token}"))
+        self._operator_metadata = tuple(operator)
 
     async def __aenter__(self) -> CoordinatorClient:
         return self
@@ -100,24 +184,89 @@ class CoordinatorClient:
     async def close(self) -> None:
         await self._channel.close(None)
 
-    async def start_saga(self, saga: Saga, *, wait: bool = False,
+    # -- starts ---------------------------------------------------------------------------
+    async def start_saga(self, saga: Saga | pb.StartSagaRequest, *, wait: bool = False,
                          timeout_s: float | None = None) -> pb.StartResponse:
-        """Start (idempotent on gid). ``wait=True`` returns once the saga has settled."""
+        """Start (idempotent on gid). ``wait=True`` returns once the saga has settled, or
+        shortly before ``timeout_s`` with the saga as it stands. A request message is sent
+        as it is (its own ``wait`` applies)."""
+        request = saga.to_proto(wait) if isinstance(saga, Saga) else saga
         response: pb.StartResponse = await self._stub.StartSaga(
-            saga.to_proto(wait), timeout=timeout_s or self._timeout_s)
+            request, timeout=timeout_s or self._timeout_s)
         return response
 
+    async def start_two_phase(self, tx: TwoPhase | pb.StartTwoPhaseRequest, *, wait: bool = False,
+                              timeout_s: float | None = None) -> pb.StartResponse:
+        """Start a 2PC transaction (idempotent on gid); ``wait`` as in ``start_saga``."""
+        request = tx.to_proto(wait) if isinstance(tx, TwoPhase) else tx
+        response: pb.StartResponse = await self._stub.StartTwoPhase(
+            request, timeout=timeout_s or self._timeout_s)
+        return response
+
+    # -- reads ----------------------------------------------------------------------------
     async def get(self, gid: str) -> pb.Transaction:
         tx: pb.Transaction = await self._stub.GetTransaction(
             pb.GetTransactionRequest(gid=gid), timeout=self._timeout_s)
         return tx
 
-    async def list(self, *, states: Sequence[int] = (), protocol: int = 0, page_size: int = 50,
-                   page_token: str = "",
-                   labels: Mapping[str, str] | None = None) -> pb.ListTransactionsResponse:
-        request = pb.ListTransactionsRequest(states=list(states), protocol=protocol,  # type: ignore[arg-type]
-                                             page_size=page_size, page_token=page_token,
-                                             labels=dict(labels or {}))
+    async def list(self, where: ListFilter | None = None, *, page_size: int = 50,
+                   page_token: str = "") -> pb.ListTransactionsResponse:
+        """One page, in gid order; ``next_page_token`` is "" on the last."""
+        request = (where or ListFilter()).to_proto(page_size, page_token)
         response: pb.ListTransactionsResponse = await self._stub.ListTransactions(
             request, timeout=self._timeout_s)
         return response
+
+    async def list_all(self, where: ListFilter | None = None, *,
+                       page_size: int = 500) -> AsyncIterator[pb.Transaction]:
+        """Every matching transaction, page after page."""
+        token = ""
+        while True:
+            page = await self.list(where, page_size=page_size, page_token=token)
+            for tx in page.transactions:
+                yield tx
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def watch(self, gid: str) -> AsyncIterator[pb.Transaction]:
+        """The transaction now, then after every change, until it settles."""
+        async for tx in self._stub.WatchTransaction(pb.GetTransactionRequest(gid=gid)):
+            yield tx
+
+    async def wait_settled(self, gid: str, timeout_s: float = 60.0) -> pb.Transaction:
+        """The transaction once settled; rides over a coordinator that is restarting or
+        failing over (UNAVAILABLE). Raises TimeoutError after ``timeout_s``."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                try:
+                    async for tx in self.watch(gid):
+                        if settled(tx):
+                            return tx
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                        raise
+                await asyncio.sleep(0.1)
+
+
+    # -- operator actions ---------------------------------------------------------------
+    async def replay(self, gid: str, reason: str) -> pb.Transaction:
+        """Re-drive a FAILED or stuck transaction with fresh retry budgets."""
+        tx: pb.Transaction = await self._stub.ReplayTransaction(
+            pb.ReplayRequest(gid=gid, reason=reason), timeout=self._timeout_s,
+            metadata=self._operator_metadata)
+        return tx
+
+    async def skip(self, gid: str, branch: str, reason: str) -> pb.Transaction:
+        """Mark one branch done by hand (fixed outside txcoord)."""
+        tx: pb.Transaction = await self._stub.SkipBranch(
+            pb.SkipBranchRequest(gid=gid, branch=branch, reason=reason), timeout=self._timeout_s,
+            metadata=self._operator_metadata)
+        return tx
+
+    async def abort(self, gid: str, reason: str) -> pb.Transaction:
+        """Saga: compensate. 2PC: abort unless commit was decided."""
+        tx: pb.Transaction = await self._stub.AbortTransaction(
+            pb.AbortRequest(gid=gid, reason=reason), timeout=self._timeout_s,
+            metadata=self._operator_metadata)
+        return tx

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
 import re
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -20,31 +18,38 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from .._channel import channel as open_channel
+from .._client import CoordinatorClient, ListFilter, settled
 from .._proto.txc.v1 import coordinator_pb2 as pb
-from .._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
-from ._common import env_default, read_optional
+from ._common import add_shared_flags, env_default, read_optional
 from ._render import render_list, render_show
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNREACHABLE = 1, 2, 3, 4
 STATES = {n.removeprefix("TX_STATE_").lower(): v for n, v in pb.TxState.items() if v}
 PROTOCOLS = {"saga": pb.PROTOCOL_SAGA, "2pc": pb.PROTOCOL_TWO_PHASE}
-SETTLED = {pb.TX_STATE_COMMITTED, pb.TX_STATE_COMPENSATED, pb.TX_STATE_ABORTED, pb.TX_STATE_FAILED}
+
+
+def _client_flags(p: argparse.ArgumentParser, defaults: bool) -> None:
+    """The connection flags; on every ``txc tx`` command, before or after its name."""
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    p.add_argument("--coordinator", default=default(env_default("TXC_COORDINATOR", "127.0.0.1:7070")),
+                   help="HOST:PORT of any coordinator (env TXC_COORDINATOR)")
+    p.add_argument("--timeout", type=float, default=default(10.0), help="seconds per request")
+    p.add_argument("--tls-ca", default=default(env_default("TXC_TLS_CA", "")), metavar="FILE",
+                   help="PEM CA certificates: talk TLS to a coordinator serving it (env TXC_TLS_CA)")
+    p.add_argument("--token-file", default=default(env_default("TXC_OPERATOR_TOKEN_FILE", "")),
+                   metavar="FILE", help="file holding this operator's token, for a coordinator "
+                   "started with --operator-tokens (env TXC_OPERATOR_TOKEN_FILE)")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tx = sub.add_parser("tx", help="list, show, replay, skip or abort transactions")
-    tx.add_argument("--coordinator", default=env_default("TXC_COORDINATOR", "127.0.0.1:7070"),
-                    help="HOST:PORT of any coordinator (env TXC_COORDINATOR)")
-    tx.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
-    tx.add_argument("--tls-ca", default=env_default("TXC_TLS_CA", ""), metavar="FILE",
-                    help="PEM CA certificates: talk TLS to a coordinator serving it (env TXC_TLS_CA)")
-    tx.add_argument("--token-file", default=env_default("TXC_OPERATOR_TOKEN_FILE", ""),
-                    metavar="FILE", help="file holding this operator's token, for a coordinator "
-                    "started with --operator-tokens (env TXC_OPERATOR_TOKEN_FILE)")
+    _client_flags(tx, defaults=True)
     cmds = tx.add_subparsers(dest="tx_command", required=True)
+    command = add_shared_flags(cmds, lambda p: _client_flags(p, defaults=False))
 
-    ls = cmds.add_parser("list", help="transactions, newest first")
+    ls = command("list", help="transactions, newest first")
     ls.add_argument("--state", action="append", choices=sorted(STATES), default=[])
     ls.add_argument("--protocol", choices=sorted(PROTOCOLS))
     ls.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
@@ -56,13 +61,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     fmt.add_argument("--jsonl", action="store_true")
     ls.set_defaults(func=_sync(_list))
 
-    show = cmds.add_parser("show", help="one transaction with its branch timeline and history")
+    show = command("show", help="one transaction with its branch timeline and history")
     show.add_argument("gid")
     show.add_argument("--watch", action="store_true", help="follow it until it settles")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=_sync(_show))
 
-    replay = cmds.add_parser("replay", help="re-drive a FAILED or stuck transaction")
+    replay = command("replay", help="re-drive a FAILED or stuck transaction")
     replay.add_argument("gid", nargs="?")
     replay.add_argument("--reason", required=True)
     replay.add_argument("--all", action="store_true", help="every transaction matching the filters")
@@ -71,13 +76,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     replay.add_argument("--dry-run", action="store_true", help="list what --all would replay")
     replay.set_defaults(func=_sync(_replay))
 
-    skip = cmds.add_parser("skip", help="mark a branch done by hand")
+    skip = command("skip", help="mark a branch done by hand")
     skip.add_argument("gid")
     skip.add_argument("branch")
     skip.add_argument("--reason", required=True)
     skip.set_defaults(func=_sync(_skip))
 
-    abort = cmds.add_parser("abort", help="saga: compensate; 2PC: abort unless commit was decided")
+    abort = command("abort", help="saga: compensate; 2PC: abort unless commit was decided")
     abort.add_argument("gid")
     abort.add_argument("--reason", required=True)
     abort.set_defaults(func=_sync(_abort))
@@ -90,25 +95,26 @@ def duration(text: str) -> float:
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
 
 
-def _sync(fn: Callable[[argparse.Namespace, pb_grpc.CoordinatorAsyncStub], Awaitable[int]]
-          ) -> Callable[[argparse.Namespace], int]:
+Command = Callable[[argparse.Namespace, CoordinatorClient], Awaitable[int]]
+
+
+def _sync(fn: Command) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        args.tls_ca_pem = read_optional("txc", "--tls-ca", args.tls_ca)
-        token = read_optional("txc", "--token-file", args.token_file)
-        args.token = token.decode().strip() if token else None
         return asyncio.run(_connected(args, fn))
     return run
 
 
-async def _connected(args: argparse.Namespace,
-                     fn: Callable[[argparse.Namespace, pb_grpc.CoordinatorAsyncStub], Awaitable[int]]) -> int:
-    channel = open_channel(args.coordinator, args.tls_ca_pem)
+async def _connected(args: argparse.Namespace, fn: Command) -> int:
+    token = read_optional("txc", "--token-file", args.token_file)
+    client = CoordinatorClient(args.coordinator, timeout_s=args.timeout,
+                               tls_ca=read_optional("txc", "--tls-ca", args.tls_ca),
+                               token=token.decode().strip() if token else None)
     try:
-        return await fn(args, pb_grpc.CoordinatorStub(channel))
+        return await fn(args, client)
     except grpc.aio.AioRpcError as exc:
         return _explain(args, exc)
     finally:
-        await channel.close(None)
+        await client.close()
 
 
 def _explain(args: argparse.Namespace, exc: grpc.aio.AioRpcError) -> int:
@@ -120,37 +126,22 @@ def _explain(args: argparse.Namespace, exc: grpc.aio.AioRpcError) -> int:
     return EXIT_NOT_FOUND if code == grpc.StatusCode.NOT_FOUND else EXIT_REFUSED
 
 
-def _metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
-    actor = ("x-txc-actor", f"{getpass.getuser()}@{socket.gethostname()}")
-    if not args.token:
-        return (actor,)
-    return (actor, ("authorization", f"Bearer {args.token}"))
-
-
-async def _matching(args: argparse.Namespace, stub: pb_grpc.CoordinatorAsyncStub,
+async def _matching(args: argparse.Namespace, client: CoordinatorClient,
                     limit: int) -> list[pb.Transaction]:
     labels = dict(item.split("=", 1) for item in getattr(args, "label", []) if "=" in item)
-    request = pb.ListTransactionsRequest(
-        states=[STATES[s] for s in args.state],
-        protocol=PROTOCOLS.get(getattr(args, "protocol", None) or "", 0),  # type: ignore[arg-type]
-        page_size=500, labels=labels)
-    found: list[pb.Transaction] = []
+    where = ListFilter(states=[STATES[s] for s in args.state],
+                       protocol=PROTOCOLS.get(getattr(args, "protocol", None) or "",
+                                              pb.PROTOCOL_UNSPECIFIED),
+                       labels=labels, gid_prefix=getattr(args, "gid_prefix", ""))
     cutoff = time.time() - args.older_than if args.older_than else None
-    prefix = getattr(args, "gid_prefix", "")
-    while True:
-        page = await stub.ListTransactions(request, timeout=args.timeout)
-        for tx in page.transactions:
-            if tx.gid.startswith(prefix) and (cutoff is None or tx.created_at.seconds <= cutoff):
-                found.append(tx)
-        if not page.next_page_token:
-            break
-        request.page_token = page.next_page_token
+    found = [tx async for tx in client.list_all(where)
+             if cutoff is None or tx.created_at.seconds <= cutoff]
     found.sort(key=lambda t: (t.created_at.seconds, t.created_at.nanos), reverse=True)
     return found[:limit]
 
 
-async def _list(args: argparse.Namespace, stub: pb_grpc.CoordinatorAsyncStub) -> int:
-    txs = await _matching(args, stub, args.limit)
+async def _list(args: argparse.Namespace, client: CoordinatorClient) -> int:
+    txs = await _matching(args, client, args.limit)
     if args.json:
         print(json.dumps([_dict(t) for t in txs], indent=2))
     elif args.jsonl:
@@ -161,29 +152,26 @@ async def _list(args: argparse.Namespace, stub: pb_grpc.CoordinatorAsyncStub) ->
     return 0
 
 
-async def _show(args: argparse.Namespace, stub: pb_grpc.CoordinatorAsyncStub) -> int:
-    request = pb.GetTransactionRequest(gid=args.gid)
+async def _show(args: argparse.Namespace, client: CoordinatorClient) -> int:
     if not args.watch:
-        tx = await stub.GetTransaction(request, timeout=args.timeout)
+        tx = await client.get(args.gid)
         print(json.dumps(_dict(tx), indent=2) if args.json else render_show(tx))
         return 0
-    async for tx in stub.WatchTransaction(request):
+    async for tx in client.watch(args.gid):
         print(json.dumps(_dict(tx)) if args.json else render_show(tx) + "\n")
-        if tx.state in SETTLED:
+        if settled(tx):
             break
     return 0
 
 
-async def _replay(args: argparse.Namespace, stub: pb_grpc.CoordinatorAsyncStub) -> int:
+async def _replay(args: argparse.Namespace, client: CoordinatorClient) -> int:
     if args.all == bool(args.gid):
         print("txc: give a GID or --all (with filters), not both", file=sys.stderr)
         return EXIT_USAGE
     if not args.all:
-        return _print_one(await stub.ReplayTransaction(
-            pb.ReplayRequest(gid=args.gid, reason=args.reason), timeout=args.timeout,
-            metadata=_metadata(args)))
+        return _print_one(await client.replay(args.gid, args.reason))
     args.state = args.state or ["failed"]
-    txs = await _matching(args, stub, limit=10_000)
+    txs = await _matching(args, client, limit=10_000)
     if args.dry_run:
         print(render_list(txs))
         print(f"{len(txs)} transaction(s) would be replayed")
@@ -191,8 +179,7 @@ async def _replay(args: argparse.Namespace, stub: pb_grpc.CoordinatorAsyncStub) 
     refused = 0
     for i, tx in enumerate(txs, 1):
         try:
-            await stub.ReplayTransaction(pb.ReplayRequest(gid=tx.gid, reason=args.reason),
-                                         timeout=args.timeout, metadata=_metadata(args))
+            await client.replay(tx.gid, args.reason)
         except grpc.aio.AioRpcError as exc:
             refused += 1
             print(f"\ntxc: {tx.gid}: {exc.details()}", file=sys.stderr)
@@ -201,16 +188,12 @@ async def _replay(args: argparse.Namespace, stub: pb_grpc.CoordinatorAsyncStub) 
     return EXIT_REFUSED if refused else 0
 
 
-async def _skip(args: argparse.Namespace, stub: pb_grpc.CoordinatorAsyncStub) -> int:
-    return _print_one(await stub.SkipBranch(
-        pb.SkipBranchRequest(gid=args.gid, branch=args.branch, reason=args.reason),
-        timeout=args.timeout, metadata=_metadata(args)))
+async def _skip(args: argparse.Namespace, client: CoordinatorClient) -> int:
+    return _print_one(await client.skip(args.gid, args.branch, args.reason))
 
 
-async def _abort(args: argparse.Namespace, stub: pb_grpc.CoordinatorAsyncStub) -> int:
-    return _print_one(await stub.AbortTransaction(
-        pb.AbortRequest(gid=args.gid, reason=args.reason), timeout=args.timeout,
-        metadata=_metadata(args)))
+async def _abort(args: argparse.Namespace, client: CoordinatorClient) -> int:
+    return _print_one(await client.abort(args.gid, args.reason))
 
 
 def _print_one(tx: pb.Transaction) -> int:

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .records import BranchStatus, HistoryEntry, Step, TxRecord, TxState
+from .records import BranchStatus, HistoryEntry, Transition, TxRecord, TxState
 
 ACTOR = "coordinator"
 MAX_HISTORY = 64
 
 
-def fail(record: TxRecord, branch: str, reason: str, now: float) -> Step:
+def fail(record: TxRecord, branch: str, reason: str, now: float) -> Transition:
     status = record.status(branch)
     record = record.with_branch(branch, stamp(replace(status, error=reason), now))
     record = replace(record, state=TxState.FAILED, error=reason)
-    return Step(touch(note(record, "failed", reason, now), now))
+    return Transition(touch(note(record, "failed", reason, now), now))
 
 
 def note(record: TxRecord, action: str, reason: str, now: float, actor: str = ACTOR) -> TxRecord:
     entry = HistoryEntry(at=now, actor=actor, action=action, reason=reason)
     return replace(record, history=(*record.history, entry)[-MAX_HISTORY:])
+
+
+def counted(status: BranchStatus, attempts: int) -> BranchStatus:
+    """``status`` with the attempt count an event reports (never lowered)."""
+    return replace(status, attempts=max(status.attempts, attempts))
 
 
 def stamp(status: BranchStatus, now: float) -> BranchStatus:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
-class Reply:
+class Answered:
     """A participant gave a definite answer: ``ok`` (OUTCOME_OK) or a refusal (OUTCOME_FAILED)."""
 
     branch: str
@@ -14,6 +14,7 @@ class Reply:
     ok: bool
     result: bytes = b""
     message: str = ""
+    attempts: int = 0  # calls made of this operation, this one included
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,20 @@ class GaveUp:
     branch: str
     op: str
     error: str
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Misconfigured:
+    """The participant cannot perform the operation: it does not implement the method
+    (``may_have_run=False``) or answered without an outcome (``True``: it may have applied
+    it). Retrying cannot help; an operator must fix the participant."""
+
+    branch: str
+    op: str
+    error: str
+    may_have_run: bool
+    attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,4 +55,4 @@ class DeadlinePassed:
     """The transaction's forward (saga) or prepare (2PC) deadline has passed."""
 
 
-Event = Reply | AttemptFailed | GaveUp | DeadlinePassed
+Event = Answered | AttemptFailed | GaveUp | Misconfigured | DeadlinePassed

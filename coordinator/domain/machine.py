@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Protocol
 
 from .events import Event
-from .records import Call, Step, TxRecord
+from .records import Call, Transition, TxRecord
 
 
 class Machine(Protocol):
-    def start(self, record: TxRecord, now: float) -> Step:
+    def start(self, record: TxRecord, now: float) -> Transition:
         """First calls of a fresh record (persisted together with the record's creation)."""
 
-    def apply(self, record: TxRecord, event: Event, now: float) -> Step:
+    def apply(self, record: TxRecord, event: Event, now: float) -> Transition:
         """The next record and calls after an event."""
 
-    def resume(self, record: TxRecord) -> Step:
+    def resume(self, record: TxRecord) -> Transition:
         """Calls to repeat for a record loaded from the log."""
 
     def wanted(self, record: TxRecord, call: Call) -> bool:

@@ -11,12 +11,12 @@ from dataclasses import replace
 from . import saga, two_phase
 from ._common import note, stamp, touch
 from .errors import FailedPrecondition, NotFound
-from .records import BranchState, Protocol, Step, TxRecord, TxState
+from .records import BranchState, Protocol, Transition, TxRecord, TxState
 
 B = BranchState
 
 
-def replay(record: TxRecord, actor: str, reason: str, now: float) -> Step:
+def replay(record: TxRecord, actor: str, reason: str, now: float) -> Transition:
     """Re-drive a FAILED or stuck transaction from where it stands, with fresh budgets."""
     _not_terminal(record, "replay")
     record = _resume_phase(record) if record.state is TxState.FAILED else record
@@ -24,10 +24,10 @@ def replay(record: TxRecord, actor: str, reason: str, now: float) -> Step:
     record = replace(record, branches=fresh, phase_started_at=now, error="")
     record = touch(note(record, "replay", reason, now, actor), now)
     machine = saga if record.protocol is Protocol.SAGA else two_phase
-    return Step(record, machine.resume(record).calls)
+    return Transition(record, machine.resume(record).calls)
 
 
-def skip(record: TxRecord, branch: str, actor: str, reason: str, now: float) -> Step:
+def skip(record: TxRecord, branch: str, actor: str, reason: str, now: float) -> Transition:
     """Mark one branch done by hand (fixed outside), then let the transaction go on."""
     _not_terminal(record, "skip")
     try:
@@ -47,7 +47,7 @@ def skip(record: TxRecord, branch: str, actor: str, reason: str, now: float) -> 
     return _two_phase_continue(record, now)
 
 
-def abort(record: TxRecord, actor: str, reason: str, now: float) -> Step:
+def abort(record: TxRecord, actor: str, reason: str, now: float) -> Transition:
     """Saga: compensate. 2PC: abort unless commit was decided."""
     _not_terminal(record, "abort")
     if record.protocol is Protocol.TWO_PHASE:
@@ -80,16 +80,16 @@ def _resume_phase(record: TxRecord) -> TxRecord:
     return replace(record, state=state)
 
 
-def _saga_continue(record: TxRecord, now: float) -> Step:
+def _saga_continue(record: TxRecord, now: float) -> Transition:
     if record.state is TxState.RUNNING:
         return saga.advance_forward(record, now)
     return saga.advance_compensation(record, now)
 
 
-def _two_phase_continue(record: TxRecord, now: float) -> Step:
+def _two_phase_continue(record: TxRecord, now: float) -> Transition:
     if record.state is TxState.PREPARING:
         states = {s.state for s in record.branches}
         if states <= {B.PREPARED, B.SKIPPED}:
             return two_phase.decide_commit(record, now)
-        return Step(touch(record, now))
+        return Transition(touch(record, now))
     return two_phase.maybe_finish(record, now)

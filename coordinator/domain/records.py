@@ -35,6 +35,11 @@ class TxState(IntEnum):
     def terminal(self) -> bool:
         return self in _TERMINAL_TX
 
+    @property
+    def settled(self) -> bool:
+        """Terminal, or FAILED: nothing more happens to it without an operator."""
+        return self in _TERMINAL_TX or self is TxState.FAILED
+
 
 _TERMINAL_TX = frozenset({TxState.COMMITTED, TxState.COMPENSATED, TxState.ABORTED})
 
@@ -131,6 +136,7 @@ class TxRecord:
     phase_started_at: float = 0.0  # when the current phase (e.g. compensation) began
     decision: str = ""  # 2PC: "commit" or "abort" once decided
     seq: int = 0
+    timeout_s: float = 0.0  # as asked (after defaults); ``deadline`` is created_at + timeout_s
 
     def status(self, name: str) -> BranchStatus:
         return self.branches[self.index(name)]
@@ -146,11 +152,13 @@ class TxRecord:
         return replace(self, branches=(*self.branches[:i], status, *self.branches[i + 1 :]))
 
     def same_plan(self, other: TxRecord) -> bool:
-        """True when ``other`` asks for the same work (used for idempotent starts)."""
+        """True when ``other`` asks for the same work (idempotent starts): every field a start
+        request sets but the gid, compared after defaults are applied."""
         return (
             self.protocol == other.protocol
             and self.plan == other.plan
             and self.concurrent == other.concurrent
+            and self.timeout_s == other.timeout_s
             and dict(self.labels) == dict(other.labels)
         )
 
@@ -176,6 +184,8 @@ def new_record(
         created_at=now,
         updated_at=now,
         deadline=now + timeout_s,
+        timeout_s=timeout_s,
+
         concurrent=concurrent,
         labels=tuple(sorted((labels or {}).items())),
         phase_started_at=now,
@@ -191,7 +201,7 @@ class Call:
 
 
 @dataclass(frozen=True, slots=True)
-class Step:
+class Transition:
     """What a transition yields: the record to persist and the calls to make afterwards.
 
     ``record`` is the very object passed in when the event changed nothing, so the driver

@@ -1,4 +1,4 @@
-"""The saga state machine: pure functions from (record, event, now) to a Step.
+"""The saga state machine: pure functions from (record, event, now) to a Transition.
 
 Rules:
 - Sequential sagas run branches in list order; concurrent ones run every branch whose
@@ -11,28 +11,34 @@ Rules:
   after it (its dependents) is settled.
 - A compensation that is refused or runs out of retries leaves the saga FAILED for an
   operator; nothing is dropped silently.
+- A misconfigured participant (no such method, or a reply without an outcome) is not
+  retried: an action compensates at once (the branch itself too when it may have run), a
+  compensation leaves the saga FAILED.
+- A branch's ``attempts`` counts the calls of its current operation; the write that settles
+  the operation records the count.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from ._common import counted
 from ._common import fail as _fail
 from ._common import note as _note
 from ._common import stamp as _stamp
 from ._common import touch as _touch
-from .events import AttemptFailed, DeadlinePassed, Event, GaveUp, Reply
-from .records import BranchState, BranchStatus, Call, Op, Step, TxRecord, TxState
+from .events import Answered, AttemptFailed, DeadlinePassed, Event, GaveUp, Misconfigured
+from .records import BranchState, BranchStatus, Call, Op, Transition, TxRecord, TxState
 
 _UNDO_NEEDED = frozenset({BranchState.SUCCEEDED, BranchState.RUNNING, BranchState.COMPENSATING})
 
 
-def start(record: TxRecord, now: float) -> Step:
+def start(record: TxRecord, now: float) -> Transition:
     """Move a fresh record to its first calls."""
     return advance_forward(record, now)
 
 
-def resume(record: TxRecord) -> Step:
+def resume(record: TxRecord) -> Transition:
     """The calls to re-issue for a record loaded from the log (restart or takeover).
 
     Every step in flight is repeated with its original idempotency key; the participant's
@@ -43,25 +49,27 @@ def resume(record: TxRecord) -> Step:
     elif record.state is TxState.COMPENSATING:
         op, wanted = Op.COMPENSATE, BranchState.COMPENSATING
     else:
-        return Step(record)
+        return Transition(record)
     calls = tuple(
         Call(plan.name, op)
         for plan, status in zip(record.plan, record.branches, strict=True)
         if status.state is wanted
     )
-    return Step(record, calls)
+    return Transition(record, calls)
 
 
-def apply(record: TxRecord, event: Event, now: float) -> Step:
+def apply(record: TxRecord, event: Event, now: float) -> Transition:
     """Apply one event; events that no longer fit the record's state change nothing."""
     if isinstance(event, AttemptFailed):
         return _attempt_failed(record, event, now)
     if isinstance(event, DeadlinePassed):
         if record.state is TxState.RUNNING:
             return begin_compensation(record, "saga deadline exceeded", now)
-        return Step(record)
-    if isinstance(event, Reply):
+        return Transition(record)
+    if isinstance(event, Answered):
         return _reply(record, event, now)
+    if isinstance(event, Misconfigured):
+        return _misconfigured(record, event, now)
     return _gave_up(record, event, now)
 
 
@@ -73,11 +81,11 @@ def dependencies(record: TxRecord, name: str) -> tuple[str, ...]:
     return (record.plan[i - 1].name,) if i > 0 else ()
 
 
-def _reply(record: TxRecord, event: Reply, now: float) -> Step:
-    status = record.status(event.branch)
+def _reply(record: TxRecord, event: Answered, now: float) -> Transition:
+    status = counted(record.status(event.branch), event.attempts)
     if event.op == Op.EXECUTE:
         if record.state is not TxState.RUNNING or status.state is not BranchState.RUNNING:
-            return Step(record)  # late answer: compensation already owns this branch
+            return Transition(record)  # late answer: compensation already owns this branch
         if event.ok:
             done = replace(status, state=BranchState.SUCCEEDED, result=event.result, error="")
             return advance_forward(_touch(record.with_branch(event.branch, done), now), now)
@@ -85,43 +93,60 @@ def _reply(record: TxRecord, event: Reply, now: float) -> Step:
         record = record.with_branch(event.branch, _stamp(refused, now))
         return begin_compensation(record, f"branch {event.branch} failed: {event.message}", now)
     if record.state is not TxState.COMPENSATING or status.state is not BranchState.COMPENSATING:
-        return Step(record)
+        return Transition(record)
     if event.ok:
         undone = replace(status, state=BranchState.COMPENSATED, error="")
         record = record.with_branch(event.branch, _stamp(undone, now))
         return advance_compensation(record, now)
     reason = f"compensation of {event.branch} refused: {event.message}"
-    return _fail(record, event.branch, reason, now)
+    return _fail(record.with_branch(event.branch, status), event.branch, reason, now)
 
 
-def _gave_up(record: TxRecord, event: GaveUp, now: float) -> Step:
-    status = record.status(event.branch)
+def _gave_up(record: TxRecord, event: GaveUp, now: float) -> Transition:
+    status = counted(record.status(event.branch), event.attempts)
     if event.op == Op.EXECUTE:
         if record.state is not TxState.RUNNING or status.state is not BranchState.RUNNING:
-            return Step(record)
+            return Transition(record)
         # Outcome unknown: the branch stays RUNNING so that compensation undoes it.
         record = record.with_branch(event.branch, _stamp(replace(status, error=event.error), now))
         reason = f"branch {event.branch} gave no answer: {event.error}"
         return begin_compensation(record, reason, now)
     if record.state is not TxState.COMPENSATING:
-        return Step(record)
+        return Transition(record)
+    record = record.with_branch(event.branch, status)
     return _fail(record, event.branch, f"compensation of {event.branch} exhausted its retries: "
                  f"{event.error}", now)
 
 
-def _attempt_failed(record: TxRecord, event: AttemptFailed, now: float) -> Step:
+def _misconfigured(record: TxRecord, event: Misconfigured, now: float) -> Transition:
+    if not wanted(record, Call(event.branch, event.op)):
+        return Transition(record)
+    status = counted(record.status(event.branch), event.attempts)
+    if event.op == Op.COMPENSATE:
+        record = record.with_branch(event.branch, status)
+        return _fail(record, event.branch, event.error, now)
+    # Never ran (no such method): FAILED, not compensated. May have run: stays RUNNING,
+    # so that compensation undoes it.
+    state = BranchState.RUNNING if event.may_have_run else BranchState.FAILED
+    broken = replace(status, state=state, error=event.error)
+    record = record.with_branch(event.branch, _stamp(broken, now))
+    return begin_compensation(record, f"branch {event.branch}: {event.error}", now)
+
+
+def _attempt_failed(record: TxRecord, event: AttemptFailed, now: float) -> Transition:
     status = record.status(event.branch)
     expected = BranchState.RUNNING if event.op == Op.EXECUTE else BranchState.COMPENSATING
     if status.state is not expected:
-        return Step(record)
-    noted = replace(status, attempts=max(status.attempts, event.attempt), error=event.error)
-    return Step(_touch(record.with_branch(event.branch, _stamp(noted, now)), now))
+        return Transition(record)
+    noted = replace(counted(status, event.attempt), error=event.error)
+
+    return Transition(_touch(record.with_branch(event.branch, _stamp(noted, now)), now))
 
 
-def advance_forward(record: TxRecord, now: float) -> Step:
+def advance_forward(record: TxRecord, now: float) -> Transition:
     states = {p.name: s.state for p, s in zip(record.plan, record.branches, strict=True)}
     if all(s is BranchState.SUCCEEDED for s in states.values()):
-        return Step(_touch(replace(record, state=TxState.COMMITTED, error=""), now))
+        return Transition(_touch(replace(record, state=TxState.COMMITTED, error=""), now))
     calls: list[Call] = []
     for plan in record.plan:
         if states[plan.name] is not BranchState.PENDING:
@@ -130,15 +155,15 @@ def advance_forward(record: TxRecord, now: float) -> Step:
             running = BranchStatus(state=BranchState.RUNNING, updated_at=now)
             record = record.with_branch(plan.name, running)
             calls.append(Call(plan.name, Op.EXECUTE))
-    return Step(_touch(record, now), tuple(calls))
+    return Transition(_touch(record, now), tuple(calls))
 
 
-def begin_compensation(record: TxRecord, reason: str, now: float) -> Step:
+def begin_compensation(record: TxRecord, reason: str, now: float) -> Transition:
     record = replace(record, state=TxState.COMPENSATING, error=reason, phase_started_at=now)
     return advance_compensation(_note(record, "compensate", reason, now), now)
 
 
-def advance_compensation(record: TxRecord, now: float) -> Step:
+def advance_compensation(record: TxRecord, now: float) -> Transition:
     calls: list[Call] = []
     progressed = True
     while progressed:  # skipping a branch may free the ones it depended on
@@ -159,7 +184,7 @@ def advance_compensation(record: TxRecord, now: float) -> Step:
             calls.append(Call(plan.name, Op.COMPENSATE))
     if not any(s.state in _UNDO_NEEDED for s in record.branches):
         record = replace(record, state=TxState.COMPENSATED)
-    return Step(_touch(record, now), tuple(calls))
+    return Transition(_touch(record, now), tuple(calls))
 
 
 def _dependents_settled(record: TxRecord, name: str) -> bool:

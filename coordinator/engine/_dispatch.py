@@ -13,16 +13,18 @@ from typing import Protocol
 
 import grpc
 
-from .._channel import channel as open_channel
+from .._participant_client import METHODS, ParticipantClient, idempotency_key
 from .._proto.txc.v1 import participant_pb2 as ppb
-from .._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
 from ..domain.records import BranchPlan, Op
+
+__all__ = ["Answer", "GrpcTransport", "Kind", "Transport", "idempotency_key"]
 
 
 class Kind(enum.Enum):
     OK = "ok"
     FAILED = "failed"  # a definite business refusal
     UNKNOWN = "unknown"  # RETRY, transport error or timeout: the step may or may not have run
+    MISCONFIGURED = "misconfigured"  # UNIMPLEMENTED or no outcome: retrying cannot help
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +32,7 @@ class Answer:
     kind: Kind
     result: bytes = b""
     message: str = ""
-
-
-def idempotency_key(gid: str, branch: str, op: str) -> str:
-    return f"{gid}/{branch}/{op}"
+    may_have_run: bool = True  # MISCONFIGURED only: False when the method does not exist
 
 
 class Transport(Protocol):
@@ -42,59 +41,67 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
-_METHODS = {
-    Op.EXECUTE: "Execute",
-    Op.COMPENSATE: "Compensate",
-    Op.PREPARE: "Prepare",
-    Op.COMMIT: "Commit",
-    Op.ABORT: "Abort",
-}
+def operation(plan: BranchPlan, op: str) -> str:
+    """The operation name a call carries: the compensation on Compensate, else the action."""
+    return plan.compensation if op == Op.COMPENSATE else plan.action
+
+
+def read_reply(address: str, op: str, reply: ppb.BranchReply) -> Answer:
+    if reply.outcome == ppb.OUTCOME_OK:
+        return Answer(Kind.OK, reply.result, reply.message)
+    if reply.outcome == ppb.OUTCOME_FAILED:
+        return Answer(Kind.FAILED, reply.result, reply.message or "refused")
+    if reply.outcome == ppb.OUTCOME_RETRY:
+        return Answer(Kind.UNKNOWN, message=reply.message or "participant asked to retry")
+    detail = f": {reply.message}" if reply.message else ""
+    return Answer(Kind.MISCONFIGURED, may_have_run=True, message=(
+        f"participant {address} answered {METHODS[op]} without an outcome "
+        f"(OUTCOME_UNSPECIFIED){detail}"))
+
+
+def read_error(address: str, op: str, exc: grpc.aio.AioRpcError) -> Answer:
+    status = f"{exc.code().name}: {exc.details() or ''}".strip()
+    if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+        return Answer(Kind.MISCONFIGURED, may_have_run=False, message=(
+            f"participant {address} does not implement txc.v1.Participant/{METHODS[op]} "
+            f"({status})"))
+    return Answer(Kind.UNKNOWN, message=status)
 
 
 class GrpcTransport:
-    """Keeps one channel per participant address (bounded, least recently used first out)."""
+    """Keeps one client per participant address (bounded, least recently used first out)."""
 
     def __init__(self, max_channels: int = 256, tls_ca: bytes | None = None) -> None:
         """``tls_ca``: call every participant over TLS, checked against these PEM CAs."""
-        self._stubs: collections.OrderedDict[str, tuple[grpc.aio.Channel, ppb_grpc.ParticipantStub]]
-        self._stubs = collections.OrderedDict()
+        self._clients: collections.OrderedDict[str, ParticipantClient] = collections.OrderedDict()
         self._max = max_channels
         self._tls_ca = tls_ca
 
-    def _stub(self, address: str) -> ppb_grpc.ParticipantStub:
-        entry = self._stubs.get(address)
-        if entry is None:
-            if len(self._stubs) >= self._max:
-                _, (old, _) = self._stubs.popitem(last=False)
-                # grpc.aio closes it when collected; close() would cut calls still in flight.
-                del old
-            channel = open_channel(address, self._tls_ca)
-            entry = (channel, ppb_grpc.ParticipantStub(channel))
-            self._stubs[address] = entry
+    def _client(self, address: str) -> ParticipantClient:
+        client = self._clients.get(address)
+        if client is None:
+            if len(self._clients) >= self._max:
+                # grpc.aio closes an evicted channel when collected; close() would cut calls
+                # still in flight on it.
+                self._clients.popitem(last=False)
+            client = ParticipantClient(address, tls_ca=self._tls_ca)
+            self._clients[address] = client
         else:
-            self._stubs.move_to_end(address)
-        return entry[1]
+            self._clients.move_to_end(address)
+        return client
 
     async def call(self, gid: str, plan: BranchPlan, op: str, attempt: int) -> Answer:
-        operation = plan.action if op in (Op.EXECUTE, Op.PREPARE) else plan.compensation
-        if op in (Op.COMMIT, Op.ABORT):
-            operation = plan.action
         request = ppb.BranchRequest(
-            gid=gid, branch=plan.name, operation=operation, payload=plan.payload,
+            gid=gid, branch=plan.name, operation=operation(plan, op), payload=plan.payload,
             idempotency_key=idempotency_key(gid, plan.name, op), attempt=attempt,
         )
-        method = getattr(self._stub(plan.participant), _METHODS[op])
         try:
-            reply = await method(request, timeout=plan.timeout_s)
+            reply = await self._client(plan.participant).send(op, request, plan.timeout_s)
         except grpc.aio.AioRpcError as exc:
-            return Answer(Kind.UNKNOWN, message=f"{exc.code().name}: {exc.details() or ''}".strip())
-        if reply.outcome == ppb.OUTCOME_OK:
-            return Answer(Kind.OK, reply.result, reply.message)
-        if reply.outcome == ppb.OUTCOME_FAILED:
-            return Answer(Kind.FAILED, reply.result, reply.message or "refused")
-        return Answer(Kind.UNKNOWN, message=reply.message or "participant asked to retry")
+            return read_error(plan.participant, op, exc)
+        return read_reply(plan.participant, op, reply)
 
     async def close(self) -> None:
-        for channel, _ in self._stubs.values():
-            await channel.close(None)
-        self._stubs.clear()
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()

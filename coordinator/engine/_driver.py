@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from tenacity import RetryCallState
 
 from ..domain import saga, two_phase
-from ..domain.events import AttemptFailed, DeadlinePassed, Event, GaveUp, Reply
+from ..domain.events import Answered, AttemptFailed, DeadlinePassed, Event, GaveUp, Misconfigured
 from ..domain.machine import Machine
-from ..domain.records import Call, Protocol, Step, TxRecord, TxState
+from ..domain.records import Call, Protocol, Transition, TxRecord
 from ..log import Created, LogError, LostOwnership, Stored, TxLog
 from ._dispatch import Answer, Kind, Transport
 from ._limiter import CallLimiter
@@ -119,7 +119,7 @@ class Driver:
         log.info("adopted gid=%s state=%s", stored.record.gid, stored.record.state.name)
         self._after_write(run, MACHINES[stored.record.protocol].resume(stored.record).calls)
 
-    async def operate(self, stored: Stored, action: Callable[[TxRecord, float], Step]) -> Stored:
+    async def operate(self, stored: Stored, action: Callable[[TxRecord, float], Transition]) -> Stored:
         """Apply an operator action. This coordinator takes the transaction over first if it
         does not drive it (FAILED ones are unowned); the CAS makes that safe against the
         previous owner, whose next write then fails."""
@@ -207,7 +207,7 @@ class Driver:
             if task is not current and not machine.wanted(record, call):
                 task.cancel()
                 del run.calls[call]
-        if record.state.terminal or record.state is TxState.FAILED:
+        if record.state.settled:
             self._finish(run)
             return
         for call in calls:
@@ -304,8 +304,14 @@ class Driver:
             schedule = retrying(plan.retry, deadline, self._clock, note_failure)
             answer = await schedule(replay_first_then_attempt)
         if answer.kind is Kind.UNKNOWN:
-            return GaveUp(call.branch, call.op, answer.message)
-        return Reply(call.branch, call.op, answer.kind is Kind.OK, answer.result, answer.message)
+            return GaveUp(call.branch, call.op, answer.message, attempts=attempt)
+        if answer.kind is Kind.MISCONFIGURED:
+            log.error("misconfigured participant gid=%s branch=%s op=%s: %s", record.gid,
+                      call.branch, call.op, answer.message)
+            return Misconfigured(call.branch, call.op, answer.message, answer.may_have_run,
+                                 attempts=attempt)
+        return Answered(call.branch, call.op, answer.kind is Kind.OK, answer.result, answer.message,
+                        attempts=attempt)
 
     async def _wait_for_lease(self) -> None:
         """Hold attempts while this coordinator cannot prove it still owns anything."""
@@ -330,8 +336,11 @@ class Driver:
                      record.gid, record.state.name, event.branch, event.op, attempt, outcome)
 
 
-def _outcome_name(event: Reply | AttemptFailed | GaveUp) -> str:
-    if isinstance(event, Reply):
+def _outcome_name(event: Answered | AttemptFailed | GaveUp | Misconfigured) -> str:
+    if isinstance(event, Answered):
         return "ok" if event.ok else "failed"
+    if isinstance(event, Misconfigured):
+        return "misconfigured"
     return "retry" if isinstance(event, AttemptFailed) else "gave_up"
+
 

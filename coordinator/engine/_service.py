@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ..domain import operator
 from ..domain.addresses import AllowList
 from ..domain.errors import AlreadyExists, FailedPrecondition, NotFound, Overloaded, Unavailable
-from ..domain.records import BranchPlan, Protocol, Step, TxRecord, TxState, new_record
+from ..domain.records import BranchPlan, Protocol, Transition, TxRecord, TxState, new_record
 from ..domain.validation import Limits, check_gid, check_labels, check_plan
 from ..log import LostOwnership, Stored, TxLog
 from ._driver import Driver
@@ -40,6 +40,7 @@ class ListQuery:
     labels: tuple[tuple[str, str], ...] = ()
     page_size: int = 50
     page_token: str = ""
+    gid_prefix: str = ""
 
 
 class CoordinatorCore:
@@ -99,7 +100,7 @@ class CoordinatorCore:
     async def abort(self, gid: str, actor: str, reason: str) -> Stored:
         return await self._operate(gid, lambda r, now: operator.abort(r, actor, reason, now))
 
-    async def _operate(self, gid: str, action: Callable[[TxRecord, float], Step]) -> Stored:
+    async def _operate(self, gid: str, action: Callable[[TxRecord, float], Transition]) -> Stored:
         stored = await self.get(gid)
         action(stored.record, time.time())  # refuse what the state forbids before taking over
         try:
@@ -114,7 +115,7 @@ class CoordinatorCore:
         stored = await self.get(gid)
         while True:
             remaining = end - time.monotonic()
-            if _settled(stored.record) or remaining <= 0:
+            if stored.record.state.settled or remaining <= 0:
                 return stored
             # Local writes hand us the record at once; one driven elsewhere is re-read.
             changed = await self._driver.wait_changed(gid, min(remaining, 0.5))
@@ -126,7 +127,7 @@ class CoordinatorCore:
             if stored is None:
                 return
             yield stored
-            if _settled(stored.record):
+            if stored.record.state.settled:
                 return
 
     async def list(self, query: ListQuery) -> tuple[list[Stored], str]:
@@ -134,7 +135,8 @@ class CoordinatorCore:
         found: list[Stored] = []
         cursor = query.page_token
         for _ in range(MAX_SCAN_PAGES):
-            page = await self._log.scan(start_after=cursor, limit=size)
+            page = await self._log.scan(start_after=cursor, limit=size, prefix=query.gid_prefix)
+
             for stored in page:
                 cursor = stored.record.gid
                 if _matches(stored.record, query):
@@ -145,10 +147,6 @@ class CoordinatorCore:
                 return found, ""
             await asyncio.sleep(0)
         return found, cursor
-
-
-def _settled(record: TxRecord) -> bool:
-    return record.state.terminal or record.state is TxState.FAILED
 
 
 def _matches(record: TxRecord, query: ListQuery) -> bool:

@@ -38,6 +38,7 @@ def encode(record: TxRecord) -> bytes:
         "phase_started_at": record.phase_started_at,
         "decision": record.decision,
         "seq": record.seq,
+        "timeout_s": record.timeout_s,
     }
     return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -62,7 +63,10 @@ def decode(data: bytes) -> TxRecord:
         phase_started_at=doc["phase_started_at"],
         decision=doc.get("decision", ""),
         seq=doc["seq"],
+        # Records written before timeout_s was stored: the deadline says it.
+        timeout_s=doc.get("timeout_s", doc["deadline"] - doc["created_at"]),
     )
+
 
 
 def _b64(data: bytes) -> str:

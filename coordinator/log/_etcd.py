@@ -26,7 +26,7 @@ from typing import Any
 import etcd3aio
 from etcd3aio.proto.etcd.api.etcdserverpb.rpc_pb2 import Compare, RequestOp, TxnRequest
 
-from ..domain.records import TxRecord, TxState
+from ..domain.records import TxRecord
 from ._batch import Batcher
 from ._codec import decode, encode
 from ._interface import Created, LogError, LostOwnership, Stored
@@ -229,7 +229,7 @@ class EtcdLog:
     def _write_op(self, prev: Stored, new: TxRecord, lease: int) -> TxnRequest:
         gid = new.gid
         success = [KV.txn_op_put(self._tx(gid), encode(new), lease=lease)]
-        if _settled(new):
+        if new.state.settled:
             success += [KV.txn_op_delete(self._active(gid)), KV.txn_op_delete(self._owner(gid))]
         return TxnRequest(
             compare=[
@@ -257,9 +257,10 @@ class EtcdLog:
         kv = reply.kvs[0]
         return Stored(decode(kv.value), kv.mod_revision)
 
-    async def scan(self, *, start_after: str = "", limit: int = 100) -> list[Stored]:
-        start = self._tx(start_after) + b"\x00" if start_after else self._tx("")
-        end = etcd3aio.prefix_range_end(self._tx(""))
+    async def scan(self, *, start_after: str = "", limit: int = 100, prefix: str = "") -> list[Stored]:
+        start = max(self._tx(start_after) + b"\x00" if start_after else b"", self._tx(prefix))
+        end = etcd3aio.prefix_range_end(self._tx(prefix))
+
         reply = await self._call(self._kv().get(start, end, limit=limit,
                                                 timeout=self._opts.request_timeout_s))
         return [Stored(decode(kv.value), kv.mod_revision) for kv in reply.kvs]
@@ -335,8 +336,6 @@ class EtcdLog:
                     yield Stored(decode(event.kv.value), event.kv.mod_revision)
 
 
-def _settled(record: TxRecord) -> bool:
-    return record.state.terminal or record.state is TxState.FAILED
 
 
 class _RetentionLeases:

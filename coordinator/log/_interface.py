@@ -71,8 +71,9 @@ class TxLog(Protocol):
 
     async def get(self, gid: str) -> Stored | None: ...
 
-    async def scan(self, *, start_after: str = "", limit: int = 100) -> list[Stored]:
-        """Records in gid order, after ``start_after``."""
+    async def scan(self, *, start_after: str = "", limit: int = 100, prefix: str = "") -> list[Stored]:
+        """Records in gid order, after ``start_after``, whose gid starts with ``prefix``."""
+
 
     async def claim(self, stored: Stored) -> Stored:
         """Take ownership of one transaction as it stands (operator actions); raises

@@ -11,7 +11,7 @@ import itertools
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 
-from ..domain.records import TxRecord, TxState
+from ..domain.records import TxRecord
 from ._interface import Created, LostOwnership, Stored
 
 
@@ -84,7 +84,7 @@ class MemoryLog:
                 continue
             stored = Stored(replace(new, seq=prev.record.seq + 1), next(self.store.revision))
             self.store.records[new.gid] = stored
-            if new.state.terminal or new.state is TxState.FAILED:
+            if new.state.settled:
                 self.store.owners.pop(new.gid, None)
             results.append(stored)
         await self.store.notify()
@@ -94,9 +94,11 @@ class MemoryLog:
         self.store.requests += 1
         return self.store.records.get(gid)
 
-    async def scan(self, *, start_after: str = "", limit: int = 100) -> list[Stored]:
+    async def scan(self, *, start_after: str = "", limit: int = 100, prefix: str = "") -> list[Stored]:
         self.store.requests += 1
-        gids = sorted(g for g in self.store.records if g > start_after)[:limit]
+        gids = sorted(g for g in self.store.records if g > start_after and g.startswith(prefix))
+        gids = gids[:limit]
+
         return [self.store.records[g] for g in gids]
 
     async def claim(self, stored: Stored) -> Stored:
@@ -114,7 +116,7 @@ class MemoryLog:
             if len(claimed) >= limit:
                 break
             state = stored.record.state
-            if state.terminal or state is TxState.FAILED or gid in self.store.owners:
+            if state.settled or gid in self.store.owners:
                 continue
             self.store.owners[gid] = self._owner_id
             claimed.append(stored)

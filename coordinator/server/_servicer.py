@@ -22,6 +22,7 @@ from ..domain.errors import (
     Unavailable,
 )
 from ..domain.records import Protocol, TxState
+from ..domain.validation import check_gid
 from ..engine import CoordinatorCore, ListQuery, StartRequest
 from ..log import LogError
 from . import _convert as convert
@@ -191,5 +192,10 @@ def _list_query(request: pb.ListTransactionsRequest) -> ListQuery:
         raise InvalidArgument("protocol", "unknown protocol") from exc
     if request.page_size > 500:
         raise InvalidArgument("page_size", "at most 500")
+    if request.gid_prefix:
+        check_gid(request.gid_prefix, "gid_prefix")
+    if request.page_token:
+        check_gid(request.page_token, "page_token")
     return ListQuery(states=states, protocol=protocol, labels=tuple(sorted(request.labels.items())),
-                     page_size=request.page_size, page_token=request.page_token)
+                     page_size=request.page_size, page_token=request.page_token,
+                     gid_prefix=request.gid_prefix)

@@ -11,7 +11,6 @@ from coordinator.server import DevEtcd
 
 from .conftest import client_for, running, server_options, txc
 from .participant import ScriptedParticipant
-from .test_crash import settled
 from .test_operator import broken_refund
 from .test_saga_service import FAST
 
@@ -54,7 +53,7 @@ async def test_find_inspect_and_replay_failed_sagas(etcd: DevEtcd, prefix: str,
         code, out, _ = await txc(port, "replay", "--all", "--state", "failed", "--reason", "fixed")
         assert code == 0 and "replayed 2 of 2" in out
         for gid in ("f1", "f2", "f3"):
-            assert (await settled(c, gid)).state == pb.TX_STATE_COMPENSATED
+            assert (await c.wait_settled(gid)).state == pb.TX_STATE_COMPENSATED
             assert participant.effects[f"{gid}/a/compensate"] == 1
 
         code, out, _ = await txc(port, "show", "f1")

@@ -37,16 +37,6 @@ async def wait_for_call(p: ScriptedParticipant, key: str) -> None:
     raise AssertionError(f"{key} was never called")
 
 
-async def settled(client: CoordinatorClient, gid: str, within_s: float = 20) -> pb.Transaction:
-    for _ in range(int(within_s / 0.1)):
-        tx = await client.get(gid)
-        if tx.state in (pb.TX_STATE_COMMITTED, pb.TX_STATE_COMPENSATED, pb.TX_STATE_ABORTED,
-                        pb.TX_STATE_FAILED):
-            return tx
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{gid} did not settle: {tx}")
-
-
 async def test_sigkill_mid_saga_another_coordinator_finishes_it_exactly_once(
         etcd: DevEtcd, prefix: str, participant: ScriptedParticipant, tmp_path: Path) -> None:
     async with two_coordinator_processes(etcd, prefix, tmp_path) as (first, second):
@@ -55,7 +45,7 @@ async def test_sigkill_mid_saga_another_coordinator_finishes_it_exactly_once(
         await wait_for_call(participant, "killed/b/execute")
         first.kill()  # b's call is in flight; its reply will reach nobody
         async with CoordinatorClient(f"127.0.0.1:{second.port}") as c2:
-            tx = await settled(c2, "killed")
+            tx = await c2.wait_settled("killed")
     assert tx.state == pb.TX_STATE_COMMITTED
     assert dict(participant.effects) == {f"killed/{b}/execute": 1 for b in "abc"}
     keys_for_b = {c.key for c in participant.calls if "/b/" in c.key}
@@ -72,7 +62,7 @@ async def test_sigterm_hands_over_at_once(etcd: DevEtcd, prefix: str,
                 await c1.start_saga(slow_saga(participant, "handover"))
             await wait_for_call(participant, "handover/b/execute")
             assert await asyncio.to_thread(first.terminate) == 0  # b finishes, lease revoked
-            tx = await settled(c, "handover", within_s=10)
+            tx = await c.wait_settled("handover", 10)
     finally:
         first.stop()
     assert tx.state == pb.TX_STATE_COMMITTED
@@ -90,7 +80,7 @@ async def test_etcd_restart_under_load_loses_nothing(
                           gid=f"load-{i}") for i in range(40)]
             await asyncio.gather(*(c.start_saga(s) for s in sagas))
             own.restart()  # calls to a are in flight; their results must still be recorded
-            txs = [await settled(c, s.gid, within_s=30) for s in sagas]
+            txs = [await c.wait_settled(s.gid, 30) for s in sagas]
     finally:
         own.cleanup()
     assert {tx.state for tx in txs} == {pb.TX_STATE_COMMITTED}

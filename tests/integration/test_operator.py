@@ -8,12 +8,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from coordinator import Saga, Step, pb
+from coordinator import CoordinatorClient, ListFilter, Saga, Step, pb
 from coordinator.server import DevEtcd, Operators
 
 from .conftest import client_for, running, server_options, txc
 from .participant import ScriptedParticipant
-from .test_crash import settled
 from .test_saga_service import FAST
 
 pytestmark = pytest.mark.integration
@@ -29,12 +28,12 @@ async def test_failed_saga_is_replayed_after_the_fix_each_effect_once(
     async with running(server_options(etcd, prefix)) as server, client_for(server) as c:
         r = await c.start_saga(broken_refund(participant, "stuck"), wait=True)
         assert r.transaction.state == pb.TX_STATE_FAILED
-        listed = await c.list(states=[pb.TX_STATE_FAILED])
+        listed = await c.list(ListFilter(states=[pb.TX_STATE_FAILED]))
         assert [t.gid for t in listed.transactions] == ["stuck"]
         participant.healed = True
-        await c._stub.ReplayTransaction(pb.ReplayRequest(gid="stuck", reason="refund fixed"),
-                                        metadata=(("x-txc-actor", "ann@ops"),))
-        tx = await settled(c, "stuck")
+        async with CoordinatorClient(c.address, actor="ann@ops") as ann:
+            await ann.replay("stuck", "refund fixed")
+        tx = await c.wait_settled("stuck")
     assert tx.state == pb.TX_STATE_COMPENSATED
     assert participant.effects["stuck/a/compensate"] == 1
     assert participant.effects["stuck/a/execute"] == 1
@@ -46,28 +45,26 @@ async def test_skip_and_abort_in_allowed_and_forbidden_states(
         etcd: DevEtcd, prefix: str, participant: ScriptedParticipant) -> None:
     async with running(server_options(etcd, prefix)) as server, client_for(server) as c:
         await c.start_saga(broken_refund(participant, "skipme"), wait=True)
-        tx = await c._stub.SkipBranch(pb.SkipBranchRequest(gid="skipme", branch="a",
-                                                           reason="refunded by hand"))
+        tx = await c.skip("skipme", "a", "refunded by hand")
         assert tx.state == pb.TX_STATE_COMPENSATED
-        for call in (c._stub.SkipBranch(pb.SkipBranchRequest(gid="skipme", branch="a", reason="x")),
-                     c._stub.AbortTransaction(pb.AbortRequest(gid="skipme", reason="x"))):
+        for call in (c.skip("skipme", "a", "x"), c.abort("skipme", "x")):
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await call
             assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await c._stub.ReplayTransaction(pb.ReplayRequest(gid="nope", reason="x"))
+            await c.replay("nope", "x")
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await c._stub.AbortTransaction(pb.AbortRequest(gid="skipme", reason=""))
+            await c.abort("skipme", "")
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert (err.value.details() or "").startswith("reason")
         slow = Saga([Step("a", participant.address, "a.do", "a.undo", {}, retry=FAST),
                      Step("b", participant.address, "b.do", "b.undo", {"sleep": 1.0}, retry=FAST)],
                     gid="cancel-me")
         await c.start_saga(slow)
-        aborted = await c._stub.AbortTransaction(pb.AbortRequest(gid="cancel-me", reason="customer"))
+        aborted = await c.abort("cancel-me", "customer")
         assert aborted.state in (pb.TX_STATE_COMPENSATING, pb.TX_STATE_COMPENSATED)
-        tx = await settled(c, "cancel-me")
+        tx = await c.wait_settled("cancel-me")
     assert tx.state == pb.TX_STATE_COMPENSATED
     assert participant.effects["cancel-me/a/compensate"] == 1
 
@@ -79,11 +76,10 @@ async def test_with_operator_tokens_actions_need_one_and_the_history_names_its_o
     async with running(options) as server, client_for(server) as c:
         await c.start_saga(broken_refund(participant, "locked"), wait=True)
         assert (await c.get("locked")).state == pb.TX_STATE_FAILED  # reads need no token
-        request = pb.SkipBranchRequest(gid="locked", branch="a", reason="refunded by hand")
-        for metadata in ((("x-txc-actor", "alice"),),
-                         (("authorization", "Bearer not-the-token-at-all"),)):
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await c._stub.SkipBranch(request, metadata=metadata)
+        for wrong in (None, "not-the-token-at-all"):
+            async with CoordinatorClient(c.address, token=wrong, actor="alice") as intruder:
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await intruder.skip("locked", "a", "refunded by hand")
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
             assert token not in (err.value.details() or "")
         assert (await c.get("locked")).state == pb.TX_STATE_FAILED  # refused: nothing done

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import grpc
 import pytest
 
-from coordinator import Retry, Saga, Step, pb
+from coordinator import ListFilter, Retry, Saga, Step, pb
 from coordinator.server import CoordinatorServer, DevEtcd
 
 from .conftest import client_for, running, server_options
@@ -62,11 +63,18 @@ async def test_duplicate_start_is_idempotent_and_a_different_plan_is_refused(
         again = await c.start_saga(saga)
         assert first.created and not again.created
         assert again.transaction.state == pb.TX_STATE_COMMITTED
-        other = Saga(steps(participant, {"x": 1}), gid="dup")
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await c.start_saga(other)
-        assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        # The same plan: every request field but gid and wait, after defaults (60 s).
+        assert not (await c.start_saga(replace(saga, timeout_s=60.0))).created
+        for other in (Saga(steps(participant, {"x": 1}), gid="dup"),
+                      replace(saga, timeout_s=61.0),
+                      replace(saga, labels={"k": "v"}),
+                      replace(saga, concurrent=True),
+                      replace(saga, steps=[replace(s, timeout_s=9.0) for s in saga.steps])):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await c.start_saga(other)
+            assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS, other
     assert participant.effects["dup/a/execute"] == 1
+
 
 
 @pytest.mark.parametrize(("mutate", "field"), [
@@ -88,7 +96,7 @@ async def test_invalid_plans_get_invalid_argument_naming_the_field(
     mutate(request)
     async with running(server_options(etcd, prefix)) as server, client_for(server) as c:
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await c._stub.StartSaga(request)
+            await c.start_saga(request)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert (err.value.details() or "").startswith(field + ":")
         with pytest.raises(grpc.aio.AioRpcError) as missing:
@@ -148,12 +156,18 @@ async def test_list_get_and_watch(etcd: DevEtcd, prefix: str, participant: Scrip
         page1 = await c.list(page_size=2)
         page2 = await c.list(page_size=2, page_token=page1.next_page_token)
         assert [t.gid for t in [*page1.transactions, *page2.transactions]] == ["l0", "l1", "l2", "l3"]
-        compensated = await c.list(states=[pb.TX_STATE_COMPENSATED])
+        compensated = await c.list(ListFilter(states=[pb.TX_STATE_COMPENSATED]))
         assert [t.gid for t in compensated.transactions] == ["l1", "l3"]
-        labelled = await c.list(labels={"n": "4"})
+        labelled = await c.list(ListFilter(labels={"n": "4"}))
         assert [t.gid for t in labelled.transactions] == ["l4"]
+        await c.start_saga(Saga(steps(participant, {}, {}), gid="l10"))
+        prefixed = await c.list(ListFilter(gid_prefix="l1"), page_size=1)
+        assert [t.gid for t in prefixed.transactions] == ["l1"] and prefixed.next_page_token
+        rest = await c.list(ListFilter(gid_prefix="l1"), page_token=prefixed.next_page_token)
+        assert [t.gid for t in rest.transactions] == ["l10"] and not rest.next_page_token
         await c.start_saga(Saga(steps(participant, {"sleep": 0.3}, {}), gid="w"))
-        states = [t.state async for t in c._stub.WatchTransaction(pb.GetTransactionRequest(gid="w"))]
+        states = [t.state async for t in c.watch("w")]
+
         assert states[-1] == pb.TX_STATE_COMMITTED and len(states) >= 2
 
 

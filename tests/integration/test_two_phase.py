@@ -13,7 +13,7 @@ from coordinator.server import DevEtcd
 
 from .conftest import client_for, running, server_options, two_coordinator_processes
 from .participant import ScriptedParticipant
-from .test_crash import settled, wait_for_call
+from .test_crash import wait_for_call
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,8 @@ def two_phase(p: ScriptedParticipant, gid: str, *specs: dict[str, object],
 
 
 async def start(c: CoordinatorClient, request: pb.StartTwoPhaseRequest) -> pb.StartResponse:
-    return await c._stub.StartTwoPhase(request, timeout=30)
+    return await c.start_two_phase(request, timeout_s=30)
+
 
 
 async def test_all_yes_commits_everywhere(etcd: DevEtcd, prefix: str,
@@ -85,7 +86,7 @@ async def test_coordinator_killed_after_the_decision_another_commits_everything(
         await wait_for_call(participant, "decided/a/commit")
         first.kill()  # the commit decision is in etcd; phase 2 is unanswered
         async with CoordinatorClient(f"127.0.0.1:{second.port}") as c2:
-            tx = await settled(c2, "decided")
+            tx = await c2.wait_settled("decided")
     assert tx.state == pb.TX_STATE_COMMITTED
     assert participant.effects["decided/a/commit"] == 1
     assert participant.effects["decided/b/commit"] == 1
@@ -101,7 +102,7 @@ async def test_coordinator_killed_while_preparing_presumes_abort_or_finishes(
         await wait_for_call(participant, "undecided/b/prepare")
         first.kill()
         async with CoordinatorClient(f"127.0.0.1:{second.port}") as c2:
-            tx = await settled(c2, "undecided")
+            tx = await c2.wait_settled("undecided")
     # Atomic either way: all committed or all rolled back, never a mix.
     commits = [k for k in participant.effects if k.endswith("/commit")]
     aborts = [k for k in participant.effects if k.endswith("/abort")]

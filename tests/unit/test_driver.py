@@ -58,7 +58,7 @@ async def settle(log: MemoryLog, gid: str, within: float = 5.0) -> TxState:
     end = asyncio.get_running_loop().time() + within
     while asyncio.get_running_loop().time() < end:
         stored = log.store.records.get(gid)  # direct: polling must not count as requests
-        if stored and (stored.record.state.terminal or stored.record.state is TxState.FAILED):
+        if stored and stored.record.state.settled:
             return stored.record.state
         await asyncio.sleep(0.005)
     raise AssertionError(f"{gid} did not settle")
@@ -89,8 +89,10 @@ async def test_transient_failures_are_retried_with_the_same_key() -> None:
     a_calls = [c for c in p.calls if c[0].startswith("g2/a/")]
     assert a_calls == [("g2/a/execute", 1), ("g2/a/execute", 2), ("g2/a/execute", 3)]
     stored = await log.get("g2")
-    # The first failure is written; the second came within failure_write_interval_s.
-    assert stored is not None and stored.record.status("a").attempts == 1
+    assert stored is not None and stored.record.status("a").attempts == 3  # the true count
+    # Writes: create, the first failure (the second came within failure_write_interval_s),
+    # a's success (which starts b), b's success.
+    assert stored.record.seq == 4
 
 
 async def test_every_failure_is_written_when_the_interval_is_zero() -> None:
@@ -100,7 +102,9 @@ async def test_every_failure_is_written_when_the_interval_is_zero() -> None:
     await driver.start(saga_record("g2"))
     assert await settle(log, "g2") is TxState.COMMITTED
     stored = await log.get("g2")
-    assert stored is not None and stored.record.status("a").attempts == 2
+    assert stored is not None and stored.record.status("a").attempts == 3
+    assert stored.record.seq == 5  # both failures written
+
 
 
 async def test_compensation_that_never_succeeds_fails_the_saga_after_its_budget() -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from coordinator.domain import operator, saga, two_phase
 from coordinator.domain.errors import FailedPrecondition, NotFound
-from coordinator.domain.events import Reply
+from coordinator.domain.events import Answered
 from coordinator.domain.records import (
     BranchPlan,
     BranchState,
@@ -22,9 +22,9 @@ from coordinator.domain.records import (
 def failed_saga() -> TxRecord:
     plan = tuple(BranchPlan(n, "p:1", f"{n}.do", f"{n}.undo") for n in "ab")
     rec = saga.start(new_record(gid="g", protocol=Protocol.SAGA, plan=plan, now=0, timeout_s=9), 0)
-    rec = saga.apply(rec.record, Reply("a", Op.EXECUTE, True), 0)
-    rec = saga.apply(rec.record, Reply("b", Op.EXECUTE, False, message="no"), 0)
-    rec = saga.apply(rec.record, Reply("a", Op.COMPENSATE, False, message="bug"), 0)
+    rec = saga.apply(rec.record, Answered("a", Op.EXECUTE, True), 0)
+    rec = saga.apply(rec.record, Answered("b", Op.EXECUTE, False, message="no"), 0)
+    rec = saga.apply(rec.record, Answered("a", Op.COMPENSATE, False, message="bug"), 0)
     assert rec.record.state is TxState.FAILED
     return rec.record
 
@@ -33,7 +33,7 @@ def committing_2pc() -> TxRecord:
     plan = (BranchPlan("a", "p:1", "a.do"),)
     rec = two_phase.start(new_record(gid="t", protocol=Protocol.TWO_PHASE, plan=plan, now=0,
                                      timeout_s=9), 0)
-    return two_phase.apply(rec.record, Reply("a", Op.PREPARE, True), 0).record
+    return two_phase.apply(rec.record, Answered("a", Op.PREPARE, True), 0).record
 
 
 def test_replay_resumes_a_failed_compensation_with_fresh_budget_and_history() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from coordinator.domain import saga
-from coordinator.domain.events import AttemptFailed, DeadlinePassed, GaveUp, Reply
+from coordinator.domain.events import Answered, AttemptFailed, DeadlinePassed, GaveUp
 from coordinator.domain.records import (
     BranchPlan,
     BranchState,
@@ -35,12 +35,12 @@ def states(rec: TxRecord) -> dict[str, BranchState]:
     return {p.name: s.state for p, s in zip(rec.plan, rec.branches, strict=True)}
 
 
-def ok(name: str, op: str = Op.EXECUTE) -> Reply:
-    return Reply(name, op, ok=True)
+def ok(name: str, op: str = Op.EXECUTE) -> Answered:
+    return Answered(name, op, ok=True)
 
 
-def refuse(name: str, op: str = Op.EXECUTE) -> Reply:
-    return Reply(name, op, ok=False, message="no")
+def refuse(name: str, op: str = Op.EXECUTE) -> Answered:
+    return Answered(name, op, ok=False, message="no")
 
 
 def test_sequential_runs_in_list_order_and_commits() -> None:

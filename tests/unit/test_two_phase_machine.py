@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from coordinator.domain import two_phase as tp
-from coordinator.domain.events import AttemptFailed, DeadlinePassed, GaveUp, Reply
+from coordinator.domain.events import Answered, AttemptFailed, DeadlinePassed, GaveUp
 from coordinator.domain.records import (
     BranchPlan,
     BranchState,
@@ -27,8 +27,8 @@ def states(rec: TxRecord) -> list[BranchState]:
     return [s.state for s in rec.branches]
 
 
-def vote(name: str, yes: bool = True) -> Reply:
-    return Reply(name, Op.PREPARE, ok=yes, message="" if yes else "no funds")
+def vote(name: str, yes: bool = True) -> Answered:
+    return Answered(name, Op.PREPARE, ok=yes, message="" if yes else "no funds")
 
 
 def test_prepare_goes_to_every_branch_at_once() -> None:
@@ -46,9 +46,9 @@ def test_all_yes_decides_commit_in_the_write_of_the_last_vote() -> None:
     assert step.record.state is TxState.COMMITTING
     assert step.calls == (Call("a", Op.COMMIT), Call("b", Op.COMMIT))
     assert step.record.history[-1].action == "decide"
-    step = tp.apply(step.record, Reply("a", Op.COMMIT, ok=True), 3)
+    step = tp.apply(step.record, Answered("a", Op.COMMIT, ok=True), 3)
     assert step.record.state is TxState.COMMITTING
-    step = tp.apply(step.record, Reply("b", Op.COMMIT, ok=True), 4)
+    step = tp.apply(step.record, Answered("b", Op.COMMIT, ok=True), 4)
     assert step.record.state is TxState.COMMITTED
     assert states(step.record) == [B.COMMITTED, B.COMMITTED]
 
@@ -61,8 +61,8 @@ def test_one_no_aborts_the_others_but_not_the_no_voter() -> None:
     assert set(step.calls) == {Call("a", Op.ABORT), Call("c", Op.ABORT)}  # c: may have prepared
     late = tp.apply(step.record, vote("c"), 0)
     assert late.record is step.record  # a late yes changes nothing after the decision
-    step = tp.apply(step.record, Reply("a", Op.ABORT, ok=True), 0)
-    step = tp.apply(step.record, Reply("c", Op.ABORT, ok=True), 0)
+    step = tp.apply(step.record, Answered("a", Op.ABORT, ok=True), 0)
+    step = tp.apply(step.record, Answered("c", Op.ABORT, ok=True), 0)
     assert step.record.state is TxState.ABORTED
     assert states(step.record) == [B.ABORTED, B.VOTED_NO, B.ABORTED]
 
@@ -96,7 +96,7 @@ def test_phase_two_out_of_budget_or_refused_fails_for_an_operator() -> None:
     step = tp.apply(step.record, vote("a"), 0)
     gave_up = tp.apply(step.record, GaveUp("a", Op.COMMIT, "UNAVAILABLE"), 1)
     assert gave_up.record.state is TxState.FAILED
-    refused = tp.apply(step.record, Reply("a", Op.COMMIT, ok=False, message="?"), 1)
+    refused = tp.apply(step.record, Answered("a", Op.COMMIT, ok=False, message="?"), 1)
     assert refused.record.state is TxState.FAILED
 
 
@@ -106,7 +106,7 @@ def test_resume_repeats_the_current_phase() -> None:
     step = tp.apply(step.record, vote("a"), 0)
     assert tp.resume(step.record).calls == (Call("b", Op.PREPARE),)
     step = tp.apply(step.record, vote("b"), 0)
-    step = tp.apply(step.record, Reply("a", Op.COMMIT, ok=True), 0)
+    step = tp.apply(step.record, Answered("a", Op.COMMIT, ok=True), 0)
     assert tp.resume(step.record).calls == (Call("b", Op.COMMIT),)
 
 

@@ -26,7 +26,12 @@ if _version_not_supported:
 
 
 class CoordinatorStub:
-    """Missing associated documentation comment in .proto file."""
+    """Idempotent starts: a second start with a gid that exists answers the existing transaction
+    with created=false when it asks for the same plan, and ALREADY_EXISTS otherwise. "The same
+    plan" is every field of the request except `gid` and `wait`, compared after defaults are
+    applied: protocol, every field of every branch (in order), `concurrent`, `timeout` and
+    `labels`. An omitted timeout and the default written out are therefore the same plan.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -77,7 +82,12 @@ class CoordinatorStub:
 
 
 class CoordinatorServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Idempotent starts: a second start with a gid that exists answers the existing transaction
+    with created=false when it asks for the same plan, and ALREADY_EXISTS otherwise. "The same
+    plan" is every field of the request except `gid` and `wait`, compared after defaults are
+    applied: protocol, every field of every branch (in order), `concurrent`, `timeout` and
+    `labels`. An omitted timeout and the default written out are therefore the same plan.
+    """
 
     def StartSaga(self, request, context):
         """idempotent on gid
@@ -186,7 +196,12 @@ def add_CoordinatorServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Coordinator:
-    """Missing associated documentation comment in .proto file."""
+    """Idempotent starts: a second start with a gid that exists answers the existing transaction
+    with created=false when it asks for the same plan, and ALREADY_EXISTS otherwise. "The same
+    plan" is every field of the request except `gid` and `wait`, compared after defaults are
+    applied: protocol, every field of every branch (in order), `concurrent`, `timeout` and
+    `labels`. An omitted timeout and the default written out are therefore the same plan.
+    """
 
     @staticmethod
     def StartSaga(request,

@@ -54,10 +54,17 @@ class BranchRequest(_message.Message):
     gid: _builtins.str
     branch: _builtins.str
     operation: _builtins.str
+    """The branch's `action` on Execute, Prepare, Commit and Abort; its `compensation` on
+    Compensate.
+    """
     payload: _builtins.bytes
+    """the branch's payload, the same on every call"""
     idempotency_key: _builtins.str
-    """"{gid}/{branch}/{op}", op in execute|compensate|prepare|commit|abort"""
+    """"{gid}/{branch}/{op}", op in execute|compensate|prepare|commit|abort: the same on every
+    attempt and on every coordinator. Apply each key at most once.
+    """
     attempt: _builtins.int
+    """1 on the first call of this operation, counted across coordinators"""
     def __init__(
         self,
         *,

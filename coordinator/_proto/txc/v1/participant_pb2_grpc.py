@@ -26,7 +26,19 @@ if _version_not_supported:
 
 
 class ParticipantStub:
-    """Missing associated documentation comment in .proto file."""
+    """How the coordinator reads a participant's answer:
+    - OUTCOME_OK / OUTCOME_FAILED: definite, written to the log as the branch's result.
+    - OUTCOME_RETRY, DEADLINE_EXCEEDED, UNAVAILABLE and other transport errors: unknown
+    outcome; retried with the same idempotency key within the branch's RetryPolicy.
+    - UNIMPLEMENTED, or a reply with OUTCOME_UNSPECIFIED: the participant is misconfigured
+    (wrong package, service or method name; a handler that sets no outcome). Not retried:
+    the branch's error names the participant, the method and the status, and it is logged.
+    Execute: the saga compensates (the branch itself too after OUTCOME_UNSPECIFIED, which
+    may have applied; not after UNIMPLEMENTED, which cannot have). Prepare: the transaction
+    aborts (the branch gets an Abort after OUTCOME_UNSPECIFIED only). Compensate, Commit,
+    Abort: the transaction becomes TX_STATE_FAILED at once, for an operator to replay once
+    the participant is fixed.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -62,7 +74,19 @@ class ParticipantStub:
 
 
 class ParticipantServicer:
-    """Missing associated documentation comment in .proto file."""
+    """How the coordinator reads a participant's answer:
+    - OUTCOME_OK / OUTCOME_FAILED: definite, written to the log as the branch's result.
+    - OUTCOME_RETRY, DEADLINE_EXCEEDED, UNAVAILABLE and other transport errors: unknown
+    outcome; retried with the same idempotency key within the branch's RetryPolicy.
+    - UNIMPLEMENTED, or a reply with OUTCOME_UNSPECIFIED: the participant is misconfigured
+    (wrong package, service or method name; a handler that sets no outcome). Not retried:
+    the branch's error names the participant, the method and the status, and it is logged.
+    Execute: the saga compensates (the branch itself too after OUTCOME_UNSPECIFIED, which
+    may have applied; not after UNIMPLEMENTED, which cannot have). Prepare: the transaction
+    aborts (the branch gets an Abort after OUTCOME_UNSPECIFIED only). Compensate, Commit,
+    Abort: the transaction becomes TX_STATE_FAILED at once, for an operator to replay once
+    the participant is fixed.
+    """
 
     def Execute(self, request, context):
         """saga forward action
@@ -136,7 +160,19 @@ def add_ParticipantServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Participant:
-    """Missing associated documentation comment in .proto file."""
+    """How the coordinator reads a participant's answer:
+    - OUTCOME_OK / OUTCOME_FAILED: definite, written to the log as the branch's result.
+    - OUTCOME_RETRY, DEADLINE_EXCEEDED, UNAVAILABLE and other transport errors: unknown
+    outcome; retried with the same idempotency key within the branch's RetryPolicy.
+    - UNIMPLEMENTED, or a reply with OUTCOME_UNSPECIFIED: the participant is misconfigured
+    (wrong package, service or method name; a handler that sets no outcome). Not retried:
+    the branch's error names the participant, the method and the status, and it is logged.
+    Execute: the saga compensates (the branch itself too after OUTCOME_UNSPECIFIED, which
+    may have applied; not after UNIMPLEMENTED, which cannot have). Prepare: the transaction
+    aborts (the branch gets an Abort after OUTCOME_UNSPECIFIED only). Compensate, Commit,
+    Abort: the transaction becomes TX_STATE_FAILED at once, for an operator to replay once
+    the participant is fixed.
+    """
 
     @staticmethod
     def Execute(request,

@@ -29,6 +29,20 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ParticipantStub:
+    """How the coordinator reads a participant's answer:
+    - OUTCOME_OK / OUTCOME_FAILED: definite, written to the log as the branch's result.
+    - OUTCOME_RETRY, DEADLINE_EXCEEDED, UNAVAILABLE and other transport errors: unknown
+      outcome; retried with the same idempotency key within the branch's RetryPolicy.
+    - UNIMPLEMENTED, or a reply with OUTCOME_UNSPECIFIED: the participant is misconfigured
+      (wrong package, service or method name; a handler that sets no outcome). Not retried:
+      the branch's error names the participant, the method and the status, and it is logged.
+      Execute: the saga compensates (the branch itself too after OUTCOME_UNSPECIFIED, which
+      may have applied; not after UNIMPLEMENTED, which cannot have). Prepare: the transaction
+      aborts (the branch gets an Abort after OUTCOME_UNSPECIFIED only). Compensate, Commit,
+      Abort: the transaction becomes TX_STATE_FAILED at once, for an operator to replay once
+      the participant is fixed.
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
@@ -46,6 +60,20 @@ class ParticipantStub:
 
 @_typing.type_check_only
 class ParticipantAsyncStub(ParticipantStub):
+    """How the coordinator reads a participant's answer:
+    - OUTCOME_OK / OUTCOME_FAILED: definite, written to the log as the branch's result.
+    - OUTCOME_RETRY, DEADLINE_EXCEEDED, UNAVAILABLE and other transport errors: unknown
+      outcome; retried with the same idempotency key within the branch's RetryPolicy.
+    - UNIMPLEMENTED, or a reply with OUTCOME_UNSPECIFIED: the participant is misconfigured
+      (wrong package, service or method name; a handler that sets no outcome). Not retried:
+      the branch's error names the participant, the method and the status, and it is logged.
+      Execute: the saga compensates (the branch itself too after OUTCOME_UNSPECIFIED, which
+      may have applied; not after UNIMPLEMENTED, which cannot have). Prepare: the transaction
+      aborts (the branch gets an Abort after OUTCOME_UNSPECIFIED only). Compensate, Commit,
+      Abort: the transaction becomes TX_STATE_FAILED at once, for an operator to replay once
+      the participant is fixed.
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     Execute: _aio.UnaryUnaryMultiCallable[_participant_pb2.BranchRequest, _participant_pb2.BranchReply]  # type: ignore[assignment]
     """saga forward action"""
@@ -59,6 +87,20 @@ class ParticipantAsyncStub(ParticipantStub):
     """2PC phase 2"""
 
 class ParticipantServicer(metaclass=_abc_1.ABCMeta):
+    """How the coordinator reads a participant's answer:
+    - OUTCOME_OK / OUTCOME_FAILED: definite, written to the log as the branch's result.
+    - OUTCOME_RETRY, DEADLINE_EXCEEDED, UNAVAILABLE and other transport errors: unknown
+      outcome; retried with the same idempotency key within the branch's RetryPolicy.
+    - UNIMPLEMENTED, or a reply with OUTCOME_UNSPECIFIED: the participant is misconfigured
+      (wrong package, service or method name; a handler that sets no outcome). Not retried:
+      the branch's error names the participant, the method and the status, and it is logged.
+      Execute: the saga compensates (the branch itself too after OUTCOME_UNSPECIFIED, which
+      may have applied; not after UNIMPLEMENTED, which cannot have). Prepare: the transaction
+      aborts (the branch gets an Abort after OUTCOME_UNSPECIFIED only). Compensate, Commit,
+      Abort: the transaction becomes TX_STATE_FAILED at once, for an operator to replay once
+      the participant is fixed.
+    """
+
     @_abc_1.abstractmethod
     def Execute(
         self,

@@ -1,0 +1,58 @@
+"""A client for one ``txc.v1.Participant`` service: what the coordinator calls, usable by
+anyone who wants to call a participant directly (benchmarks, checks, tests)."""
+
+from __future__ import annotations
+
+from ._channel import channel
+from ._client import Payload, encode_payload
+from ._proto.txc.v1 import participant_pb2 as ppb
+from ._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
+
+METHODS = {"execute": "Execute", "compensate": "Compensate", "prepare": "Prepare",
+           "commit": "Commit", "abort": "Abort"}
+"""Participant method per operation kind (the last part of an idempotency key)."""
+
+
+def idempotency_key(gid: str, branch: str, op: str) -> str:
+    return f"{gid}/{branch}/{op}"
+
+
+class ParticipantClient:
+    """``await ParticipantClient("127.0.0.1:7001").call("execute", gid, branch, operation)``.
+
+    Errors are gRPC's own (``grpc.aio.AioRpcError``): an unknown outcome to the caller.
+    """
+
+    def __init__(self, address: str, *, timeout_s: float = 5.0, tls_ca: bytes | None = None) -> None:
+        self.address = address
+        self._channel = channel(address, tls_ca)
+        self._stub = ppb_grpc.ParticipantStub(self._channel)
+        self._timeout_s = timeout_s
+
+    async def __aenter__(self) -> ParticipantClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close(None)
+
+    async def send(self, op: str, request: ppb.BranchRequest,
+                   timeout_s: float | None = None) -> ppb.BranchReply:
+        """One call of ``op`` (execute, compensate, prepare, commit, abort) as given."""
+        try:
+            method = getattr(self._stub, METHODS[op])
+        except KeyError:
+            raise ValueError(f"unknown operation kind {op!r}; one of {sorted(METHODS)}") from None
+        reply: ppb.BranchReply = await method(request, timeout=timeout_s or self._timeout_s)
+        return reply
+
+    async def call(self, op: str, gid: str, branch: str, operation: str, payload: Payload = None,
+                   *, attempt: int = 1, timeout_s: float | None = None) -> ppb.BranchReply:
+        """One call with the key the coordinator would use: ``{gid}/{branch}/{op}``."""
+        request = ppb.BranchRequest(gid=gid, branch=branch, operation=operation,
+                                    payload=encode_payload(payload),
+                                    idempotency_key=idempotency_key(gid, branch, op),
+                                    attempt=attempt)
+        return await self.send(op, request, timeout_s)
