@@ -21,13 +21,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-import grpc
 from _cpu import CpuMeter, format_row
 from _load import closed_loop, pct
 
-from coordinator import CoordinatorClient, Saga, Step, pb
-from coordinator._proto.txc.v1 import participant_pb2 as ppb
-from coordinator._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
+from coordinator import CoordinatorClient, ParticipantClient, Saga, Step, TwoPhase
 from coordinator.server import DevEtcd
 from coordinator.server._dev_etcd import free_port
 
@@ -91,13 +88,11 @@ def run(args: argparse.Namespace) -> None:
 
 async def measure(args: argparse.Namespace, etcd: DevEtcd, address: str, cport: int,
                   coordinator_pid: int, meter: CpuMeter) -> None:
-    channel = grpc.aio.insecure_channel(address)
-    stub = ppb_grpc.ParticipantStub(channel)
+    participant = ParticipantClient(address)
 
     async def direct(i: int) -> None:
         for b in ("a", "b"):
-            await stub.Execute(ppb.BranchRequest(gid=f"d{i}", branch=b, operation=f"{b}.do",
-                                                 idempotency_key=f"d{i}/{b}/execute"))
+            await participant.call("execute", f"d{i}", b, f"{b}.do")
 
     async with CoordinatorClient(f"127.0.0.1:{cport}", timeout_s=60) as client:
         await client.start_saga(_saga(address, "warm"), wait=True)
@@ -106,7 +101,7 @@ async def measure(args: argparse.Namespace, etcd: DevEtcd, address: str, cport: 
             await client.start_saga(_saga(address, f"s{args.run}-{i}"), wait=True)
 
         async def two_phase(i: int) -> None:
-            await client._stub.StartTwoPhase(_two_phase(address, f"t{args.run}-{i}"), timeout=60)
+            await client.start_two_phase(_two_phase(address, f"t{args.run}-{i}"), wait=True)
 
         cpu: dict[str, dict[str, float]] = {}
         meter.start()
@@ -124,7 +119,7 @@ async def measure(args: argparse.Namespace, etcd: DevEtcd, address: str, cport: 
         tp_rate, tp_lat, _ = await closed_loop(range(args.sagas), args.concurrency, two_phase)
         cpu["2pc"] = meter.ms_per(args.sagas)
         per_tp = (etcd_requests(etcd) - before) / args.sagas
-    await channel.close(None)
+    await participant.close()
     _report(args, base_rate, base_lat, rate, lat, per_saga, half, rss_after)
     ms = 1000.0
     print(f"2PC via coordinator:       {tp_rate:8.0f} tx/s         p50 {pct(tp_lat, 50)*ms:6.2f} ms"
@@ -143,9 +138,9 @@ def _saga(address: str, gid: str) -> Saga:
                 gid=gid)
 
 
-def _two_phase(address: str, gid: str) -> pb.StartTwoPhaseRequest:
-    branches = [pb.Branch(name=n, participant=address, action=f"{n}.do") for n in ("a", "b")]
-    return pb.StartTwoPhaseRequest(gid=gid, branches=branches, wait=True)
+def _two_phase(address: str, gid: str) -> TwoPhase:
+    return TwoPhase([Step(n, address, f"{n}.do") for n in ("a", "b")], gid=gid)
+
 
 
 def _report(args: argparse.Namespace, base_rate: float, base_lat: list[float], rate: float,

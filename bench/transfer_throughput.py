@@ -29,7 +29,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-import grpc
 from _cpu import CpuMeter, format_row, servers_by_name
 from _load import closed_loop, pct
 from sqlalchemy import func, select
@@ -39,8 +38,7 @@ from chaos.client import CoordinatedClient, Told, UncoordinatedClient
 from chaos.topology import Databases, Process, ensure_databases, wait_port
 from chaos.workload.schema import ledger, orders, reset_accounts, reset_orders
 from chaos.workload.services import OUT_OF_STOCK_EVERY, Transfer
-from coordinator._proto.txc.v1 import participant_pb2 as ppb
-from coordinator._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
+from coordinator import ParticipantClient, ppb
 from coordinator.participant import create_engine
 from coordinator.server import DevEtcd
 from coordinator.server._dev_etcd import free_port
@@ -68,22 +66,20 @@ class DirectClient:
     """The saga's two forward steps as plain participant calls, without a coordinator."""
 
     def __init__(self, accounts: str, orders: str) -> None:
-        self._channels = [grpc.aio.insecure_channel(a) for a in (accounts, orders)]
-        self._stubs = [ppb_grpc.ParticipantStub(c) for c in self._channels]
+        self._clients = [ParticipantClient(a, timeout_s=TIMEOUT_S) for a in (accounts, orders)]
 
     async def transfer(self, t: Transfer) -> tuple[Told, str]:
-        for stub, (branch, op) in zip(self._stubs, (("debit", "accounts.debit"),
-                                                    ("order", "orders.create")), strict=True):
-            reply = await stub.Execute(ppb.BranchRequest(
-                gid=t.transfer_id, branch=branch, operation=op, payload=t.encode(),
-                idempotency_key=f"{t.transfer_id}/{branch}/execute", attempt=1), timeout=TIMEOUT_S)
+        for client, (branch, op) in zip(self._clients, (("debit", "accounts.debit"),
+                                                        ("order", "orders.create")), strict=True):
+            reply = await client.call("execute", t.transfer_id, branch, op, t.encode())
             if reply.outcome != ppb.OUTCOME_OK:
                 return "failed", reply.message
         return "ok", ""
 
     async def close(self) -> None:
-        for channel in self._channels:
-            await channel.close(None)
+        for client in self._clients:
+            await client.close()
+
 
 
 class Bench:

@@ -15,12 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import grpc
-from google.protobuf.duration_pb2 import Duration
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from coordinator import pb
-from coordinator._channel import insecure_channel
-from coordinator._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
+from coordinator import CoordinatorClient, Retry, Saga, Step, TwoPhase, pb
 from coordinator.participant import Refused
 
 from .workload.services import Transfer, create_order, debit
@@ -85,14 +82,13 @@ class CoordinatedClient:
 
     def __init__(self, coordinators: Sequence[str], accounts: str, orders: str, mode: Mode,
                  timeout_s: float) -> None:
-        self._channels = [insecure_channel(a) for a in coordinators]
-        self._stubs = [pb_grpc.CoordinatorStub(c) for c in self._channels]
+        self._clients = [CoordinatorClient(a, timeout_s=timeout_s) for a in coordinators]
         self._accounts, self._orders, self._mode, self._timeout = accounts, orders, mode, timeout_s
         self._next = 0
 
     async def close(self) -> None:
-        for channel in self._channels:
-            await channel.close(None)
+        for client in self._clients:
+            await client.close()
 
     async def transfer(self, t: Transfer) -> tuple[Told, str]:
         """Start on the next coordinator; one that cannot be reached is passed over for
@@ -100,14 +96,15 @@ class CoordinatedClient:
         first = self._next
         self._next += 1
         end = time.monotonic() + self._timeout
-        for i in range(len(self._stubs)):
-            stub = self._stubs[(first + i) % len(self._stubs)]
+        for i in range(len(self._clients)):
+            client = self._clients[(first + i) % len(self._clients)]
             left = end - time.monotonic()
             try:
                 if self._mode == "saga":
-                    reply = await stub.StartSaga(self._saga(t), timeout=left)
+                    reply = await client.start_saga(self._saga(t), wait=True, timeout_s=left)
                 else:
-                    reply = await stub.StartTwoPhase(self._two_phase(t), timeout=left)
+                    reply = await client.start_two_phase(self._two_phase(t), wait=True,
+                                                         timeout_s=left)
                 break
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and i == 0:
@@ -115,7 +112,7 @@ class CoordinatedClient:
                     # transfer was ever sent: it did not happen. After an UNAVAILABLE the
                     # first coordinator may have started it, so a refusal proves nothing.
                     return "failed", "refused: coordinator at capacity"
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or i == len(self._stubs) - 1:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or i == len(self._clients) - 1:
                     return "unknown", exc.code().name
         state = reply.transaction.state
         if state == pb.TX_STATE_COMMITTED:
@@ -124,26 +121,21 @@ class CoordinatedClient:
             return "failed", reply.transaction.error[:120]
         return "unknown", pb.TxState.Name(state)
 
-    def _branches(self, t: Transfer, saga: bool) -> list[pb.Branch]:
-        retry = pb.RetryPolicy(initial_backoff=Duration(nanos=50_000_000),
-                               max_backoff=Duration(seconds=1))
-        timeout = Duration(seconds=2)
+    def _steps(self, t: Transfer, saga: bool) -> list[Step]:
+        retry = Retry(initial_backoff_s=0.05, max_backoff_s=1.0)
         return [
-            pb.Branch(name="debit", participant=self._accounts, action="accounts.debit",
-                      compensation="accounts.refund" if saga else "", payload=t.encode(),
-                      retry=retry, timeout=timeout),
-            pb.Branch(name="order", participant=self._orders, action="orders.create",
-                      compensation="orders.cancel" if saga else "", payload=t.encode(),
-                      retry=retry, timeout=timeout),
+            Step("debit", self._accounts, "accounts.debit", "accounts.refund" if saga else "",
+                 t.encode(), retry=retry, timeout_s=2.0),
+            Step("order", self._orders, "orders.create", "orders.cancel" if saga else "",
+                 t.encode(), retry=retry, timeout_s=2.0),
         ]
 
-    def _saga(self, t: Transfer) -> pb.StartSagaRequest:
-        return pb.StartSagaRequest(gid=t.transfer_id, branches=self._branches(t, True), wait=True,
-                                   timeout=Duration(seconds=int(self._timeout)))
+    def _saga(self, t: Transfer) -> Saga:
+        return Saga(self._steps(t, True), gid=t.transfer_id, timeout_s=int(self._timeout))
 
-    def _two_phase(self, t: Transfer) -> pb.StartTwoPhaseRequest:
-        return pb.StartTwoPhaseRequest(gid=t.transfer_id, branches=self._branches(t, False),
-                                       wait=True, timeout=Duration(seconds=int(self._timeout)))
+    def _two_phase(self, t: Transfer) -> TwoPhase:
+        return TwoPhase(self._steps(t, False), gid=t.transfer_id, timeout_s=int(self._timeout))
+
 
 
 async def issue(client: UncoordinatedClient | CoordinatedClient, plan: Sequence[Transfer],

@@ -34,7 +34,8 @@ class EtcdCluster:
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
             "--initial-cluster", everyone, "--initial-cluster-state", "new",
             "--initial-cluster-token", f"txc-chaos-{self.data_dir.name}",
-            # Auto-compaction keeps CAS fast (DESIGN.md); short heartbeats make a lost
+            # Auto-compaction keeps CAS fast (see server/_dev_etcd.py); short heartbeats make a lost
+
             # leader noticed within a second, as a production cluster on a LAN would.
             "--auto-compaction-mode", "revision", "--auto-compaction-retention", "10000",
             "--heartbeat-interval", "100", "--election-timeout", "1000",

@@ -15,9 +15,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from coordinator import pb
-from coordinator._channel import insecure_channel
-from coordinator._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
+from coordinator import TERMINAL_STATES, CoordinatorClient, ListFilter
 from coordinator.participant import create_engine
 
 from . import checker, netns, report
@@ -28,9 +26,6 @@ from .topology import SERVICES, Databases, Topology, ensure_databases
 from .workload.schema import accounts, ledger, orders, reset_accounts, reset_orders
 
 log = logging.getLogger("txcoord.chaos")
-UNSETTLED = [pb.TX_STATE_RUNNING, pb.TX_STATE_COMPENSATING, pb.TX_STATE_PREPARING,
-             pb.TX_STATE_COMMITTING, pb.TX_STATE_ABORTING, pb.TX_STATE_FAILED]
-
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -213,18 +208,18 @@ class Runner:
             return [], {}
 
         address = "{}:{}".format(*self.topology.address("c1"))
-        async with insecure_channel(address) as channel:
-            stub = pb_grpc.CoordinatorStub(channel)
+        async with CoordinatorClient(address) as client:
             deadline = time.monotonic() + self.config.converge_s
             while True:
-                txs = await _all_transactions(stub, self._prefix(mode))
-                unsettled = [t.gid for t in txs if t.state in UNSETTLED]
+                where = ListFilter(gid_prefix=self._prefix(mode))
+                txs = [tx async for tx in client.list_all(where)]
+                unsettled = [t.gid for t in txs if t.state not in TERMINAL_STATES]
                 if not unsettled or time.monotonic() > deadline:
                     break
                 self.say(f"[{mode}] converging: {len(unsettled)} transactions not settled")
                 await asyncio.sleep(1.0)
         settled_at = {t.gid: t.updated_at.seconds + t.updated_at.nanos / 1e9 for t in txs
-                      if t.state not in UNSETTLED}
+                      if t.state in TERMINAL_STATES}
         return unsettled, settled_at
 
     async def _snapshot(self, unsettled: list[str]) -> checker.Snapshot:
@@ -320,15 +315,6 @@ async def _total(pg: AsyncEngine, maria: AsyncEngine) -> int:
     return int(balance or 0) + int(ordered or 0)
 
 
-async def _all_transactions(stub: Any, prefix: str) -> list[pb.Transaction]:
-    found: list[pb.Transaction] = []
-    request = pb.ListTransactionsRequest(page_size=500)
-    while True:
-        page = await stub.ListTransactions(request, timeout=10)
-        found.extend(t for t in page.transactions if t.gid.startswith(prefix))
-        if not page.next_page_token:
-            return found
-        request.page_token = page.next_page_token
 
 
 async def _release_in_doubt(pg: AsyncEngine, maria: AsyncEngine, database: str) -> None:

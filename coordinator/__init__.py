@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._client import (
     SETTLED_STATES,
+    TERMINAL_STATES,
     CoordinatorClient,
     ListFilter,
     Retry,
@@ -41,6 +42,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["SETTLED_STATES", "CoordinatorClient", "CoordinatorServer", "DevEtcd", "ListFilter",
+__all__ = ["SETTLED_STATES", "TERMINAL_STATES", "CoordinatorClient",
+ "CoordinatorServer", "DevEtcd", "ListFilter",
            "ParticipantClient", "Retry", "Saga", "ServerOptions", "Step", "TlsFiles", "TwoPhase",
            "pb", "ppb", "settled"]

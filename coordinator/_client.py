@@ -23,8 +23,11 @@ from ._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
 
 Payload = bytes | str | Mapping[str, Any] | None
 
-SETTLED_STATES = frozenset({pb.TX_STATE_COMMITTED, pb.TX_STATE_COMPENSATED, pb.TX_STATE_ABORTED,
-                            pb.TX_STATE_FAILED})
+TERMINAL_STATES = frozenset({pb.TX_STATE_COMMITTED, pb.TX_STATE_COMPENSATED, pb.TX_STATE_ABORTED})
+"""Finished: every branch is done or undone."""
+SETTLED_STATES = TERMINAL_STATES | {pb.TX_STATE_FAILED}
+"""Terminal, or FAILED (waiting for an operator)."""
+
 
 
 def settled(tx: pb.Transaction) -> bool:
