@@ -33,11 +33,11 @@ from _cpu import CpuMeter, format_row, servers_by_name
 from _load import closed_loop, pct
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from txcoord_chaos.client import CoordinatedClient, Told, UncoordinatedClient
+from txcoord_chaos.topology import Databases, Process, ensure_databases, wait_port
+from txcoord_chaos.workload.schema import ledger, orders, reset_accounts, reset_orders
+from txcoord_chaos.workload.services import OUT_OF_STOCK_EVERY, Transfer
 
-from chaos.client import CoordinatedClient, Told, UncoordinatedClient
-from chaos.topology import Databases, Process, ensure_databases, wait_port
-from chaos.workload.schema import ledger, orders, reset_accounts, reset_orders
-from chaos.workload.services import OUT_OF_STOCK_EVERY, Transfer
 from coordinator import ParticipantClient, ppb
 from coordinator.participant import create_engine
 from coordinator.server import DevEtcd
@@ -103,9 +103,9 @@ class Bench:
             "coordinator": [py, "-m", "coordinator.cli", "serve", "--listen",
                             self.address("coordinator"), "--etcd", self.etcd.endpoint,
                             "--log-level", "warning"],
-            "accounts": [py, "-m", "chaos.workload.services", "accounts", "--dsn", self.dbs.pg(),
+            "accounts": [py, "-m", "txcoord_chaos.workload.services", "accounts", "--dsn", self.dbs.pg(),
                          "--listen", self.address("accounts"), *coordinator],
-            "orders": [py, "-m", "chaos.workload.services", "orders", "--dsn", self.dbs.maria(),
+            "orders": [py, "-m", "txcoord_chaos.workload.services", "orders", "--dsn", self.dbs.maria(),
                        "--listen", self.address("orders"), *coordinator],
         }
         for name, command in argv.items():

@@ -31,8 +31,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def _run(args: argparse.Namespace) -> int:
     try:  # the harness is not needed to run a coordinator: import it on demand
-        from chaos.nemesis import DEFAULT_SCHEDULE
-        from chaos.runner import RunConfig, Runner
+        from txcoord_chaos.nemesis import DEFAULT_SCHEDULE
+        from txcoord_chaos.runner import RunConfig, Runner
     except ImportError as exc:
         print(f"txc chaos: the chaos harness is not installed ({exc})", file=sys.stderr)
         return 2

@@ -7,8 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 
 import pytest
-
-from chaos.checker import (
+from txcoord_chaos.checker import (
     Observation,
     Run,
     Snapshot,

@@ -9,8 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
-
-from chaos.nemesis import (
+from txcoord_chaos.nemesis import (
     DEFAULT_SCHEDULE,
     FaultEvent,
     Nemesis,
@@ -20,7 +19,7 @@ from chaos.nemesis import (
     parse,
     timeline,
 )
-from chaos.proxy import Bandwidth, Cut, Latency, Partition, Reset, SlowClose
+from txcoord_chaos.proxy import Bandwidth, Cut, Latency, Partition, Reset, SlowClose
 
 LINKS = ["client->c1", "c->accounts", "c->orders", "accounts->pg", "orders->maria"]
 PROCESSES = ["c1", "c2", "accounts"]

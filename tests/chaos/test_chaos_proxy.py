@@ -10,8 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
-
-from chaos.proxy import Bandwidth, Cut, FaultProxy, Latency, Partition, Reset, SlowClose
+from txcoord_chaos.proxy import Bandwidth, Cut, FaultProxy, Latency, Partition, Reset, SlowClose
 
 HOST = "127.0.0.1"
 QUIET_S = 0.3  # how long "nothing arrives" is watched for

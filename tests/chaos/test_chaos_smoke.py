@@ -11,8 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from chaos.runner import RunConfig, Runner
+from txcoord_chaos.runner import RunConfig, Runner
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from txcoord_chaos.etcd_cluster import MEMBERS, EtcdCluster
+from txcoord_chaos.topology import Process, _wait_healthy
 
-from chaos.etcd_cluster import MEMBERS, EtcdCluster
-from chaos.topology import Process, _wait_healthy
 from coordinator.domain.records import BranchPlan, Protocol, TxRecord, TxState, new_record
 from coordinator.log import EtcdLog, EtcdOptions, LogError, LostOwnership
 

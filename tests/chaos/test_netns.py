@@ -11,9 +11,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
-from chaos import netns
-from chaos.netns import Ends, PacketNet
+from txcoord_chaos import netns
+from txcoord_chaos.netns import Ends, PacketNet
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(netns.unavailable() is not None,

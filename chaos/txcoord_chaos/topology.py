@@ -100,7 +100,7 @@ SERVICES = ("c1", "c2", "accounts", "orders")  # the processes a packet network 
 @dataclass
 class Topology:
     """``packet``: run each service in a network namespace of its own, so that iptables
-    faults (see :mod:`chaos.netns`) can be applied; None keeps everything on loopback."""
+    faults (see :mod:`txcoord_chaos.netns`) can be applied; None keeps everything on loopback."""
 
     out: Path
     dbs: Databases = field(default_factory=Databases)
@@ -178,10 +178,10 @@ class Topology:
         pg_host, pg_port = self.link("accounts->pg").rsplit(":", 1)
         maria_host, maria_port = self.link("orders->maria").rsplit(":", 1)
         self._define("accounts", [
-            py, "-m", "chaos.workload.services", "accounts",
+            py, "-m", "txcoord_chaos.workload.services", "accounts",
             "--dsn", self.dbs.pg(int(pg_port), pg_host), "--listen", listen["accounts"], *ask])
         self._define("orders", [
-            py, "-m", "chaos.workload.services", "orders",
+            py, "-m", "txcoord_chaos.workload.services", "orders",
             "--dsn", self.dbs.maria(int(maria_port), maria_host), "--listen", listen["orders"], *ask])
 
     def _define(self, name: str, argv: list[str]) -> None:

@@ -1,7 +1,7 @@
 """The two participant services, as users would write them with the SDK.
 
-    python -m chaos.workload.services accounts --dsn postgresql+asyncpg://... --listen HOST:PORT
-    python -m chaos.workload.services orders   --dsn mysql+aiomysql://...    --listen HOST:PORT
+    python -m txcoord_chaos.workload.services accounts --dsn postgresql+asyncpg://... --listen HOST:PORT
+    python -m txcoord_chaos.workload.services orders   --dsn mysql+aiomysql://...    --listen HOST:PORT
     (add --coordinator HOST:PORT to take 2PC branches too)
 """
 

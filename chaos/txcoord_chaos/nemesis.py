@@ -14,7 +14,7 @@ FAULTS
     occurrence. Link kinds (done by the fault proxy): ``partition``, ``reset``, ``cut``,
     ``latency(ms[,jitter_ms])`` (default 200,50), ``bandwidth(bytes_per_s)`` (``k``/``m``
     suffix = KiB/MiB; default 64k), ``slow_close(delay_ms)`` (default 1000). Packet link
-    kinds (iptables in the services' network namespaces, see :mod:`chaos.netns`): ``drop``,
+    kinds (iptables in the services' network namespaces, see :mod:`txcoord_chaos.netns`): ``drop``,
     ``reject`` (TCP reset), ``loss(probability)`` (default 0.2). Process kinds: ``kill``
     (SIGKILL, restart when the window ends), ``pause`` (SIGSTOP, SIGCONT when it ends),
     ``isolate`` (packet level: the process' namespace drops everything). A direction
