@@ -7,6 +7,7 @@ record, then act on it.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
@@ -137,6 +138,9 @@ class TxRecord:
     decision: str = ""  # 2PC: "commit" or "abort" once decided
     seq: int = 0
     timeout_s: float = 0.0  # as asked (after defaults); ``deadline`` is created_at + timeout_s
+    # Identifies the payloads once the log no longer keeps them (a finished transaction),
+    # so that a repeated start can still be told apart from a different one.
+    payload_digest: str = ""
 
     def status(self, name: str) -> BranchStatus:
         return self.branches[self.index(name)]
@@ -156,11 +160,25 @@ class TxRecord:
         request sets but the gid, compared after defaults are applied."""
         return (
             self.protocol == other.protocol
-            and self.plan == other.plan
+            and _without_payloads(self.plan) == _without_payloads(other.plan)
+            and self.payload_digest == other.payload_digest
             and self.concurrent == other.concurrent
             and self.timeout_s == other.timeout_s
             and dict(self.labels) == dict(other.labels)
         )
+
+
+def _without_payloads(plan: tuple[BranchPlan, ...]) -> tuple[BranchPlan, ...]:
+    return tuple(replace(p, payload=b"") for p in plan)
+
+
+def payload_digest(plan: tuple[BranchPlan, ...]) -> str:
+    """SHA-256 over every branch's payload (each after its length)."""
+    digest = hashlib.sha256()
+    for p in plan:
+        digest.update(len(p.payload).to_bytes(4, "big"))
+        digest.update(p.payload)
+    return digest.hexdigest()
 
 
 def new_record(
@@ -185,6 +203,8 @@ def new_record(
         updated_at=now,
         deadline=now + timeout_s,
         timeout_s=timeout_s,
+        payload_digest=payload_digest(plan),
+
 
         concurrent=concurrent,
         labels=tuple(sorted((labels or {}).items())),

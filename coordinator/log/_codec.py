@@ -1,9 +1,18 @@
-"""Record <-> bytes. JSON (not pickle): the store is shared, so decoding must be safe."""
+"""Record <-> bytes. JSON (not pickle): the store is shared, so decoding must be safe.
+
+A record is stored as two values: the *state* (everything but the branches' payloads,
+rewritten by every transition) and the *payloads* (written once, when the transaction is
+created). Transitions then rewrite a few hundred bytes instead of up to a megabyte of
+payloads, and listings read states only. Payloads are framed raw (a 4-byte length before
+each), so a maximal plan costs its size, not base64's 4/3 of it.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
+import struct
+from dataclasses import replace
 from typing import Any
 
 from ..domain.records import (
@@ -15,12 +24,14 @@ from ..domain.records import (
     RetryPolicy,
     TxRecord,
     TxState,
+    payload_digest,
 )
 
 VERSION = 1
 
 
 def encode(record: TxRecord) -> bytes:
+    """The state value: the whole record but the payloads."""
     doc = {
         "v": VERSION,
         "gid": record.gid,
@@ -39,15 +50,49 @@ def encode(record: TxRecord) -> bytes:
         "decision": record.decision,
         "seq": record.seq,
         "timeout_s": record.timeout_s,
+        "payload_digest": record.payload_digest,
     }
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
+def encode_payloads(record: TxRecord) -> bytes:
+    """The payloads value: each branch's payload after its length (big-endian u32)."""
+    return b"".join(struct.pack(">I", len(p.payload)) + p.payload for p in record.plan)
+
+
+def decode_payloads(data: bytes) -> list[bytes]:
+    payloads, at = [], 0
+    while at < len(data):
+        (size,) = struct.unpack_from(">I", data, at)
+        payloads.append(data[at + 4 : at + 4 + size])
+        at += 4 + size
+    if at != len(data):
+        raise ValueError("truncated payloads value")
+    return payloads
+
+
+def with_payloads(record: TxRecord, data: bytes | None) -> TxRecord:
+    """``record`` (decoded from a state value) with its payloads; None = not stored
+    (every payload empty, or a record written before payloads had a value of their own)."""
+    if not data:
+        return record
+    payloads = decode_payloads(data)
+    if len(payloads) != len(record.plan):
+        raise ValueError(f"{len(payloads)} payloads for {len(record.plan)} branches")
+    plan = tuple(replace(p, payload=d) for p, d in zip(record.plan, payloads, strict=True))
+    return replace(record, plan=plan)
+
+
+def has_payloads(record: TxRecord) -> bool:
+    return any(p.payload for p in record.plan)
+
+
 def decode(data: bytes) -> TxRecord:
+    """A record from its state value; payloads empty until ``with_payloads``."""
     doc = json.loads(data)
     if doc.get("v") != VERSION:
         raise ValueError(f"unsupported record version {doc.get('v')!r}")
-    return TxRecord(
+    record = TxRecord(
         gid=doc["gid"],
         protocol=Protocol(doc["protocol"]),
         state=TxState(doc["state"]),
@@ -65,7 +110,11 @@ def decode(data: bytes) -> TxRecord:
         seq=doc["seq"],
         # Records written before timeout_s was stored: the deadline says it.
         timeout_s=doc.get("timeout_s", doc["deadline"] - doc["created_at"]),
+        payload_digest=doc.get("payload_digest", ""),
     )
+    if not record.payload_digest:  # written before digests: its payloads are inline
+        record = replace(record, payload_digest=payload_digest(record.plan))
+    return record
 
 
 
@@ -81,7 +130,7 @@ def _plan_doc(p: BranchPlan) -> dict[str, Any]:
     r = p.retry
     return {
         "name": p.name, "participant": p.participant, "action": p.action,
-        "compensation": p.compensation, "payload": _b64(p.payload), "after": list(p.after),
+        "compensation": p.compensation, "after": list(p.after),
         "timeout_s": p.timeout_s,
         "retry": [r.max_attempts, r.initial_backoff_s, r.max_backoff_s, r.multiplier],
     }
@@ -90,7 +139,8 @@ def _plan_doc(p: BranchPlan) -> dict[str, Any]:
 def _plan(d: dict[str, Any]) -> BranchPlan:
     return BranchPlan(
         name=d["name"], participant=d["participant"], action=d["action"],
-        compensation=d["compensation"], payload=_unb64(d["payload"]), after=tuple(d["after"]),
+        # Records written before payloads had a value of their own carry them inline.
+        compensation=d["compensation"], payload=_unb64(d.get("payload", "")), after=tuple(d["after"]),
         timeout_s=d["timeout_s"], retry=RetryPolicy(*d["retry"]),
     )
 

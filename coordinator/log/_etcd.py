@@ -1,8 +1,12 @@
 """TxLog on etcd v3 (client: etcd3aio, grpc.aio based).
 
 Keys under ``prefix``:
-  tx/{gid}     the record (JSON). Finished records carry a retention lease, so etcd itself
-               deletes them once the retention period is over.
+  tx/{gid}     the record's state (JSON, no payloads), rewritten by every transition.
+               Finished records carry a retention lease, so etcd itself deletes them once
+               the retention period is over.
+  payload/{gid} the branches' payloads, written once with the record and deleted when it
+               finishes (nothing calls a participant after that; the state keeps a digest).
+               Absent when every payload is empty.
   active/{gid} present while the transaction is unfinished: the orphan scan reads it.
   owner/{gid}  the owning coordinator's id, bound to that coordinator's lease: when the
                coordinator dies, etcd deletes it and the transaction becomes an orphan.
@@ -28,7 +32,7 @@ from etcd3aio.proto.etcd.api.etcdserverpb.rpc_pb2 import Compare, RequestOp, Txn
 
 from ..domain.records import TxRecord
 from ._batch import Batcher
-from ._codec import decode, encode
+from ._codec import decode, encode, encode_payloads, has_payloads, with_payloads
 from ._interface import Created, LogError, LostOwnership, Stored
 
 log = logging.getLogger("txcoord.log")
@@ -73,6 +77,9 @@ class EtcdLog:
     # -- keys ------------------------------------------------------------------------
     def _tx(self, gid: str) -> bytes:
         return f"{self._p}/tx/{gid}".encode()
+
+    def _payload(self, gid: str) -> bytes:
+        return f"{self._p}/payload/{gid}".encode()
 
     def _active(self, gid: str) -> bytes:
         return f"{self._p}/active/{gid}".encode()
@@ -179,21 +186,29 @@ class EtcdLog:
                 stored = Stored(replace(record, seq=1), reply.header.revision)
                 results.append(Created(stored, created=True))
             else:
-                kv = nested.responses[0].response_range.kvs[0]
-                results.append(Created(Stored(decode(kv.value), kv.mod_revision), created=False))
+                existing = _full(nested.responses[0], nested.responses[1])
+                assert existing is not None  # the compare failed: the record exists
+                results.append(Created(existing, created=False))
         return results
 
     def _create_op(self, record: TxRecord) -> TxnRequest:
         gid = record.gid
+        success = [
+            KV.txn_op_put(self._tx(gid), encode(record)),
+            KV.txn_op_put(self._active(gid), b""),
+            KV.txn_op_put(self._owner(gid), self._owner_id, lease=self._lease_id),
+        ]
+        if has_payloads(record):
+            success.append(KV.txn_op_put(self._payload(gid), encode_payloads(record)))
         return TxnRequest(
             compare=[KV.txn_compare_create_revision(self._tx(gid), 0)],
-            success=[
-                KV.txn_op_put(self._tx(gid), encode(record)),
-                KV.txn_op_put(self._active(gid), b""),
-                KV.txn_op_put(self._owner(gid), self._owner_id, lease=self._lease_id),
-            ],
-            failure=[KV.txn_op_get(self._tx(gid))],
+            success=success,
+            failure=self._read_ops(gid),
         )
+
+    def _read_ops(self, gid: str) -> list[RequestOp]:
+        """Ops that read a whole record: its state, then its payloads."""
+        return [KV.txn_op_get(self._tx(gid)), KV.txn_op_get(self._payload(gid))]
 
     # -- write -----------------------------------------------------------------------
     async def write(self, prev: Stored, new: TxRecord) -> Stored:
@@ -231,6 +246,8 @@ class EtcdLog:
         success = [KV.txn_op_put(self._tx(gid), encode(new), lease=lease)]
         if new.state.settled:
             success += [KV.txn_op_delete(self._active(gid)), KV.txn_op_delete(self._owner(gid))]
+        if new.state.terminal:
+            success.append(KV.txn_op_delete(self._payload(gid)))
         return TxnRequest(
             compare=[
                 Compare(result=Compare.EQUAL, target=Compare.MOD, key=self._tx(gid),
@@ -244,18 +261,15 @@ class EtcdLog:
     def _explain_conflict(self, mine: TxRecord, nested: Any) -> Stored | LostOwnership:
         """A failed compare may be our own earlier attempt that landed (ambiguous retry)."""
         rec_kvs = nested.responses[0].response_range.kvs
+        if rec_kvs and rec_kvs[0].value == encode(mine):
+            return Stored(mine, rec_kvs[0].mod_revision)
         current = Stored(decode(rec_kvs[0].value), rec_kvs[0].mod_revision) if rec_kvs else None
-        if current is not None and current.record.seq == mine.seq and current.record == mine:
-            return current
         return LostOwnership(mine.gid, current)
 
     # -- reads -----------------------------------------------------------------------
     async def get(self, gid: str) -> Stored | None:
-        reply = await self._call(self._kv().get(self._tx(gid), timeout=self._opts.request_timeout_s))
-        if not reply.kvs:
-            return None
-        kv = reply.kvs[0]
-        return Stored(decode(kv.value), kv.mod_revision)
+        reply = await self._txn(self._read_ops(gid))
+        return _full(reply.responses[0], reply.responses[1])
 
     async def scan(self, *, start_after: str = "", limit: int = 100, prefix: str = "") -> list[Stored]:
         start = max(self._tx(start_after) + b"\x00" if start_after else b"", self._tx(prefix))
@@ -263,7 +277,7 @@ class EtcdLog:
 
         reply = await self._call(self._kv().get(start, end, limit=limit,
                                                 timeout=self._opts.request_timeout_s))
-        return [Stored(decode(kv.value), kv.mod_revision) for kv in reply.kvs]
+        return [Stored(decode(kv.value), kv.mod_revision) for kv in reply.kvs]  # no payloads
 
     async def claim(self, stored: Stored) -> Stored:
         gid = stored.record.gid
@@ -289,9 +303,9 @@ class EtcdLog:
         claimed = []
         for resp in reply.responses:
             nested = resp.response_txn
-            kvs = nested.responses[1].response_range.kvs if nested.succeeded else []
-            if kvs:
-                claimed.append(Stored(decode(kvs[0].value), kvs[0].mod_revision))
+            stored = _full(nested.responses[1], nested.responses[2]) if nested.succeeded else None
+            if stored is not None:
+                claimed.append(stored)
         return claimed
 
     def _claim_op(self, gid: str) -> TxnRequest:
@@ -302,7 +316,7 @@ class EtcdLog:
             ],
             success=[
                 KV.txn_op_put(self._owner(gid), self._owner_id, lease=self._lease_id),
-                KV.txn_op_get(self._tx(gid)),
+                *self._read_ops(gid),
             ],
         )
 
@@ -338,7 +352,18 @@ class EtcdLog:
 
 
 
+def _full(state: Any, payloads: Any) -> Stored | None:
+    """A whole record from the responses of ``_read_ops`` (None when it does not exist)."""
+    kvs = state.response_range.kvs
+    if not kvs:
+        return None
+    extra = payloads.response_range.kvs
+    record = with_payloads(decode(kvs[0].value), extra[0].value if extra else None)
+    return Stored(record, kvs[0].mod_revision)
+
+
 class _RetentionLeases:
+
     """Leases that expire finished records: one lease per time bucket, shared by the
     records that finish in it, so retention costs no scans and one grant per bucket."""
 

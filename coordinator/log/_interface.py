@@ -72,7 +72,8 @@ class TxLog(Protocol):
     async def get(self, gid: str) -> Stored | None: ...
 
     async def scan(self, *, start_after: str = "", limit: int = 100, prefix: str = "") -> list[Stored]:
-        """Records in gid order, after ``start_after``, whose gid starts with ``prefix``."""
+        """Records in gid order, after ``start_after``, whose gid starts with ``prefix``; for
+        listing only: their payloads may be left out (nothing may drive them)."""
 
 
     async def claim(self, stored: Stored) -> Stored:
@@ -86,4 +87,6 @@ class TxLog(Protocol):
         """Gids of the unfinished transactions this coordinator owns in the log."""
 
     def watch(self, gid: str) -> AsyncIterator[Stored | None]:
-        """The current record, then every change; None when it is removed."""
+        """The current record, then every change (payloads may be left out); None when it
+        is removed."""
+

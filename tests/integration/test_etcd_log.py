@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+import etcd3aio
 import pytest
 
 from coordinator.domain.records import BranchPlan, Protocol, TxState, new_record
@@ -34,3 +35,38 @@ async def test_mine_lists_the_unfinished_transactions_this_coordinator_owns(
     finally:
         await a.close()
         await b.close()
+
+
+async def raw(etcd: DevEtcd, key: str) -> bytes | None:
+    """A key's value as etcd holds it, read with a client of its own."""
+    async with etcd3aio.Etcd3Client([etcd.endpoint]) as client:
+        assert client.kv is not None
+        reply = await client.kv.get(key.encode())
+    return bytes(reply.kvs[0].value) if reply.kvs else None
+
+
+async def test_payloads_are_written_once_read_back_whole_and_dropped_when_finished(
+        etcd: DevEtcd, prefix: str) -> None:
+    log = EtcdLog(EtcdOptions(endpoints=(etcd.endpoint,), prefix=prefix), "coordinator-a")
+    await log.open()
+    try:
+        plan = (BranchPlan(name="x", participant="127.0.0.1:1", action="x.do", payload=b"p" * 9000),
+                BranchPlan(name="y", participant="127.0.0.1:1", action="y.do"))
+        record = new_record(gid="big", protocol=Protocol.SAGA, plan=plan, now=time.time(),
+                            timeout_s=30)
+        stored = (await log.create(record)).stored
+        moved = await log.write(stored, replace(record, error="a transition", seq=stored.record.seq))
+        assert await log.get("big") == moved  # payloads read back with the state
+        [listed] = await log.scan()
+        assert listed.record.plan[0].payload == b""  # a listing reads states only
+        state = await raw(etcd, f"{prefix}/tx/big")
+        assert state is not None and len(state) < 2000  # transitions rewrite no payloads
+        again = await log.create(record)
+        assert not again.created and again.stored.record == moved.record
+        done = await log.write(moved, replace(moved.record, state=TxState.COMMITTED))
+        assert await raw(etcd, f"{prefix}/payload/big") is None
+        finished = await log.get("big")
+        assert finished is not None and finished.revision == done.revision
+        assert finished.record.same_plan(record)  # a repeated start still matches
+    finally:
+        await log.close()

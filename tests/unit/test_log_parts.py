@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import pytest
 
 from coordinator.domain import saga
-from coordinator.domain.records import BranchPlan, Protocol, RetryPolicy, new_record
+from coordinator.domain.records import BranchPlan, Protocol, RetryPolicy, TxRecord, new_record
 from coordinator.log._batch import Batcher
-from coordinator.log._codec import decode, encode
+from coordinator.log._codec import decode, encode, encode_payloads, with_payloads
 
 
 def test_codec_round_trips_every_field() -> None:
@@ -20,7 +20,27 @@ def test_codec_round_trips_every_field() -> None:
     rec = new_record(gid="g-1", protocol=Protocol.SAGA, plan=plan, now=1.25, timeout_s=9,
                      concurrent=True, labels={"team": "pay"})
     rec = saga.start(rec, 2.0).record
-    assert decode(encode(rec)) == rec
+    assert with_payloads(decode(encode(rec)), encode_payloads(rec)) == rec
+    state_only = decode(encode(rec))
+    assert [p.payload for p in state_only.plan] == [b"", b""]
+    assert state_only.same_plan(rec)  # the digest stands in for the payloads
+
+
+def test_an_empty_payload_keeps_its_place_and_a_damaged_value_is_refused() -> None:
+    plan = (BranchPlan("a", "h:1", "a.do"), BranchPlan("b", "h:1", "b.do", payload=b"x" * 70_000))
+    rec = new_record(gid="g", protocol=Protocol.TWO_PHASE, plan=plan, now=1.0, timeout_s=1)
+    assert with_payloads(decode(encode(rec)), encode_payloads(rec)) == rec
+    assert len(encode_payloads(rec)) == 70_008  # raw, not base64
+    with pytest.raises(ValueError):
+        with_payloads(decode(encode(rec)), encode_payloads(rec)[:-1])
+
+
+def test_a_different_payload_is_a_different_plan() -> None:
+    def record(payload: bytes) -> TxRecord:
+        plan = (BranchPlan("a", "h:1", "a.do", payload=payload),)
+        return new_record(gid="g", protocol=Protocol.SAGA, plan=plan, now=1.0, timeout_s=1)
+    stored = decode(encode(record(b"one")))  # finished: the log no longer keeps payloads
+    assert stored.same_plan(record(b"one")) and not stored.same_plan(record(b"two"))
 
 
 async def test_batcher_groups_concurrent_items_and_keeps_equal_keys_apart() -> None:
