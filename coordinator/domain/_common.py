@@ -7,7 +7,14 @@ from dataclasses import replace
 from .records import BranchStatus, HistoryEntry, Transition, TxRecord, TxState
 
 ACTOR = "coordinator"
-MAX_HISTORY = 64
+MAX_HISTORY = 32  # entries kept, newest last: bounds what a record can grow to
+MAX_ERROR_CHARS = 512  # of a participant's message kept in a record
+
+
+def clip(text: str) -> str:
+    """A participant's message as a record keeps it (bounded: the record must stay small)."""
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
 
 
 def fail(record: TxRecord, branch: str, reason: str, now: float) -> Transition:

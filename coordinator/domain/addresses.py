@@ -10,11 +10,13 @@ import fnmatch
 import re
 from dataclasses import dataclass
 
-_ADDRESS = re.compile(r"^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]{1,253}):(\d{1,5})$")
+_ADDRESS = re.compile(r"(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]{1,253}):([0-9]{1,5})", re.ASCII)
 
 
 def valid_address(address: str) -> bool:
-    match = _ADDRESS.match(address)
+    """``host:port`` (or ``[v6]:port``), ASCII only, port 1-65535; nothing before or after."""
+    match = _ADDRESS.fullmatch(address)
+
     return match is not None and 0 < int(match.group(1)) < 65536
 
 

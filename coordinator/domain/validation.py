@@ -1,46 +1,101 @@
-"""Plan rules checked before anything is written. Errors name the offending field."""
+"""What a request may ask for, checked before anything is written. Errors name the field.
+
+``Limits`` is the one table of limits; coordinator.proto documents the defaults next to
+each field. Patterns are full matches over ASCII only (a trailing newline or a non-ASCII
+digit is not a name or a port); every number must be finite.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
+from ._common import MAX_ERROR_CHARS, MAX_HISTORY
 from .addresses import AllowList, valid_address
 from .errors import InvalidArgument
-from .records import BranchPlan, Protocol
+from .records import BranchPlan, Protocol, RetryPolicy
 
-_NAME = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")  # no '/': it separates idempotency-key parts
+_NAME = re.compile(r"[A-Za-z0-9._:@-]{1,128}", re.ASCII)  # no '/': it separates key parts
+_NAME_RULE = "must be 1-128 characters of A-Z a-z 0-9 . _ : @ -"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
+    """Bounds on what one request may ask for (and on what a record may grow to)."""
+
     max_branches: int = 64
     max_payload_bytes: int = 256 * 1024
+    """Per branch."""
     max_total_payload_bytes: int = 1024 * 1024
+    """All branches of one transaction together."""
     max_labels: int = 32
     max_label_bytes: int = 256
+    """Per key and per value (UTF-8)."""
     max_timeout_s: float = 7 * 24 * 3600.0
+    """The transaction's timeout (saga forward deadline, 2PC prepare deadline)."""
     max_attempt_timeout_s: float = 600.0
+    """A branch's per-attempt timeout."""
+    max_backoff_s: float = 3600.0
+    """A retry policy's initial and maximum backoff."""
+    max_multiplier: float = 100.0
+    """A retry policy's backoff multiplier (at least 1)."""
     max_operation_len: int = 256
-    # Transactions one coordinator drives at once. Past it, new ones are refused before
-    # anything is written: a coordinator that takes everything in a storm drives nothing
-    # well, and its lease keep-alive starves on the same event loop.
+    """An action or compensation name (characters, no control characters)."""
+    max_reason_bytes: int = 1024
+    """An operator action's reason (UTF-8)."""
+    max_result_bytes: int = 64 * 1024
+    """A participant's BranchReply.result; a larger one is a misconfigured participant."""
+    max_total_result_bytes: int = 256 * 1024
+    """Results of all branches of one transaction together."""
+    max_page_size: int = 500
+    """ListTransactions.page_size."""
     max_active: int = 20_000
+    """Transactions one coordinator drives at once. Past it, new ones are refused before
+    anything is written: a coordinator that takes everything in a storm drives nothing
+    well, and its lease keep-alive starves on the same event loop."""
+
+
+def growth_bytes(branches: int, limits: Limits) -> int:
+    """The most a record's stored state can grow by after its start (JSON, ASCII-escaped):
+    results (base64), one clipped error per branch and the record's own, a full history."""
+    results = limits.max_total_result_bytes * 4 // 3 + 4 * branches
+    errors = (branches + 1) * (MAX_ERROR_CHARS * 6 + 64)
+    history = MAX_HISTORY * (limits.max_reason_bytes * 3 + 512)
+    return results + errors + history
 
 
 def check_gid(gid: str, field: str = "gid") -> None:
-    if not _NAME.match(gid):
-        raise InvalidArgument(field, "must be 1-128 characters of A-Z a-z 0-9 . _ : @ -")
+    if not _NAME.fullmatch(gid):
+        raise InvalidArgument(field, _NAME_RULE)
+
+
+def check_timeout(timeout_s: float, limits: Limits, field: str = "timeout") -> None:
+    if not (math.isfinite(timeout_s) and 0 < timeout_s <= limits.max_timeout_s):
+        raise InvalidArgument(field, f"must be in (0, {limits.max_timeout_s:g}] s")
 
 
 def check_labels(labels: dict[str, str], limits: Limits) -> None:
     if len(labels) > limits.max_labels:
         raise InvalidArgument("labels", f"at most {limits.max_labels} labels")
     for key, value in labels.items():
-        if not key or len(key.encode()) > limits.max_label_bytes:
-            raise InvalidArgument(f"labels[{key!r}]", "key must be 1-256 bytes")
-        if len(value.encode()) > limits.max_label_bytes:
-            raise InvalidArgument(f"labels[{key!r}]", "value longer than 256 bytes")
+        if not key or len(key.encode()) > limits.max_label_bytes or _CONTROL.search(key):
+            raise InvalidArgument(f"labels[{key!r}]", f"key must be 1-{limits.max_label_bytes} "
+                                  "bytes without control characters")
+        if len(value.encode()) > limits.max_label_bytes or _CONTROL.search(value):
+            raise InvalidArgument(f"labels[{key!r}]", f"value must be at most "
+                                  f"{limits.max_label_bytes} bytes without control characters")
+
+
+def check_reason(reason: str, limits: Limits) -> None:
+    if not reason.strip():
+        raise InvalidArgument("reason", "is required for operator actions (it goes in the history)")
+    if len(reason.encode()) > limits.max_reason_bytes:
+        raise InvalidArgument("reason", f"longer than {limits.max_reason_bytes} bytes")
+    if _CONTROL.search(reason.replace("\n", " ").replace("\t", " ")):
+        raise InvalidArgument("reason", "must not hold control characters (newlines and tabs are fine)")
+
 
 
 def check_plan(
@@ -55,13 +110,12 @@ def check_plan(
     if len(plan) > limits.max_branches:
         raise InvalidArgument("branches", f"at most {limits.max_branches} branches")
     names: set[str] = set()
-    total = 0
     for i, branch in enumerate(plan):
         _check_branch(branch, f"branches[{i}]", protocol, limits, allow)
         if branch.name in names:
             raise InvalidArgument(f"branches[{i}].name", f"duplicate branch name {branch.name!r}")
         names.add(branch.name)
-        total += len(branch.payload)
+    total = sum(len(b.payload) for b in plan)
     if total > limits.max_total_payload_bytes:
         raise InvalidArgument("branches", f"payloads exceed {limits.max_total_payload_bytes} bytes")
     _check_after(plan, concurrent, names)
@@ -70,10 +124,8 @@ def check_plan(
 def _check_branch(
     b: BranchPlan, field: str, protocol: Protocol, limits: Limits, allow: AllowList
 ) -> None:
-    if not b.name:
-        raise InvalidArgument(f"{field}.name", "is required")
-    if not _NAME.match(b.name):
-        raise InvalidArgument(f"{field}.name", "must be 1-128 characters of A-Z a-z 0-9 . _ : @ -")
+    if not _NAME.fullmatch(b.name):
+        raise InvalidArgument(f"{field}.name", "is required" if not b.name else _NAME_RULE)
     if not b.participant:
         raise InvalidArgument(f"{field}.participant", "is required (host:port)")
     if not valid_address(b.participant):
@@ -83,29 +135,40 @@ def _check_branch(
     if not b.action:
         raise InvalidArgument(f"{field}.action", "is required")
     for name, op in (("action", b.action), ("compensation", b.compensation)):
-        if len(op) > limits.max_operation_len:
-            raise InvalidArgument(f"{field}.{name}", f"longer than {limits.max_operation_len}")
+        if len(op) > limits.max_operation_len or _CONTROL.search(op):
+            raise InvalidArgument(f"{field}.{name}", f"must be at most {limits.max_operation_len} "
+                                  "characters without control characters")
     if protocol is Protocol.TWO_PHASE and b.compensation:
         raise InvalidArgument(f"{field}.compensation", "2PC branches have no compensation")
     if protocol is Protocol.TWO_PHASE and b.after:
         raise InvalidArgument(f"{field}.after", "2PC branches have no ordering")
     if len(b.payload) > limits.max_payload_bytes:
         raise InvalidArgument(f"{field}.payload", f"larger than {limits.max_payload_bytes} bytes")
-    if not 0 < b.timeout_s <= limits.max_attempt_timeout_s:
-        raise InvalidArgument(f"{field}.timeout", f"must be in (0, {limits.max_attempt_timeout_s}] s")
-    r = b.retry
-    if r.initial_backoff_s < 0 or r.max_backoff_s < r.initial_backoff_s or r.multiplier < 1:
-        raise InvalidArgument(f"{field}.retry", "needs 0 <= initial_backoff <= max_backoff, "
-                              "multiplier >= 1")
+    if not (math.isfinite(b.timeout_s) and 0 < b.timeout_s <= limits.max_attempt_timeout_s):
+        raise InvalidArgument(f"{field}.timeout",
+                              f"must be in (0, {limits.max_attempt_timeout_s:g}] s")
+    _check_retry(b.retry, f"{field}.retry", limits)
+
+
+def _check_retry(r: RetryPolicy, field: str, limits: Limits) -> None:
+    for name, value in (("initial_backoff", r.initial_backoff_s), ("max_backoff", r.max_backoff_s)):
+        if not (math.isfinite(value) and 0 <= value <= limits.max_backoff_s):
+            raise InvalidArgument(f"{field}.{name}", f"must be in [0, {limits.max_backoff_s:g}] s")
+    if r.max_backoff_s < r.initial_backoff_s:
+        raise InvalidArgument(f"{field}.max_backoff", "must not be less than initial_backoff")
+    if not (math.isfinite(r.multiplier) and 1 <= r.multiplier <= limits.max_multiplier):
+        raise InvalidArgument(f"{field}.multiplier", f"must be in [1, {limits.max_multiplier:g}]")
 
 
 def _check_after(plan: tuple[BranchPlan, ...], concurrent: bool, names: set[str]) -> None:
     for i, b in enumerate(plan):
         if b.after and not concurrent:
             raise InvalidArgument(f"branches[{i}].after", "only allowed with concurrent=true")
+        if len(set(b.after)) != len(b.after):
+            raise InvalidArgument(f"branches[{i}].after", "names a branch more than once")
         for dep in b.after:
             if dep not in names:
-                raise InvalidArgument(f"branches[{i}].after", f"unknown branch {dep!r}")
+                raise InvalidArgument(f"branches[{i}].after", f"unknown branch {dep[:128]!r}")
             if dep == b.name:
                 raise InvalidArgument(f"branches[{i}].after", "a branch cannot follow itself")
     cycle = _find_cycle({b.name: b.after for b in plan})

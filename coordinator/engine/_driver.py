@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from tenacity import RetryCallState
 
 from ..domain import saga, two_phase
+from ..domain._common import clip
 from ..domain.events import Answered, AttemptFailed, DeadlinePassed, Event, GaveUp, Misconfigured
 from ..domain.machine import Machine
-from ..domain.records import Call, Protocol, Transition, TxRecord
+from ..domain.records import BranchPlan, Call, Protocol, Transition, TxRecord
+from ..domain.validation import Limits
 from ..log import Created, LogError, LostOwnership, Stored, TxLog
 from ._dispatch import Answer, Kind, Transport
 from ._limiter import CallLimiter
@@ -70,10 +72,12 @@ class Driver:
         transport: Transport,
         options: EngineOptions | None = None,
         clock: Callable[[], float] = time.time,
+        limits: Limits | None = None,
     ) -> None:
         self._log = txlog
         self._transport = transport
         self._opts = options or EngineOptions()
+        self._limits = limits or Limits()
         self._clock = clock
         self._runs: dict[str, _Run] = {}
         self._changed: dict[str, asyncio.Future[Stored]] = {}
@@ -291,7 +295,8 @@ class Driver:
             if last is not None and now - last < self._opts.failure_write_interval_s:
                 return
             run.failure_written[call] = now
-            await self._handle(run, AttemptFailed(call.branch, call.op, attempt, answer.message))
+            await self._handle(run, AttemptFailed(call.branch, call.op, attempt,
+                                                  clip(answer.message)))
 
         answer = await one_attempt()
         if answer.kind is Kind.UNKNOWN:  # the retry machinery is built only when needed
@@ -303,14 +308,32 @@ class Driver:
             deadline = machine.retry_deadline(record, call.op, self._opts.phase_budget_s)
             schedule = retrying(plan.retry, deadline, self._clock, note_failure)
             answer = await schedule(replay_first_then_attempt)
+        return self._event(run.record, call, self._bounded(run.record, plan, call, answer), attempt)
+
+    def _bounded(self, record: TxRecord, plan: BranchPlan, call: Call, answer: Answer) -> Answer:
+        """A result too large for the record is the participant's mistake, not a result."""
+        size = len(answer.result)
+        others = sum(len(s.result) for p, s in zip(record.plan, record.branches, strict=True)
+                     if p.name != call.branch)
+        limit = min(self._limits.max_result_bytes, self._limits.max_total_result_bytes - others)
+        if size <= limit:
+            return answer
+        return Answer(Kind.MISCONFIGURED, may_have_run=True, message=(
+            f"participant {plan.participant} answered {call.op} with a result of {size} bytes; "
+            f"this transaction has room for {max(limit, 0)} (max_result_bytes, "
+            "max_total_result_bytes)"))
+
+    @staticmethod
+    def _event(record: TxRecord, call: Call, answer: Answer, attempt: int) -> Event:
+        message = clip(answer.message)
         if answer.kind is Kind.UNKNOWN:
-            return GaveUp(call.branch, call.op, answer.message, attempts=attempt)
+            return GaveUp(call.branch, call.op, message, attempts=attempt)
         if answer.kind is Kind.MISCONFIGURED:
             log.error("misconfigured participant gid=%s branch=%s op=%s: %s", record.gid,
-                      call.branch, call.op, answer.message)
-            return Misconfigured(call.branch, call.op, answer.message, answer.may_have_run,
+                      call.branch, call.op, message)
+            return Misconfigured(call.branch, call.op, message, answer.may_have_run,
                                  attempts=attempt)
-        return Answered(call.branch, call.op, answer.kind is Kind.OK, answer.result, answer.message,
+        return Answered(call.branch, call.op, answer.kind is Kind.OK, answer.result, message,
                         attempts=attempt)
 
     async def _wait_for_lease(self) -> None:

@@ -14,13 +14,31 @@ from dataclasses import dataclass
 
 from ..domain import operator
 from ..domain.addresses import AllowList
-from ..domain.errors import AlreadyExists, FailedPrecondition, NotFound, Overloaded, Unavailable
+from ..domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Overloaded,
+    Unavailable,
+)
 from ..domain.records import BranchPlan, Protocol, Transition, TxRecord, TxState, new_record
-from ..domain.validation import Limits, check_gid, check_labels, check_plan
+from ..domain.validation import (
+    Limits,
+    check_gid,
+    check_labels,
+    check_plan,
+    check_reason,
+    check_timeout,
+    growth_bytes,
+)
 from ..log import LostOwnership, Stored, TxLog
 from ._driver import Driver
 
 MAX_SCAN_PAGES = 20  # bounds the work one ListTransactions call may do
+SCAN_BATCH = 64  # records per log read: bounds what one read may bring (records <= ~1.5 MiB)
+MAX_PAGE_BYTES = 2 * 1024 * 1024  # a reply stays under gRPC's default 4 MiB receive limit
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,18 +82,32 @@ class CoordinatorCore:
         gid = req.gid or uuid.uuid4().hex
         if req.gid:
             check_gid(req.gid)
+        check_timeout(req.timeout_s, self._limits)
         check_plan(req.plan, req.protocol, req.concurrent, self._limits, self._allow)
         check_labels(dict(req.labels), self._limits)
         record = new_record(
             gid=gid, protocol=req.protocol, plan=req.plan, now=time.time(),
             timeout_s=req.timeout_s, concurrent=req.concurrent, labels=dict(req.labels),
         )
+        self._check_fits(record)
         if self._driver.active >= self._limits.max_active:
             return _same(await self._existing_or_refuse(record, bool(req.gid)), record), False
         created = await self._driver.start(record)
         return _same(created.stored, record), created.created
 
+    def _check_fits(self, record: TxRecord) -> None:
+        """Refuse at the start what the log could not store later: the creation (state and
+        payloads) and the state at its largest (results, errors, history) each fit one write."""
+        state, payloads = self._log.value_bytes(record)
+        need = state + max(payloads, growth_bytes(len(record.plan), self._limits))
+        if need > self._log.max_request_bytes:
+            raise InvalidArgument("branches", f"this transaction could need {need} bytes in one log "
+                                  f"write, over the log's limit of {self._log.max_request_bytes}: "
+                                  "send smaller payloads, fewer branches or labels, shorter names "
+                                  "or after lists")
+
     async def _existing_or_refuse(self, record: TxRecord, named: bool) -> Stored:
+
         """At capacity, a start of a transaction that exists still answers (starts are
         idempotent: a client retrying after a lost reply must learn what happened)."""
         existing = await self._log.get(record.gid) if named else None
@@ -92,15 +124,19 @@ class CoordinatorCore:
         return stored
 
     async def replay(self, gid: str, actor: str, reason: str) -> Stored:
-        return await self._operate(gid, lambda r, now: operator.replay(r, actor, reason, now))
+        return await self._operate(gid, reason, lambda r, now: operator.replay(r, actor, reason, now))
 
     async def skip(self, gid: str, branch: str, actor: str, reason: str) -> Stored:
-        return await self._operate(gid, lambda r, now: operator.skip(r, branch, actor, reason, now))
+        check_gid(branch, "branch")
+        return await self._operate(gid, reason,
+                                   lambda r, now: operator.skip(r, branch, actor, reason, now))
 
     async def abort(self, gid: str, actor: str, reason: str) -> Stored:
-        return await self._operate(gid, lambda r, now: operator.abort(r, actor, reason, now))
+        return await self._operate(gid, reason, lambda r, now: operator.abort(r, actor, reason, now))
 
-    async def _operate(self, gid: str, action: Callable[[TxRecord, float], Transition]) -> Stored:
+    async def _operate(self, gid: str, reason: str,
+                       action: Callable[[TxRecord, float], Transition]) -> Stored:
+        check_reason(reason, self._limits)
         stored = await self.get(gid)
         action(stored.record, time.time())  # refuse what the state forbids before taking over
         try:
@@ -131,22 +167,38 @@ class CoordinatorCore:
                 return
 
     async def list(self, query: ListQuery) -> tuple[list[Stored], str]:
-        size = max(1, min(query.page_size or 50, 500))
+        if query.page_size > self._limits.max_page_size:
+            raise InvalidArgument("page_size", f"at most {self._limits.max_page_size}")
+        for field, value in (("gid_prefix", query.gid_prefix), ("page_token", query.page_token)):
+            if value:
+                check_gid(value, field)
+        size = query.page_size or 50
         found: list[Stored] = []
         cursor = query.page_token
+        room = MAX_PAGE_BYTES
         for _ in range(MAX_SCAN_PAGES):
-            page = await self._log.scan(start_after=cursor, limit=size, prefix=query.gid_prefix)
-
+            batch = min(size, SCAN_BATCH)
+            page = await self._log.scan(start_after=cursor, limit=batch, prefix=query.gid_prefix)
             for stored in page:
                 cursor = stored.record.gid
                 if _matches(stored.record, query):
                     found.append(stored)
-                    if len(found) == size:
+                    room -= listed_bytes(stored.record)
+                    if len(found) == size or room <= 0:
                         return found, cursor
-            if len(page) < size:
+            if len(page) < batch:
                 return found, ""
             await asyncio.sleep(0)
         return found, cursor
+
+
+def listed_bytes(record: TxRecord) -> int:
+    """About what a record weighs in a ListTransactions reply (payloads are not listed)."""
+    branches = sum(len(s.result) + len(s.error) + len(p.name) + 32
+                   for p, s in zip(record.plan, record.branches, strict=True))
+    labels = sum(len(k) + len(v) + 8 for k, v in record.labels)
+    history = sum(len(h.actor) + len(h.action) + len(h.reason) + 24 for h in record.history)
+    return 256 + len(record.gid) + len(record.error) + branches + labels + history
 
 
 def _matches(record: TxRecord, query: ListQuery) -> bool:

@@ -4,6 +4,10 @@ flight are sent together in the next one. No timer, so a lone write waits for no
 Up to ``max_in_flight`` requests run at once: a request stuck on a slow or unreachable etcd
 member (the client spreads requests over the members) must not hold up every other write
 for its whole timeout, and pipelined requests keep the log busy while one is on the wire.
+
+A batch is bounded by count and by bytes (etcd refuses a request over its limit, and a
+refused batch would be retried, batched again and refused again): an item too big to
+share a request goes alone.
 """
 
 from __future__ import annotations
@@ -23,9 +27,13 @@ class Batcher(Generic[T, R]):
         max_batch: int,
         key: Callable[[T], Hashable],
         max_in_flight: int = 4,
+        size: Callable[[T], int] = lambda _: 0,
+        max_bytes: int = 0,
     ) -> None:
         self._flush = flush
         self._max = max_batch
+        self._size = size
+        self._max_bytes = max_bytes  # 0 = no byte bound
         self._max_in_flight = max_in_flight
         # Items with equal keys never share a batch (etcd rejects that) nor are in flight
         # together (their order would be up to the network).
@@ -72,12 +80,17 @@ class Batcher(Generic[T, R]):
         batch: list[tuple[T, asyncio.Future[R]]] = []
         rest: list[tuple[T, asyncio.Future[R]]] = []
         seen: set[Hashable] = set()
+        used = 0
         for entry in self._queue:
             key = self._key(entry[0])
-            if len(batch) < self._max and key not in seen and key not in self._busy:
+            size = self._size(entry[0])
+            fits = not batch or not self._max_bytes or used + size <= self._max_bytes
+            if fits and len(batch) < self._max and key not in seen and key not in self._busy:
                 seen.add(key)
                 batch.append(entry)
+                used += size
             else:
                 rest.append(entry)
+
         self._queue = rest
         return batch

@@ -47,9 +47,36 @@ class EtcdOptions:
     retention_s: int = 7 * 24 * 3600
     request_timeout_s: float = 5.0
     max_batch: int = 64
+    # etcd's --max-request-bytes (its default): one request, a batch included, stays under
+    # it; a transaction that could outgrow it is refused at its start.
+    max_request_bytes: int = 1536 * 1024
+    # Largest reply the client accepts (a page of listed records); gRPC's default is 4 MiB.
+    max_receive_bytes: int = 64 * 1024 * 1024
     # Group-commit requests in flight at once, per kind (creates, writes): more than one,
     # so that a request stuck on an unreachable member holds up no other write.
     max_in_flight: int = 2
+
+
+_REQUEST_OVERHEAD = 64 * 1024  # keys, compares and framing around a request's values
+
+
+@dataclass(frozen=True, slots=True)
+class _Create:
+    record: TxRecord
+    state: bytes
+    payloads: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    record: TxRecord  # the new record, its seq already counted
+    prev_revision: int
+    state: bytes
+
+
+def _write(prev: Stored, new: TxRecord) -> _Write:
+    mine = replace(new, seq=prev.record.seq + 1)
+    return _Write(mine, prev.revision, encode(mine))
 
 
 class EtcdLog:
@@ -57,17 +84,24 @@ class EtcdLog:
         self._opts = options
         self._owner_id = owner_id
         self._client = etcd3aio.Etcd3Client(list(options.endpoints), rpc_max_attempts=3)
+        # etcd3aio takes no channel options; its connection manager holds the list it opens
+        # the channel with. Without this, listing large records fails past gRPC's 4 MiB.
+        self._client._manager.grpc_options.append(
+            ("grpc.max_receive_message_length", options.max_receive_bytes))
+
         self._p = options.prefix.rstrip("/")
         self._lease_id = 0
         self._lease_expires = 0.0
         self._keepalive: asyncio.Task[None] | None = None
         self._retention = _RetentionLeases(self, options.retention_s)
-        self._writes: Batcher[tuple[Stored, TxRecord], Stored | LostOwnership] = Batcher(
-            self._write_batch, options.max_batch, key=lambda w: w[1].gid,
-            max_in_flight=options.max_in_flight)
-        self._creates: Batcher[TxRecord, Created] = Batcher(
-            self._create_batch, options.max_batch, key=lambda r: r.gid,
-            max_in_flight=options.max_in_flight)
+        budget = options.max_request_bytes - _REQUEST_OVERHEAD
+        self._writes: Batcher[_Write, Stored | LostOwnership] = Batcher(
+            self._write_batch, options.max_batch, key=lambda w: w.record.gid,
+            max_in_flight=options.max_in_flight, size=lambda w: len(w.state), max_bytes=budget)
+        self._creates: Batcher[_Create, Created] = Batcher(
+            self._create_batch, options.max_batch, key=lambda c: c.record.gid,
+            max_in_flight=options.max_in_flight, size=lambda c: len(c.state) + len(c.payloads),
+            max_bytes=budget)
         self.requests = 0  # etcd requests made (bench: writes per transaction)
 
     @property
@@ -174,32 +208,31 @@ class EtcdLog:
 
     # -- create ----------------------------------------------------------------------
     async def create(self, record: TxRecord) -> Created:
-        return await self._creates.submit(record)
+        first = replace(record, seq=1)
+        return await self._creates.submit(_Create(first, encode(first), encode_payloads(first)))
 
-    async def _create_batch(self, records: Sequence[TxRecord]) -> list[Created]:
-        ops = [RequestOp(request_txn=self._create_op(replace(r, seq=1))) for r in records]
-        reply = await self._txn(ops)
+    async def _create_batch(self, creates: Sequence[_Create]) -> list[Created]:
+        reply = await self._txn([RequestOp(request_txn=self._create_op(c)) for c in creates])
         results = []
-        for record, resp in zip(records, reply.responses, strict=True):
+        for create, resp in zip(creates, reply.responses, strict=True):
             nested = resp.response_txn
             if nested.succeeded:
-                stored = Stored(replace(record, seq=1), reply.header.revision)
-                results.append(Created(stored, created=True))
+                results.append(Created(Stored(create.record, reply.header.revision), created=True))
             else:
                 existing = _full(nested.responses[0], nested.responses[1])
                 assert existing is not None  # the compare failed: the record exists
                 results.append(Created(existing, created=False))
         return results
 
-    def _create_op(self, record: TxRecord) -> TxnRequest:
-        gid = record.gid
+    def _create_op(self, create: _Create) -> TxnRequest:
+        gid = create.record.gid
         success = [
-            KV.txn_op_put(self._tx(gid), encode(record)),
+            KV.txn_op_put(self._tx(gid), create.state),
             KV.txn_op_put(self._active(gid), b""),
             KV.txn_op_put(self._owner(gid), self._owner_id, lease=self._lease_id),
         ]
-        if has_payloads(record):
-            success.append(KV.txn_op_put(self._payload(gid), encode_payloads(record)))
+        if has_payloads(create.record):
+            success.append(KV.txn_op_put(self._payload(gid), create.payloads))
         return TxnRequest(
             compare=[KV.txn_compare_create_revision(self._tx(gid), 0)],
             success=success,
@@ -210,9 +243,16 @@ class EtcdLog:
         """Ops that read a whole record: its state, then its payloads."""
         return [KV.txn_op_get(self._tx(gid)), KV.txn_op_get(self._payload(gid))]
 
+    def value_bytes(self, record: TxRecord) -> tuple[int, int]:
+        return len(encode(record)), len(encode_payloads(record))
+
+    @property
+    def max_request_bytes(self) -> int:
+        return self._opts.max_request_bytes - _REQUEST_OVERHEAD
+
     # -- write -----------------------------------------------------------------------
     async def write(self, prev: Stored, new: TxRecord) -> Stored:
-        result = await self._writes.submit((prev, new))
+        result = await self._writes.submit(_write(prev, new))
         if isinstance(result, LostOwnership):
             raise result
         return result
@@ -220,51 +260,47 @@ class EtcdLog:
     async def write_many(
         self, writes: Sequence[tuple[Stored, TxRecord]]
     ) -> list[Stored | LostOwnership]:
-        return list(await asyncio.gather(*(self._writes.submit(w) for w in writes)))
+        return list(await asyncio.gather(*(self._writes.submit(_write(*w)) for w in writes)))
 
-    async def _write_batch(
-        self, writes: Sequence[tuple[Stored, TxRecord]]
-    ) -> list[Stored | LostOwnership]:
+    async def _write_batch(self, writes: Sequence[_Write]) -> list[Stored | LostOwnership]:
         ops = []
-        for prev, new in writes:
-            lease = await self._retention.lease_for(new) if new.state.terminal else 0
-            ops.append(RequestOp(request_txn=self._write_op(prev, replace(new, seq=prev.record.seq + 1),
-                                                            lease)))
+        for w in writes:
+            lease = await self._retention.lease_for(w.record) if w.record.state.terminal else 0
+            ops.append(RequestOp(request_txn=self._write_op(w, lease)))
         reply = await self._txn(ops)
         results: list[Stored | LostOwnership] = []
-        for (prev, new), resp in zip(writes, reply.responses, strict=True):
-            mine = replace(new, seq=prev.record.seq + 1)
+        for w, resp in zip(writes, reply.responses, strict=True):
             nested = resp.response_txn
             if nested.succeeded:
-                results.append(Stored(mine, reply.header.revision))
+                results.append(Stored(w.record, reply.header.revision))
             else:
-                results.append(self._explain_conflict(mine, nested))
+                results.append(self._explain_conflict(w, nested))
         return results
 
-    def _write_op(self, prev: Stored, new: TxRecord, lease: int) -> TxnRequest:
-        gid = new.gid
-        success = [KV.txn_op_put(self._tx(gid), encode(new), lease=lease)]
-        if new.state.settled:
+    def _write_op(self, w: _Write, lease: int) -> TxnRequest:
+        gid = w.record.gid
+        success = [KV.txn_op_put(self._tx(gid), w.state, lease=lease)]
+        if w.record.state.settled:
             success += [KV.txn_op_delete(self._active(gid)), KV.txn_op_delete(self._owner(gid))]
-        if new.state.terminal:
+        if w.record.state.terminal:
             success.append(KV.txn_op_delete(self._payload(gid)))
         return TxnRequest(
             compare=[
                 Compare(result=Compare.EQUAL, target=Compare.MOD, key=self._tx(gid),
-                        mod_revision=prev.revision),
+                        mod_revision=w.prev_revision),
                 KV.txn_compare_value(self._owner(gid), self._owner_id),
             ],
             success=success,
             failure=[KV.txn_op_get(self._tx(gid)), KV.txn_op_get(self._owner(gid))],
         )
 
-    def _explain_conflict(self, mine: TxRecord, nested: Any) -> Stored | LostOwnership:
+    def _explain_conflict(self, w: _Write, nested: Any) -> Stored | LostOwnership:
         """A failed compare may be our own earlier attempt that landed (ambiguous retry)."""
         rec_kvs = nested.responses[0].response_range.kvs
-        if rec_kvs and rec_kvs[0].value == encode(mine):
-            return Stored(mine, rec_kvs[0].mod_revision)
+        if rec_kvs and rec_kvs[0].value == w.state:
+            return Stored(w.record, rec_kvs[0].mod_revision)
         current = Stored(decode(rec_kvs[0].value), rec_kvs[0].mod_revision) if rec_kvs else None
-        return LostOwnership(mine.gid, current)
+        return LostOwnership(w.record.gid, current)
 
     # -- reads -----------------------------------------------------------------------
     async def get(self, gid: str) -> Stored | None:

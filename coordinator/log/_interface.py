@@ -71,6 +71,14 @@ class TxLog(Protocol):
 
     async def get(self, gid: str) -> Stored | None: ...
 
+    def value_bytes(self, record: TxRecord) -> tuple[int, int]:
+        """What ``record`` weighs in the store: its state, and its payloads."""
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The most one write of one record may carry (the store refuses more)."""
+
+
     async def scan(self, *, start_after: str = "", limit: int = 100, prefix: str = "") -> list[Stored]:
         """Records in gid order, after ``start_after``, whose gid starts with ``prefix``; for
         listing only: their payloads may be left out (nothing may drive them)."""

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from ..domain.records import TxRecord
+from ._codec import encode, encode_payloads
 from ._interface import Created, LostOwnership, Stored
 
 
@@ -23,6 +24,7 @@ class MemoryStore:
     revision: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     requests: int = 0  # how many store round-trips were made, as etcd would count them
+    max_request_bytes: int = 1536 * 1024 - 64 * 1024  # as EtcdLog's default
 
     def expire(self, owner_id: str) -> None:
         self.live_owners.discard(owner_id)
@@ -89,6 +91,13 @@ class MemoryLog:
             results.append(stored)
         await self.store.notify()
         return results
+
+    def value_bytes(self, record: TxRecord) -> tuple[int, int]:
+        return len(encode(record)), len(encode_payloads(record))
+
+    @property
+    def max_request_bytes(self) -> int:
+        return self.store.max_request_bytes
 
     async def get(self, gid: str) -> Stored | None:
         self.store.requests += 1

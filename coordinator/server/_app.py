@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from .._proto.txc.v1 import coordinator_pb2 as pb
 from .._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
 from .._shutdown import bounded
+from .._strict_server import add_servicer
 from .._tls import TlsFiles, add_port
 from ..domain.addresses import AllowList
 from ..domain.validation import Limits
@@ -55,7 +56,8 @@ class CoordinatorServer:
         self.options = options
         self.log = txlog or EtcdLog(options.etcd, options.node_id)
         self.transport = transport or GrpcTransport(tls_ca=options.participant_tls_ca)
-        self.driver = Driver(self.log, self.transport, options.engine)
+        self.driver = Driver(self.log, self.transport, options.engine, limits=options.limits)
+
         self.core = CoordinatorCore(self.log, self.driver, options.limits,
                                     AllowList(options.allow_participants))
         self.recovery = Recovery(self.log, self.driver, options.scan_interval_s)
@@ -70,8 +72,8 @@ class CoordinatorServer:
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", max_message),
         ])
-        pb_grpc.add_CoordinatorServicer_to_server(
-            CoordinatorServicer(self.core, self.options.defaults, self.options.operators), server)
+        add_servicer(server, pb_grpc.add_CoordinatorServicer_to_server,
+                     CoordinatorServicer(self.core, self.options.defaults, self.options.operators))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             [SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
