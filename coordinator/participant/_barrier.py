@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from coordinator.participant._backoff import retrying_on
-from coordinator.participant._errors import Refused, describe, is_transient
-from coordinator.participant._session import guard_session
-from coordinator.participant._sql import blob, db_now, insert_ignore
-from coordinator.participant._tables import barrier
+from coordinator.participant._db.backoff import retrying_on
+from coordinator.participant._db.errors import Refused, describe, is_transient
+from coordinator.participant._db.session import guard_session
+from coordinator.participant._db.sql import blob, db_now, insert_ignore
+from coordinator.participant._db.tables import barrier
 from coordinator.participant._types import BranchKey, Op, Outcome, Reply
 
 BusinessFn = Callable[[AsyncConnection], Awaitable[bytes | None]]

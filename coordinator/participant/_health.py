@@ -12,8 +12,8 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from coordinator.participant._dsn import select_one
-from coordinator.participant._errors import describe
+from coordinator.participant._db.dsn import select_one
+from coordinator.participant._db.errors import describe
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -25,18 +25,18 @@ from coordinator._proto.txc.v1 import participant_pb2 as ppb
 from coordinator._shutdown import bounded
 from coordinator._tls import TlsFiles, add_port
 from coordinator.participant._barrier import Barrier, BarrierOptions
-from coordinator.participant._dsn import check_connection
-from coordinator.participant._errors import describe, is_transient
+from coordinator.participant._db.dsn import check_connection
+from coordinator.participant._db.errors import describe, is_transient
 from coordinator.participant._handlers import BranchContext, Decoder, Handler, Registry, raw
 from coordinator.participant._health import DatabaseHealth
-from coordinator.participant._recovery import (
+from coordinator.participant._types import BranchKey, Op, Outcome, Reply
+from coordinator.participant.two_phase._branches import InDoubtBranch, TwoPhase, TwoPhaseOptions
+from coordinator.participant.two_phase._recovery import (
     CoordinatorDecisions,
     Recovery,
     RecoveryReport,
 )
-from coordinator.participant._two_phase import InDoubtBranch, TwoPhase, TwoPhaseOptions
-from coordinator.participant._two_phase_db import check_two_phase
-from coordinator.participant._types import BranchKey, Op, Outcome, Reply
+from coordinator.participant.two_phase._xa import check_two_phase
 
 log = logging.getLogger("coordinator.participant.host")
 

@@ -18,9 +18,9 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, Table, and_, delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from coordinator.participant._outbox import Status
-from coordinator.participant._sql import db_shifted
-from coordinator.participant._tables import barrier, outbox
+from coordinator.participant._db.sql import db_shifted
+from coordinator.participant._db.tables import barrier, outbox
+from coordinator.participant.outbox._messages import Status
 
 _DAY = 86_400.0
 

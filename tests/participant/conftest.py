@@ -17,7 +17,8 @@ from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, fun
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from coordinator.participant import create_engine, head_revision, upgrade
+from coordinator.participant import create_engine, upgrade
+from coordinator.participant._db.migrations import head_revision
 
 SERVERS = {
     "postgresql": os.environ.get("TXC_TEST_PG_DSN", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"),

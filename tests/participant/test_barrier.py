@@ -18,8 +18,8 @@ from coordinator.participant import (
     Outcome,
     Refused,
     Reply,
-    barrier_table,
 )
+from coordinator.participant._db.tables import barrier as barrier_table
 
 from .conftest import Db, accounts, effects, new_account
 

@@ -23,9 +23,9 @@ from coordinator.participant import (
     HostOptions,
     ParticipantHost,
     Refused,
-    barrier_table,
     create_engine,
 )
+from coordinator.participant._db.tables import barrier as barrier_table
 
 from ._support import TcpProxy
 from .conftest import Db, accounts, effects, new_account

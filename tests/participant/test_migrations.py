@@ -19,14 +19,16 @@ from sqlalchemy.engine import Connection
 
 from coordinator.cli import _migrate
 from coordinator.participant import (
-    VERSION_TABLE,
     create_engine,
+    upgrade,
+)
+from coordinator.participant._db.migrations import (
+    VERSION_TABLE,
     current_revision,
     downgrade,
     head_revision,
-    metadata,
-    upgrade,
 )
+from coordinator.participant._db.tables import metadata
 
 from .conftest import SERVERS, create_database, drop_database
 

@@ -26,8 +26,8 @@ from coordinator.participant import (
     StartSagaSender,
     create_engine,
     outbox,
-    outbox_table,
 )
+from coordinator.participant._db.tables import outbox as outbox_table
 
 from ._proc import LEASE, saga
 from ._support import SagaReceiver

@@ -18,11 +18,11 @@ from coordinator.participant import (
     BranchKey,
     Op,
     PurgeOptions,
-    barrier_table,
     outbox,
-    outbox_table,
     purge,
 )
+from coordinator.participant._db.tables import barrier as barrier_table
+from coordinator.participant._db.tables import outbox as outbox_table
 
 from .conftest import Db
 

@@ -32,11 +32,11 @@ from coordinator.participant import (
     ParticipantHost,
     TwoPhase,
     create_engine,
-    head_revision,
     upgrade,
-    xa_table,
     xid_for,
 )
+from coordinator.participant._db.migrations import head_revision
+from coordinator.participant._db.tables import xa as xa_table
 from coordinator.server import CoordinatorServer, DevEtcd, ServerOptions
 
 from ._pg import PrivatePostgres

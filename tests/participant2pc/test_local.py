@@ -20,11 +20,11 @@ from coordinator.participant import (
     Op,
     ParticipantHost,
     TwoPhaseOptions,
-    xa_table,
     xid_for,
 )
-from coordinator.participant._session import guard_session
-from coordinator.participant._two_phase_db import XaDriver, wait_session_gone, xa_driver
+from coordinator.participant._db.session import guard_session
+from coordinator.participant._db.tables import xa as xa_table
+from coordinator.participant.two_phase._xa import XaDriver, wait_session_gone, xa_driver
 
 from ._service import RUNS, build
 from ._service import rows as p2_rows

@@ -13,21 +13,18 @@ from sqlalchemy import select, text
 from coordinator import pb
 from coordinator._proto.txc.v1 import participant_pb2 as ppb
 from coordinator.participant import (
-    XID_PREFIX,
     Decision,
     Op,
     ParticipantHost,
     TwoPhase,
     TwoPhaseUnavailable,
-    Verdict,
     check_two_phase,
     create_engine,
-    verdict_of,
-    xa_table,
     xid_for,
 )
-from coordinator.participant._recovery import Recovery
-from coordinator.participant._two_phase_xid import is_txc_xid, literal
+from coordinator.participant._db.tables import xa as xa_table
+from coordinator.participant.two_phase._recovery import Recovery, Verdict, verdict_of
+from coordinator.participant.two_phase._xid import XID_PREFIX, is_txc_xid, literal
 
 from ._service import build
 from .conftest import Db, call
@@ -152,7 +149,7 @@ async def test_purge_removes_only_old_finished_rows(db: Db, host: ParticipantHos
     from sqlalchemy import update
 
     from coordinator.participant import purge_two_phase
-    from coordinator.participant._sql import db_shifted
+    from coordinator.participant._db.sql import db_shifted
 
     done, open_ = f"{gid}-done", f"{gid}-open"
     for g in (done, open_):

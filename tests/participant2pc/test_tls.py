@@ -16,13 +16,13 @@ from coordinator._proto.txc.v1 import participant_pb2 as ppb
 from coordinator._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
 from coordinator.log import EtcdOptions
 from coordinator.participant import (
-    CoordinatorDecisions,
     Decision,
     HostOptions,
     Op,
     TlsFiles,
     TwoPhaseOptions,
 )
+from coordinator.participant.two_phase._recovery import CoordinatorDecisions
 from coordinator.server import CoordinatorServer, DevEtcd, ServerOptions
 
 from ._service import build

@@ -14,9 +14,10 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from coordinator.participant._db.sql import db_shifted
+from coordinator.participant._db.tables import xa
 from coordinator.participant._retention import PurgeOptions
-from coordinator.participant._sql import db_shifted
-from coordinator.participant._two_phase_table import FINISHED, xa
+from coordinator.participant.two_phase._table import FINISHED
 
 _DAY = 86_400.0
 

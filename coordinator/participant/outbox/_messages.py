@@ -14,9 +14,9 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
-from coordinator.participant._errors import ParticipantError
-from coordinator.participant._sql import blob, db_now, db_shifted
-from coordinator.participant._tables import outbox
+from coordinator.participant._db.errors import ParticipantError
+from coordinator.participant._db.sql import blob, db_now, db_shifted
+from coordinator.participant._db.tables import outbox
 
 __all__ = ["START_SAGA", "OutboxError", "OutboxMessage", "Status", "add", "add_start_saga"]
 

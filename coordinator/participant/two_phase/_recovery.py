@@ -22,9 +22,9 @@ import grpc
 
 from coordinator._client import CoordinatorClient
 from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
-from coordinator.participant._errors import describe
-from coordinator.participant._two_phase import Decision, InDoubtBranch, TwoPhase
-from coordinator.participant._two_phase_table import XaState
+from coordinator.participant._db.errors import describe
+from coordinator.participant.two_phase._branches import Decision, InDoubtBranch, TwoPhase
+from coordinator.participant.two_phase._table import XaState
 
 log = logging.getLogger("coordinator.participant.recovery")
 

@@ -29,12 +29,12 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from coordinator.participant._backoff import backoff
-from coordinator.participant._dsn import check_connection
-from coordinator.participant._errors import PermanentDeliveryError, describe, is_transient
-from coordinator.participant._outbox import OutboxMessage, Status
-from coordinator.participant._sql import db_now, db_shifted, is_mysql
-from coordinator.participant._tables import outbox
+from coordinator.participant._db.backoff import backoff
+from coordinator.participant._db.dsn import check_connection
+from coordinator.participant._db.errors import PermanentDeliveryError, describe, is_transient
+from coordinator.participant._db.sql import db_now, db_shifted, is_mysql
+from coordinator.participant._db.tables import outbox
+from coordinator.participant.outbox._messages import OutboxMessage, Status
 
 log = logging.getLogger("coordinator.participant.relay")
 

@@ -7,8 +7,8 @@ from google.protobuf.message import DecodeError
 
 from coordinator._channel import channel as open_channel
 from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
-from coordinator.participant._errors import PermanentDeliveryError
-from coordinator.participant._outbox import OutboxMessage
+from coordinator.participant._db.errors import PermanentDeliveryError
+from coordinator.participant.outbox._messages import OutboxMessage
 
 _METHOD = "/txc.v1.Coordinator/StartSaga"
 # The coordinator will give the same answer however often it is asked: a malformed plan,

@@ -15,12 +15,12 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from coordinator.participant._dsn import mask
-from coordinator.participant._errors import ParticipantError, describe
-from coordinator.participant._session import guard_session, guard_statement, mark_guarded
-from coordinator.participant._sql import is_mysql
-from coordinator.participant._two_phase_table import XA_TABLE, xa
-from coordinator.participant._two_phase_xid import XID_PREFIX, is_txc_xid, literal
+from coordinator.participant._db.dsn import mask
+from coordinator.participant._db.errors import ParticipantError, describe
+from coordinator.participant._db.session import guard_session, guard_statement, mark_guarded
+from coordinator.participant._db.sql import is_mysql
+from coordinator.participant._db.tables import XA_TABLE, xa
+from coordinator.participant.two_phase._xid import XID_PREFIX, is_txc_xid, literal
 
 
 class TwoPhaseUnavailable(ParticipantError):

@@ -33,12 +33,12 @@ from enum import StrEnum
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from coordinator.participant._backoff import retrying_on
 from coordinator.participant._barrier import BarrierOptions, BusinessFn
-from coordinator.participant._errors import Refused, describe, is_lock_timeout, is_transient
-from coordinator.participant._session import guard_session
-from coordinator.participant._two_phase_db import wait_session_gone, xa_driver
-from coordinator.participant._two_phase_table import (
+from coordinator.participant._db.backoff import retrying_on
+from coordinator.participant._db.errors import Refused, describe, is_lock_timeout, is_transient
+from coordinator.participant._db.session import guard_session
+from coordinator.participant._types import BranchKey, Op, Outcome, Reply
+from coordinator.participant.two_phase._table import (
     XaRow,
     XaState,
     age,
@@ -51,8 +51,8 @@ from coordinator.participant._two_phase_table import (
     witness_committed,
     write_witness,
 )
-from coordinator.participant._two_phase_xid import xid_for
-from coordinator.participant._types import BranchKey, Op, Outcome, Reply
+from coordinator.participant.two_phase._xa import wait_session_gone, xa_driver
+from coordinator.participant.two_phase._xid import xid_for
 
 log = logging.getLogger("coordinator.participant.two_phase")
 _MESSAGE_CHARS = 512
