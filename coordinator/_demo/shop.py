@@ -15,10 +15,6 @@ from ..server._context import Context
 Handler = Callable[[dict[str, object]], str | None]  # returns a refusal message, or None
 
 
-class Refused(Exception):
-    pass
-
-
 class InMemoryParticipant(ppb_grpc.ParticipantServicer):
     def __init__(self, handlers: dict[str, Handler]) -> None:
         self._handlers = handlers

@@ -8,7 +8,7 @@ record, then act on it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 
 class Protocol(IntEnum):
@@ -55,7 +55,7 @@ class BranchState(IntEnum):
     SKIPPED = 11
 
 
-class Op:
+class Op(StrEnum):
     """Participant operations; also the last segment of an idempotency key."""
 
     EXECUTE = "execute"

@@ -21,7 +21,7 @@ from .events import AttemptFailed, DeadlinePassed, Event, GaveUp, Reply
 from .records import BranchState, BranchStatus, Call, Op, Step, TxRecord, TxState
 
 _ABORT_NEEDED = frozenset({BranchState.RUNNING, BranchState.PREPARED})
-_EXPECTED = {
+_EXPECTED: dict[str, tuple[TxState, frozenset[BranchState]]] = {
     Op.PREPARE: (TxState.PREPARING, frozenset({BranchState.RUNNING})),
     Op.COMMIT: (TxState.COMMITTING, frozenset({BranchState.PREPARED})),
     Op.ABORT: (TxState.ABORTING, _ABORT_NEEDED),

@@ -42,7 +42,7 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
-_METHODS = {
+_METHODS: dict[str, str] = {
     Op.EXECUTE: "Execute",
     Op.COMPENSATE: "Compensate",
     Op.PREPARE: "Prepare",

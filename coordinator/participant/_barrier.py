@@ -35,7 +35,7 @@ from coordinator.participant._db.errors import Refused, describe, is_transient
 from coordinator.participant._db.session import guard_session
 from coordinator.participant._db.sql import blob, db_now, insert_ignore
 from coordinator.participant._db.tables import barrier
-from coordinator.participant._types import BranchKey, Op, Outcome, Reply
+from coordinator.participant._types import BranchKey, Op, Outcome, Reply, forward_of
 
 BusinessFn = Callable[[AsyncConnection], Awaitable[bytes | None]]
 """The service's business step: gets the barrier's connection (inside its transaction),
@@ -119,7 +119,7 @@ class Barrier:
             async with self._engine.connect() as conn:
                 await guard_session(conn, self._options.session_timeout)
                 async with conn.begin():
-                    forward = key.op.forward
+                    forward = forward_of(key.op)
                     if forward is None:
                         return await _forward(conn, key, fn)
                     return await _undo(conn, key, forward, fn)

@@ -33,7 +33,7 @@ from coordinator.participant._types import BranchKey, Op, Outcome, Reply
 from coordinator.participant.two_phase._branches import InDoubtBranch, TwoPhase, TwoPhaseOptions
 from coordinator.participant.two_phase._recovery import (
     CoordinatorDecisions,
-    Recovery,
+    InDoubtResolver,
     RecoveryReport,
 )
 from coordinator.participant.two_phase._xa import check_two_phase
@@ -91,7 +91,7 @@ class ParticipantHost:
         self._options = options or HostOptions()
         self._barrier = Barrier(engine, self._options.barrier)
         self._two_phase = TwoPhase(engine, self._options.barrier, self._options.two_phase)
-        self._recovery: Recovery | None = None
+        self._resolver: InDoubtResolver | None = None
         self._registry = Registry()
         self._health = DatabaseHealth(engine, (SERVICE, ""), self._options)
         self._server: grpc.aio.Server | None = None
@@ -242,8 +242,8 @@ class ParticipantHost:
         decisions = CoordinatorDecisions(opts.coordinator, opts.coordinator_timeout,
                                          opts.coordinator_tls_ca)
         round_timeout = self._options.barrier.session_timeout + 2 * opts.coordinator_timeout
-        self._recovery = Recovery(self._two_phase, decisions, opts.recovery_interval, round_timeout)
-        self._recovery.start()
+        self._resolver = InDoubtResolver(self._two_phase, decisions, opts.recovery_interval, round_timeout)
+        self._resolver.start()
 
     # -- two-phase commit: in-doubt branches ---------------------------------------------
 
@@ -255,22 +255,22 @@ class ParticipantHost:
     async def recover(self) -> RecoveryReport:
         """Run one recovery round now (asks the configured coordinator)."""
         opts = self._options.two_phase
-        if self._recovery is not None:
-            return await self._recovery.run_once()
+        if self._resolver is not None:
+            return await self._resolver.run_once()
         decisions = (CoordinatorDecisions(opts.coordinator, opts.coordinator_timeout,
                                           opts.coordinator_tls_ca) if opts.coordinator else None)
-        recovery = Recovery(self._two_phase, decisions, opts.recovery_interval)
+        resolver = InDoubtResolver(self._two_phase, decisions, opts.recovery_interval)
         try:
-            return await recovery.run_once()
+            return await resolver.run_once()
         finally:
-            await recovery.stop()
+            await resolver.stop()
 
     async def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING, refuse new calls, let calls in flight finish within ``grace``."""
         server, self._server = self._server, None
-        recovery, self._recovery = self._recovery, None
-        if recovery is not None:
-            await bounded(recovery.stop(), STOP_STEP_S, "2PC recovery loop")
+        resolver, self._resolver = self._resolver, None
+        if resolver is not None:
+            await bounded(resolver.stop(), STOP_STEP_S, "2PC recovery loop")
         await bounded(self._health.shutdown(), STOP_STEP_S, "health")
         grace = self._options.shutdown_grace if grace is None else grace
         if server is not None:

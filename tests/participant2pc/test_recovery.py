@@ -23,7 +23,7 @@ from coordinator.participant import (
     xid_for,
 )
 from coordinator.participant._db.tables import xa as xa_table
-from coordinator.participant.two_phase._recovery import Recovery, Verdict, verdict_of
+from coordinator.participant.two_phase._recovery import InDoubtResolver, Verdict, verdict_of
 from coordinator.participant.two_phase._xid import XID_PREFIX, is_txc_xid, literal
 
 from ._service import build
@@ -58,7 +58,7 @@ async def test_round_applies_decisions_and_leaves_the_undecided(
         # A call in progress for "busy" holds its row: recovery skips it this round.
         await holder.execute(select(xa_table.c.xid).where(xa_table.c.xid == xid_for(gids["busy"], "a"))
                              .with_for_update())
-        report = await Recovery(TwoPhase(db.engine), stub, 1.0).run_once()
+        report = await InDoubtResolver(TwoPhase(db.engine), stub, 1.0).run_once()
 
     def ours(branches: tuple[object, ...]) -> set[str]:
         return {b.gid for b in branches if b.gid in gids.values()}  # type: ignore[attr-defined]
@@ -178,7 +178,7 @@ async def test_a_stuck_round_is_given_up_and_the_next_one_resolves(
         db: Db, host: ParticipantHost, gid: str) -> None:
     assert (await call(host, Op.PREPARE, gid, "a", {"id": gid})).outcome == ppb.OUTCOME_OK
     stub = HangsOnce({})
-    recovery = Recovery(TwoPhase(db.engine), stub, interval=0.05, round_timeout=0.5)
+    recovery = InDoubtResolver(TwoPhase(db.engine), stub, interval=0.05, round_timeout=0.5)
     recovery.start()
     try:
         for _ in range(100):

@@ -96,8 +96,9 @@ class RecoveryReport:
         return max((b.age for b in self.in_doubt), default=0.0)
 
 
-class Recovery:
-    """Runs recovery rounds for one :class:`TwoPhase` (one database)."""
+class InDoubtResolver:
+    """Finishes one database's in-doubt branches (:class:`TwoPhase`): each round lists the
+    prepared branches, asks the coordinator for their decisions and applies them."""
 
     def __init__(self, two_phase: TwoPhase, decisions: DecisionSource | None, interval: float,
                  round_timeout: float = 60.0) -> None:
