@@ -50,23 +50,28 @@ _MESSAGE_CHARS = 512
 
 @dataclass(frozen=True)
 class BarrierOptions:
-    """Options of every local transaction the SDK runs (saga barrier and 2PC alike).
-    attempts: whole-transaction tries on transient errors before answering RETRY.
-    session_timeout: seconds of silence after which the database ends a session of the
-    SDK's (PostgreSQL idle_in_transaction_session_timeout, MySQL wait_timeout), so a
-    connection lost mid-call cannot hold its row locks, or a prepared XID, for hours;
-    must exceed the host's call_timeout."""
+    """Options of every local transaction the SDK runs (saga barrier and 2PC alike)."""
 
     attempts: int = 3
-    initial_backoff: float = 0.01
-    max_backoff: float = 0.5
-    session_timeout: float = 30.0
+    """Whole-transaction tries on transient database errors before answering RETRY."""
+
+    initial_backoff_s: float = 0.01
+    """Wait before the second try; doubles per try, with jitter."""
+
+    max_backoff_s: float = 0.5
+    """Cap of the wait between tries."""
+
+    session_timeout_s: float = 30.0
+    """Seconds of silence after which the database ends a session of the SDK's (PostgreSQL
+    ``idle_in_transaction_session_timeout``, MySQL ``wait_timeout``), so that a connection
+    lost mid-call cannot hold its row locks, or a prepared XID, for hours. Must exceed
+    :attr:`HostOptions.call_timeout_s`."""
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError("attempts must be at least 1")
-        if self.session_timeout <= 0:
-            raise ValueError("session_timeout must be positive")
+        if self.session_timeout_s <= 0:
+            raise ValueError("session_timeout_s must be positive")
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,7 @@ class Barrier:
         (after a rollback): they are bugs, and the caller decides what to answer.
         """
         opts = self._options
-        retrying = retrying_on(is_transient, opts.attempts, opts.initial_backoff, opts.max_backoff)
+        retrying = retrying_on(is_transient, opts.attempts, opts.initial_backoff_s, opts.max_backoff_s)
         try:
             async for attempt in retrying:
                 with attempt:
@@ -117,7 +122,7 @@ class Barrier:
     async def _once(self, key: BranchKey, fn: BusinessFn) -> Reply:
         try:
             async with self._engine.connect() as conn:
-                await guard_session(conn, self._options.session_timeout)
+                await guard_session(conn, self._options.session_timeout_s)
                 async with conn.begin():
                     forward = forward_of(key.op)
                     if forward is None:

@@ -27,14 +27,17 @@ _DAY = 86_400.0
 
 @dataclass(frozen=True)
 class PurgeOptions:
-    """batch_size rows per transaction; pause seconds between batches."""
+    """How a purge paces its deletes, so that live calls never queue behind it."""
 
     batch_size: int = 1000
-    pause: float = 0.01
+    """Rows deleted per (short) transaction."""
+
+    pause_s: float = 0.01
+    """Pause between batches."""
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.pause < 0:
-            raise ValueError("batch_size must be at least 1 and pause not negative")
+        if self.batch_size < 1 or self.pause_s < 0:
+            raise ValueError("batch_size must be at least 1 and pause_s not negative")
 
 
 @dataclass(frozen=True)
@@ -77,4 +80,4 @@ async def _purge(
         total += len(batch)
         if len(batch) < opts.batch_size:
             return total
-        await asyncio.sleep(opts.pause)
+        await asyncio.sleep(opts.pause_s)

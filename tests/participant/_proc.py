@@ -35,8 +35,8 @@ async def write(dsn: str, gid: str) -> None:
 
 async def relay(dsn: str, target: str) -> None:
     engine = create_engine(dsn)
-    options = RelayOptions(lease=LEASE, send_timeout=LEASE / 2.5, poll_interval=0.05,
-                           initial_backoff=0.01)
+    options = RelayOptions(lease_s=LEASE, send_timeout_s=LEASE / 2.5, poll_interval_s=0.05,
+                           initial_backoff_s=0.01)
     print("relaying", flush=True)
     await Relay(engine, {outbox.START_SAGA: StartSagaSender(target)}, options).run()
 

@@ -294,7 +294,7 @@ async def test_barrier_transactions_run_in_a_guarded_session(db: Db, gid: str) -
         seen.append(int(value.removesuffix("ms").removesuffix("s")))  # PG shows "17s", "17500ms"
         return b""
 
-    barrier = Barrier(db.engine, BarrierOptions(session_timeout=17))
+    barrier = Barrier(db.engine, BarrierOptions(session_timeout_s=17))
     reply = await barrier.call(BranchKey(gid, "b1", Op.EXECUTE), read_guard)
     assert reply.outcome is Outcome.OK
     assert seen == [17]

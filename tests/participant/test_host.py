@@ -45,8 +45,8 @@ class Transfer:
 
 
 def build_host(engine: AsyncEngine, **options: float) -> ParticipantHost:
-    opts = {"call_timeout": 1.0, "health_interval": 0.1, "health_timeout": 0.5,
-            "shutdown_grace": 2.0, **options}
+    opts = {"call_timeout_s": 1.0, "health_interval_s": 0.1, "health_timeout_s": 0.5,
+            "shutdown_grace_s": 2.0, **options}
     host = ParticipantHost(engine, HostOptions(**opts))  # type: ignore[arg-type]
 
     async def move(ctx: BranchContext, conn: AsyncConnection, t: Transfer, sign: int) -> bytes:
@@ -182,7 +182,7 @@ async def test_bug_in_handler_is_retry_and_rolls_back(db: Db, served: Served, gi
 
 
 async def test_call_timeout_is_retry_and_leaves_nothing(db: Db, gid: str) -> None:
-    s = await serve(build_host(db.engine, call_timeout=0.3))
+    s = await serve(build_host(db.engine, call_timeout_s=0.3))
     try:
         reply = await s.call("Execute", gid, "slow.op", b"5")
         assert reply.outcome == ppb.OUTCOME_RETRY and "timed out" in reply.message
@@ -197,7 +197,7 @@ async def test_call_timeout_is_retry_and_leaves_nothing(db: Db, gid: str) -> Non
 
 async def test_work_outlives_an_impatient_caller_and_its_retry_gets_the_outcome(
         db: Db, gid: str) -> None:
-    s = await serve(build_host(db.engine, call_timeout=5.0))
+    s = await serve(build_host(db.engine, call_timeout_s=5.0))
     try:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await s.call("Execute", gid, "slow.op", b"0.6", deadline_s=0.2)
@@ -258,10 +258,10 @@ async def test_wrong_dsn_at_startup_names_it_without_the_password() -> None:
 
 
 async def test_stop_lets_calls_in_flight_finish(db: Db, gid: str) -> None:
-    s = await serve(build_host(db.engine, call_timeout=5.0))
+    s = await serve(build_host(db.engine, call_timeout_s=5.0))
     in_flight = asyncio.ensure_future(s.call("Execute", gid, "slow.op", b"0.5"))
     await asyncio.sleep(0.2)
-    await s.host.stop(grace=3.0)
+    await s.host.stop(grace_s=3.0)
     reply = await in_flight
     assert reply.outcome == ppb.OUTCOME_OK and reply.result == b"slow done"
     assert await db.count_effects(gid) == 1

@@ -37,8 +37,8 @@ pytestmark = pytest.mark.integration
 
 PROC = Path(__file__).with_name("_proc.py")
 Relaying = tuple[SagaReceiver, StartSagaSender]
-FAST = RelayOptions(lease=2.0, send_timeout=0.5, poll_interval=0.05, initial_backoff=0.01,
-                    max_backoff=0.05)
+FAST = RelayOptions(lease_s=2.0, send_timeout_s=0.5, poll_interval_s=0.05, initial_backoff_s=0.01,
+                    max_backoff_s=0.05)
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ async def receiver() -> AsyncIterator[tuple[SagaReceiver, str]]:
 @pytest.fixture
 async def relay_for(receiver: tuple[SagaReceiver, str]) -> AsyncIterator[Relaying]:
     r, target = receiver
-    sender = StartSagaSender(target, timeout=1.0)
+    sender = StartSagaSender(target, timeout_s=1.0)
     yield r, sender
     await sender.close()
 

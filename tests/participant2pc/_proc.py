@@ -24,7 +24,7 @@ from tests.participant2pc._service import build
 
 
 async def serve(dsn: str, coordinator: str) -> None:
-    two_phase = TwoPhaseOptions(coordinator=coordinator, recovery_interval=0.2)
+    two_phase = TwoPhaseOptions(coordinator=coordinator, recovery_interval_s=0.2)
     host = build(create_engine(dsn), HostOptions(two_phase=two_phase))
     port = await host.start("127.0.0.1:0")
     print(f"serving {port}", flush=True)

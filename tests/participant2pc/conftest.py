@@ -182,7 +182,7 @@ async def hosts(dbs: dict[str, Db]) -> AsyncIterator[dict[str, Served]]:
     served: dict[str, Served] = {}
     try:
         for kind, db in dbs.items():
-            host = build(db.engine, HostOptions(call_timeout=10.0))
+            host = build(db.engine, HostOptions(call_timeout_s=10.0))
             port = await host.start("127.0.0.1:0")
             served[kind] = Served(host, f"127.0.0.1:{port}")
         yield served

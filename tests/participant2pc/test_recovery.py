@@ -67,7 +67,7 @@ async def test_round_applies_decisions_and_leaves_the_undecided(
     assert ours(report.committed) == {gids["commit"]}
     assert ours(report.aborted) == {gids["abort"]}
     assert ours(report.left) == {gids["open"], gids["busy"]}
-    assert report.oldest_age >= 0
+    assert report.oldest_age_s >= 0
     assert (await db.value(gids["commit"]), await db.value(gids["abort"])) == (1, None)
     assert "2PC in-doubt branches: " in caplog.text
     assert f"gid={gids['commit']} branch=a committed" in caplog.text
@@ -178,7 +178,7 @@ async def test_a_stuck_round_is_given_up_and_the_next_one_resolves(
         db: Db, host: ParticipantHost, gid: str) -> None:
     assert (await call(host, Op.PREPARE, gid, "a", {"id": gid})).outcome == ppb.OUTCOME_OK
     stub = HangsOnce({})
-    recovery = InDoubtResolver(TwoPhase(db.engine), stub, interval=0.05, round_timeout=0.5)
+    recovery = InDoubtResolver(TwoPhase(db.engine), stub, interval_s=0.05, round_timeout_s=0.5)
     recovery.start()
     try:
         for _ in range(100):

@@ -45,4 +45,4 @@ async def purge_two_phase(
         done += len(xids)
         if len(xids) < opts.batch_size:
             return done
-        await asyncio.sleep(opts.pause)
+        await asyncio.sleep(opts.pause_s)
