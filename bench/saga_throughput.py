@@ -28,8 +28,8 @@ from _load import closed_loop, pct
 from coordinator import CoordinatorClient, Saga, Step, pb
 from coordinator._proto.txc.v1 import participant_pb2 as ppb
 from coordinator._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
+from coordinator.net import free_port
 from coordinator.server import DevEtcd
-from coordinator.server._dev_etcd import free_port
 
 HERE = Path(__file__).resolve().parent
 

@@ -41,9 +41,9 @@ from chaos.workload.schema import ledger, orders, reset_accounts, reset_orders
 from chaos.workload.services import OUT_OF_STOCK_EVERY, Transfer
 from coordinator._proto.txc.v1 import participant_pb2 as ppb
 from coordinator._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
+from coordinator.net import free_port
 from coordinator.participant import create_engine
 from coordinator.server import DevEtcd
-from coordinator.server._dev_etcd import free_port
 
 MODES = ("none", "direct", "saga", "2pc")
 ACCOUNTS = 2000  # spread over many rows: the figures are about coordination, not row locks

@@ -18,8 +18,8 @@ import pytest
 
 from coordinator import CoordinatorClient
 from coordinator.log import EtcdOptions
+from coordinator.net import free_port
 from coordinator.server import CoordinatorServer, DevEtcd, ServerOptions
-from coordinator.server._dev_etcd import free_port
 
 from .participant import ScriptedParticipant
 
