@@ -9,8 +9,9 @@ import pytest
 
 from coordinator import Retry, Saga, Step, pb
 from coordinator.server import CoordinatorServer, DevEtcd
+from tests.support.coordinators import running, server_options
 
-from .conftest import client_for, running, server_options
+from .conftest import client_for
 from .participant import ScriptedParticipant
 
 pytestmark = pytest.mark.integration

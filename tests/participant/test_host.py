@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from chaos.proxy import FaultProxy, Reset
 from coordinator._proto.txc.v1 import participant_pb2 as ppb
 from coordinator._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
 from coordinator.participant import (
@@ -27,7 +28,6 @@ from coordinator.participant import (
 )
 from coordinator.participant._db.tables import barrier as barrier_table
 
-from ._support import TcpProxy
 from .conftest import Db, accounts, effects, new_account
 
 pytestmark = pytest.mark.integration
@@ -214,18 +214,18 @@ async def test_work_outlives_an_impatient_caller_and_its_retry_gets_the_outcome(
 
 async def test_database_down_is_retry_and_health_follows(db: Db, gid: str) -> None:
     url = make_url(db.dsn)
-    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 0)
+    proxy = FaultProxy("127.0.0.1", 0, url.host or "127.0.0.1", url.port or 0, "database")
     port = await proxy.start()
     engine = create_engine(url.set(port=port).render_as_string(hide_password=False))
     s = await serve(build_host(engine))
     try:
         acct = await account(db)
         assert await s.status() == health_pb2.HealthCheckResponse.SERVING
-        await proxy.cut()
+        proxy.set_fault("both", Reset())  # every connection reset, new ones refused
         down = await s.call("Execute", gid, "accounts.debit", transfer(acct, 1))
         assert down.outcome == ppb.OUTCOME_RETRY, down.message
         await _eventually(s, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await proxy.restore()
+        proxy.heal()
         await _eventually(s, health_pb2.HealthCheckResponse.SERVING)
         up = await s.call("Execute", gid, "accounts.debit", transfer(acct, 1), attempt=2)
         assert up.outcome == ppb.OUTCOME_OK
@@ -233,7 +233,7 @@ async def test_database_down_is_retry_and_health_follows(db: Db, gid: str) -> No
     finally:
         await s.channel.close(None)
         await s.host.stop(0)
-        await proxy.cut()
+        await proxy.stop()
         await engine.dispose()
 
 

@@ -29,8 +29,7 @@ from coordinator.participant._db.migrations import (
     head_revision,
 )
 from coordinator.participant._db.tables import metadata
-
-from .conftest import SERVERS, create_database, drop_database
+from tests.support.databases import SERVERS, create_database, drop_database
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +41,9 @@ OURS = {"txc_barrier", "txc_outbox", "txc_xa"}
 async def fresh(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     kind: str = request.param
     name = f"txc_sdk_mig_{os.getpid()}"
-    dsn = await create_database(kind, name)
+    dsn = await create_database(SERVERS[kind], name)
     yield dsn
-    await drop_database(kind, name)
+    await drop_database(SERVERS[kind], name)
 
 
 def _tables(conn: Connection) -> set[str]:

@@ -25,6 +25,7 @@ from coordinator.participant import (
 from coordinator.participant._db.tables import xa as xa_table
 from coordinator.participant.two_phase._recovery import InDoubtResolver, Verdict, verdict_of
 from coordinator.participant.two_phase._xid import XID_PREFIX, is_txc_xid, literal
+from tests.support import databases
 
 from ._service import build
 from .conftest import Db, call
@@ -111,8 +112,7 @@ def test_xids_are_deterministic_short_and_prefixed() -> None:
 
 async def test_max_prepared_transactions_zero_is_reported_clearly() -> None:
     """The shared server on 5432 runs with max_prepared_transactions = 0."""
-    dsn = os.environ.get("TXC_TEST_PG_DSN", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-    engine = create_engine(dsn)
+    engine = create_engine(databases.SERVERS["postgresql"])
     try:
         async with engine.connect() as conn:
             setting = int((await conn.execute(text("SHOW max_prepared_transactions"))).scalar_one())
@@ -129,20 +129,15 @@ async def test_max_prepared_transactions_zero_is_reported_clearly() -> None:
 
 
 async def test_start_without_the_table_names_the_migration(dbs: dict[str, Db]) -> None:
-    from sqlalchemy.engine import make_url
-
-    from .conftest import _admin
-
-    server = make_url(dbs["mariadb"].dsn).set(database="test").render_as_string(hide_password=False)
+    server = databases.on_server(dbs["mariadb"].dsn, "test")
     name = f"txc_2pc_bare_{os.getpid()}"
-    await _admin(server, f"CREATE DATABASE IF NOT EXISTS {name}")
-    engine = create_engine(make_url(server).set(database=name).render_as_string(hide_password=False))
+    engine = create_engine(await databases.create_database(server, name))
     try:
         with pytest.raises(TwoPhaseUnavailable, match=r"txc_xa is missing.*txc migrate"):
             await check_two_phase(engine)
     finally:
         await engine.dispose()
-        await _admin(server, f"DROP DATABASE IF EXISTS {name}")
+        await databases.drop_database(server, name)
 
 
 async def test_purge_removes_only_old_finished_rows(db: Db, host: ParticipantHost, gid: str) -> None:

@@ -14,7 +14,6 @@ import pytest
 from coordinator import CoordinatorClient, pb
 from coordinator._proto.txc.v1 import participant_pb2 as ppb
 from coordinator._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
-from coordinator.log import EtcdOptions
 from coordinator.participant import (
     Decision,
     HostOptions,
@@ -23,7 +22,8 @@ from coordinator.participant import (
     TwoPhaseOptions,
 )
 from coordinator.participant.two_phase._recovery import CoordinatorDecisions
-from coordinator.server import CoordinatorServer, DevEtcd, ServerOptions
+from coordinator.server import CoordinatorServer, DevEtcd
+from tests.support.coordinators import server_options
 
 from ._service import build
 from .conftest import Db, branch, call
@@ -35,9 +35,8 @@ async def test_two_phase_over_tls_both_ways(db: Db, etcd: DevEtcd, gid: str,
                                             tls_certificate: tuple[Path, Path]) -> None:
     cert, key = tls_certificate
     ca, files = cert.read_bytes(), TlsFiles.read(str(cert), str(key))
-    options = replace(ServerOptions(), listen="127.0.0.1:0", tls=files, participant_tls_ca=ca,
-                      etcd=EtcdOptions(endpoints=(etcd.endpoint,),
-                                       prefix=f"/tls/{uuid.uuid4().hex[:8]}", lease_ttl_s=2))
+    options = replace(server_options(etcd, f"/tls/{uuid.uuid4().hex[:8]}"), tls=files,
+                      participant_tls_ca=ca)
     server = CoordinatorServer(options)
     await server.start()
     address = f"127.0.0.1:{server.port}"

@@ -1,16 +1,18 @@
-"""Processes the outbox crash tests kill with SIGKILL (run by path, not imported).
+"""The child the outbox crash tests kill with SIGKILL (tests/support/processes.py):
 
-    _proc.py write DSN GID     commit a business row + a StartSaga message, then hang
-    _proc.py relay DSN TARGET  run a relay against TARGET until killed
+    python -m tests.participant._outbox_child write DSN GID     commit a business row + a
+                                                                StartSaga message, then hang
+    python -m tests.participant._outbox_child relay DSN TARGET  run a relay against TARGET
+                                                                until killed
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 
 from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
 from coordinator.participant import Relay, RelayOptions, StartSagaSender, create_engine, outbox
+from tests.support.processes import child_main
 
 LEASE = 1.0
 
@@ -42,5 +44,4 @@ async def relay(dsn: str, target: str) -> None:
 
 
 if __name__ == "__main__":
-    mode, dsn, arg = sys.argv[1:4]
-    asyncio.run(write(dsn, arg) if mode == "write" else relay(dsn, arg))
+    child_main({"write": write, "relay": relay})
