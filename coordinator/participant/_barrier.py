@@ -34,7 +34,7 @@ from coordinator.participant._db.backoff import retrying_on
 from coordinator.participant._db.errors import Refused, describe, is_transient
 from coordinator.participant._db.session import guard_session
 from coordinator.participant._db.sql import blob, db_now, insert_ignore
-from coordinator.participant._db.tables import barrier
+from coordinator.participant._db.tables import MESSAGE_CHARS, barrier
 from coordinator.participant._types import BranchKey, Op, Outcome, Reply, forward_of
 
 BusinessFn = Callable[[AsyncConnection], Awaitable[bytes | None]]
@@ -45,7 +45,6 @@ returns the result bytes for the reply. Must not commit or roll back itself."""
 UNDO_REASON = {Op.COMPENSATE: "null-compensation", Op.ABORT: "rollback"}
 # Ops whose refusal is an answer worth keeping (a vote / a failed action).
 _RECORDED_REFUSALS = frozenset({Op.EXECUTE, Op.PREPARE})
-_MESSAGE_CHARS = 512
 
 
 @dataclass(frozen=True)
@@ -162,29 +161,31 @@ async def _run(conn: AsyncConnection, key: BranchKey, fn: BusinessFn) -> Reply:
         try:
             result = await fn(conn)
         except Refused as exc:
-            raise _Rollback(_refusal(exc)) from exc
-        return await _store(conn, key, Reply(Outcome.OK, _as_bytes(result)))
+            raise _Rollback(refusal(exc)) from exc
+        return await _store(conn, key, Reply(Outcome.OK, as_result(result)))
     # A savepoint lets a refusal undo the business writes but keep the barrier row.
     savepoint = await conn.begin_nested()
     try:
         result = await fn(conn)
     except Refused as exc:
         await savepoint.rollback()
-        return await _store(conn, key, _refusal(exc))
+        return await _store(conn, key, refusal(exc))
     await savepoint.commit()
-    return await _store(conn, key, Reply(Outcome.OK, _as_bytes(result)))
+    return await _store(conn, key, Reply(Outcome.OK, as_result(result)))
 
 
-def _refusal(exc: Refused) -> Reply:
-    return Reply(Outcome.FAILED, message=(str(exc) or "refused")[:_MESSAGE_CHARS])
+def refusal(exc: Refused) -> Reply:
+    """The FAILED reply a :class:`Refused` stands for (its message fits the table's column)."""
+    return Reply(Outcome.FAILED, message=(str(exc) or "refused")[:MESSAGE_CHARS])
 
 
-def _as_bytes(result: object) -> bytes:
+def as_result(result: object, what: str = "a business function") -> bytes:
+    """A business function's return value as the reply's result bytes."""
     if result is None:
         return b""
     if isinstance(result, bytes):
         return result
-    raise TypeError(f"a business function must return bytes or None, not {type(result).__name__}")
+    raise TypeError(f"{what} must return bytes or None, not {type(result).__name__}")
 
 
 async def _insert(conn: AsyncConnection, key: BranchKey, reason: str) -> bool:

@@ -102,6 +102,10 @@ class Served:
         answer = await self.health.Check(health_pb2.HealthCheckRequest(service="txc.v1.Participant"))
         return int(answer.status)
 
+    async def close(self) -> None:
+        await self.channel.close(None)
+        await self.host.stop(0)
+
 
 async def serve(host: ParticipantHost) -> Served:
     port = await host.start("127.0.0.1:0")
@@ -114,8 +118,7 @@ async def serve(host: ParticipantHost) -> Served:
 async def served(db: Db) -> AsyncIterator[Served]:
     s = await serve(build_host(db.engine))
     yield s
-    await s.channel.close(None)
-    await s.host.stop(0)
+    await s.close()
 
 
 def transfer(account: str, amount: int) -> bytes:
@@ -191,8 +194,7 @@ async def test_call_timeout_is_retry_and_leaves_nothing(db: Db, gid: str) -> Non
         assert again.outcome == ppb.OUTCOME_OK
         assert await db.open_transactions() == 0
     finally:
-        await s.channel.close(None)
-        await s.host.stop(0)
+        await s.close()
 
 
 async def test_work_outlives_an_impatient_caller_and_its_retry_gets_the_outcome(
@@ -208,8 +210,7 @@ async def test_work_outlives_an_impatient_caller_and_its_retry_gets_the_outcome(
         assert (again.outcome, again.result) == (ppb.OUTCOME_OK, b"slow done")
         assert await db.count_effects(gid) == 1
     finally:
-        await s.channel.close(None)
-        await s.host.stop(0)
+        await s.close()
 
 
 async def test_database_down_is_retry_and_health_follows(db: Db, gid: str) -> None:
@@ -231,8 +232,7 @@ async def test_database_down_is_retry_and_health_follows(db: Db, gid: str) -> No
         assert up.outcome == ppb.OUTCOME_OK
         assert await db.count_effects(gid) == 1
     finally:
-        await s.channel.close(None)
-        await s.host.stop(0)
+        await s.close()
         await proxy.stop()
         await engine.dispose()
 
@@ -304,8 +304,7 @@ async def test_connections_the_server_dropped_fail_no_call_and_no_health_check(d
         assert reply.outcome == ppb.OUTCOME_OK, reply.message
         assert await rows_for(db, gid) == 1
     finally:
-        await s.channel.close(None)
-        await s.host.stop(0)
+        await s.close()
         await engine.dispose()
 
 

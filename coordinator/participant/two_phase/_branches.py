@@ -33,7 +33,7 @@ from enum import StrEnum
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from coordinator.participant._barrier import BarrierOptions, BusinessFn
+from coordinator.participant._barrier import BarrierOptions, BusinessFn, as_result, refusal
 from coordinator.participant._db.backoff import retrying_on
 from coordinator.participant._db.errors import Refused, describe, is_lock_timeout, is_transient
 from coordinator.participant._db.session import guard_session
@@ -55,7 +55,6 @@ from coordinator.participant.two_phase._xa import wait_session_gone, xa_driver
 from coordinator.participant.two_phase._xid import xid_for
 
 log = logging.getLogger("coordinator.participant.two_phase")
-_MESSAGE_CHARS = 512
 
 
 class Decision(StrEnum):
@@ -213,10 +212,10 @@ class TwoPhase:
             try:
                 await driver.begin(conn, xid, self._limits.lock_timeout_s, self._options.session_timeout_s)
                 try:
-                    result = _as_bytes(await business(conn))
+                    result = as_result(await business(conn), "a prepare handler")
                 except Refused as exc:
                     await driver.rollback_active(conn, xid)
-                    return Reply(Outcome.FAILED, message=(str(exc) or "refused")[:_MESSAGE_CHARS])
+                    return refusal(exc)
                 await write_witness(conn, key)
                 await driver.prepare(conn, xid)
             except BaseException as exc:
@@ -349,14 +348,6 @@ def _vote_again(row: XaRow) -> Reply:
 def _conflict(key: BranchKey, message: str) -> Reply:
     log.warning("2PC gid=%s branch=%s: %s", key.gid, key.branch, message)
     return Reply(Outcome.FAILED, message=message)
-
-
-def _as_bytes(result: object) -> bytes:
-    if result is None:
-        return b""
-    if isinstance(result, bytes):
-        return result
-    raise TypeError(f"a prepare handler must return bytes or None, not {type(result).__name__}")
 
 
 async def _discard(conn: AsyncConnection) -> None:

@@ -8,41 +8,20 @@ rows (well past a transaction's longest life); ``purge`` removes those witness r
 
 from __future__ import annotations
 
-import asyncio
-from datetime import datetime
-
-from sqlalchemy import delete, select
+from sqlalchemy import and_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from coordinator.participant._db.sql import db_shifted
 from coordinator.participant._db.tables import xa
-from coordinator.participant._retention import PurgeOptions
+from coordinator.participant._retention import PurgeOptions, cutoff, purge_batches
 from coordinator.participant.two_phase._table import FINISHED
-
-_DAY = 86_400.0
 
 
 async def purge_two_phase(
     engine: AsyncEngine, older_than_days: float, options: PurgeOptions | None = None
 ) -> int:
     """Delete finished ``txc_xa`` rows last updated more than N days ago; the count."""
-    if older_than_days <= 0:
-        raise ValueError("older_than_days must be positive")
-    opts = options or PurgeOptions()
-    async with engine.connect() as conn:
-        cutoff: datetime = (
-            await conn.execute(select(db_shifted(conn, -older_than_days * _DAY)))
-        ).scalar_one()
-    done = 0
-    finished = [state.value for state in FINISHED]
-    while True:
-        async with engine.begin() as conn:
-            # Pick by primary key first: the delete then locks only the rows it removes.
-            picked = select(xa.c.xid).where(xa.c.state.in_(finished), xa.c.updated_at < cutoff)
-            xids = list((await conn.execute(picked.limit(opts.batch_size))).scalars())
-            if xids:
-                await conn.execute(delete(xa).where(xa.c.xid.in_(xids), xa.c.state.in_(finished)))
-        done += len(xids)
-        if len(xids) < opts.batch_size:
-            return done
-        await asyncio.sleep(opts.pause_s)
+    before = await cutoff(engine, older_than_days)
+    finished = xa.c.state.in_([state.value for state in FINISHED])
+    # Checked again by the delete: only finished rows may go, whatever changed meanwhile.
+    return await purge_batches(engine, xa, xa.c.xid, and_(finished, xa.c.updated_at < before),
+                               options or PurgeOptions(), recheck=finished)
