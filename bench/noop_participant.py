@@ -7,9 +7,8 @@ import sys
 
 import grpc
 
-from coordinator._proto.txc.v1 import participant_pb2 as ppb
-from coordinator._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
-from coordinator.server._context import Context
+from coordinator import ppb, ppb_grpc
+from coordinator.server import Context
 
 OK = ppb.BranchReply(outcome=ppb.OUTCOME_OK)
 

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from coordinator import CoordinatorClient, Saga, Step
+from coordinator.net import free_port
 from coordinator.server import DevEtcd
-from coordinator.server._dev_etcd import free_port
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

@@ -25,8 +25,8 @@ from _cpu import CpuMeter, format_row
 from _load import closed_loop, pct
 
 from coordinator import CoordinatorClient, ParticipantClient, Saga, Step, TwoPhase
+from coordinator.net import free_port
 from coordinator.server import DevEtcd
-from coordinator.server._dev_etcd import free_port
 
 HERE = Path(__file__).resolve().parent
 

@@ -39,9 +39,9 @@ from txcoord_chaos.workload.schema import ledger, orders, reset_accounts, reset_
 from txcoord_chaos.workload.services import OUT_OF_STOCK_EVERY, Transfer
 
 from coordinator import ParticipantClient, ppb
+from coordinator.net import free_port
 from coordinator.participant import create_engine
 from coordinator.server import DevEtcd
-from coordinator.server._dev_etcd import free_port
 
 MODES = ("none", "direct", "saga", "2pc")
 ACCOUNTS = 2000  # spread over many rows: the figures are about coordination, not row locks

@@ -3,7 +3,9 @@
 Public API: the client for services that start transactions (``CoordinatorClient``), a
 client for calling one participant directly (``ParticipantClient``), the server for
 embedding a coordinator, and the generated messages as ``coordinator.pb`` (Coordinator
-service) and ``coordinator.ppb`` (Participant service). Participants import from
+service) and ``coordinator.ppb`` (Participant service; ``coordinator.ppb_grpc`` holds its
+servicer base class for a participant written without the SDK). Participants import from
+
 
 ``coordinator.participant``. The server parts load on first use, so a participant service
 does not pay for importing them.
@@ -28,6 +30,7 @@ from ._client import (
 from ._participant_client import ParticipantClient
 from ._proto.txc.v1 import coordinator_pb2 as pb
 from ._proto.txc.v1 import participant_pb2 as ppb
+from ._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
 from ._tls import TlsFiles
 
 if TYPE_CHECKING:
@@ -45,4 +48,4 @@ def __getattr__(name: str) -> Any:
 __all__ = ["SETTLED_STATES", "TERMINAL_STATES", "CoordinatorClient",
  "CoordinatorServer", "DevEtcd", "ListFilter",
            "ParticipantClient", "Retry", "Saga", "ServerOptions", "Step", "TlsFiles", "TwoPhase",
-           "pb", "ppb", "settled"]
+           "pb", "ppb", "ppb_grpc", "settled"]

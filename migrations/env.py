@@ -17,10 +17,10 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from coordinator.participant._dsn import check_connection, parse
-from coordinator.participant._errors import DsnError
-from coordinator.participant._migrations import VERSION_TABLE
-from coordinator.participant._tables import metadata
+from coordinator.participant._db.dsn import check_connection, parse
+from coordinator.participant._db.errors import DsnError
+from coordinator.participant._db.migrations import VERSION_TABLE
+from coordinator.participant._db.tables import metadata
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

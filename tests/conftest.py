@@ -1,4 +1,5 @@
-"""Session-wide test aids: a teardown that hangs says what it waits on; a TLS certificate."""
+"""Session-wide test aids: a teardown that hangs says what it waits on; a TLS certificate;
+the shared fixtures of tests/support."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+pytest_plugins = ["tests.support.fixtures"]
 
 HANG_REPORT_AFTER_S = 45.0
 

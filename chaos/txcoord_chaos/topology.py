@@ -20,8 +20,8 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from coordinator.net import free_port
 from coordinator.participant import create_engine
-from coordinator.server._dev_etcd import free_port
 
 from .etcd_cluster import MEMBERS, EtcdCluster
 from .netns import ISOLATE, Ends, NetError, PacketNet

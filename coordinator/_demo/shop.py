@@ -10,13 +10,9 @@ from collections.abc import Callable
 
 from .._proto.txc.v1 import participant_pb2 as ppb
 from .._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
-from ..server._context import Context
+from ..server import Context
 
 Handler = Callable[[dict[str, object]], str | None]  # returns a refusal message, or None
-
-
-class Refused(Exception):
-    pass
 
 
 class InMemoryParticipant(ppb_grpc.ParticipantServicer):

@@ -19,17 +19,14 @@ from coordinator.participant import (
     DsnError,
     MigrationError,
     PurgeResult,
-    check_connection,
     create_engine,
-    current_revision,
-    downgrade,
-    head_revision,
-    mask,
     purge,
     purge_two_phase,
     upgrade,
 )
-from coordinator.participant._errors import describe
+from coordinator.participant._db.dsn import check_connection, mask
+from coordinator.participant._db.errors import describe
+from coordinator.participant._db.migrations import current_revision, downgrade, head_revision
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 
 class Protocol(IntEnum):
@@ -61,7 +61,7 @@ class BranchState(IntEnum):
     SKIPPED = 11
 
 
-class Op:
+class Op(StrEnum):
     """Participant operations; also the last segment of an idempotency key."""
 
     EXECUTE = "execute"

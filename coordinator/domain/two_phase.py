@@ -26,7 +26,7 @@ from .records import BranchState, BranchStatus, Call, Op, Transition, TxRecord, 
 
 _ABORT_NEEDED = frozenset({BranchState.RUNNING, BranchState.PREPARED})
 _PREPARED = frozenset({BranchState.PREPARED})
-_EXPECTED = {
+_EXPECTED: dict[str, tuple[TxState, frozenset[BranchState]]] = {
     Op.PREPARE: (TxState.PREPARING, frozenset({BranchState.RUNNING})),
     Op.COMMIT: (TxState.COMMITTING, frozenset({BranchState.PREPARED})),
     Op.ABORT: (TxState.ABORTING, _ABORT_NEEDED),

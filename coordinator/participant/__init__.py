@@ -14,65 +14,61 @@
   coordinator (``HostOptions(two_phase=TwoPhaseOptions(coordinator="host:port"))``).
 * :func:`purge` keeps the tables small; :func:`upgrade` (or ``txc migrate``) creates them.
 
+The package is cut by concept: ``two_phase/`` (2PC branches and their in-doubt
+resolver), ``outbox/`` (the message table, relay and senders), ``_db/`` (database
+plumbing: DSNs, dialect differences, the session guard, tables, migrations, errors);
+barrier, host, handlers, health and retention sit at the top. Import from here: the
+sub-packages' private modules may move.
+
 See docs/participant.md.
 """
 
 from coordinator._tls import TlsFiles
-from coordinator.participant import _outbox as outbox
+from coordinator.participant import outbox
 from coordinator.participant._barrier import Barrier, BarrierOptions, BusinessFn
-from coordinator.participant._dsn import check_connection, create_engine, mask
-from coordinator.participant._errors import (
+from coordinator.participant._db.dsn import create_engine
+from coordinator.participant._db.errors import (
     DsnError,
     ParticipantError,
-    PayloadError,
     PermanentDeliveryError,
     Refused,
     is_transient,
 )
-from coordinator.participant._handlers import BranchContext, Decoder, Handler, json_object, raw
+from coordinator.participant._db.migrations import MigrationError, upgrade
+from coordinator.participant._handlers import BranchContext, Decoder, Handler, json_object
 from coordinator.participant._host import HostOptions, ParticipantHost
-from coordinator.participant._migrations import (
-    VERSION_TABLE,
-    MigrationError,
-    current_revision,
-    downgrade,
-    head_revision,
-    upgrade,
-)
-from coordinator.participant._outbox import START_SAGA, OutboxError, OutboxMessage
-from coordinator.participant._recovery import (
-    CoordinatorDecisions,
-    DecisionSource,
-    RecoveryReport,
-    Verdict,
-    verdict_of,
-)
-from coordinator.participant._relay import Relay, RelayOptions, RelayStats, Sender
 from coordinator.participant._retention import PurgeOptions, PurgeResult, purge
-from coordinator.participant._start_saga import StartSagaSender
-from coordinator.participant._tables import barrier as barrier_table
-from coordinator.participant._tables import metadata
-from coordinator.participant._tables import outbox as outbox_table
-from coordinator.participant._two_phase import Decision, InDoubtBranch, TwoPhase, TwoPhaseOptions
-from coordinator.participant._two_phase_db import TwoPhaseUnavailable, check_two_phase
-from coordinator.participant._two_phase_retention import purge_two_phase
-from coordinator.participant._two_phase_table import XaState
-from coordinator.participant._two_phase_table import xa as xa_table
-from coordinator.participant._two_phase_xid import XID_PREFIX, xid_for
 from coordinator.participant._types import BranchKey, Op, Outcome, Reply
+from coordinator.participant.outbox import (
+    START_SAGA,
+    OutboxError,
+    OutboxMessage,
+    Relay,
+    RelayOptions,
+    RelayStats,
+    Sender,
+    StartSagaSender,
+)
+from coordinator.participant.two_phase import (
+    Decision,
+    InDoubtBranch,
+    RecoveryReport,
+    TwoPhase,
+    TwoPhaseOptions,
+    TwoPhaseUnavailable,
+    check_two_phase,
+    purge_two_phase,
+    xid_for,
+)
 
 __all__ = [
     "START_SAGA",
-    "VERSION_TABLE",
-    "XID_PREFIX",
     "Barrier",
     "BarrierOptions",
     "BranchContext",
     "BranchKey",
     "BusinessFn",
-    "CoordinatorDecisions",
     "Decision",
-    "DecisionSource",
     "Decoder",
     "DsnError",
     "Handler",
@@ -85,7 +81,6 @@ __all__ = [
     "Outcome",
     "ParticipantError",
     "ParticipantHost",
-    "PayloadError",
     "PermanentDeliveryError",
     "PurgeOptions",
     "PurgeResult",
@@ -101,26 +96,13 @@ __all__ = [
     "TwoPhase",
     "TwoPhaseOptions",
     "TwoPhaseUnavailable",
-    "Verdict",
-    "XaState",
-    "barrier_table",
-    "check_connection",
     "check_two_phase",
     "create_engine",
-    "current_revision",
-    "downgrade",
-    "head_revision",
     "is_transient",
     "json_object",
-    "mask",
-    "metadata",
     "outbox",
-    "outbox_table",
     "purge",
     "purge_two_phase",
-    "raw",
     "upgrade",
-    "verdict_of",
-    "xa_table",
     "xid_for",
 ]

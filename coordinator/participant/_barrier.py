@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from coordinator.participant._backoff import retrying_on
-from coordinator.participant._errors import Refused, describe, is_transient
-from coordinator.participant._session import guard_session
-from coordinator.participant._sql import blob, db_now, insert_ignore
-from coordinator.participant._tables import barrier
-from coordinator.participant._types import BranchKey, Op, Outcome, Reply
+from coordinator.participant._db.backoff import retrying_on
+from coordinator.participant._db.errors import Refused, describe, is_transient
+from coordinator.participant._db.session import guard_session
+from coordinator.participant._db.sql import blob, db_now, insert_ignore
+from coordinator.participant._db.tables import MESSAGE_CHARS, barrier
+from coordinator.participant._types import BranchKey, Op, Outcome, Reply, forward_of
 
 BusinessFn = Callable[[AsyncConnection], Awaitable[bytes | None]]
 """The service's business step: gets the barrier's connection (inside its transaction),
@@ -45,28 +45,32 @@ returns the result bytes for the reply. Must not commit or roll back itself."""
 UNDO_REASON = {Op.COMPENSATE: "null-compensation", Op.ABORT: "rollback"}
 # Ops whose refusal is an answer worth keeping (a vote / a failed action).
 _RECORDED_REFUSALS = frozenset({Op.EXECUTE, Op.PREPARE})
-_MESSAGE_CHARS = 512
 
 
 @dataclass(frozen=True)
 class BarrierOptions:
-    """Options of every local transaction the SDK runs (saga barrier and 2PC alike).
-    attempts: whole-transaction tries on transient errors before answering RETRY.
-    session_timeout: seconds of silence after which the database ends a session of the
-    SDK's (PostgreSQL idle_in_transaction_session_timeout, MySQL wait_timeout), so a
-    connection lost mid-call cannot hold its row locks, or a prepared XID, for hours;
-    must exceed the host's call_timeout."""
+    """Options of every local transaction the SDK runs (saga barrier and 2PC alike)."""
 
     attempts: int = 3
-    initial_backoff: float = 0.01
-    max_backoff: float = 0.5
-    session_timeout: float = 30.0
+    """Whole-transaction tries on transient database errors before answering RETRY."""
+
+    initial_backoff_s: float = 0.01
+    """Wait before the second try; doubles per try, with jitter."""
+
+    max_backoff_s: float = 0.5
+    """Cap of the wait between tries."""
+
+    session_timeout_s: float = 30.0
+    """Seconds of silence after which the database ends a session of the SDK's (PostgreSQL
+    ``idle_in_transaction_session_timeout``, MySQL ``wait_timeout``), so that a connection
+    lost mid-call cannot hold its row locks, or a prepared XID, for hours. Must exceed
+    :attr:`HostOptions.call_timeout_s`."""
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError("attempts must be at least 1")
-        if self.session_timeout <= 0:
-            raise ValueError("session_timeout must be positive")
+        if self.session_timeout_s <= 0:
+            raise ValueError("session_timeout_s must be positive")
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ class Barrier:
         (after a rollback): they are bugs, and the caller decides what to answer.
         """
         opts = self._options
-        retrying = retrying_on(is_transient, opts.attempts, opts.initial_backoff, opts.max_backoff)
+        retrying = retrying_on(is_transient, opts.attempts, opts.initial_backoff_s, opts.max_backoff_s)
         try:
             async for attempt in retrying:
                 with attempt:
@@ -117,9 +121,9 @@ class Barrier:
     async def _once(self, key: BranchKey, fn: BusinessFn) -> Reply:
         try:
             async with self._engine.connect() as conn:
-                await guard_session(conn, self._options.session_timeout)
+                await guard_session(conn, self._options.session_timeout_s)
                 async with conn.begin():
-                    forward = key.op.forward
+                    forward = forward_of(key.op)
                     if forward is None:
                         return await _forward(conn, key, fn)
                     return await _undo(conn, key, forward, fn)
@@ -157,29 +161,31 @@ async def _run(conn: AsyncConnection, key: BranchKey, fn: BusinessFn) -> Reply:
         try:
             result = await fn(conn)
         except Refused as exc:
-            raise _Rollback(_refusal(exc)) from exc
-        return await _store(conn, key, Reply(Outcome.OK, _as_bytes(result)))
+            raise _Rollback(refusal(exc)) from exc
+        return await _store(conn, key, Reply(Outcome.OK, as_result(result)))
     # A savepoint lets a refusal undo the business writes but keep the barrier row.
     savepoint = await conn.begin_nested()
     try:
         result = await fn(conn)
     except Refused as exc:
         await savepoint.rollback()
-        return await _store(conn, key, _refusal(exc))
+        return await _store(conn, key, refusal(exc))
     await savepoint.commit()
-    return await _store(conn, key, Reply(Outcome.OK, _as_bytes(result)))
+    return await _store(conn, key, Reply(Outcome.OK, as_result(result)))
 
 
-def _refusal(exc: Refused) -> Reply:
-    return Reply(Outcome.FAILED, message=(str(exc) or "refused")[:_MESSAGE_CHARS])
+def refusal(exc: Refused) -> Reply:
+    """The FAILED reply a :class:`Refused` stands for (its message fits the table's column)."""
+    return Reply(Outcome.FAILED, message=(str(exc) or "refused")[:MESSAGE_CHARS])
 
 
-def _as_bytes(result: object) -> bytes:
+def as_result(result: object, what: str = "a business function") -> bytes:
+    """A business function's return value as the reply's result bytes."""
     if result is None:
         return b""
     if isinstance(result, bytes):
         return result
-    raise TypeError(f"a business function must return bytes or None, not {type(result).__name__}")
+    raise TypeError(f"{what} must return bytes or None, not {type(result).__name__}")
 
 
 async def _insert(conn: AsyncConnection, key: BranchKey, reason: str) -> bool:

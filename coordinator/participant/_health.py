@@ -12,8 +12,8 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from coordinator.participant._dsn import select_one
-from coordinator.participant._errors import describe
+from coordinator.participant._db.dsn import select_one
+from coordinator.participant._db.errors import describe
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -23,14 +23,14 @@ log = logging.getLogger("coordinator.participant.health")
 
 class _Timing(Protocol):
     @property
-    def health_interval(self) -> float: ...
+    def health_interval_s(self) -> float: ...
     @property
-    def health_timeout(self) -> float: ...
+    def health_timeout_s(self) -> float: ...
 
 
 class DatabaseHealth:
-    """Probes the database every ``health_interval`` seconds; a probe that fails or takes
-    longer than ``health_timeout`` turns the services NOT_SERVING until the next good one."""
+    """Probes the database every ``health_interval_s`` seconds; a probe that fails or takes
+    longer than ``health_timeout_s`` turns the services NOT_SERVING until the next good one."""
 
     def __init__(self, engine: AsyncEngine, services: Iterable[str], timing: _Timing) -> None:
         self._engine = engine
@@ -58,7 +58,7 @@ class DatabaseHealth:
 
     async def probe(self) -> bool:
         try:
-            async with asyncio.timeout(self._timing.health_timeout):
+            async with asyncio.timeout(self._timing.health_timeout_s):
                 await select_one(self._engine)
             healthy = True
         except Exception as exc:
@@ -78,5 +78,5 @@ class DatabaseHealth:
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self._timing.health_interval)
+            await asyncio.sleep(self._timing.health_interval_s)
             await self.probe()

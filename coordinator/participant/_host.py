@@ -25,18 +25,18 @@ from coordinator._proto.txc.v1 import participant_pb2 as ppb
 from coordinator._shutdown import bounded
 from coordinator._tls import TlsFiles, add_port
 from coordinator.participant._barrier import Barrier, BarrierOptions
-from coordinator.participant._dsn import check_connection
-from coordinator.participant._errors import describe, is_transient
+from coordinator.participant._db.dsn import check_connection
+from coordinator.participant._db.errors import describe, is_transient
 from coordinator.participant._handlers import BranchContext, Decoder, Handler, Registry, raw
 from coordinator.participant._health import DatabaseHealth
-from coordinator.participant._recovery import (
+from coordinator.participant._types import BranchKey, Op, Outcome, Reply
+from coordinator.participant.two_phase._branches import InDoubtBranch, TwoPhase, TwoPhaseOptions
+from coordinator.participant.two_phase._recovery import (
     CoordinatorDecisions,
-    Recovery,
+    InDoubtResolver,
     RecoveryReport,
 )
-from coordinator.participant._two_phase import InDoubtBranch, TwoPhase, TwoPhaseOptions
-from coordinator.participant._two_phase_db import check_two_phase
-from coordinator.participant._types import BranchKey, Op, Outcome, Reply
+from coordinator.participant.two_phase._xa import check_two_phase
 
 log = logging.getLogger("coordinator.participant.host")
 
@@ -56,25 +56,39 @@ _Context = grpc.aio.ServicerContext[ppb.BranchRequest, ppb.BranchReply]
 
 @dataclass(frozen=True)
 class HostOptions:
-    """call_timeout caps one branch call (a call whose caller stopped waiting still
-    finishes, within call_timeout, so that the caller's retry finds its outcome);
-    the database is probed every health_interval seconds for the health service;
-    two_phase configures the in-doubt recovery of 2PC branches."""
+    """Options of a :class:`ParticipantHost`."""
 
-    call_timeout: float = 10.0
-    health_interval: float = 5.0
-    health_timeout: float = 2.0
-    shutdown_grace: float = 10.0
+    call_timeout_s: float = 10.0
+    """Cap of one branch call. A call whose caller stopped waiting still finishes within
+    it, so that the caller's retry finds its outcome; past it the call answers RETRY."""
+
+    health_interval_s: float = 5.0
+    """How often the database is probed for the gRPC health service."""
+
+    health_timeout_s: float = 2.0
+    """A probe slower than this reports NOT_SERVING."""
+
+    shutdown_grace_s: float = 10.0
+    """How long :meth:`ParticipantHost.stop` lets calls in flight finish."""
+
     max_concurrent_rpcs: int | None = None
+    """Calls past this many at once are refused with RESOURCE_EXHAUSTED (the coordinator
+    retries them); set it near the pool size. None: no limit."""
+
     barrier: BarrierOptions = field(default_factory=BarrierOptions)
+    """Options of every local transaction (saga barrier and 2PC alike)."""
+
     two_phase: TwoPhaseOptions = field(default_factory=TwoPhaseOptions)
-    tls: TlsFiles | None = None  # serve TLS instead of plaintext
+    """2PC limits and the in-doubt resolver's coordinator."""
+
+    tls: TlsFiles | None = None
+    """Serve TLS with this certificate instead of plaintext."""
 
     def __post_init__(self) -> None:
-        if self.call_timeout <= 0 or self.health_interval <= 0 or self.health_timeout <= 0:
+        if min(self.call_timeout_s, self.health_interval_s, self.health_timeout_s) <= 0:
             raise ValueError("timeouts and intervals must be positive")
-        if self.barrier.session_timeout <= self.call_timeout:
-            raise ValueError("barrier.session_timeout must exceed call_timeout: the database "
+        if self.barrier.session_timeout_s <= self.call_timeout_s:
+            raise ValueError("barrier.session_timeout_s must exceed call_timeout_s: the database "
                              "would end the sessions of calls still running")
 
 
@@ -91,7 +105,7 @@ class ParticipantHost:
         self._options = options or HostOptions()
         self._barrier = Barrier(engine, self._options.barrier)
         self._two_phase = TwoPhase(engine, self._options.barrier, self._options.two_phase)
-        self._recovery: Recovery | None = None
+        self._resolver: InDoubtResolver | None = None
         self._registry = Registry()
         self._health = DatabaseHealth(engine, (SERVICE, ""), self._options)
         self._server: grpc.aio.Server | None = None
@@ -175,7 +189,7 @@ class ParticipantHost:
         # The caller's deadline does not cut the work short: finished work is recorded, so
         # the caller's retry gets its answer at once, while work cancelled half-way is lost
         # and breaks its database connection, which makes an overloaded service slower still.
-        seconds = self._options.call_timeout
+        seconds = self._options.call_timeout_s
         try:
             async with asyncio.timeout(seconds):
                 if op in _TWO_PHASE:
@@ -239,11 +253,12 @@ class ParticipantHost:
             log.warning("2PC handlers registered but no coordinator address (HostOptions.two_phase): "
                         "in-doubt branches wait for the coordinator's phase-2 retries")
             return
-        decisions = CoordinatorDecisions(opts.coordinator, opts.coordinator_timeout,
+        decisions = CoordinatorDecisions(opts.coordinator, opts.coordinator_timeout_s,
                                          opts.coordinator_tls_ca)
-        round_timeout = self._options.barrier.session_timeout + 2 * opts.coordinator_timeout
-        self._recovery = Recovery(self._two_phase, decisions, opts.recovery_interval, round_timeout)
-        self._recovery.start()
+        round_timeout_s = self._options.barrier.session_timeout_s + 2 * opts.coordinator_timeout_s
+        self._resolver = InDoubtResolver(self._two_phase, decisions, opts.recovery_interval_s,
+                                         round_timeout_s)
+        self._resolver.start()
 
     # -- two-phase commit: in-doubt branches ---------------------------------------------
 
@@ -255,24 +270,25 @@ class ParticipantHost:
     async def recover(self) -> RecoveryReport:
         """Run one recovery round now (asks the configured coordinator)."""
         opts = self._options.two_phase
-        if self._recovery is not None:
-            return await self._recovery.run_once()
-        decisions = (CoordinatorDecisions(opts.coordinator, opts.coordinator_timeout,
+        if self._resolver is not None:
+            return await self._resolver.run_once()
+        decisions = (CoordinatorDecisions(opts.coordinator, opts.coordinator_timeout_s,
                                           opts.coordinator_tls_ca) if opts.coordinator else None)
-        recovery = Recovery(self._two_phase, decisions, opts.recovery_interval)
+        resolver = InDoubtResolver(self._two_phase, decisions, opts.recovery_interval_s)
         try:
-            return await recovery.run_once()
+            return await resolver.run_once()
         finally:
-            await recovery.stop()
+            await resolver.stop()
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Report NOT_SERVING, refuse new calls, let calls in flight finish within ``grace``."""
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Report NOT_SERVING, refuse new calls, let calls in flight finish within ``grace_s``
+        (default :attr:`HostOptions.shutdown_grace_s`)."""
         server, self._server = self._server, None
-        recovery, self._recovery = self._recovery, None
-        if recovery is not None:
-            await bounded(recovery.stop(), STOP_STEP_S, "2PC recovery loop")
+        resolver, self._resolver = self._resolver, None
+        if resolver is not None:
+            await bounded(resolver.stop(), STOP_STEP_S, "2PC recovery loop")
         await bounded(self._health.shutdown(), STOP_STEP_S, "health")
-        grace = self._options.shutdown_grace if grace is None else grace
+        grace = self._options.shutdown_grace_s if grace_s is None else grace_s
         if server is not None:
             await bounded(server.stop(grace), grace + STOP_STEP_S, "gRPC server")
         if self._outliving:  # calls whose callers left: let them finish, within the grace

@@ -14,27 +14,31 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, Table, and_, delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from coordinator.participant._outbox import Status
-from coordinator.participant._sql import db_shifted
-from coordinator.participant._tables import barrier, outbox
+from coordinator.participant._db.sql import db_shifted
+from coordinator.participant._db.tables import barrier, outbox
+from coordinator.participant.outbox._messages import Status
 
 _DAY = 86_400.0
 
 
 @dataclass(frozen=True)
 class PurgeOptions:
-    """batch_size rows per transaction; pause seconds between batches."""
+    """How a purge paces its deletes, so that live calls never queue behind it."""
 
     batch_size: int = 1000
-    pause: float = 0.01
+    """Rows deleted per (short) transaction."""
+
+    pause_s: float = 0.01
+    """Pause between batches."""
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.pause < 0:
-            raise ValueError("batch_size must be at least 1 and pause not negative")
+        if self.batch_size < 1 or self.pause_s < 0:
+            raise ValueError("batch_size must be at least 1 and pause_s not negative")
 
 
 @dataclass(frozen=True)
@@ -50,31 +54,41 @@ async def purge(
 
     Pending and failed messages are never purged: they are work not yet done.
     """
-    if older_than_days <= 0:
-        raise ValueError("older_than_days must be positive")
     opts = options or PurgeOptions()
-    async with engine.connect() as conn:
-        # The server's clock, as for every other timestamp in these tables.
-        cutoff: datetime = (
-            await conn.execute(select(db_shifted(conn, -older_than_days * _DAY)))
-        ).scalar_one()
-    barrier_rows = await _purge(engine, barrier, barrier.c.created_at < cutoff, opts)
-    sent = and_(outbox.c.status == Status.SENT.value, outbox.c.sent_at < cutoff)
-    outbox_rows = await _purge(engine, outbox, sent, opts)
+    before = await cutoff(engine, older_than_days)
+    barrier_rows = await purge_batches(engine, barrier, barrier.c.id, barrier.c.created_at < before, opts)
+    sent = and_(outbox.c.status == Status.SENT.value, outbox.c.sent_at < before)
+    outbox_rows = await purge_batches(engine, outbox, outbox.c.id, sent, opts)
     return PurgeResult(barrier_rows, outbox_rows)
 
 
-async def _purge(
-    engine: AsyncEngine, table: Table, condition: ColumnElement[bool], opts: PurgeOptions
-) -> int:
+async def cutoff(engine: AsyncEngine, older_than_days: float) -> datetime:
+    """N days before now by the database server's clock, as for every other timestamp in
+    these tables."""
+    if older_than_days <= 0:
+        raise ValueError("older_than_days must be positive")
+    async with engine.connect() as conn:
+        found: datetime = (
+            await conn.execute(select(db_shifted(conn, -older_than_days * _DAY)))
+        ).scalar_one()
+    return found
+
+
+async def purge_batches(engine: AsyncEngine, table: Table, key: ColumnElement[Any],
+                        condition: ColumnElement[bool], opts: PurgeOptions,
+                        recheck: ColumnElement[bool] | None = None) -> int:
+    """Delete ``table``'s rows matching ``condition`` in batches; the count. Each batch
+    picks primary keys (``key``) first, so its delete locks only the rows it removes;
+    ``recheck`` is a condition the delete checks again on those rows."""
     total = 0
     while True:
         async with engine.begin() as conn:
-            ids = await conn.execute(select(table.c.id).where(condition).limit(opts.batch_size))
-            batch = list(ids.scalars())
+            picked = await conn.execute(select(key).where(condition).limit(opts.batch_size))
+            batch = list(picked.scalars())
             if batch:
-                await conn.execute(delete(table).where(table.c.id.in_(batch)))
+                chosen = key.in_(batch) if recheck is None else and_(key.in_(batch), recheck)
+                await conn.execute(delete(table).where(chosen))
         total += len(batch)
         if len(batch) < opts.batch_size:
             return total
-        await asyncio.sleep(opts.pause)
+        await asyncio.sleep(opts.pause_s)

@@ -3,31 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum, StrEnum
+from enum import IntEnum
 
 from coordinator._proto.txc.v1 import participant_pb2 as ppb
+
+# The SDK's ops are the coordinator's, one enum for both sides: re-exported from here.
+from coordinator.domain.records import Op
+
+__all__ = ["MAX_ID_CHARS", "BranchKey", "Op", "Outcome", "Reply", "forward_of"]
 
 # Column widths of the barrier key; requests with longer ids are refused up front
 # rather than silently truncated by the database.
 MAX_ID_CHARS = 128
 
-
-class Op(StrEnum):
-    """A branch operation, as stored in the barrier table's ``op`` column."""
-
-    EXECUTE = "execute"
-    COMPENSATE = "compensate"
-    PREPARE = "prepare"
-    COMMIT = "commit"
-    ABORT = "abort"
-
-    @property
-    def forward(self) -> Op | None:
-        """The operation this one undoes (compensate -> execute, abort -> prepare)."""
-        return _FORWARD.get(self)
-
-
+# What each undo op undoes (compensate -> execute, abort -> prepare).
 _FORWARD = {Op.COMPENSATE: Op.EXECUTE, Op.ABORT: Op.PREPARE}
+
+
+def forward_of(op: Op) -> Op | None:
+    """The operation ``op`` undoes; None for forward operations."""
+    return _FORWARD.get(op)
 
 
 class Outcome(IntEnum):

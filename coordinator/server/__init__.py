@@ -2,9 +2,10 @@
 
 from .._tls import TlsFiles
 from ._app import CoordinatorServer, ServerOptions
-from ._dev_etcd import DevEtcd
+from ._context import Context
+from ._dev_etcd import DevEtcd, etcd_binary
 from ._operators import Operators
 from ._servicer import CoordinatorServicer, Defaults
 
-__all__ = ["CoordinatorServer", "CoordinatorServicer", "Defaults", "DevEtcd", "Operators",
-           "ServerOptions", "TlsFiles"]
+__all__ = ["Context", "CoordinatorServer", "CoordinatorServicer", "Defaults", "DevEtcd", "Operators",
+           "ServerOptions", "TlsFiles", "etcd_binary"]

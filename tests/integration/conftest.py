@@ -1,4 +1,5 @@
-"""Real etcd (private, started here), real coordinators (in-process or as processes)."""
+"""Real coordinators (in-process or as processes) on the session's private etcd
+(tests/support)."""
 
 from __future__ import annotations
 
@@ -7,51 +8,20 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import pytest
 
 from coordinator import CoordinatorClient
-from coordinator.log import EtcdOptions
-from coordinator.server import CoordinatorServer, DevEtcd, ServerOptions
-from coordinator.server._dev_etcd import free_port
+from coordinator.net import free_port
+from coordinator.server import CoordinatorServer, DevEtcd
 
 from .participant import ScriptedParticipant
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="session")
-def etcd() -> Iterator[DevEtcd]:
-    server = DevEtcd().start()
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"/test/{uuid.uuid4().hex[:8]}"
-
-
-def server_options(etcd: DevEtcd, prefix: str, **etcd_kw: object) -> ServerOptions:
-    opts = EtcdOptions(endpoints=(etcd.endpoint,), prefix=prefix, lease_ttl_s=2, **etcd_kw)  # type: ignore[arg-type]
-    return replace(ServerOptions(), listen="127.0.0.1:0", etcd=opts, scan_interval_s=0.3,
-                   grace_s=2.0)
-
-
-@asynccontextmanager
-async def running(options: ServerOptions) -> AsyncIterator[CoordinatorServer]:
-    server = CoordinatorServer(options)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop(0.5)
 
 
 @asynccontextmanager

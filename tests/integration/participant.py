@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from coordinator._proto.txc.v1 import participant_pb2 as ppb
-from coordinator._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
-from coordinator.server._context import Context
+from coordinator import ppb, ppb_grpc
+from coordinator.server import Context
 
 
 @dataclass(frozen=True)

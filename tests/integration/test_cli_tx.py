@@ -8,8 +8,9 @@ import pytest
 
 from coordinator import Saga, Step, pb
 from coordinator.server import DevEtcd
+from tests.support.coordinators import running, server_options
 
-from .conftest import client_for, running, server_options, txc
+from .conftest import client_for, txc
 from .participant import ScriptedParticipant
 from .test_operator import broken_refund
 from .test_saga_service import FAST

@@ -9,14 +9,9 @@ import pytest
 
 from coordinator import CoordinatorClient, Retry, Saga, Step, pb
 from coordinator.server import DevEtcd
+from tests.support.coordinators import running, server_options
 
-from .conftest import (
-    CoordinatorProcess,
-    client_for,
-    running,
-    server_options,
-    two_coordinator_processes,
-)
+from .conftest import CoordinatorProcess, client_for, two_coordinator_processes
 from .participant import ScriptedParticipant
 
 pytestmark = pytest.mark.integration

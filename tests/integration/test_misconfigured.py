@@ -11,12 +11,11 @@ from contextlib import asynccontextmanager
 import grpc
 import pytest
 
-from coordinator import Retry, Saga, Step, TwoPhase, pb, ppb
-from coordinator._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
-from coordinator.server import DevEtcd
-from coordinator.server._context import Context
+from coordinator import Retry, Saga, Step, TwoPhase, pb, ppb, ppb_grpc
+from coordinator.server import Context, DevEtcd
+from tests.support.coordinators import running, server_options
 
-from .conftest import client_for, running, server_options
+from .conftest import client_for
 from .participant import ScriptedParticipant
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,9 @@ import pytest
 
 from coordinator import CoordinatorClient, ListFilter, Saga, Step, pb
 from coordinator.server import DevEtcd, Operators
+from tests.support.coordinators import running, server_options
 
-from .conftest import client_for, running, server_options, txc
+from .conftest import client_for, txc
 from .participant import ScriptedParticipant
 from .test_saga_service import FAST
 

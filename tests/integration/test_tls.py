@@ -12,8 +12,9 @@ import pytest
 from coordinator import CoordinatorClient, Saga, Step, pb
 from coordinator.participant import START_SAGA, OutboxMessage, StartSagaSender
 from coordinator.server import DevEtcd, TlsFiles
+from tests.support.coordinators import running, server_options
 
-from .conftest import running, server_options, txc
+from .conftest import txc
 from .participant import ScriptedParticipant
 
 pytestmark = pytest.mark.integration

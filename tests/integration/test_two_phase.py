@@ -10,8 +10,9 @@ from google.protobuf.duration_pb2 import Duration
 
 from coordinator import CoordinatorClient, pb
 from coordinator.server import DevEtcd
+from tests.support.coordinators import running, server_options
 
-from .conftest import client_for, running, server_options, two_coordinator_processes
+from .conftest import client_for, two_coordinator_processes
 from .participant import ScriptedParticipant
 from .test_crash import wait_for_call
 

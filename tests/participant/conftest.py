@@ -1,8 +1,8 @@
 """Real PostgreSQL and MariaDB for the participant SDK tests.
 
-Each session creates its own databases (``txc_sdk_<pid>``), migrates them with the SDK's
-own migrations, and drops them at the end. Server DSNs can be overridden with
-TXC_TEST_PG_DSN / TXC_TEST_MYSQL_DSN (any existing database on the server).
+Each session creates its own databases (``txc_sdk_<pid>``) on the servers of
+tests/support/databases.py, migrates them with the SDK's own migrations, and drops them at
+the end.
 """
 
 from __future__ import annotations
@@ -15,14 +15,9 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, func, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from coordinator.participant import create_engine, head_revision, upgrade
-
-SERVERS = {
-    "postgresql": os.environ.get("TXC_TEST_PG_DSN", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"),
-    "mariadb": os.environ.get("TXC_TEST_MYSQL_DSN", "mysql+aiomysql://root@127.0.0.1:3306/test"),
-}
+from tests.support import databases
 
 # The business side of the tests: balances, and one row per business effect that
 # committed (what "exactly once" is checked against).
@@ -44,11 +39,7 @@ effects = Table(
 
 
 @dataclass(frozen=True)
-class Db:
-    kind: str
-    dsn: str
-    engine: AsyncEngine
-
+class Db(databases.Db):
     async def count_effects(self, gid: str, op: str | None = None) -> int:
         stmt = select(func.count()).select_from(effects).where(effects.c.gid == gid)
         if op is not None:
@@ -70,50 +61,13 @@ class Db:
             return int((await conn.execute(text(sql), {"db": name})).scalar_one())
 
 
-def server_url(kind: str, database: str) -> str:
-    return make_url(SERVERS[kind]).set(database=database).render_as_string(hide_password=False)
-
-
-async def _admin(kind: str, statement: str) -> None:
-    engine = create_async_engine(SERVERS[kind], isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
-async def create_database(kind: str, name: str) -> str:
-    await _admin(kind, f"DROP DATABASE IF EXISTS {name}")
-    await _admin(kind, f"CREATE DATABASE {name}")
-    return server_url(kind, name)
-
-
-async def drop_database(kind: str, name: str) -> None:
-    force = " WITH (FORCE)" if kind == "postgresql" else ""
-    await _admin(kind, f"DROP DATABASE IF EXISTS {name}{force}")
-
-
-@pytest.fixture(scope="session", params=sorted(SERVERS))
+@pytest.fixture(scope="session", params=sorted(databases.SERVERS))
 async def db(request: pytest.FixtureRequest) -> AsyncIterator[Db]:
     """A migrated database on each server, shared by the session (tests use fresh gids)."""
     kind: str = request.param
-    name = f"txc_sdk_{os.getpid()}"
-    dsn = await create_database(kind, name)
-    engine = create_engine(dsn, pool_size=30, max_overflow=10)
-    try:
-        assert await upgrade(engine) == head_revision()
-        async with engine.begin() as conn:
-            await conn.run_sync(business.create_all)
-        yield Db(kind, dsn, engine)
-    finally:
-        await engine.dispose()
-        await drop_database(kind, name)
-
-
-@pytest.fixture
-def gid() -> str:
-    return f"g-{uuid.uuid4().hex[:12]}"
+    async with databases.migrated(kind, databases.SERVERS[kind], f"txc_sdk_{os.getpid()}",
+                                  business, Db, pool_size=30, max_overflow=10) as made:
+        yield made
 
 
 async def new_account(conn: AsyncConnection, balance: int) -> str:

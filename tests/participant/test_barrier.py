@@ -18,8 +18,8 @@ from coordinator.participant import (
     Outcome,
     Refused,
     Reply,
-    barrier_table,
 )
+from coordinator.participant._db.tables import barrier as barrier_table
 
 from .conftest import Db, accounts, effects, new_account
 
@@ -115,11 +115,16 @@ async def test_null_compensation_then_hanging_execute_is_refused(db: Db, gid: st
     assert await balance(db, acct) == 100
 
 
-async def test_execute_then_compensate_each_apply_once(db: Db, gid: str) -> None:
+async def debited(db: Db, gid: str) -> tuple[str, Barrier, BranchKey]:
+    """An account debited by 30 through the barrier: (account, barrier, compensate key)."""
     acct, bar = await account(db), Barrier(db.engine)
     key = BranchKey(gid, "b1", Op.EXECUTE)
     assert (await bar.call(key, effect(gid, "execute", acct, -30))).outcome is Outcome.OK
-    undo_key = key.with_op(Op.COMPENSATE)
+    return acct, bar, key.with_op(Op.COMPENSATE)
+
+
+async def test_execute_then_compensate_each_apply_once(db: Db, gid: str) -> None:
+    acct, bar, undo_key = await debited(db, gid)
     for _ in range(3):
         assert await bar.call(undo_key, effect(gid, "compensate", acct, +30)) == Reply(Outcome.OK)
     assert await db.count_effects(gid, "execute") == 1
@@ -128,10 +133,7 @@ async def test_execute_then_compensate_each_apply_once(db: Db, gid: str) -> None
 
 
 async def test_refused_compensation_is_not_recorded_so_a_retry_runs_it(db: Db, gid: str) -> None:
-    acct, bar = await account(db), Barrier(db.engine)
-    key = BranchKey(gid, "b1", Op.EXECUTE)
-    assert (await bar.call(key, effect(gid, "execute", acct, -30))).outcome is Outcome.OK
-    undo_key = key.with_op(Op.COMPENSATE)
+    acct, bar, undo_key = await debited(db, gid)
     refused = await bar.call(undo_key, refusing(gid, "compensate", acct))
     assert refused == Reply(Outcome.FAILED, message="insufficient funds")
     assert await barrier_row(db, gid, Op.COMPENSATE) is None
@@ -294,7 +296,7 @@ async def test_barrier_transactions_run_in_a_guarded_session(db: Db, gid: str) -
         seen.append(int(value.removesuffix("ms").removesuffix("s")))  # PG shows "17s", "17500ms"
         return b""
 
-    barrier = Barrier(db.engine, BarrierOptions(session_timeout=17))
+    barrier = Barrier(db.engine, BarrierOptions(session_timeout_s=17))
     reply = await barrier.call(BranchKey(gid, "b1", Op.EXECUTE), read_guard)
     assert reply.outcome is Outcome.OK
     assert seen == [17]

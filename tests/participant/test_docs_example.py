@@ -9,11 +9,9 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-import grpc
 import pytest
 
-from coordinator._proto.txc.v1 import participant_pb2 as ppb
-from coordinator._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
+from coordinator import ParticipantClient, ppb
 
 from .conftest import Db
 
@@ -44,14 +42,11 @@ async def test_accounts_example_debits_refunds_and_refuses(db: Db, tmp_path: Pat
         await conn.execute(example.balances.insert().values(account="alice", amount=100))
     host = example.build(db.engine)
     port = await host.start("127.0.0.1:0")
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    stub = ppb_grpc.ParticipantStub(channel)
+    client = ParticipantClient(f"127.0.0.1:{port}", timeout_s=10)
 
     async def call(method: str, gid: str, operation: str, body: object) -> ppb.BranchReply:
         payload = json.dumps(body).encode() if not isinstance(body, bytes) else body
-        request = ppb.BranchRequest(gid=gid, branch="debit", operation=operation, payload=payload)
-        reply: ppb.BranchReply = await getattr(stub, method)(request, timeout=10)
-        return reply
+        return await client.call(method.lower(), gid, "debit", operation, payload)
 
     try:
         alice30 = {"account": "alice", "amount": 30}
@@ -71,5 +66,5 @@ async def test_accounts_example_debits_refunds_and_refuses(db: Db, tmp_path: Pat
             amount = (await conn.execute(example.balances.select())).one().amount
         assert amount == 100
     finally:
-        await channel.close(None)
+        await client.close()
         await host.stop(0)

@@ -14,20 +14,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from txcoord_chaos.proxy import FaultProxy, Reset
 
-from coordinator._proto.txc.v1 import participant_pb2 as ppb
-from coordinator._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
+from coordinator import ParticipantClient, ppb
 from coordinator.participant import (
     BranchContext,
     DsnError,
     HostOptions,
     ParticipantHost,
     Refused,
-    barrier_table,
     create_engine,
 )
+from coordinator.participant._db.tables import barrier as barrier_table
 
-from ._support import TcpProxy
 from .conftest import Db, accounts, effects, new_account
 
 pytestmark = pytest.mark.integration
@@ -45,8 +44,8 @@ class Transfer:
 
 
 def build_host(engine: AsyncEngine, **options: float) -> ParticipantHost:
-    opts = {"call_timeout": 1.0, "health_interval": 0.1, "health_timeout": 0.5,
-            "shutdown_grace": 2.0, **options}
+    opts = {"call_timeout_s": 1.0, "health_interval_s": 0.1, "health_timeout_s": 0.5,
+            "shutdown_grace_s": 2.0, **options}
     host = ParticipantHost(engine, HostOptions(**opts))  # type: ignore[arg-type]
 
     async def move(ctx: BranchContext, conn: AsyncConnection, t: Transfer, sign: int) -> bytes:
@@ -86,27 +85,29 @@ def build_host(engine: AsyncEngine, **options: float) -> ParticipantHost:
 @dataclass
 class Served:
     host: ParticipantHost
-    stub: ppb_grpc.ParticipantStub
+    client: ParticipantClient
     health: health_pb2_grpc.HealthStub
     channel: grpc.aio.Channel
 
     async def call(self, method: str, gid: str, operation: str, payload: bytes = b"",
                    branch: str = "b1", attempt: int = 1, deadline_s: float = 10) -> ppb.BranchReply:
-        op = method.lower()
-        request = ppb.BranchRequest(gid=gid, branch=branch, operation=operation, payload=payload,
-                                    idempotency_key=f"{gid}/{branch}/{op}", attempt=attempt)
-        reply: ppb.BranchReply = await getattr(self.stub, method)(request, timeout=deadline_s)
-        return reply
+        return await self.client.call(method.lower(), gid, branch, operation, payload,
+                                      attempt=attempt, timeout_s=deadline_s)
 
     async def status(self) -> int:
         answer = await self.health.Check(health_pb2.HealthCheckRequest(service="txc.v1.Participant"))
         return int(answer.status)
 
+    async def close(self) -> None:
+        await self.client.close()
+        await self.channel.close(None)
+        await self.host.stop(0)
+
 
 async def serve(host: ParticipantHost) -> Served:
     port = await host.start("127.0.0.1:0")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    return Served(host, ppb_grpc.ParticipantStub(channel), health_pb2_grpc.HealthStub(channel),
+    return Served(host, ParticipantClient(f"127.0.0.1:{port}"), health_pb2_grpc.HealthStub(channel),
                   channel)
 
 
@@ -114,8 +115,7 @@ async def serve(host: ParticipantHost) -> Served:
 async def served(db: Db) -> AsyncIterator[Served]:
     s = await serve(build_host(db.engine))
     yield s
-    await s.channel.close(None)
-    await s.host.stop(0)
+    await s.close()
 
 
 def transfer(account: str, amount: int) -> bytes:
@@ -182,7 +182,7 @@ async def test_bug_in_handler_is_retry_and_rolls_back(db: Db, served: Served, gi
 
 
 async def test_call_timeout_is_retry_and_leaves_nothing(db: Db, gid: str) -> None:
-    s = await serve(build_host(db.engine, call_timeout=0.3))
+    s = await serve(build_host(db.engine, call_timeout_s=0.3))
     try:
         reply = await s.call("Execute", gid, "slow.op", b"5")
         assert reply.outcome == ppb.OUTCOME_RETRY and "timed out" in reply.message
@@ -191,13 +191,12 @@ async def test_call_timeout_is_retry_and_leaves_nothing(db: Db, gid: str) -> Non
         assert again.outcome == ppb.OUTCOME_OK
         assert await db.open_transactions() == 0
     finally:
-        await s.channel.close(None)
-        await s.host.stop(0)
+        await s.close()
 
 
 async def test_work_outlives_an_impatient_caller_and_its_retry_gets_the_outcome(
         db: Db, gid: str) -> None:
-    s = await serve(build_host(db.engine, call_timeout=5.0))
+    s = await serve(build_host(db.engine, call_timeout_s=5.0))
     try:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await s.call("Execute", gid, "slow.op", b"0.6", deadline_s=0.2)
@@ -208,32 +207,30 @@ async def test_work_outlives_an_impatient_caller_and_its_retry_gets_the_outcome(
         assert (again.outcome, again.result) == (ppb.OUTCOME_OK, b"slow done")
         assert await db.count_effects(gid) == 1
     finally:
-        await s.channel.close(None)
-        await s.host.stop(0)
+        await s.close()
 
 
 async def test_database_down_is_retry_and_health_follows(db: Db, gid: str) -> None:
     url = make_url(db.dsn)
-    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 0)
+    proxy = FaultProxy("127.0.0.1", 0, url.host or "127.0.0.1", url.port or 0, "database")
     port = await proxy.start()
     engine = create_engine(url.set(port=port).render_as_string(hide_password=False))
     s = await serve(build_host(engine))
     try:
         acct = await account(db)
         assert await s.status() == health_pb2.HealthCheckResponse.SERVING
-        await proxy.cut()
+        proxy.set_fault("both", Reset())  # every connection reset, new ones refused
         down = await s.call("Execute", gid, "accounts.debit", transfer(acct, 1))
         assert down.outcome == ppb.OUTCOME_RETRY, down.message
         await _eventually(s, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await proxy.restore()
+        proxy.heal()
         await _eventually(s, health_pb2.HealthCheckResponse.SERVING)
         up = await s.call("Execute", gid, "accounts.debit", transfer(acct, 1), attempt=2)
         assert up.outcome == ppb.OUTCOME_OK
         assert await db.count_effects(gid) == 1
     finally:
-        await s.channel.close(None)
-        await s.host.stop(0)
-        await proxy.cut()
+        await s.close()
+        await proxy.stop()
         await engine.dispose()
 
 
@@ -258,10 +255,10 @@ async def test_wrong_dsn_at_startup_names_it_without_the_password() -> None:
 
 
 async def test_stop_lets_calls_in_flight_finish(db: Db, gid: str) -> None:
-    s = await serve(build_host(db.engine, call_timeout=5.0))
+    s = await serve(build_host(db.engine, call_timeout_s=5.0))
     in_flight = asyncio.ensure_future(s.call("Execute", gid, "slow.op", b"0.5"))
     await asyncio.sleep(0.2)
-    await s.host.stop(grace=3.0)
+    await s.host.stop(grace_s=3.0)
     reply = await in_flight
     assert reply.outcome == ppb.OUTCOME_OK and reply.result == b"slow done"
     assert await db.count_effects(gid) == 1
@@ -304,8 +301,7 @@ async def test_connections_the_server_dropped_fail_no_call_and_no_health_check(d
         assert reply.outcome == ppb.OUTCOME_OK, reply.message
         assert await rows_for(db, gid) == 1
     finally:
-        await s.channel.close(None)
-        await s.host.stop(0)
+        await s.close()
         await engine.dispose()
 
 

@@ -19,16 +19,17 @@ from sqlalchemy.engine import Connection
 
 from coordinator.cli import _migrate
 from coordinator.participant import (
-    VERSION_TABLE,
     create_engine,
+    upgrade,
+)
+from coordinator.participant._db.migrations import (
+    VERSION_TABLE,
     current_revision,
     downgrade,
     head_revision,
-    metadata,
-    upgrade,
 )
-
-from .conftest import SERVERS, create_database, drop_database
+from coordinator.participant._db.tables import metadata
+from tests.support.databases import SERVERS, create_database, drop_database
 
 pytestmark = pytest.mark.integration
 
@@ -40,9 +41,9 @@ OURS = {"txc_barrier", "txc_outbox", "txc_xa"}
 async def fresh(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     kind: str = request.param
     name = f"txc_sdk_mig_{os.getpid()}"
-    dsn = await create_database(kind, name)
+    dsn = await create_database(SERVERS[kind], name)
     yield dsn
-    await drop_database(kind, name)
+    await drop_database(SERVERS[kind], name)
 
 
 def _tables(conn: Connection) -> set[str]:

@@ -4,8 +4,6 @@ process kills."""
 from __future__ import annotations
 
 import asyncio
-import signal
-import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -15,7 +13,7 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
+from coordinator import pb as cpb
 from coordinator.participant import (
     START_SAGA,
     DsnError,
@@ -26,19 +24,20 @@ from coordinator.participant import (
     StartSagaSender,
     create_engine,
     outbox,
-    outbox_table,
 )
+from coordinator.participant._db.tables import outbox as outbox_table
+from tests.support.processes import Child
 
-from ._proc import LEASE, saga
-from ._support import SagaReceiver
+from ._outbox_child import LEASE, saga
+from ._receiver import SagaReceiver
 from .conftest import Db
 
 pytestmark = pytest.mark.integration
 
-PROC = Path(__file__).with_name("_proc.py")
+CHILD = "tests.participant._outbox_child"
 Relaying = tuple[SagaReceiver, StartSagaSender]
-FAST = RelayOptions(lease=2.0, send_timeout=0.5, poll_interval=0.05, initial_backoff=0.01,
-                    max_backoff=0.05)
+FAST = RelayOptions(lease_s=2.0, send_timeout_s=0.5, poll_interval_s=0.05, initial_backoff_s=0.01,
+                    max_backoff_s=0.05)
 
 
 @pytest.fixture
@@ -52,7 +51,7 @@ async def receiver() -> AsyncIterator[tuple[SagaReceiver, str]]:
 @pytest.fixture
 async def relay_for(receiver: tuple[SagaReceiver, str]) -> AsyncIterator[Relaying]:
     r, target = receiver
-    sender = StartSagaSender(target, timeout=1.0)
+    sender = StartSagaSender(target, timeout_s=1.0)
     yield r, sender
     await sender.close()
 
@@ -206,29 +205,17 @@ async def _sent(db: Db, at_least: int) -> bool:
     return int(n) >= at_least
 
 
-async def spawn(*args: str) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(sys.executable, str(PROC), *args,
-                                                stdout=asyncio.subprocess.PIPE)
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 30)
-    return proc, line.decode().strip()
-
-
-async def kill(proc: asyncio.subprocess.Process) -> None:
-    proc.send_signal(signal.SIGKILL)  # no cleanup, no flush: a crash
-    await asyncio.wait_for(proc.wait(), 10)
-
-
 async def test_crash_after_commit_before_delivery_delivers_exactly_once(
-        db: Db, relay_for: Relaying) -> None:
+        db: Db, relay_for: Relaying, tmp_path: Path) -> None:
     r, sender = relay_for
     await clear_due(db.engine)
     (name,) = gids(1)
-    proc, line = await spawn("write", db.dsn, name)
+    child = Child(tmp_path / "write.log", CHILD, "write", db.dsn, name)
     try:
+        line = await child.line()
         assert line.startswith("committed ")
     finally:
-        await kill(proc)
+        child.kill()
     message_id = int(line.split()[1])
     assert (await row(db.engine, message_id))["status"] == "pending"
     assert await db.count_effects(name) == 1  # the business change committed with it
@@ -240,21 +227,21 @@ async def test_crash_after_commit_before_delivery_delivers_exactly_once(
 
 
 async def test_relay_killed_mid_delivery_is_redelivered_without_a_second_saga(
-        db: Db, relay_for: Relaying) -> None:
+        db: Db, relay_for: Relaying, tmp_path: Path) -> None:
     r, sender = relay_for
     await clear_due(db.engine)
     (name,) = gids(1)
     (message_id,) = await queue(db.engine, name)
     r.hold.add(name)  # the coordinator receives the call but has not answered yet
-    proc, line = await spawn("relay", db.dsn, f"127.0.0.1:{r.port}")
+    child = Child(tmp_path / "relay.log", CHILD, "relay", db.dsn, f"127.0.0.1:{r.port}")
     try:
-        assert line == "relaying"
+        assert await child.line() == "relaying"
         for _ in range(100):
             if r.calls[name]:
                 break
             await asyncio.sleep(0.02)
     finally:
-        await kill(proc)
+        child.kill()
     assert r.calls[name] >= 1
     r.release.set()
     relay = Relay(db.engine, {START_SAGA: sender}, FAST)

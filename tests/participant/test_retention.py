@@ -18,11 +18,11 @@ from coordinator.participant import (
     BranchKey,
     Op,
     PurgeOptions,
-    barrier_table,
     outbox,
-    outbox_table,
     purge,
 )
+from coordinator.participant._db.tables import barrier as barrier_table
+from coordinator.participant._db.tables import outbox as outbox_table
 
 from .conftest import Db
 
@@ -74,7 +74,7 @@ async def test_purge_removes_only_old_barrier_rows_and_old_sent_messages(db: Db)
         await conn.execute(update(o).where(o.c.id.in_(ids)).values(created_at=days_ago(db, 10)))
         await conn.execute(update(o).where(o.c.id == old_pending).values(status="parked"))
 
-    result = await purge(db.engine, 7, PurgeOptions(batch_size=2, pause=0))
+    result = await purge(db.engine, 7, PurgeOptions(batch_size=2, pause_s=0))
     assert (result.barrier_rows, result.outbox_rows) == (5, 1)
     assert await barrier_rows(db, f"{prefix}-old") == 0
     assert await barrier_rows(db, f"{prefix}-new") == 2

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from coordinator.server._dev_etcd import free_port
+from coordinator.net import free_port
 
 
 def pg_bindir() -> Path:

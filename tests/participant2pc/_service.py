@@ -35,7 +35,7 @@ RUNS: Counter[str] = Counter()
 
 
 def build(engine: AsyncEngine, options: HostOptions | None = None) -> ParticipantHost:
-    host = ParticipantHost(engine, options or HostOptions(call_timeout=10.0))
+    host = ParticipantHost(engine, options or HostOptions(call_timeout_s=10.0))
 
     @host.prepare("rows.put", decode=json_object)
     async def put(ctx: BranchContext, conn: AsyncConnection, body: dict[str, Any]) -> bytes:

@@ -12,39 +12,26 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, replace
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 
-import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, text, update
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from coordinator import pb
-from coordinator._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
-from coordinator._proto.txc.v1 import participant_pb2 as ppb
-from coordinator.log import EtcdOptions
-from coordinator.participant import (
-    HostOptions,
-    Op,
-    ParticipantHost,
-    TwoPhase,
-    create_engine,
-    head_revision,
-    upgrade,
-    xa_table,
-    xid_for,
-)
-from coordinator.server import CoordinatorServer, DevEtcd, ServerOptions
+from coordinator import CoordinatorClient, pb, ppb
+from coordinator.participant import HostOptions, Op, ParticipantHost, TwoPhase, xid_for
+from coordinator.participant._db.tables import xa as xa_table
+from coordinator.server import DevEtcd
+from tests.support import databases
+from tests.support.coordinators import running, server_options
 
 from ._pg import PrivatePostgres
 from ._service import build, business, rows
 
 pytestmark = pytest.mark.integration
 
-MYSQL_SERVER = os.environ.get("TXC_TEST_MYSQL_DSN", "mysql+aiomysql://root@127.0.0.1:3306/test")
 KINDS = ("mariadb", "postgresql")
 
 
@@ -61,21 +48,8 @@ def pg_server() -> Iterator[str]:
         cluster.stop()
 
 
-async def _admin(server: str, statement: str) -> None:
-    engine = create_async_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 @dataclass(frozen=True)
-class Db:
-    kind: str
-    dsn: str
-    engine: AsyncEngine
-
+class Db(databases.Db):
     async def prepared(self) -> set[str]:
         """Every XID the server holds prepared (MySQL: server-wide)."""
         async with self.engine.connect() as conn:
@@ -126,25 +100,15 @@ class Db:
 async def dbs(pg_server: str) -> AsyncIterator[dict[str, Db]]:
     """A migrated database on each server for the whole session (tests use fresh gids)."""
     name = f"txc_2pc_{os.getpid()}"
-    servers = {"postgresql": pg_server, "mariadb": MYSQL_SERVER}
-    made: dict[str, Db] = {}
-    try:
+    servers = {"postgresql": pg_server, "mariadb": databases.SERVERS["mariadb"]}
+    async with AsyncExitStack() as stack:
+        made: dict[str, Db] = {}
         for kind, server in servers.items():
-            await _admin(server, f"DROP DATABASE IF EXISTS {name}")
-            await _admin(server, f"CREATE DATABASE {name}")
-            dsn = make_url(server).set(database=name).render_as_string(hide_password=False)
-            engine = create_engine(dsn, pool_size=20, max_overflow=10)
-            made[kind] = Db(kind, dsn, engine)
-            assert await upgrade(engine) == head_revision()
-            async with engine.begin() as conn:
-                await conn.run_sync(business.create_all)
+            made[kind] = await stack.enter_async_context(databases.migrated(
+                kind, server, name, business, Db, pool_size=20, max_overflow=10))
+            # Runs before the database is dropped, which its prepared XIDs would prevent.
+            stack.push_async_callback(_roll_back_leftovers, made[kind])
         yield made
-    finally:
-        for kind, db in made.items():
-            await _roll_back_leftovers(db)
-            await db.engine.dispose()
-            force = " WITH (FORCE)" if kind == "postgresql" else ""
-            await _admin(servers[kind], f"DROP DATABASE IF EXISTS {name}{force}")
 
 
 async def _roll_back_leftovers(db: Db) -> None:
@@ -159,11 +123,6 @@ async def _roll_back_leftovers(db: Db) -> None:
 @pytest.fixture(params=KINDS)
 def db(request: pytest.FixtureRequest, dbs: dict[str, Db]) -> Db:
     return dbs[request.param]
-
-
-@pytest.fixture
-def gid() -> str:
-    return f"g-{uuid.uuid4().hex[:12]}"
 
 
 # -- participant hosts ----------------------------------------------------------------
@@ -182,7 +141,7 @@ async def hosts(dbs: dict[str, Db]) -> AsyncIterator[dict[str, Served]]:
     served: dict[str, Served] = {}
     try:
         for kind, db in dbs.items():
-            host = build(db.engine, HostOptions(call_timeout=10.0))
+            host = build(db.engine, HostOptions(call_timeout_s=10.0))
             port = await host.start("127.0.0.1:0")
             served[kind] = Served(host, f"127.0.0.1:{port}")
         yield served
@@ -212,25 +171,10 @@ async def call(host: ParticipantHost, op: Op, gid: str, branch: str, body: dict[
 
 
 @pytest.fixture(scope="session")
-def etcd() -> Iterator[DevEtcd]:
-    server = DevEtcd().start()
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture(scope="session")
 async def coordinator(etcd: DevEtcd) -> AsyncIterator[str]:
     """A coordinator in this process; its address."""
-    etcd_opts = EtcdOptions(endpoints=(etcd.endpoint,), prefix=f"/p2pc/{uuid.uuid4().hex[:8]}",
-                            lease_ttl_s=2)
-    options = replace(ServerOptions(), listen="127.0.0.1:0", etcd=etcd_opts, scan_interval_s=0.3,
-                      grace_s=1.0)
-    server = CoordinatorServer(options)
-    await server.start()
-    try:
+    async with running(server_options(etcd, f"/p2pc/{uuid.uuid4().hex[:8]}")) as server:
         yield f"127.0.0.1:{server.port}"
-    finally:
-        await server.stop(0.5)
 
 
 def _duration(seconds: float) -> Duration:
@@ -249,9 +193,8 @@ def branch(name: str, address: str, body: dict[str, object], operation: str = "r
 
 async def start_two_phase(coordinator: str, gid: str, branches: list[pb.Branch], *,
                           wait: bool = True, deadline: float = 20.0) -> pb.Transaction:
-    async with grpc.aio.insecure_channel(coordinator) as channel:
-        stub = pb_grpc.CoordinatorStub(channel)
+    async with CoordinatorClient(coordinator, timeout_s=30) as client:
         req = pb.StartTwoPhaseRequest(gid=gid, branches=branches, timeout=_duration(deadline),
                                       wait=wait)
-        response: pb.StartResponse = await stub.StartTwoPhase(req, timeout=30)
+        response = await client.start_two_phase(req)
     return response.transaction

@@ -5,9 +5,6 @@ coordinator and finishes it (NOT_FOUND -> abort; decided commit -> commit)."""
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,39 +12,15 @@ from pathlib import Path
 import grpc
 import pytest
 
-from coordinator import CoordinatorClient, pb
-from coordinator._proto.txc.v1 import participant_pb2 as ppb
-from coordinator._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
+from coordinator import CoordinatorClient, pb, ppb, ppb_grpc
 from coordinator.participant import xid_for
+from tests.support.processes import Child
 
 from .conftest import Db, branch, start_two_phase
 
 pytestmark = pytest.mark.integration
 
-PROC = Path(__file__).with_name("_proc.py")
-
-
-class Proc:
-    def __init__(self, tmp: Path, name: str, *args: str) -> None:
-        self.log = tmp / f"{name}.log"
-        self.proc = subprocess.Popen([sys.executable, str(PROC), *args], stdout=subprocess.PIPE,
-                                     stderr=self.log.open("w"), text=True)
-
-    async def line(self, within: float = 30.0) -> str:
-        assert self.proc.stdout is not None
-        text = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), within)
-        assert text, f"process exited early; see {self.log}:\n{self.log.read_text()[-2000:]}"
-        return text.strip()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-    def logs(self) -> str:
-        return self.log.read_text()
+CHILD = "tests.participant2pc._host_child"
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str, within: float = 20.0) -> None:
@@ -61,7 +34,7 @@ async def test_killed_after_prepare_unknown_gid_is_aborted_on_restart(
         db: Db, coordinator: str, gid: str, tmp_path: Path) -> None:
     row = await db.add_row(v=0)
     xid = xid_for(gid, "a")
-    first = Proc(tmp_path, "prepare", "prepare", db.dsn, gid, "a", row)
+    first = Child(tmp_path / "prepare.log", CHILD, "prepare", db.dsn, gid, "a", row)
     try:
         assert await first.line() == "voted OUTCOME_OK"
     finally:
@@ -69,7 +42,7 @@ async def test_killed_after_prepare_unknown_gid_is_aborted_on_restart(
     assert xid in await db.prepared()  # outlived its process
     assert not await db.can_update(row)  # and still holds the row lock
 
-    restarted = Proc(tmp_path, "serve", "serve", db.dsn, coordinator)
+    restarted = Child(tmp_path / "serve.log", CHILD, "serve", db.dsn, coordinator)
     try:
         assert (await restarted.line()).startswith("serving")
         await until(lambda: _logged(restarted, f"gid={gid} branch=a aborted"), "recovery to abort")
@@ -87,7 +60,7 @@ async def test_killed_after_voting_yes_commits_on_restart(
     row = await db.add_row(v=0)
     xid = xid_for(gid, "a")
     gate = await Gate().start()
-    first = Proc(tmp_path, "first", "serve", db.dsn, coordinator)
+    first = Child(tmp_path / "first.log", CHILD, "serve", db.dsn, coordinator)
     try:
         port = int((await first.line()).split()[1])
         # a: the process under test; b: holds its vote until the process is dead.
@@ -102,7 +75,7 @@ async def test_killed_after_voting_yes_commits_on_restart(
     assert xid in await db.prepared()
     assert not await db.can_update(row)
 
-    restarted = Proc(tmp_path, "restarted", "serve", db.dsn, coordinator)  # on another port
+    restarted = Child(tmp_path / "restarted.log", CHILD, "serve", db.dsn, coordinator)  # on another port
     try:
         assert (await restarted.line()).startswith("serving")
         await until(lambda: _logged(restarted, f"gid={gid} branch=a committed"), "recovery to commit")
@@ -115,7 +88,7 @@ async def test_killed_after_voting_yes_commits_on_restart(
     assert await db.xa_state(gid, "a") == "committed"
 
 
-async def _logged(proc: Proc, line: str) -> bool:
+async def _logged(proc: Child, line: str) -> bool:
     return line in proc.logs()
 
 

@@ -14,17 +14,17 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from coordinator._proto.txc.v1 import participant_pb2 as ppb
+from coordinator import ppb
 from coordinator.participant import (
     HostOptions,
     Op,
     ParticipantHost,
     TwoPhaseOptions,
-    xa_table,
     xid_for,
 )
-from coordinator.participant._session import guard_session
-from coordinator.participant._two_phase_db import XaDriver, wait_session_gone, xa_driver
+from coordinator.participant._db.session import guard_session
+from coordinator.participant._db.tables import xa as xa_table
+from coordinator.participant.two_phase._xa import XaDriver, wait_session_gone, xa_driver
 
 from ._service import RUNS, build
 from ._service import rows as p2_rows
@@ -42,7 +42,7 @@ async def test_prepare_holds_locks_until_commit(db: Db, host: ParticipantHost, g
     assert xid_for(gid, "a") in await db.prepared()
     doubt = [b for b in await host.in_doubt() if b.gid == gid]
     assert [(b.branch, b.operation, b.state) for b in doubt] == [("a", "rows.bump", "prepared")]
-    assert doubt[0].age >= 0
+    assert doubt[0].age_s >= 0
     assert await db.value(row) == 0  # not visible before commit
     assert not await db.can_update(row)  # the prepared transaction holds the row lock
 
@@ -62,7 +62,7 @@ async def test_prepare_blocked_by_a_prepared_branch_answers_retry_not_waits(
     """A prepared branch holds its row locks until phase 2: a second prepare on the same
     row waits lock_timeout at most, answers RETRY without recording a vote, and votes
     once the first branch is finished."""
-    host = build(db.engine, HostOptions(two_phase=TwoPhaseOptions(lock_timeout=0.5)))
+    host = build(db.engine, HostOptions(two_phase=TwoPhaseOptions(lock_timeout_s=0.5)))
     row = await db.add_row(v=0)
     assert (await call(host, Op.PREPARE, gid, "a", {"id": row}, "rows.bump")).outcome == OK
     started = time.monotonic()
@@ -81,7 +81,7 @@ async def test_prepare_blocked_by_a_prepared_branch_answers_retry_not_waits(
 async def test_prepares_past_the_cap_answer_busy_and_phase_two_still_runs(
         db: Db, gid: str) -> None:
     host = build(db.engine, HostOptions(two_phase=TwoPhaseOptions(
-        lock_timeout=1.0, max_concurrent_prepares=2)))
+        lock_timeout_s=1.0, max_concurrent_prepares=2)))
     row = await db.add_row(v=0)
     assert (await call(host, Op.PREPARE, gid, "holder", {"id": row}, "rows.bump")).outcome == OK
     # Three prepares wait for the holder's lock; only two may run, the third is turned away.
@@ -264,7 +264,7 @@ async def test_after_detach_any_session_finishes_the_prepared_branch_at_once(db:
             xid = xid_for(f"detach-{uuid.uuid4().hex[:8]}", "b")
             conn = await db.engine.connect()
             await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await driver.begin(conn, xid, lock_timeout=1, session_timeout=30)
+            await driver.begin(conn, xid, lock_timeout_s=1, session_timeout_s=30)
             await conn.execute(p2_rows.insert().values(id=f"d-{i}-{uuid.uuid4().hex[:6]}", v=0))
             await driver.prepare(conn, xid)
             session = await driver.preparing_session(conn)

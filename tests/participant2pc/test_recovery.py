@@ -10,24 +10,21 @@ import os
 import pytest
 from sqlalchemy import select, text
 
-from coordinator import pb
-from coordinator._proto.txc.v1 import participant_pb2 as ppb
+from coordinator import pb, ppb
 from coordinator.participant import (
-    XID_PREFIX,
     Decision,
     Op,
     ParticipantHost,
     TwoPhase,
     TwoPhaseUnavailable,
-    Verdict,
     check_two_phase,
     create_engine,
-    verdict_of,
-    xa_table,
     xid_for,
 )
-from coordinator.participant._recovery import Recovery
-from coordinator.participant._two_phase_xid import is_txc_xid, literal
+from coordinator.participant._db.tables import xa as xa_table
+from coordinator.participant.two_phase._recovery import InDoubtResolver, Verdict, verdict_of
+from coordinator.participant.two_phase._xid import XID_PREFIX, is_txc_xid, literal
+from tests.support import databases
 
 from ._service import build
 from .conftest import Db, call
@@ -61,7 +58,7 @@ async def test_round_applies_decisions_and_leaves_the_undecided(
         # A call in progress for "busy" holds its row: recovery skips it this round.
         await holder.execute(select(xa_table.c.xid).where(xa_table.c.xid == xid_for(gids["busy"], "a"))
                              .with_for_update())
-        report = await Recovery(TwoPhase(db.engine), stub, 1.0).run_once()
+        report = await InDoubtResolver(TwoPhase(db.engine), stub, 1.0).run_once()
 
     def ours(branches: tuple[object, ...]) -> set[str]:
         return {b.gid for b in branches if b.gid in gids.values()}  # type: ignore[attr-defined]
@@ -70,7 +67,7 @@ async def test_round_applies_decisions_and_leaves_the_undecided(
     assert ours(report.committed) == {gids["commit"]}
     assert ours(report.aborted) == {gids["abort"]}
     assert ours(report.left) == {gids["open"], gids["busy"]}
-    assert report.oldest_age >= 0
+    assert report.oldest_age_s >= 0
     assert (await db.value(gids["commit"]), await db.value(gids["abort"])) == (1, None)
     assert "2PC in-doubt branches: " in caplog.text
     assert f"gid={gids['commit']} branch=a committed" in caplog.text
@@ -114,8 +111,7 @@ def test_xids_are_deterministic_short_and_prefixed() -> None:
 
 async def test_max_prepared_transactions_zero_is_reported_clearly() -> None:
     """The shared server on 5432 runs with max_prepared_transactions = 0."""
-    dsn = os.environ.get("TXC_TEST_PG_DSN", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-    engine = create_engine(dsn)
+    engine = create_engine(databases.SERVERS["postgresql"])
     try:
         async with engine.connect() as conn:
             setting = int((await conn.execute(text("SHOW max_prepared_transactions"))).scalar_one())
@@ -132,27 +128,22 @@ async def test_max_prepared_transactions_zero_is_reported_clearly() -> None:
 
 
 async def test_start_without_the_table_names_the_migration(dbs: dict[str, Db]) -> None:
-    from sqlalchemy.engine import make_url
-
-    from .conftest import _admin
-
-    server = make_url(dbs["mariadb"].dsn).set(database="test").render_as_string(hide_password=False)
+    server = databases.on_server(dbs["mariadb"].dsn, "test")
     name = f"txc_2pc_bare_{os.getpid()}"
-    await _admin(server, f"CREATE DATABASE IF NOT EXISTS {name}")
-    engine = create_engine(make_url(server).set(database=name).render_as_string(hide_password=False))
+    engine = create_engine(await databases.create_database(server, name))
     try:
         with pytest.raises(TwoPhaseUnavailable, match=r"txc_xa is missing.*txc migrate"):
             await check_two_phase(engine)
     finally:
         await engine.dispose()
-        await _admin(server, f"DROP DATABASE IF EXISTS {name}")
+        await databases.drop_database(server, name)
 
 
 async def test_purge_removes_only_old_finished_rows(db: Db, host: ParticipantHost, gid: str) -> None:
     from sqlalchemy import update
 
     from coordinator.participant import purge_two_phase
-    from coordinator.participant._sql import db_shifted
+    from coordinator.participant._db.sql import db_shifted
 
     done, open_ = f"{gid}-done", f"{gid}-open"
     for g in (done, open_):
@@ -181,7 +172,7 @@ async def test_a_stuck_round_is_given_up_and_the_next_one_resolves(
         db: Db, host: ParticipantHost, gid: str) -> None:
     assert (await call(host, Op.PREPARE, gid, "a", {"id": gid})).outcome == ppb.OUTCOME_OK
     stub = HangsOnce({})
-    recovery = Recovery(TwoPhase(db.engine), stub, interval=0.05, round_timeout=0.5)
+    recovery = InDoubtResolver(TwoPhase(db.engine), stub, interval_s=0.05, round_timeout_s=0.5)
     recovery.start()
     try:
         for _ in range(100):

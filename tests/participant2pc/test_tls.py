@@ -11,19 +11,17 @@ from pathlib import Path
 import grpc
 import pytest
 
-from coordinator import CoordinatorClient, pb
-from coordinator._proto.txc.v1 import participant_pb2 as ppb
-from coordinator._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
-from coordinator.log import EtcdOptions
+from coordinator import CoordinatorClient, ParticipantClient, pb, ppb
 from coordinator.participant import (
-    CoordinatorDecisions,
     Decision,
     HostOptions,
     Op,
     TlsFiles,
     TwoPhaseOptions,
 )
-from coordinator.server import CoordinatorServer, DevEtcd, ServerOptions
+from coordinator.participant.two_phase._recovery import CoordinatorDecisions
+from coordinator.server import CoordinatorServer, DevEtcd
+from tests.support.coordinators import server_options
 
 from ._service import build
 from .conftest import Db, branch, call
@@ -35,9 +33,8 @@ async def test_two_phase_over_tls_both_ways(db: Db, etcd: DevEtcd, gid: str,
                                             tls_certificate: tuple[Path, Path]) -> None:
     cert, key = tls_certificate
     ca, files = cert.read_bytes(), TlsFiles.read(str(cert), str(key))
-    options = replace(ServerOptions(), listen="127.0.0.1:0", tls=files, participant_tls_ca=ca,
-                      etcd=EtcdOptions(endpoints=(etcd.endpoint,),
-                                       prefix=f"/tls/{uuid.uuid4().hex[:8]}", lease_ttl_s=2))
+    options = replace(server_options(etcd, f"/tls/{uuid.uuid4().hex[:8]}"), tls=files,
+                      participant_tls_ca=ca)
     server = CoordinatorServer(options)
     await server.start()
     address = f"127.0.0.1:{server.port}"
@@ -48,7 +45,7 @@ async def test_two_phase_over_tls_both_ways(db: Db, etcd: DevEtcd, gid: str,
         async with CoordinatorClient(address, tls_ca=ca) as client:
             request = pb.StartTwoPhaseRequest(gid=gid, wait=True, branches=[
                 branch("a", participant, {"id": f"{gid}-a", "v": 3})])
-            reply = await client._stub.StartTwoPhase(request, timeout=30)
+            reply = await client.start_two_phase(request, timeout_s=30)
         assert reply.transaction.state == pb.TX_STATE_COMMITTED
         assert await db.value(f"{gid}-a") == 3
 
@@ -66,10 +63,9 @@ async def test_two_phase_over_tls_both_ways(db: Db, etcd: DevEtcd, gid: str,
         report = await idle.recover()
         assert [(b.gid, b.branch) for b in report.aborted if b.gid == unknown] == [(unknown, "a")]
 
-        async with grpc.aio.insecure_channel(participant) as plaintext:  # TLS only
+        async with ParticipantClient(participant, timeout_s=2) as plaintext:  # TLS only
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await ppb_grpc.ParticipantStub(plaintext).Commit(
-                    ppb.BranchRequest(gid=gid, branch="a", operation="rows.put"), timeout=2)
+                await plaintext.call("commit", gid, "a", "rows.put")
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await host.stop(0)

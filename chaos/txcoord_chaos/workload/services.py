@@ -85,9 +85,9 @@ def _options(coordinator: str | None) -> HostOptions:
     # ones. Calls past max_concurrent_rpcs are refused at once (RESOURCE_EXHAUSTED) rather
     # than queued for a pooled connection; prepares use two connections each and may not
     # take more than half of the pool, so phase 2 can always release their locks.
-    two_phase = TwoPhaseOptions(coordinator=coordinator, recovery_interval=3.0,
-                                lock_timeout=0.5, max_concurrent_prepares=POOL // 4)
-    return HostOptions(call_timeout=4.0, max_concurrent_rpcs=POOL, two_phase=two_phase)
+    two_phase = TwoPhaseOptions(coordinator=coordinator, recovery_interval_s=3.0,
+                                lock_timeout_s=0.5, max_concurrent_prepares=POOL // 4)
+    return HostOptions(call_timeout_s=4.0, max_concurrent_rpcs=POOL, two_phase=two_phase)
 
 
 Step = Callable[[AsyncConnection, Transfer], Awaitable[None]]

@@ -3,7 +3,7 @@
 A branch stays prepared (holding its row locks) until phase 2 reaches it. If this process
 died after voting yes, or the coordinator's Commit/Abort cannot get through, the
 coordinator's retries may be late or never arrive (a FAILED transaction waits for an
-operator). So at start-up and every ``recovery_interval`` seconds the host lists its
+operator). So at start-up and every ``recovery_interval_s`` seconds the host lists its
 prepared XIDs, asks ``GetTransaction(gid)`` for each, and applies the decision:
 commit decided -> commit; abort decided or NOT_FOUND -> abort (presumed abort: with no
 commit decision logged, the answer is abort); still PREPARING -> left for the next round.
@@ -22,9 +22,9 @@ import grpc
 
 from coordinator._client import CoordinatorClient
 from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
-from coordinator.participant._errors import describe
-from coordinator.participant._two_phase import Decision, InDoubtBranch, TwoPhase
-from coordinator.participant._two_phase_table import XaState
+from coordinator.participant._db.errors import describe
+from coordinator.participant.two_phase._branches import Decision, InDoubtBranch, TwoPhase
+from coordinator.participant.two_phase._table import XaState
 
 log = logging.getLogger("coordinator.participant.recovery")
 
@@ -66,8 +66,8 @@ def verdict_of(tx: cpb.Transaction) -> Verdict:
 class CoordinatorDecisions:
     """Asks a txcoord coordinator (GetTransaction) for each gid's decision."""
 
-    def __init__(self, address: str, timeout: float = 5.0, tls_ca: bytes | None = None) -> None:
-        self._client = CoordinatorClient(address, timeout_s=timeout, tls_ca=tls_ca)
+    def __init__(self, address: str, timeout_s: float = 5.0, tls_ca: bytes | None = None) -> None:
+        self._client = CoordinatorClient(address, timeout_s=timeout_s, tls_ca=tls_ca)
 
     async def decide(self, gid: str) -> Verdict:
         try:
@@ -92,25 +92,26 @@ class RecoveryReport:
     left: tuple[InDoubtBranch, ...] = field(default=())  # undecided, busy or unreachable
 
     @property
-    def oldest_age(self) -> float:
-        return max((b.age for b in self.in_doubt), default=0.0)
+    def oldest_age_s(self) -> float:
+        return max((b.age_s for b in self.in_doubt), default=0.0)
 
 
-class Recovery:
-    """Runs recovery rounds for one :class:`TwoPhase` (one database)."""
+class InDoubtResolver:
+    """Finishes one database's in-doubt branches (:class:`TwoPhase`): each round lists the
+    prepared branches, asks the coordinator for their decisions and applies them."""
 
-    def __init__(self, two_phase: TwoPhase, decisions: DecisionSource | None, interval: float,
-                 round_timeout: float = 60.0) -> None:
+    def __init__(self, two_phase: TwoPhase, decisions: DecisionSource | None,
+                 interval_s: float, round_timeout_s: float = 60.0) -> None:
         self._two_phase = two_phase
         self._decisions = decisions
-        self._interval = interval
+        self._interval_s = interval_s
         # A round stuck on a connection the network lost would stop recovery for good
         # (no driver timeout covers a statement whose packets vanish): give up, go again.
-        self._round_timeout = round_timeout
+        self._round_timeout_s = round_timeout_s
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Start the loop: a first round now, then one every ``interval`` seconds."""
+        """Start the loop: a first round now, then one every ``interval_s`` seconds."""
         if self._task is None:
             self._task = asyncio.create_task(self._loop(), name="txc-participant-2pc-recovery")
 
@@ -126,13 +127,13 @@ class Recovery:
     async def _loop(self) -> None:
         while True:
             try:
-                async with asyncio.timeout(self._round_timeout):
+                async with asyncio.timeout(self._round_timeout_s):
                     await self.run_once()
             except TimeoutError:
-                log.warning("2PC recovery round took over %.0fs; starting again", self._round_timeout)
+                log.warning("2PC recovery round took over %.0fs; starting again", self._round_timeout_s)
             except Exception as exc:  # the database may be down: try again next round
                 log.warning("2PC recovery round failed: %s", describe(exc))
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(self._interval_s)
 
     async def run_once(self) -> RecoveryReport:
         branches = await self._two_phase.in_doubt()
@@ -141,7 +142,7 @@ class Recovery:
             return report
         oldest = branches[0]
         log.info("2PC in-doubt branches: %d, oldest %.1fs (gid=%s branch=%s)",
-                 len(branches), report.oldest_age, oldest.gid, oldest.branch)
+                 len(branches), report.oldest_age_s, oldest.gid, oldest.branch)
         if self._decisions is None:
             log.info("2PC recovery: no coordinator address configured; waiting for phase 2")
             return RecoveryReport(in_doubt=report.in_doubt, left=report.in_doubt)
@@ -177,7 +178,7 @@ class Recovery:
         expected = XaState.COMMITTED if verdict.decision is Decision.COMMIT else XaState.ABORTED
         level = logging.INFO if outcome is expected else logging.WARNING
         log.log(level, "2PC recovery: gid=%s branch=%s %s after %.1fs in doubt (coordinator: %s)",
-                branch.gid, branch.branch, outcome.value, branch.age, verdict.reason)
+                branch.gid, branch.branch, outcome.value, branch.age_s, verdict.reason)
         return outcome
 
 

@@ -18,7 +18,7 @@ import math
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from coordinator.participant._sql import is_mysql
+from coordinator.participant._db.sql import is_mysql
 
 _GUARDED = "txc_session_guard"  # key in a connection's info: the guard statement it ran
 

@@ -18,7 +18,7 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from coordinator.participant._errors import ParticipantError
+from coordinator.participant._db.errors import ParticipantError
 
 VERSION_TABLE = "txc_alembic_version"
 
@@ -29,7 +29,7 @@ class MigrationError(ParticipantError):
 
 def migrations_dir() -> Path:
     """``migrations/`` beside the ``coordinator`` package (the source tree's root)."""
-    path = Path(__file__).resolve().parents[2] / "migrations"
+    path = Path(__file__).resolve().parents[3] / "migrations"
     if not (path / "env.py").is_file():
         raise MigrationError(f"participant migrations not found at {path}")
     return path

@@ -7,8 +7,8 @@ from google.protobuf.message import DecodeError
 
 from coordinator._channel import channel as open_channel
 from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
-from coordinator.participant._errors import PermanentDeliveryError
-from coordinator.participant._outbox import OutboxMessage
+from coordinator.participant._db.errors import PermanentDeliveryError
+from coordinator.participant.outbox._messages import OutboxMessage
 
 _METHOD = "/txc.v1.Coordinator/StartSaga"
 # The coordinator will give the same answer however often it is asked: a malformed plan,
@@ -21,11 +21,11 @@ class StartSagaSender:
     """Delivers StartSagaRequest messages. StartSaga is idempotent on gid, so a redelivery
     after a crash finds the saga already there (``created=false``) and changes nothing."""
 
-    def __init__(self, target: str | grpc.aio.Channel, *, timeout: float = 10.0,
+    def __init__(self, target: str | grpc.aio.Channel, *, timeout_s: float = 10.0,
                  tls_ca: bytes | None = None) -> None:
         """``target``: "host:port" of a coordinator (``tls_ca``: PEM CAs when it serves
-        TLS), or a channel of your own."""
-        self._timeout = timeout
+        TLS), or a channel of your own; ``timeout_s``: deadline of one StartSaga call."""
+        self._timeout_s = timeout_s
         self._own_channel = isinstance(target, str)
         self._channel = open_channel(target, tls_ca) if isinstance(target, str) else target
         self._call = self._channel.unary_unary(
@@ -40,7 +40,7 @@ class StartSagaSender:
         except DecodeError:
             raise PermanentDeliveryError(f"outbox message {message.id} is not a StartSagaRequest") from None
         try:
-            await self._call(request, timeout=self._timeout)
+            await self._call(request, timeout=self._timeout_s)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in _PERMANENT:
                 raise PermanentDeliveryError(f"{exc.code().name}: {exc.details()}") from None

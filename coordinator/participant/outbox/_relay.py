@@ -29,12 +29,12 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from coordinator.participant._backoff import backoff
-from coordinator.participant._dsn import check_connection
-from coordinator.participant._errors import PermanentDeliveryError, describe, is_transient
-from coordinator.participant._outbox import OutboxMessage, Status
-from coordinator.participant._sql import db_now, db_shifted, is_mysql
-from coordinator.participant._tables import outbox
+from coordinator.participant._db.backoff import backoff
+from coordinator.participant._db.dsn import check_connection
+from coordinator.participant._db.errors import PermanentDeliveryError, describe, is_transient
+from coordinator.participant._db.sql import db_now, db_shifted, is_mysql
+from coordinator.participant._db.tables import outbox
+from coordinator.participant.outbox._messages import OutboxMessage, Status
 
 log = logging.getLogger("coordinator.participant.relay")
 
@@ -47,25 +47,35 @@ _ERROR_CHARS = 512
 
 @dataclass(frozen=True)
 class RelayOptions:
-    """Tuning of a relay; the defaults suit a service sending a few hundred messages/s.
-
-    lease: how long a claimed row stays hidden from other relays. A delivery pass is cut
-    off at half the lease, so a slow relay releases rows before anyone else may take them.
-    """
+    """Tuning of a relay; the defaults suit a service sending a few hundred messages/s."""
 
     batch_size: int = 32
-    poll_interval: float = 0.5
-    lease: float = 60.0
-    send_timeout: float = 10.0
-    send_attempts: int = 3  # tries within one claim, with jittered exponential waits
-    initial_backoff: float = 0.2
-    max_backoff: float = 300.0  # cap of the wait between claims of a failing message
+    """Rows claimed per pass."""
+
+    poll_interval_s: float = 0.5
+    """Wait between passes that found less than a full batch (``Relay.wake`` cuts it short)."""
+
+    lease_s: float = 60.0
+    """How long a claimed row stays hidden from other relays. A delivery pass is cut off at
+    half the lease, so a slow relay releases rows before anyone else may take them."""
+
+    send_timeout_s: float = 10.0
+    """Deadline of one send attempt; must be under half of :attr:`lease_s`."""
+
+    send_attempts: int = 3
+    """Send tries within one claim, with jittered exponential waits between them."""
+
+    initial_backoff_s: float = 0.2
+    """First wait, both between send tries and before a failed message is claimed again."""
+
+    max_backoff_s: float = 300.0
+    """Cap of the wait between claims of a failing message."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.send_attempts < 1:
             raise ValueError("batch_size and send_attempts must be at least 1")
-        if not 0 < self.send_timeout < self.lease / 2:
-            raise ValueError("send_timeout must be positive and under half the lease")
+        if not 0 < self.send_timeout_s < self.lease_s / 2:
+            raise ValueError("send_timeout_s must be positive and under half of lease_s")
 
 
 @dataclass(frozen=True)
@@ -110,11 +120,11 @@ class Relay:
         """
         stop = stop or asyncio.Event()
         await check_connection(self._engine)
-        idle = self._options.poll_interval
+        idle = self._options.poll_interval_s
         while not stop.is_set():
             try:
                 stats = await self.run_once()
-                idle = self._options.poll_interval
+                idle = self._options.poll_interval_s
             except Exception as exc:
                 if not is_transient(exc):
                     raise
@@ -162,7 +172,7 @@ class Relay:
                         .where(outbox.c.id.in_([row.id for row in rows]))
                         .values(
                             claim_token=token,
-                            available_at=db_shifted(conn, self._options.lease),
+                            available_at=db_shifted(conn, self._options.lease_s),
                             attempts=outbox.c.attempts + 1,
                         )
                     )
@@ -186,16 +196,16 @@ class Relay:
         opts = self._options
         retrying = AsyncRetrying(
             stop=stop_after_attempt(opts.send_attempts),
-            wait=backoff(opts.initial_backoff, opts.send_timeout),
+            wait=backoff(opts.initial_backoff_s, opts.send_timeout_s),
             retry=retry_if_not_exception_type(PermanentDeliveryError),
             reraise=True,
         )
         sender = self._senders[message.kind]
         try:
-            async with asyncio.timeout(opts.lease / 2):
+            async with asyncio.timeout(opts.lease_s / 2):
                 async for attempt in retrying:
                     with attempt:
-                        async with asyncio.timeout(opts.send_timeout):
+                        async with asyncio.timeout(opts.send_timeout_s):
                             await sender(message)
         except PermanentDeliveryError as exc:
             return _Verdict.FAILED, str(exc)[:_ERROR_CHARS]
@@ -239,7 +249,7 @@ class Relay:
     def _backoff(self, message: OutboxMessage) -> float:
         """Exponential in the attempts so far, capped, with full jitter on the upper half."""
         opts = self._options
-        ceiling = min(opts.max_backoff, opts.initial_backoff * 2.0 ** min(message.attempts, 32))
+        ceiling = min(opts.max_backoff_s, opts.initial_backoff_s * 2.0 ** min(message.attempts, 32))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 

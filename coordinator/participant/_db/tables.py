@@ -1,8 +1,9 @@
 """SQLAlchemy Core metadata of the participant tables.
 
 The Alembic revisions in ``migrations/versions`` create exactly this schema (a test
-compares them). Both tables carry a ``txc_`` prefix so they sit beside a service's own
-tables without clashing.
+compares them). Every table is defined here, so ``metadata`` is complete whatever was
+imported first. They carry a ``txc_`` prefix so they sit beside a service's own tables
+without clashing.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ metadata = MetaData()
 
 BARRIER_TABLE = "txc_barrier"
 OUTBOX_TABLE = "txc_outbox"
+XA_TABLE = "txc_xa"
+OPERATION_CHARS = 128
+MESSAGE_CHARS = 512
 
 _MYSQL = ("mysql", "mariadb")
 
@@ -41,7 +45,7 @@ class Utf8VarBinary(mysql.VARBINARY):
     """MySQL VARBINARY holding UTF-8 text, bound and read as ``str``.
 
     Bound as text: the server stores the connection's utf8mb4 bytes (and aiomysql cannot
-    bind ``bytes`` with PyMySQL 1.2+, see ``_sql.blob``).
+    bind ``bytes`` with PyMySQL 1.2+, see ``sql.blob``).
     """
 
     cache_ok = True
@@ -87,7 +91,7 @@ barrier = Table(
     # undo inserted for its forward op (that op never ran).
     Column("outcome", SmallInteger, nullable=True),
     Column("result", blob(), nullable=True),
-    Column("message", String(512), nullable=True),
+    Column("message", String(MESSAGE_CHARS), nullable=True),
     Column("created_at", timestamp(), nullable=False),
     UniqueConstraint("gid", "branch", "op", name="uq_txc_barrier_key"),
     Index("ix_txc_barrier_created_at", "created_at"),
@@ -107,11 +111,31 @@ outbox = Table(
     # and by backoff after a failed attempt.
     Column("available_at", timestamp(), nullable=False),
     Column("claim_token", String(36), nullable=True),
-    Column("last_error", String(512), nullable=True),
+    Column("last_error", String(MESSAGE_CHARS), nullable=True),
     Column("created_at", timestamp(), nullable=False),
     Column("sent_at", timestamp(), nullable=True),
     Index("ix_txc_outbox_due", "status", "available_at"),
     Index("ix_txc_outbox_sent", "status", "sent_at"),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+# One row per prepared (or refused, or aborted) 2PC branch, keyed by its XID; see
+# ``two_phase._table`` for how the rows are used.
+xa = Table(
+    XA_TABLE,
+    metadata,
+    Column("xid", String(64), primary_key=True),
+    Column("gid", id_string(), nullable=False),
+    Column("branch", id_string(), nullable=False),
+    Column("operation", String(OPERATION_CHARS), nullable=False),
+    Column("state", String(16), nullable=False),
+    # The vote as answered (a duplicate prepare gets it again, byte for byte).
+    Column("message", String(MESSAGE_CHARS), nullable=True),
+    Column("result", blob(), nullable=True),
+    Column("created_at", timestamp(), nullable=False),
+    Column("updated_at", timestamp(), nullable=False),
+    Index("ix_txc_xa_updated_at", "updated_at"),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
 )

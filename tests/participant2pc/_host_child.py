@@ -1,9 +1,10 @@
-"""A participant process the crash tests kill with SIGKILL (run by path, not imported).
+"""A participant process the crash tests kill with SIGKILL (tests/support/processes.py),
+run as ``python -m tests.participant2pc._host_child MODE ARGS``:
 
-    _proc.py serve DSN COORDINATOR          serve the test service (recovery every 0.2 s);
-                                            prints "serving PORT"
-    _proc.py prepare DSN GID BRANCH ROW_ID  prepare one rows.bump branch, print the vote,
-                                            then wait to be killed
+    serve DSN COORDINATOR          serve the test service (recovery every 0.2 s);
+                                   prints "serving PORT"
+    prepare DSN GID BRANCH ROW_ID  prepare one rows.bump branch, print the vote,
+                                   then wait to be killed
 
 Logs (INFO, the SDK's recovery lines included) go to stderr.
 """
@@ -12,19 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from coordinator._proto.txc.v1 import participant_pb2 as ppb
+from coordinator import ppb
 from coordinator.participant import HostOptions, Op, TwoPhaseOptions, create_engine
 from tests.participant2pc._service import build
+from tests.support.processes import child_main
 
 
 async def serve(dsn: str, coordinator: str) -> None:
-    two_phase = TwoPhaseOptions(coordinator=coordinator, recovery_interval=0.2)
+    two_phase = TwoPhaseOptions(coordinator=coordinator, recovery_interval_s=0.2)
     host = build(create_engine(dsn), HostOptions(two_phase=two_phase))
     port = await host.start("127.0.0.1:0")
     print(f"serving {port}", flush=True)
@@ -42,7 +39,4 @@ async def prepare(dsn: str, gid: str, branch: str, row_id: str) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    mode, *args = sys.argv[1:]
-    asyncio.run(serve(*args) if mode == "serve" else prepare(*args))
+    child_main({"serve": serve, "prepare": prepare})

@@ -1,16 +1,15 @@
-"""Real network pieces for the SDK tests: a StartSaga receiver and a TCP proxy that can
-cut a service off from its database."""
+"""A StartSaga receiver for the outbox tests: a real gRPC server standing in for the
+coordinator."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
 
 import grpc
 
-from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
+from coordinator import pb as cpb
 
 
 @dataclass
@@ -62,55 +61,3 @@ class SagaReceiver:
         self.release.set()
         if self.server is not None:
             await self.server.stop(0)
-
-
-class TcpProxy:
-    """Forwards a local port to ``upstream``; ``cut()`` drops every connection and
-    refuses new ones until ``restore()``: the database "goes down" for its clients."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._upstream = (host, port)
-        self._server: asyncio.Server | None = None
-        self._pipes: set[asyncio.Task[None]] = set()
-        self.port = 0
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
-
-    async def cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for task in list(self._pipes):
-            task.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
-
-    async def restore(self) -> None:
-        await self.start()
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self._upstream)
-        except OSError:
-            writer.close()
-            return
-        tasks = [asyncio.ensure_future(_pipe(reader, up_writer)),
-                 asyncio.ensure_future(_pipe(up_reader, writer))]
-        self._pipes.update(tasks)
-        for task in tasks:
-            task.add_done_callback(self._pipes.discard)
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (OSError, asyncio.CancelledError):
-        pass
-    finally:
-        with contextlib.suppress(Exception):
-            writer.close()

@@ -9,7 +9,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from coordinator.participant._errors import DsnError, describe
+from coordinator.participant._db.errors import DsnError, describe
 
 # Async drivers the SDK is tested with. (SQLAlchemy names MariaDB "mysql" or "mariadb".)
 SUPPORTED_DRIVERS = frozenset({"postgresql+asyncpg", "mysql+aiomysql", "mariadb+aiomysql"})

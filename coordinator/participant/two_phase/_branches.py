@@ -33,12 +33,12 @@ from enum import StrEnum
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from coordinator.participant._backoff import retrying_on
-from coordinator.participant._barrier import BarrierOptions, BusinessFn
-from coordinator.participant._errors import Refused, describe, is_lock_timeout, is_transient
-from coordinator.participant._session import guard_session
-from coordinator.participant._two_phase_db import wait_session_gone, xa_driver
-from coordinator.participant._two_phase_table import (
+from coordinator.participant._barrier import BarrierOptions, BusinessFn, as_result, refusal
+from coordinator.participant._db.backoff import retrying_on
+from coordinator.participant._db.errors import Refused, describe, is_lock_timeout, is_transient
+from coordinator.participant._db.session import guard_session
+from coordinator.participant._types import BranchKey, Op, Outcome, Reply
+from coordinator.participant.two_phase._table import (
     XaRow,
     XaState,
     age,
@@ -51,11 +51,10 @@ from coordinator.participant._two_phase_table import (
     witness_committed,
     write_witness,
 )
-from coordinator.participant._two_phase_xid import xid_for
-from coordinator.participant._types import BranchKey, Op, Outcome, Reply
+from coordinator.participant.two_phase._xa import wait_session_gone, xa_driver
+from coordinator.participant.two_phase._xid import xid_for
 
 log = logging.getLogger("coordinator.participant.two_phase")
-_MESSAGE_CHARS = 512
 
 
 class Decision(StrEnum):
@@ -65,25 +64,36 @@ class Decision(StrEnum):
 
 @dataclass(frozen=True)
 class TwoPhaseOptions:
-    """coordinator: "host:port" the recovery loop asks (None: no loop; in-doubt branches
-    then wait for the coordinator's own phase-2 retries).
-    lock_timeout: seconds a prepare's business function may wait for a row lock before
-    the branch answers RETRY (the coordinator retries until its prepare deadline).
-    max_concurrent_prepares: prepares running at once; each holds two pooled connections,
-    so keep twice this well below the engine's pool size, leaving room for phase 2.
-    (The session guard of these transactions is ``BarrierOptions.session_timeout``.)"""
+    """Limits of 2PC branches and the in-doubt resolver's coordinator. (The session guard
+    of these transactions is :attr:`BarrierOptions.session_timeout_s`.)"""
 
     coordinator: str | None = None
-    recovery_interval: float = 30.0
-    coordinator_timeout: float = 5.0
-    coordinator_tls_ca: bytes | None = None  # PEM CAs: ask a coordinator that serves TLS
-    lock_timeout: float = 2.0
+    """"host:port" the in-doubt resolver asks for decisions. None: no resolver loop;
+    in-doubt branches then wait for the coordinator's own phase-2 retries."""
+
+    recovery_interval_s: float = 30.0
+    """Time between the resolver's rounds (the first runs at start-up)."""
+
+    coordinator_timeout_s: float = 5.0
+    """Deadline of one question to the coordinator."""
+
+    coordinator_tls_ca: bytes | None = None
+    """PEM CAs to check a coordinator that serves TLS; None: plaintext."""
+
+    lock_timeout_s: float = 2.0
+    """How long a prepare's business function may wait for a row lock before the branch
+    answers RETRY (the coordinator retries until its prepare deadline). Whole seconds on
+    MySQL/MariaDB (rounded up)."""
+
     max_concurrent_prepares: int = 6
+    """Prepares running at once; more answer RETRY at once. Each holds two pooled
+    connections, so keep twice this well below the engine's pool size, leaving room for
+    phase 2."""
 
     def __post_init__(self) -> None:
-        if min(self.recovery_interval, self.coordinator_timeout, self.lock_timeout) <= 0:
-            raise ValueError("recovery_interval, coordinator_timeout and lock_timeout must be "
-                             "positive")
+        if min(self.recovery_interval_s, self.coordinator_timeout_s, self.lock_timeout_s) <= 0:
+            raise ValueError("recovery_interval_s, coordinator_timeout_s and lock_timeout_s must "
+                             "be positive")
         if self.max_concurrent_prepares < 1:
             raise ValueError("max_concurrent_prepares must be at least 1")
 
@@ -97,7 +107,7 @@ class InDoubtBranch:
     branch: str
     operation: str
     state: str  # the txc_xa state: "prepared", or "preparing" if the vote was never recorded
-    age: float  # seconds since its prepare started (database clock)
+    age_s: float  # seconds since its prepare started (database clock)
 
 
 class StillAttached(Exception):
@@ -124,7 +134,7 @@ class TwoPhase:
         """A transaction the server ends by itself if this process goes quiet in it (a lost
         connection can leave the session open, holding its row locks, for hours)."""
         async with self._engine.connect() as conn:
-            await guard_session(conn, self._options.session_timeout)
+            await guard_session(conn, self._options.session_timeout_s)
             async with conn.begin():
                 yield conn
 
@@ -135,7 +145,7 @@ class TwoPhase:
         exceptions propagate (after rolling everything back), as with :class:`Barrier`.
         """
         opts = self._options
-        retrying = retrying_on(_retryable, opts.attempts, opts.initial_backoff, opts.max_backoff)
+        retrying = retrying_on(_retryable, opts.attempts, opts.initial_backoff_s, opts.max_backoff_s)
         try:
             async for attempt in retrying:
                 with attempt:
@@ -200,12 +210,12 @@ class TwoPhase:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             driver = xa_driver(conn)
             try:
-                await driver.begin(conn, xid, self._limits.lock_timeout, self._options.session_timeout)
+                await driver.begin(conn, xid, self._limits.lock_timeout_s, self._options.session_timeout_s)
                 try:
-                    result = _as_bytes(await business(conn))
+                    result = as_result(await business(conn), "a prepare handler")
                 except Refused as exc:
                     await driver.rollback_active(conn, xid)
-                    return Reply(Outcome.FAILED, message=(str(exc) or "refused")[:_MESSAGE_CHARS])
+                    return refusal(exc)
                 await write_witness(conn, key)
                 await driver.prepare(conn, xid)
             except BaseException as exc:
@@ -214,7 +224,7 @@ class TwoPhase:
                 await _discard(conn)
                 if isinstance(exc, Exception) and is_lock_timeout(exc):
                     return Reply(Outcome.RETRY, message=f"rows locked by another transaction for "
-                                 f"{self._limits.lock_timeout:g}s (a prepared branch waiting for phase 2?)")
+                                 f"{self._limits.lock_timeout_s:g}s (a prepared branch waiting for phase 2?)")
                 raise
             session = await driver.preparing_session(conn)
             if session is not None:
@@ -338,14 +348,6 @@ def _vote_again(row: XaRow) -> Reply:
 def _conflict(key: BranchKey, message: str) -> Reply:
     log.warning("2PC gid=%s branch=%s: %s", key.gid, key.branch, message)
     return Reply(Outcome.FAILED, message=message)
-
-
-def _as_bytes(result: object) -> bytes:
-    if result is None:
-        return b""
-    if isinstance(result, bytes):
-        return result
-    raise TypeError(f"a prepare handler must return bytes or None, not {type(result).__name__}")
 
 
 async def _discard(conn: AsyncConnection) -> None:

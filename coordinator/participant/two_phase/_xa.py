@@ -15,12 +15,12 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from coordinator.participant._dsn import mask
-from coordinator.participant._errors import ParticipantError, describe
-from coordinator.participant._session import guard_session, guard_statement, mark_guarded
-from coordinator.participant._sql import is_mysql
-from coordinator.participant._two_phase_table import XA_TABLE, xa
-from coordinator.participant._two_phase_xid import XID_PREFIX, is_txc_xid, literal
+from coordinator.participant._db.dsn import mask
+from coordinator.participant._db.errors import ParticipantError, describe
+from coordinator.participant._db.session import guard_session, guard_statement, mark_guarded
+from coordinator.participant._db.sql import is_mysql
+from coordinator.participant._db.tables import XA_TABLE, xa
+from coordinator.participant.two_phase._xid import XID_PREFIX, is_txc_xid, literal
 
 
 class TwoPhaseUnavailable(ParticipantError):
@@ -37,9 +37,9 @@ class XaDriver(ABC):
         :func:`wait_session_gone`); None where preparing lets go at once (PostgreSQL)."""
 
     @abstractmethod
-    async def begin(self, conn: AsyncConnection, xid: str, lock_timeout: float,
-                    session_timeout: float) -> None:
-        """Open the local transaction; its row-lock waits end after ``lock_timeout`` s
+    async def begin(self, conn: AsyncConnection, xid: str, lock_timeout_s: float,
+                    session_timeout_s: float) -> None:
+        """Open the local transaction; its row-lock waits end after ``lock_timeout_s``
         (a prepared transaction holds its locks until phase 2, so waiting longer could
         pile every connection up behind one that is in doubt), and it is guarded."""
 
@@ -66,11 +66,11 @@ class XaDriver(ABC):
 
 
 class PostgresXa(XaDriver):
-    async def begin(self, conn: AsyncConnection, xid: str, lock_timeout: float,
-                    session_timeout: float) -> None:
-        await guard_session(conn, session_timeout)
+    async def begin(self, conn: AsyncConnection, xid: str, lock_timeout_s: float,
+                    session_timeout_s: float) -> None:
+        await guard_session(conn, session_timeout_s)
         await conn.exec_driver_sql("BEGIN")
-        await conn.exec_driver_sql(f"SET LOCAL lock_timeout = {_ms(lock_timeout)}")
+        await conn.exec_driver_sql(f"SET LOCAL lock_timeout = {_ms(lock_timeout_s)}")
 
     async def prepare(self, conn: AsyncConnection, xid: str) -> None:
         await conn.exec_driver_sql(f"PREPARE TRANSACTION {literal(xid)}")
@@ -119,14 +119,14 @@ class MysqlXa(XaDriver):
             raise RuntimeError("the prepared XA transaction's connection is already closed")
         return int(driver_connection.server_thread_id[0])  # no round trip
 
-    async def begin(self, conn: AsyncConnection, xid: str, lock_timeout: float,
-                    session_timeout: float) -> None:
+    async def begin(self, conn: AsyncConnection, xid: str, lock_timeout_s: float,
+                    session_timeout_s: float) -> None:
         # Whole seconds only; the lock wait is reset when the connection goes back to the
         # pool (rollback_active) or the connection is closed (after prepare).
         # One statement for both: this connection is closed after the prepare, so the
         # guard would never be remembered for long.
-        seconds = max(1, math.ceil(lock_timeout))
-        guard = guard_statement(conn, session_timeout)
+        seconds = max(1, math.ceil(lock_timeout_s))
+        guard = guard_statement(conn, session_timeout_s)
         await conn.exec_driver_sql(f"{guard}, innodb_lock_wait_timeout = {seconds}")
         mark_guarded(conn, guard)
         await conn.exec_driver_sql(f"XA START {literal(xid)}")

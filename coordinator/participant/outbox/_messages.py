@@ -14,9 +14,9 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
-from coordinator.participant._errors import ParticipantError
-from coordinator.participant._sql import blob, db_now, db_shifted
-from coordinator.participant._tables import outbox
+from coordinator.participant._db.errors import ParticipantError
+from coordinator.participant._db.sql import blob, db_now, db_shifted
+from coordinator.participant._db.tables import outbox
 
 __all__ = ["START_SAGA", "OutboxError", "OutboxMessage", "Status", "add", "add_start_saga"]
 
@@ -46,23 +46,23 @@ class OutboxMessage:
     attempts: int  # deliveries tried so far, this one included
 
 
-async def add(conn: AsyncConnection, kind: str, payload: bytes, *, delay: float = 0.0) -> int:
+async def add(conn: AsyncConnection, kind: str, payload: bytes, *, delay_s: float = 0.0) -> int:
     """Queue a message in the caller's open transaction; returns its id.
 
-    ``delay`` (seconds) holds the message back from the relay for that long.
+    ``delay_s`` holds the message back from the relay for that many seconds.
     """
     if not conn.in_transaction():
         raise OutboxError("outbox.add needs the caller's transaction: use engine.begin()")
     if not kind or len(kind) > _MAX_KIND:
         raise OutboxError(f"message kind must be 1..{_MAX_KIND} characters, got {len(kind)}")
-    if delay < 0:
-        raise OutboxError("delay must not be negative")
+    if delay_s < 0:
+        raise OutboxError("delay_s must not be negative")
     stmt = insert(outbox).values(
         kind=kind,
         payload=blob(conn, payload),
         status=Status.PENDING.value,
         attempts=0,
-        available_at=db_shifted(conn, delay) if delay else db_now(conn),
+        available_at=db_shifted(conn, delay_s) if delay_s else db_now(conn),
         created_at=db_now(conn),
     )
     result = await conn.execute(stmt)

@@ -1,16 +1,18 @@
-"""Processes the outbox crash tests kill with SIGKILL (run by path, not imported).
+"""The child the outbox crash tests kill with SIGKILL (tests/support/processes.py):
 
-    _proc.py write DSN GID     commit a business row + a StartSaga message, then hang
-    _proc.py relay DSN TARGET  run a relay against TARGET until killed
+    python -m tests.participant._outbox_child write DSN GID     commit a business row + a
+                                                                StartSaga message, then hang
+    python -m tests.participant._outbox_child relay DSN TARGET  run a relay against TARGET
+                                                                until killed
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 
-from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
+from coordinator import pb as cpb
 from coordinator.participant import Relay, RelayOptions, StartSagaSender, create_engine, outbox
+from tests.support.processes import child_main
 
 LEASE = 1.0
 
@@ -35,12 +37,11 @@ async def write(dsn: str, gid: str) -> None:
 
 async def relay(dsn: str, target: str) -> None:
     engine = create_engine(dsn)
-    options = RelayOptions(lease=LEASE, send_timeout=LEASE / 2.5, poll_interval=0.05,
-                           initial_backoff=0.01)
+    options = RelayOptions(lease_s=LEASE, send_timeout_s=LEASE / 2.5, poll_interval_s=0.05,
+                           initial_backoff_s=0.01)
     print("relaying", flush=True)
     await Relay(engine, {outbox.START_SAGA: StartSagaSender(target)}, options).run()
 
 
 if __name__ == "__main__":
-    mode, dsn, arg = sys.argv[1:4]
-    asyncio.run(write(dsn, arg) if mode == "write" else relay(dsn, arg))
+    child_main({"write": write, "relay": relay})

@@ -17,17 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import Column, Index, String, Table, and_, select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from coordinator.participant._sql import blob as blob_value
-from coordinator.participant._sql import db_now, insert_ignore, is_mysql
-from coordinator.participant._tables import barrier, blob, id_string, metadata, timestamp
+from coordinator.participant._db.sql import blob, db_now, insert_ignore, is_mysql
+from coordinator.participant._db.tables import MESSAGE_CHARS, OPERATION_CHARS, barrier, xa
 from coordinator.participant._types import BranchKey, Op, Outcome
-
-XA_TABLE = "txc_xa"
-_OPERATION_CHARS = 128
-_MESSAGE_CHARS = 512
 
 
 class XaState(StrEnum):
@@ -40,24 +35,6 @@ class XaState(StrEnum):
 
 # Finished rows: nothing in the database refers to them any more (retention may delete them).
 FINISHED = (XaState.REFUSED, XaState.COMMITTED, XaState.ABORTED)
-
-xa = Table(
-    XA_TABLE,
-    metadata,
-    Column("xid", String(64), primary_key=True),
-    Column("gid", id_string(), nullable=False),
-    Column("branch", id_string(), nullable=False),
-    Column("operation", String(_OPERATION_CHARS), nullable=False),
-    Column("state", String(16), nullable=False),
-    # The vote as answered (a duplicate prepare gets it again, byte for byte).
-    Column("message", String(_MESSAGE_CHARS), nullable=True),
-    Column("result", blob(), nullable=True),
-    Column("created_at", timestamp(), nullable=False),
-    Column("updated_at", timestamp(), nullable=False),
-    Index("ix_txc_xa_updated_at", "updated_at"),
-    mysql_engine="InnoDB",
-    mysql_charset="utf8mb4",
-)
 
 
 @dataclass(frozen=True)
@@ -81,7 +58,7 @@ async def claim(conn: AsyncConnection, xid: str, key: BranchKey, operation: str,
         "xid": xid,
         "gid": key.gid,
         "branch": key.branch,
-        "operation": operation[:_OPERATION_CHARS],
+        "operation": operation[:OPERATION_CHARS],
         "state": state.value,
         "created_at": now,
         "updated_at": now,
@@ -121,8 +98,8 @@ async def set_state(
 ) -> None:
     values = {
         "state": state.value,
-        "message": message[:_MESSAGE_CHARS] or None,
-        "result": blob_value(conn, result) if result else None,
+        "message": message[:MESSAGE_CHARS] or None,
+        "result": blob(conn, result) if result else None,
         "updated_at": db_now(conn),
     }
     await conn.execute(update(xa).where(xa.c.xid == xid).values(**values))

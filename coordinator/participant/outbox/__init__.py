@@ -1,0 +1,31 @@
+"""The local message table and its relay.
+
+``outbox.add(conn, ...)`` / ``outbox.add_start_saga(conn, request)`` write a message in the
+service's own transaction; :class:`Relay` delivers pending messages afterwards through a
+sender per kind (:class:`StartSagaSender` for ``START_SAGA``).
+"""
+
+from coordinator.participant.outbox._messages import (
+    START_SAGA,
+    OutboxError,
+    OutboxMessage,
+    Status,
+    add,
+    add_start_saga,
+)
+from coordinator.participant.outbox._relay import Relay, RelayOptions, RelayStats, Sender
+from coordinator.participant.outbox._start_saga import StartSagaSender
+
+__all__ = [
+    "START_SAGA",
+    "OutboxError",
+    "OutboxMessage",
+    "Relay",
+    "RelayOptions",
+    "RelayStats",
+    "Sender",
+    "StartSagaSender",
+    "Status",
+    "add",
+    "add_start_saga",
+]
