@@ -7,6 +7,7 @@ never collides with a service's own ``alembic_version``.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,11 +29,17 @@ class MigrationError(ParticipantError):
 
 
 def migrations_dir() -> Path:
-    """``migrations/`` beside the ``coordinator`` package (the source tree's root)."""
-    path = Path(__file__).resolve().parents[3] / "migrations"
+    """The Alembic scripts, installed beside ``coordinator`` as ``txcoord_migrations``
+    (``migrations/txcoord_migrations`` in a checkout)."""
+    try:
+        path = Path(next(iter(importlib.import_module("txcoord_migrations").__path__)))
+    except ImportError:
+        path = Path("<not installed>")
     if not (path / "env.py").is_file():
-        raise MigrationError(f"participant migrations not found at {path}")
+        raise MigrationError(f"participant migrations not found (package txcoord_migrations at "
+                             f"{path}); reinstall txcoord")
     return path
+
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
