@@ -5,8 +5,10 @@ Implemented by each microservice that takes part in txcoord transactions
 (coordinator.participant does it for Python services). A contract: extend, never renumber.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -18,6 +20,29 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _CallKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CallKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CallKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CALL_KIND_UNSPECIFIED: _CallKind.ValueType  # 0
+    CALL_KIND_EXECUTE: _CallKind.ValueType  # 1
+    CALL_KIND_COMPENSATE: _CallKind.ValueType  # 2
+    CALL_KIND_PREPARE: _CallKind.ValueType  # 3
+    CALL_KIND_COMMIT: _CallKind.ValueType  # 4
+    CALL_KIND_ABORT: _CallKind.ValueType  # 5
+
+class CallKind(_CallKind, metaclass=_CallKindEnumTypeWrapper): ...
+
+CALL_KIND_UNSPECIFIED: CallKind.ValueType  # 0
+CALL_KIND_EXECUTE: CallKind.ValueType  # 1
+CALL_KIND_COMPENSATE: CallKind.ValueType  # 2
+CALL_KIND_PREPARE: CallKind.ValueType  # 3
+CALL_KIND_COMMIT: CallKind.ValueType  # 4
+CALL_KIND_ABORT: CallKind.ValueType  # 5
+Global___CallKind: _TypeAlias = CallKind  # noqa: Y015
 
 class _Outcome:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -40,6 +65,117 @@ OUTCOME_OK: Outcome.ValueType  # 1
 OUTCOME_FAILED: Outcome.ValueType  # 2
 OUTCOME_RETRY: Outcome.ValueType  # 3
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
+
+@_typing.final
+class BranchCall(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """unique on its stream; its BranchResult carries it back"""
+    kind: Global___CallKind.ValueType
+    """the unary method this call stands for"""
+    timeout_ms: _builtins.int
+    """the call's deadline, counted from when the participant reads it"""
+    @_builtins.property
+    def request(self) -> Global___BranchRequest:
+        """what that method would receive"""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        kind: Global___CallKind.ValueType = ...,
+        request: Global___BranchRequest | None = ...,
+        timeout_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "kind", b"kind", "request", b"request", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BranchCall: _TypeAlias = BranchCall  # noqa: Y015
+
+@_typing.final
+class BranchCallBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___BranchCall]:
+        """at most 256 per message"""
+
+    def __init__(
+        self,
+        *,
+        calls: _abc.Iterable[Global___BranchCall] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BranchCallBatch: _TypeAlias = BranchCallBatch  # noqa: Y015
+
+@_typing.final
+class BranchResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    REPLY_FIELD_NUMBER: _builtins.int
+    STATUS_CODE_FIELD_NUMBER: _builtins.int
+    STATUS_MESSAGE_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    status_code: _builtins.int
+    """When the call failed instead of answering: the gRPC status code the unary method would
+    have failed with (e.g. 4 DEADLINE_EXCEEDED, 12 UNIMPLEMENTED, 14 UNAVAILABLE) and its
+    message. 0 = `reply` holds the answer.
+    """
+    status_message: _builtins.str
+    @_builtins.property
+    def reply(self) -> Global___BranchReply:
+        """the answer, as the unary method would have returned it"""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        reply: Global___BranchReply | None = ...,
+        status_code: _builtins.int = ...,
+        status_message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reply", b"reply"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "reply", b"reply", "status_code", b"status_code", "status_message", b"status_message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BranchResult: _TypeAlias = BranchResult  # noqa: Y015
+
+@_typing.final
+class BranchResultBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___BranchResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___BranchResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BranchResultBatch: _TypeAlias = BranchResultBatch  # noqa: Y015
 
 @_typing.final
 class BranchRequest(_message.Message):

@@ -71,6 +71,11 @@ class ParticipantStub:
                 request_serializer=txc_dot_v1_dot_participant__pb2.BranchRequest.SerializeToString,
                 response_deserializer=txc_dot_v1_dot_participant__pb2.BranchReply.FromString,
                 _registered_method=True)
+        self.Batch = channel.stream_stream(
+                '/txc.v1.Participant/Batch',
+                request_serializer=txc_dot_v1_dot_participant__pb2.BranchCallBatch.SerializeToString,
+                response_deserializer=txc_dot_v1_dot_participant__pb2.BranchResultBatch.FromString,
+                _registered_method=True)
 
 
 class ParticipantServicer:
@@ -123,6 +128,19 @@ class ParticipantServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Batch(self, request_iterator, context):
+        """Optional: the same calls, many per message both ways, on one long-lived stream per
+        coordinator (a unary call costs far more CPU than its payload). Each BranchCall stands
+        for one call of the unary method its `kind` names, with the same BranchRequest and the
+        same rules; results come back in any order, matched by `id`, batched as they finish.
+        A participant that answers UNIMPLEMENTED keeps working: the coordinator remembers that
+        per address and uses the unary methods. A call with no result by its deadline, or lost
+        with the stream, is an unknown outcome (retried with the same idempotency key).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ParticipantServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -150,6 +168,11 @@ def add_ParticipantServicer_to_server(servicer, server):
                     servicer.Abort,
                     request_deserializer=txc_dot_v1_dot_participant__pb2.BranchRequest.FromString,
                     response_serializer=txc_dot_v1_dot_participant__pb2.BranchReply.SerializeToString,
+            ),
+            'Batch': grpc.stream_stream_rpc_method_handler(
+                    servicer.Batch,
+                    request_deserializer=txc_dot_v1_dot_participant__pb2.BranchCallBatch.FromString,
+                    response_serializer=txc_dot_v1_dot_participant__pb2.BranchResultBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -299,6 +322,33 @@ class Participant:
             '/txc.v1.Participant/Abort',
             txc_dot_v1_dot_participant__pb2.BranchRequest.SerializeToString,
             txc_dot_v1_dot_participant__pb2.BranchReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Batch(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/txc.v1.Participant/Batch',
+            txc_dot_v1_dot_participant__pb2.BranchCallBatch.SerializeToString,
+            txc_dot_v1_dot_participant__pb2.BranchResultBatch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,15 @@ class ParticipantStub:
     """2PC phase 2"""
     Abort: _grpc.UnaryUnaryMultiCallable[_participant_pb2.BranchRequest, _participant_pb2.BranchReply]
     """2PC phase 2"""
+    Batch: _grpc.StreamStreamMultiCallable[_participant_pb2.BranchCallBatch, _participant_pb2.BranchResultBatch]
+    """Optional: the same calls, many per message both ways, on one long-lived stream per
+    coordinator (a unary call costs far more CPU than its payload). Each BranchCall stands
+    for one call of the unary method its `kind` names, with the same BranchRequest and the
+    same rules; results come back in any order, matched by `id`, batched as they finish.
+    A participant that answers UNIMPLEMENTED keeps working: the coordinator remembers that
+    per address and uses the unary methods. A call with no result by its deadline, or lost
+    with the stream, is an unknown outcome (retried with the same idempotency key).
+    """
 
 @_typing.type_check_only
 class ParticipantAsyncStub(ParticipantStub):
@@ -85,6 +94,15 @@ class ParticipantAsyncStub(ParticipantStub):
     """2PC phase 2"""
     Abort: _aio.UnaryUnaryMultiCallable[_participant_pb2.BranchRequest, _participant_pb2.BranchReply]  # type: ignore[assignment]
     """2PC phase 2"""
+    Batch: _aio.StreamStreamMultiCallable[_participant_pb2.BranchCallBatch, _participant_pb2.BranchResultBatch]  # type: ignore[assignment]
+    """Optional: the same calls, many per message both ways, on one long-lived stream per
+    coordinator (a unary call costs far more CPU than its payload). Each BranchCall stands
+    for one call of the unary method its `kind` names, with the same BranchRequest and the
+    same rules; results come back in any order, matched by `id`, batched as they finish.
+    A participant that answers UNIMPLEMENTED keeps working: the coordinator remembers that
+    per address and uses the unary methods. A call with no result by its deadline, or lost
+    with the stream, is an unknown outcome (retried with the same idempotency key).
+    """
 
 class ParticipantServicer(metaclass=_abc_1.ABCMeta):
     """How the coordinator reads a participant's answer:
@@ -140,5 +158,20 @@ class ParticipantServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_participant_pb2.BranchReply, _abc.Awaitable[_participant_pb2.BranchReply]]:
         """2PC phase 2"""
+
+    @_abc_1.abstractmethod
+    def Batch(
+        self,
+        request_iterator: _MaybeAsyncIterator[_participant_pb2.BranchCallBatch],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_participant_pb2.BranchResultBatch], _abc.AsyncIterator[_participant_pb2.BranchResultBatch]]:
+        """Optional: the same calls, many per message both ways, on one long-lived stream per
+        coordinator (a unary call costs far more CPU than its payload). Each BranchCall stands
+        for one call of the unary method its `kind` names, with the same BranchRequest and the
+        same rules; results come back in any order, matched by `id`, batched as they finish.
+        A participant that answers UNIMPLEMENTED keeps working: the coordinator remembers that
+        per address and uses the unary methods. A call with no result by its deadline, or lost
+        with the stream, is an unknown outcome (retried with the same idempotency key).
+        """
 
 def add_ParticipantServicer_to_server(servicer: ParticipantServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
