@@ -14,7 +14,11 @@ OK = ppb.BranchReply(outcome=ppb.OUTCOME_OK)
 
 
 class Noop(ppb_grpc.ParticipantServicer):
+    # Unary only (Batch answers UNIMPLEMENTED): the unary transport's figures.
+    Batch = ppb_grpc.ParticipantServicer.Batch
+
     def __init__(self, delay_s: float = 0.0) -> None:
+
         self._delay_s = delay_s
 
     async def Execute(self, request: ppb.BranchRequest, context: Context) -> ppb.BranchReply:

@@ -16,7 +16,12 @@ Handler = Callable[[dict[str, object]], str | None]  # returns a refusal message
 
 
 class InMemoryParticipant(ppb_grpc.ParticipantServicer):
+    # Unary methods only, as a participant in any language may be: the base class answers
+    # Batch with UNIMPLEMENTED and the coordinator falls back to unary calls.
+    Batch = ppb_grpc.ParticipantServicer.Batch
+
     def __init__(self, handlers: dict[str, Handler]) -> None:
+
         self._handlers = handlers
         self._replies: dict[str, ppb.BranchReply] = {}
 
