@@ -18,6 +18,7 @@ from tenacity import RetryCallState
 
 from ..domain import saga, two_phase
 from ..domain._common import clip
+from ..domain.durability import must_persist
 from ..domain.events import Answered, AttemptFailed, DeadlinePassed, Event, GaveUp, Misconfigured
 from ..domain.machine import Machine
 from ..domain.records import BranchPlan, Call, Protocol, Transition, TxRecord
@@ -49,16 +50,27 @@ class EngineOptions:
 
 @dataclass
 class _Run:
+    """``stored`` is what the log holds; ``record`` may be ahead of it by progress that
+    recovery would only repeat (domain.durability), written with the next needed write."""
+
     stored: Stored
+    record: TxRecord = field(init=False)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     calls: dict[Call, asyncio.Task[None]] = field(default_factory=dict)
     deadline_task: asyncio.Task[None] | None = None
     failure_written: dict[Call, float] = field(default_factory=dict)  # monotonic time
     dropped: bool = False
 
+    def __post_init__(self) -> None:
+        self.record = self.stored.record
+
+    def persisted(self, stored: Stored) -> None:
+        self.stored, self.record = stored, stored.record
+
     @property
-    def record(self) -> TxRecord:
-        return self.stored.record
+    def latest(self) -> Stored:
+        """The record as this coordinator knows it, with the revision the log holds."""
+        return Stored(self.record, self.stored.revision)
 
 
 class Handover(Exception):
@@ -96,7 +108,7 @@ class Driver:
 
     def local(self, gid: str) -> Stored | None:
         run = self._runs.get(gid)
-        return run.stored if run else None
+        return run.latest if run else None
 
     # -- entry points ------------------------------------------------------------------
     async def start(self, record: TxRecord) -> Created:
@@ -136,7 +148,7 @@ class Driver:
                 raise LostOwnership(stored.record.gid)
             step = action(run.record, self._clock())
             try:
-                run.stored = await self._persist(run, step.record)
+                run.persisted(await self._persist(run, step.record))
             except LostOwnership:
                 self._drop(run)
                 raise
@@ -146,7 +158,7 @@ class Driver:
                     task.cancel()
             self._log_transition(run.record, None)
             self._after_write(run, step.calls)
-            return run.stored
+            return run.latest
 
     async def wait_changed(self, gid: str, within_s: float) -> Stored | None:
         """The record as this process next writes it, or None after ``within_s`` seconds."""
@@ -179,12 +191,18 @@ class Driver:
             step = MACHINES[run.record.protocol].apply(run.record, event, self._clock())
             if step.record is run.record:
                 return
-            try:
-                run.stored = await self._persist(run, step.record)
-            except LostOwnership:
-                log.warning("lost ownership gid=%s; another coordinator drives it", run.record.gid)
-                self._drop(run)
-                return
+            # A failed attempt is written (at most every failure_write_interval_s) so that
+            # operators see it; other progress only when recovery needs it.
+            if isinstance(event, AttemptFailed) or must_persist(run.stored.record, step.record):
+                try:
+                    run.persisted(await self._persist(run, step.record))
+                except LostOwnership:
+                    log.warning("lost ownership gid=%s; another coordinator drives it",
+                                run.record.gid)
+                    self._drop(run)
+                    return
+            else:
+                run.record = step.record
             self._log_transition(run.record, event)
             self._after_write(run, step.calls)
 
