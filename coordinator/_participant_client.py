@@ -3,6 +3,8 @@ anyone who wants to call a participant directly (benchmarks, checks, tests)."""
 
 from __future__ import annotations
 
+import grpc
+
 from ._channel import channel
 from ._client import Payload, encode_payload
 from ._proto.txc.v1 import participant_pb2 as ppb
@@ -47,6 +49,13 @@ class ParticipantClient:
             raise ValueError(f"unknown operation kind {op!r}; one of {sorted(METHODS)}") from None
         reply: ppb.BranchReply = await method(request, timeout=timeout_s or self._timeout_s)
         return reply
+
+    def open_batch(self) -> grpc.aio.StreamStreamCall[ppb.BranchCallBatch, ppb.BranchResultBatch]:
+        """A ``Batch`` stream: write BranchCallBatch messages, read BranchResultBatch ones."""
+        # Called without a request iterator, grpc.aio returns a call to write to and read
+        # from; the generated stubs' types only know the iterator form.
+        return self._stub.Batch()  # type: ignore[call-arg]
+
 
     async def call(self, op: str, gid: str, branch: str, operation: str, payload: Payload = None,
                    *, attempt: int = 1, timeout_s: float | None = None) -> ppb.BranchReply:

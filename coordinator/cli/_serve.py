@@ -49,6 +49,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--participant-tls-ca", default=env_default("TXC_PARTICIPANT_TLS_CA", ""),
                    metavar="FILE", help="PEM CAs: call participants over TLS, checked against "
                    "them (env TXC_PARTICIPANT_TLS_CA)")
+    p.add_argument("--participant-transport", choices=("batch", "unary"),
+                   default=env_default("TXC_PARTICIPANT_TRANSPORT", "batch"),
+                   help="batch: many calls per message on the Participant Batch stream, unary "
+                        "for participants without it (default); unary: one call per request "
+                        "(env TXC_PARTICIPANT_TRANSPORT)")
     p.add_argument("--grace", type=float, default=10.0,
                    help="seconds to let calls in flight finish on SIGTERM")
     p.add_argument("--log-level", default=env_default("TXC_LOG_LEVEL", "info"))
@@ -69,6 +74,8 @@ def options_from(args: argparse.Namespace, endpoints: list[str]) -> ServerOption
                    tls=_tls(args), participant_tls_ca=read_optional(
                        "txc serve", "--participant-tls-ca", args.participant_tls_ca),
                    allow_participants=tuple(args.allow_participant),
+                   participant_transport=args.participant_transport,
+
                    limits=replace(base.limits, max_active=args.max_active),
                    engine=replace(base.engine,
                                   max_calls_per_participant=args.max_calls_per_participant))

@@ -4,9 +4,12 @@ from ._dispatch import Answer, GrpcTransport, Kind, Transport, idempotency_key
 from ._driver import Driver, EngineOptions
 from ._recovery import Recovery
 from ._service import CoordinatorCore, ListQuery, StartRequest
+from ._stream import BatchTransport
 
 __all__ = [
     "Answer",
+    "BatchTransport",
+
     "CoordinatorCore",
     "Driver",
     "EngineOptions",

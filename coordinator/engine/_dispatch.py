@@ -41,7 +41,14 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
+def branch_request(gid: str, plan: BranchPlan, op: str, attempt: int) -> ppb.BranchRequest:
+    return ppb.BranchRequest(gid=gid, branch=plan.name, operation=operation(plan, op),
+                             payload=plan.payload, idempotency_key=idempotency_key(gid, plan.name, op),
+                             attempt=attempt)
+
+
 def operation(plan: BranchPlan, op: str) -> str:
+
     """The operation name a call carries: the compensation on Compensate, else the action."""
     return plan.compensation if op == Op.COMPENSATE else plan.action
 
@@ -60,8 +67,14 @@ def read_reply(address: str, op: str, reply: ppb.BranchReply) -> Answer:
 
 
 def read_error(address: str, op: str, exc: grpc.aio.AioRpcError) -> Answer:
-    status = f"{exc.code().name}: {exc.details() or ''}".strip()
-    if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+    return read_status(address, op, exc.code(), exc.details() or "")
+
+
+def read_status(address: str, op: str, code: grpc.StatusCode, details: str) -> Answer:
+    """A call that failed instead of answering: unknown outcome, unless the participant
+    has no such method (retrying cannot help)."""
+    status = f"{code.name}: {details}".strip()
+    if code == grpc.StatusCode.UNIMPLEMENTED:
         return Answer(Kind.MISCONFIGURED, may_have_run=False, message=(
             f"participant {address} does not implement txc.v1.Participant/{METHODS[op]} "
             f"({status})"))
@@ -90,11 +103,11 @@ class GrpcTransport:
             self._clients.move_to_end(address)
         return client
 
+    def client(self, address: str) -> ParticipantClient:
+        return self._client(address)
+
     async def call(self, gid: str, plan: BranchPlan, op: str, attempt: int) -> Answer:
-        request = ppb.BranchRequest(
-            gid=gid, branch=plan.name, operation=operation(plan, op), payload=plan.payload,
-            idempotency_key=idempotency_key(gid, plan.name, op), attempt=attempt,
-        )
+        request = branch_request(gid, plan, op, attempt)
         try:
             reply = await self._client(plan.participant).send(op, request, plan.timeout_s)
         except grpc.aio.AioRpcError as exc:

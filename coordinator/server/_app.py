@@ -21,7 +21,15 @@ from .._strict_server import add_servicer
 from .._tls import TlsFiles, add_port
 from ..domain.addresses import AllowList
 from ..domain.validation import Limits
-from ..engine import CoordinatorCore, Driver, EngineOptions, GrpcTransport, Recovery, Transport
+from ..engine import (
+    BatchTransport,
+    CoordinatorCore,
+    Driver,
+    EngineOptions,
+    GrpcTransport,
+    Recovery,
+    Transport,
+)
 from ..log import EtcdLog, EtcdOptions, TxLog
 from ._operators import Operators
 from ._servicer import CoordinatorServicer, Defaults
@@ -44,8 +52,20 @@ class ServerOptions:
     operators: Operators = field(default_factory=Operators)
     tls: TlsFiles | None = None  # serve TLS instead of plaintext
     participant_tls_ca: bytes | None = None  # call participants over TLS, checked against it
+    # "batch": the Participant Batch stream, unary for participants without it; "unary":
+    # the unary methods only.
+    participant_transport: str = "batch"
     node_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-"
                                                  f"{uuid.uuid4().hex[:6]}")
+
+
+def _transport(options: ServerOptions) -> Transport:
+    if options.participant_transport == "unary":
+        return GrpcTransport(tls_ca=options.participant_tls_ca)
+    if options.participant_transport == "batch":
+        return BatchTransport(tls_ca=options.participant_tls_ca)
+    raise ValueError(f"participant_transport must be 'batch' or 'unary', not "
+                     f"{options.participant_transport!r}")
 
 
 class CoordinatorServer:
@@ -55,7 +75,7 @@ class CoordinatorServer:
                  transport: Transport | None = None) -> None:
         self.options = options
         self.log = txlog or EtcdLog(options.etcd, options.node_id)
-        self.transport = transport or GrpcTransport(tls_ca=options.participant_tls_ca)
+        self.transport = transport or _transport(options)
         self.driver = Driver(self.log, self.transport, options.engine, limits=options.limits)
 
         self.core = CoordinatorCore(self.log, self.driver, options.limits,

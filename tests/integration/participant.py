@@ -13,6 +13,7 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -36,6 +37,10 @@ class ScriptedParticipant(ppb_grpc.ParticipantServicer):
     replies: dict[str, ppb.BranchReply] = field(default_factory=dict)
     tries: Counter[str] = field(default_factory=Counter)
     healed: bool = False  # an operator "fixed" the service: refusals and flakiness stop
+    batch: bool = True  # serves the Batch stream; False: answers it UNIMPLEMENTED
+    streams: int = 0  # Batch streams opened
+    batches: list[int] = field(default_factory=list)  # calls per Batch message received
+
     server: grpc.aio.Server | None = None
     port: int = 0
 
@@ -103,3 +108,45 @@ class ScriptedParticipant(ppb_grpc.ParticipantServicer):
 
     async def Abort(self, request: ppb.BranchRequest, context: Context) -> ppb.BranchReply:
         return await self._handle("abort", request, undo=True)
+
+    async def Batch(self, requests: AsyncIterator[ppb.BranchCallBatch],
+                    context: Context) -> AsyncIterator[ppb.BranchResultBatch]:
+        """The stream, as a participant in any language could write it: each call runs as
+        its unary method would; whatever has finished goes out in one message."""
+        self.streams += 1
+        if not self.batch:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Batch is not implemented")
+        done: asyncio.Queue[ppb.BranchResult] = asyncio.Queue()
+        running: set[asyncio.Task[None]] = set()
+        methods = {ppb.CALL_KIND_EXECUTE: self.Execute, ppb.CALL_KIND_COMPENSATE: self.Compensate,
+                   ppb.CALL_KIND_PREPARE: self.Prepare, ppb.CALL_KIND_COMMIT: self.Commit,
+                   ppb.CALL_KIND_ABORT: self.Abort}
+
+        async def run(call: ppb.BranchCall) -> None:
+            try:
+                reply = await asyncio.wait_for(methods[call.kind](call.request, context),
+                                               call.timeout_ms / 1000)
+                done.put_nowait(ppb.BranchResult(id=call.id, reply=reply))
+            except TimeoutError:
+                done.put_nowait(ppb.BranchResult(id=call.id, status_code=4,
+                                                 status_message="deadline exceeded"))
+
+        async def read() -> None:
+            async for batch in requests:
+                self.batches.append(len(batch.calls))
+                for call in batch.calls:
+                    task = asyncio.create_task(run(call))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+
+        reader = asyncio.create_task(read())
+        while not (reader.done() and not running and done.empty()):
+            try:
+                first = await asyncio.wait_for(done.get(), 0.5)
+            except TimeoutError:
+                continue
+            results = [first]
+            while not done.empty():
+                results.append(done.get_nowait())
+            yield ppb.BranchResultBatch(results=results)
+
