@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -14,12 +15,18 @@ OK = ppb.BranchReply(outcome=ppb.OUTCOME_OK)
 
 
 class Noop(ppb_grpc.ParticipantServicer):
-    # Unary only (Batch answers UNIMPLEMENTED): the unary transport's figures.
-    Batch = ppb_grpc.ParticipantServicer.Batch
-
     def __init__(self, delay_s: float = 0.0) -> None:
-
         self._delay_s = delay_s
+
+    async def Batch(self, requests: AsyncIterator[ppb.BranchCallBatch],
+                    context: Context) -> AsyncIterator[ppb.BranchResultBatch]:
+        """Every call of a message answered OK, in one message."""
+        async for batch in requests:
+            if self._delay_s:
+                await asyncio.sleep(self._delay_s)
+            yield ppb.BranchResultBatch(results=[ppb.BranchResult(id=c.id, reply=OK)
+                                                 for c in batch.calls])
+
 
     async def Execute(self, request: ppb.BranchRequest, context: Context) -> ppb.BranchReply:
         if self._delay_s:

@@ -19,10 +19,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from _cpu import CpuMeter, format_row
 from _load import closed_loop, pct
+from txcoord_chaos.topology import wait_port
 
 from coordinator import CoordinatorClient, ParticipantClient, Saga, Step, TwoPhase
 from coordinator.net import free_port
@@ -39,6 +42,13 @@ def etcd_requests(etcd: DevEtcd) -> int:
         if m.group(1) in ("Txn", "Put", "DeleteRange", "Range"):
             total += int(float(m.group(2)))
     return total
+
+
+def etcd_bytes(etcd: DevEtcd) -> int:
+    """Bytes etcd received from its clients (requests, keys and values)."""
+    text = urllib.request.urlopen(f"http://{etcd.endpoint}/metrics").read().decode()
+    match = re.search(r"^etcd_network_client_grpc_received_bytes_total (\S+)$", text, re.M)
+    return int(float(match.group(1))) if match else 0
 
 
 def rss_mb(pid: int) -> float:
@@ -65,72 +75,83 @@ async def open_loop(rate: float, seconds: float, one: object) -> list[float]:
     return latencies
 
 
+TRANSPORTS = ("unary", "batch")
+
+
 def run(args: argparse.Namespace) -> None:
     etcd = DevEtcd().start()
-    pport, cport = free_port(), free_port()
+    pport = free_port()
+    cports = {t: free_port() for t in TRANSPORTS}
     participant = subprocess.Popen([sys.executable, str(HERE / "noop_participant.py"), str(pport)])
-    coordinator = subprocess.Popen(
-        [sys.executable, "-m", "coordinator.cli", "serve", "--listen", f"127.0.0.1:{cport}",
-         "--etcd", etcd.endpoint, "--log-level", "warning"])
+    coordinators = {t: subprocess.Popen(
+        [sys.executable, "-m", "coordinator.cli", "serve", "--listen", f"127.0.0.1:{cports[t]}",
+         "--etcd", etcd.endpoint, "--prefix", f"/bench/{t}", "--participant-transport", t,
+         "--log-level", "warning"]) for t in TRANSPORTS}
     try:
-        time.sleep(1.5)
-        meter = CpuMeter({"coordinator": lambda: [coordinator.pid],
+        for port in (pport, *cports.values()):
+            asyncio.run(wait_port(("127.0.0.1", port), 60, f"port {port}"))
+        meter = CpuMeter(
+{"coordinator": lambda: [c.pid for c in coordinators.values()],
                           "participant": lambda: [participant.pid],
                           "etcd": lambda: [etcd.process.pid] if etcd.process else []})
-        asyncio.run(measure(args, etcd, f"127.0.0.1:{pport}", cport, coordinator.pid, meter))
+        asyncio.run(measure(args, etcd, f"127.0.0.1:{pport}", cports, meter))
     finally:
-        coordinator.terminate()
-        participant.terminate()
-        coordinator.wait()
-        participant.wait()
+        for process in (*coordinators.values(), participant):
+            process.terminate()
+            process.wait()
         etcd.cleanup()
 
 
-async def measure(args: argparse.Namespace, etcd: DevEtcd, address: str, cport: int,
-                  coordinator_pid: int, meter: CpuMeter) -> None:
+@dataclass
+class Figures:
+    """One mode's figures: rate, latencies, etcd load and CPU per transaction."""
+
+    rate: float
+    latencies: list[float]
+    etcd_requests: float = 0.0
+    etcd_bytes: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+
+
+async def measure(args: argparse.Namespace, etcd: DevEtcd, address: str, cports: dict[str, int],
+                  meter: CpuMeter) -> None:
     participant = ParticipantClient(address)
 
     async def direct(i: int) -> None:
         for b in ("a", "b"):
             await participant.call("execute", f"d{i}", b, f"{b}.do")
 
-    async with CoordinatorClient(f"127.0.0.1:{cport}", timeout_s=60) as client:
-        await client.start_saga(_saga(address, "warm"), wait=True)
+    figures: dict[str, Figures] = {}
+    meter.start()
+    rate, lat, _ = await closed_loop(range(args.sagas), args.concurrency, direct)
+    figures["baseline"] = Figures(rate, lat, cpu=meter.ms_per(args.sagas))
+    half: dict[str, list[float]] = {}
+    for transport, port in cports.items():
+        async with CoordinatorClient(f"127.0.0.1:{port}", timeout_s=60) as client:
+            await client.start_saga(_saga(address, f"warm-{transport}"), wait=True)
 
-        async def through(i: int) -> None:
-            await client.start_saga(_saga(address, f"s{args.run}-{i}"), wait=True)
+            async def saga(i: int) -> None:
+                await client.start_saga(_saga(address, f"s{args.run}-{i}"), wait=True)
 
-        async def two_phase(i: int) -> None:
-            await client.start_two_phase(_two_phase(address, f"t{args.run}-{i}"), wait=True)
+            async def two_phase(i: int) -> None:
+                await client.start_two_phase(_two_phase(address, f"t{args.run}-{i}"), wait=True)
 
-        cpu: dict[str, dict[str, float]] = {}
-        meter.start()
-        base_rate, base_lat, _ = await closed_loop(range(args.sagas), args.concurrency, direct)
-        cpu["baseline"] = meter.ms_per(args.sagas)
-        before = etcd_requests(etcd)
-        meter.start()
-        rate, lat, _ = await closed_loop(range(args.sagas), args.concurrency, through)
-        cpu["saga"] = meter.ms_per(args.sagas)
-        per_saga = (etcd_requests(etcd) - before) / args.sagas
-        rss_after = rss_mb(coordinator_pid)
-        half = await open_loop(rate / 2, args.half_seconds, through)
-        before = etcd_requests(etcd)
-        meter.start()
-        tp_rate, tp_lat, _ = await closed_loop(range(args.sagas), args.concurrency, two_phase)
-        cpu["2pc"] = meter.ms_per(args.sagas)
-        per_tp = (etcd_requests(etcd) - before) / args.sagas
+            figures[f"saga {transport}"] = await _measured(args, etcd, meter, saga)
+            half[transport] = await open_loop(figures[f"saga {transport}"].rate / 2,
+                                              args.half_seconds, saga)
+            figures[f"2pc {transport}"] = await _measured(args, etcd, meter, two_phase)
     await participant.close()
-    _report(args, base_rate, base_lat, rate, lat, per_saga, half, rss_after)
-    ms = 1000.0
-    print(f"2PC via coordinator:       {tp_rate:8.0f} tx/s         p50 {pct(tp_lat, 50)*ms:6.2f} ms"
-          f"  p99 {pct(tp_lat, 99)*ms:6.2f} ms")
-    print(f"2PC ratio to baseline:     {tp_rate / base_rate:8.1%}   to saga: {tp_rate / rate:.1%}")
-    print(f"etcd requests per 2PC tx:  {per_tp:8.2f}")
-    names = ["load generator", "coordinator", "participant", "etcd", "machine"]
-    print("\nCPU ms per transaction (machine = every process, both cores)")
-    print(format_row("", {}, []) + "".join(f"{n[:9]:>10}" for n in names))
-    for label, spent in cpu.items():
-        print(format_row(label, spent, names))
+    _report(args, figures, half)
+
+
+async def _measured(args: argparse.Namespace, etcd: DevEtcd, meter: CpuMeter,
+                    one: Callable[[int], Awaitable[None]]) -> Figures:
+    requests, sent = etcd_requests(etcd), etcd_bytes(etcd)
+    meter.start()
+    rate, lat, _ = await closed_loop(range(args.sagas), args.concurrency, one)
+    cpu = meter.ms_per(args.sagas)
+    return Figures(rate, lat, (etcd_requests(etcd) - requests) / args.sagas,
+                   (etcd_bytes(etcd) - sent) / args.sagas, cpu)
 
 
 def _saga(address: str, gid: str) -> Saga:
@@ -143,19 +164,25 @@ def _two_phase(address: str, gid: str) -> TwoPhase:
 
 
 
-def _report(args: argparse.Namespace, base_rate: float, base_lat: list[float], rate: float,
-            lat: list[float], per_saga: float, half: list[float], rss: float) -> None:
+def _report(args: argparse.Namespace, figures: dict[str, Figures],
+            half: dict[str, list[float]]) -> None:
     ms = 1000.0
-    print(f"sagas={args.sagas} concurrency={args.concurrency} (2 branches, no-op participants)")
-    print(f"baseline (no coordinator): {base_rate:8.0f} transfers/s  p50 {pct(base_lat, 50)*ms:6.2f} ms"
-          f"  p99 {pct(base_lat, 99)*ms:6.2f} ms")
-    print(f"saga via coordinator:      {rate:8.0f} sagas/s      p50 {pct(lat, 50)*ms:6.2f} ms"
-          f"  p99 {pct(lat, 99)*ms:6.2f} ms")
-    print(f"ratio to baseline:         {rate / base_rate:8.1%}")
-    print(f"at half max rate ({rate/2:.0f}/s): p50 {pct(half, 50)*ms:.2f} ms  "
-          f"p99 {pct(half, 99)*ms:.2f} ms")
-    print(f"etcd requests per saga:    {per_saga:8.2f}")
-    print(f"coordinator RSS after run: {rss:8.1f} MB")
+    base = figures["baseline"].rate
+    print(f"transactions={args.sagas} concurrency={args.concurrency} (2 branches, no-op participant)")
+    print(f"{'mode':<14}{'per s':>8}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'etcd req/tx':>13}{'etcd B/tx':>11}")
+    for mode, f in figures.items():
+        print(f"{mode:<14}{f.rate:8.0f}{f.rate / base:8.1%}{pct(f.latencies, 50) * ms:9.2f}"
+              f"{pct(f.latencies, 99) * ms:9.2f}{f.etcd_requests:13.2f}{f.etcd_bytes:11.0f}")
+    for transport, latencies in half.items():
+        rate = figures[f"saga {transport}"].rate / 2
+        print(f"saga {transport} at half its max rate ({rate:.0f}/s): p50 "
+              f"{pct(latencies, 50) * ms:.2f} ms  p99 {pct(latencies, 99) * ms:.2f} ms")
+    names = ["load generator", "coordinator", "participant", "etcd", "machine"]
+    print("\nCPU ms per transaction (machine = every process, both cores)")
+    print(format_row("", {}, []) + "".join(f"{n[:9]:>10}" for n in names))
+    for mode, f in figures.items():
+        print(format_row(mode, f.cpu, names))
 
 
 if __name__ == "__main__":
