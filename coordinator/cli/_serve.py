@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--dev", action="store_true",
                    help="start a private etcd in a temporary folder when --etcd is not given")
     p.add_argument("--prefix", default="/txc/v1", help="etcd key prefix")
-    p.add_argument("--lease-ttl", type=int, default=5,
+    p.add_argument("--lease-ttl", type=int, default=EtcdOptions().lease_ttl_s,
                    help="seconds before another coordinator takes over a dead one's work")
     p.add_argument("--retention", type=float, default=7 * 24,
                    help="hours finished transactions stay queryable (default 168)")

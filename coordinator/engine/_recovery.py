@@ -1,4 +1,7 @@
-"""Takeover: periodically claim transactions whose owner's lease is gone, and drive them.
+"""Takeover: claim transactions whose owner's lease is gone, and drive them.
+
+A scan runs at once when the log reports a coordinator's departure (its lease ended), and
+every ``interval_s`` in any case (the guarantee: a missed departure only costs time).
 
 The same scan also picks up transactions this coordinator owns in the log but does not
 drive: a create whose reply was lost (etcd applied it, the request timed out) leaves one,
@@ -8,6 +11,7 @@ owned by a live lease, so no other coordinator would ever take it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from ..log import LogError, TxLog
@@ -23,17 +27,19 @@ class Recovery:
         self._driver = driver
         self._interval_s = interval_s
         self._batch = batch
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._scans = 0
+        self._wake = asyncio.Event()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="txc-recovery")
+        self._tasks = [asyncio.create_task(self._loop(), name="txc-recovery"),
+                       asyncio.create_task(self._listen(), name="txc-departures")]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
 
     async def scan_once(self) -> int:
         """Claim and adopt one batch of orphans; returns how many were claimed."""
@@ -61,9 +67,25 @@ class Recovery:
 
     async def _loop(self) -> None:
         while True:
+            self._wake.clear()
             try:
                 while await self.scan_once() >= self._batch:
                     pass  # a full batch: there may be more right away
             except LogError as exc:
                 log.warning("orphan scan failed: %s", exc)
-            await asyncio.sleep(self._interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+
+    async def _listen(self) -> None:
+        """Wake the scan when a coordinator departs; the watch is re-opened if it fails."""
+        while True:
+            try:
+                async for owner in self._log.departures():
+                    if owner != self._log.owner_id:
+                        log.info("coordinator %s departed: scanning for its transactions", owner)
+                        self._wake.set()
+            except LogError as exc:
+                log.warning("departure watch failed: %s", exc)
+            except Exception as exc:
+                log.warning("departure watch ended: %s", type(exc).__name__)
+            await asyncio.sleep(1.0)

@@ -43,7 +43,10 @@ KV = etcd3aio.kv.KVService
 class EtcdOptions:
     endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
     prefix: str = "/txc/v1"
-    lease_ttl_s: int = 5
+    # A dead coordinator's transactions are taken over about this long after its last
+    # keep-alive (keep-alives go every TTL/6, so a pause under ~5/6 TTL is no takeover).
+    lease_ttl_s: int = 3
+
     retention_s: int = 7 * 24 * 3600
     request_timeout_s: float = 5.0
     max_batch: int = 64
@@ -127,7 +130,28 @@ class EtcdLog:
         grant = await self._call(self._kv_lease().grant(self._opts.lease_ttl_s))
         self._lease_id = grant.ID
         self._lease_expires = time.monotonic() + grant.TTL
+        await self._announce()
         self._keepalive = asyncio.create_task(self._keep_alive(), name="txc-lease-keepalive")
+
+    def _member(self, owner_id: str = "") -> bytes:
+        return f"{self._p}/member/{owner_id}".encode()
+
+    async def _announce(self) -> None:
+        """``member/{id}``, bound to the lease: its deletion tells the others at once that
+        this coordinator's lease is gone (departures)."""
+        await self._call(self._kv().put(self._member(self._owner_id), b"", lease=self._lease_id,
+                                        timeout=self._opts.request_timeout_s))
+
+    async def departures(self) -> AsyncIterator[str]:
+        """Ids of coordinators whose lease ended (expired or revoked), as it happens."""
+        watch = self._client.watch
+        if watch is None:
+            raise LogError("etcd client is not connected")
+        prefix = self._member()
+        async for response in watch.watch(prefix, etcd3aio.prefix_range_end(prefix)):
+            for event in response.events:
+                if event.type == event.DELETE:
+                    yield event.kv.key[len(prefix):].decode()
 
     async def close(self, *, release: bool = True) -> None:
         if self._keepalive is not None:
@@ -143,7 +167,9 @@ class EtcdLog:
         return time.monotonic() < self._lease_expires
 
     async def _keep_alive(self) -> None:
-        interval = max(0.5, self._opts.lease_ttl_s / 3)
+        # Often, so that a lease has most of its TTL left whenever this process stops: a
+        # pause shorter than ~5/6 of the TTL is no takeover.
+        interval = max(0.2, self._opts.lease_ttl_s / 6)
         while True:
             await asyncio.sleep(interval)
             sent = time.monotonic()
@@ -179,6 +205,10 @@ class EtcdLog:
                 continue
             self._lease_id = grant.ID
             self._lease_expires = time.monotonic() + grant.TTL
+            try:
+                await self._announce()
+            except LogError as exc:  # the scan still finds our orphans; only speed is lost
+                log.warning("member key not written: %s", exc)
             return
 
     def _kv_lease(self) -> Any:

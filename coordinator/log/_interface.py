@@ -94,7 +94,12 @@ class TxLog(Protocol):
     async def mine(self) -> list[str]:
         """Gids of the unfinished transactions this coordinator owns in the log."""
 
+    def departures(self) -> AsyncIterator[str]:
+        """Ids of coordinators whose lease ended, as it happens (a hint to scan for
+        orphans now; the periodic scan stays the guarantee)."""
+
     def watch(self, gid: str) -> AsyncIterator[Stored | None]:
+
         """The current record, then every change (payloads may be left out); None when it
         is removed."""
 

@@ -25,9 +25,12 @@ class MemoryStore:
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     requests: int = 0  # how many store round-trips were made, as etcd would count them
     max_request_bytes: int = 1536 * 1024 - 64 * 1024  # as EtcdLog's default
+    departed: list[str] = field(default_factory=list)  # owners whose lease ended, in order
+
 
     def expire(self, owner_id: str) -> None:
         self.live_owners.discard(owner_id)
+        self.departed.append(owner_id)
         for gid in [g for g, o in self.owners.items() if o == owner_id]:
             del self.owners[gid]
 
@@ -142,6 +145,16 @@ class MemoryLog:
             if current is not last:
                 yield current
                 last = current
+            async with self.store.changed:
+                await self.store.changed.wait()
+
+    async def departures(self) -> AsyncIterator[str]:
+        seen = set(self.store.departed)
+        while True:
+            for owner in self.store.departed:
+                if owner not in seen:
+                    seen.add(owner)
+                    yield owner
             async with self.store.changed:
                 await self.store.changed.wait()
 
