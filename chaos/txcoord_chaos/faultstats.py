@@ -49,11 +49,15 @@ def role(name: str) -> str:
     return "etcd" if name.startswith("etcd") else ROLES.get(name, name)
 
 
-def kind_of(kind: str, target: str, direction: str, duration_s: float, lease_s: float) -> str:
+def kind_of(kind: str, target: str, direction: str, duration_s: float, lease_s: float,
+            together: int = 1) -> str:
+    """``together``: how many links of this role the event hit at once (an ``all(...)``)."""
     text = kind if direction == "both" or "->" not in target else f"{kind}/{direction}"
     text = f"{text} {role(target)}"
     if kind in ("pause", "kill", "isolate") and role(target) == "coordinator" and duration_s > lease_s:
         text += " > lease"  # long enough for the other coordinator to take its work over
+    if together > 1:
+        text += f" ({together} at once)"  # e.g. a coordinator cut off from every etcd member
     return text
 
 

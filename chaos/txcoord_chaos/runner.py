@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -451,9 +451,13 @@ async def _total(pg: AsyncEngine, maria: AsyncEngine) -> int:
 
 
 def _labelled(windows: Sequence[AppliedWindow], now: float) -> list[faultstats.Window]:
+    def fired(e: FaultEvent) -> tuple[float, str, str, str]:
+        return e.at_s, e.kind, e.direction, faultstats.role(e.target)
+
+    together = Counter(fired(w.event) for w in windows)
     return [faultstats.Window(
         faultstats.kind_of(w.event.kind, w.event.target, w.event.direction, w.event.duration_s,
-                           LEASE_TTL_S),
+                           LEASE_TTL_S, together[fired(w.event)]),
         w.event.at_s, w.applied_at, w.reverted_at if w.reverted_at is not None else now)
         for w in windows]
 

@@ -218,6 +218,8 @@ def test_fault_kinds_name_the_role_direction_and_a_pause_past_the_lease() -> Non
     assert faultstats.kind_of("pause", "c1", "both", 10, 5) == "pause coordinator > lease"
     assert faultstats.kind_of("pause", "c1", "both", 3, 5) == "pause coordinator"
     assert faultstats.kind_of("kill", "etcd3", "both", 10, 5) == "kill etcd"
+    assert faultstats.kind_of("drop", "c1->etcd1", "up", 8, 5, together=3) == \
+        "drop/up coordinator->etcd (3 at once)"
 
 
 def test_by_kind_counts_windows_fired_together_once_and_overlapping_transfers() -> None:
