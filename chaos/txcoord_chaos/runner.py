@@ -343,6 +343,8 @@ class Runner:
                                {m: r.windows for m, r in results.items()},
                                {m: r.ttc for m, r in results.items()})
         config = {k: v for k, v in asdict(self.config).items() if k not in ("dbs", "out")}
+        run = self._run_info()
+        config = {"run_id": run.get("run_id"), "databases": run.get("databases"), **config}
         (out / "report.md").write_text(report.markdown(modes, config, skipped))
 
     def _write_failure(self, exc: BaseException, results: dict[str, ModeResult]) -> None:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,19 +54,27 @@ def _run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         _write_error(args.out, f"{type(exc).__name__}: {exc}")
         return _fail(str(exc), 2)
-    # SIGTERM unwinds like Ctrl-C, so the harness stops the processes it started.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        results = asyncio.run(Runner(config).run())
+        results = asyncio.run(_until_signalled(Runner(config).run()))
     except RunFailed as exc:
         return _fail(f"{exc} (summary and logs in {args.out})", 1)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         return _fail(f"interrupted (summary and logs in {args.out})", 130)
     print(f"report: {args.out / 'report.md'}")
     dirty = [m for m, r in results.items() if m != "none" and not r.report.clean]
     if dirty:
         return _fail(f"invariant violations or unfinished transactions in {dirty}", 1)
     return 0
+
+
+async def _until_signalled(run: Coroutine[Any, Any, T]) -> T:
+    """SIGTERM cancels the run like Ctrl-C does (asyncio.run cancels on SIGINT itself), so
+    the harness stops what it started and says why. A handler that raised
+    KeyboardInterrupt instead could land inside a library that swallows it."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await run
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -107,5 +119,8 @@ def _write_error(out: Path, error: str) -> None:
 
 
 def _fail(message: str, code: int) -> int:
+    # Driver connections an interrupted run abandoned complain when they are collected
+    # ("Event loop is closed"): collect them now, so that the reason stays the last line.
+    gc.collect()
     print(f"txc chaos: {message}", file=sys.stderr)
     return code
