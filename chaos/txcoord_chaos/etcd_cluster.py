@@ -20,9 +20,10 @@ class EtcdCluster:
     peer_ports: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # Ports given (a chaos run's, from its slot) stay; the rest are picked free.
         for name in MEMBERS:
-            self.client_ports[name] = free_port()
-            self.peer_ports[name] = free_port()
+            self.client_ports.setdefault(name, free_port())
+            self.peer_ports.setdefault(name, free_port())
 
     def argv(self, name: str) -> list[str]:
         """The member's command line; the same one restarts it, on its surviving data."""

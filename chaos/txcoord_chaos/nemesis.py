@@ -22,7 +22,9 @@ FAULTS
 TARGETS
     ``name``, a glob over the known names (``*``, ``c->*``), or ``a|b|...``: one of them is
     drawn per occurrence, among those the drawn kind fits (links or processes).
-    ``all(...)`` hits every matching target at once.
+    ``all(...)`` hits every matching target at once: ``all(c1->etcd*)`` cuts c1 off from
+    every etcd member. An ``all(...)`` may also be one of the choices:
+    ``all(c1->etcd*)|all(c2->etcd*)`` draws a coordinator, then hits all its etcd links.
 WHEN
     ``T[+D]``: once at T for D. ``every P [for D] [from S]``: first at S (default: one
     interval P), then every P. D defaults to 5 s. A time is ``500ms``, ``10s``, ``2m`` or a
@@ -62,7 +64,8 @@ DIRECTIONS = ("up", "down", "both")
 DEFAULT_DURATION_S = 5.0
 MAX_EVENTS_PER_ENTRY = 100_000
 
-# Runs against any set of names: '*' picks among the targets each kind fits.
+# Written for the harness' names (topology.LINKS / PROCESSES); '*' picks among the targets
+# each kind fits.
 DEFAULT_SCHEDULE = ", ".join([
     "random(partition|reset|cut/up|cut/down):*@every 10s..20s for 2s..5s from 5s",
     "latency(100..400,50):*@every 12s..20s for 3s..6s from 3s",
@@ -70,6 +73,19 @@ DEFAULT_SCHEDULE = ", ".join([
     "random(kill|pause):*@every 20s..30s for 2s..5s from 12s",
     # Packet level (left out, and said so, where namespaces and iptables are unavailable).
     "random(drop|reject|loss(0.05..0.3)):*@every 15s..25s for 2s..4s from 10s",
+    # Split brain. The harness' coordinators hold a 5 s lease (topology.LEASE_TTL_S): a
+    # coordinator paused for longer wakes up to find its transactions taken over.
+    "pause:c1|c2@every 25s..35s for 8s..12s from 15s",
+    # A coordinator cut off from every etcd member while it still reaches the services ...
+    "random(partition|drop):all(c1->etcd*)|all(c2->etcd*)@every 30s..40s for 7s..10s from 20s",
+    # ... and one way: its requests reach etcd (writes may land) but no reply comes back,
+    # or the reverse.
+    "random(cut/down|drop/down|cut/up|drop/up):all(c1->etcd*)|all(c2->etcd*)"
+    "@every 30s..40s for 7s..10s from 38s",
+    # An etcd member killed while a coordinator is paused: one fixed period, so the kill
+    # (3 s in, for 5 s) always falls inside the 10 s pause.
+    "pause:c1|c2@every 40s for 10s from 28s",
+    "kill:etcd1|etcd2|etcd3@every 40s for 5s from 31s",
 ])
 
 ParamUnit = Literal["ms", "bytes", "ratio"]
@@ -168,7 +184,8 @@ class Entry:
     source: str
     faults: tuple[FaultSpec, ...]
     targets: tuple[str, ...]  # resolved names, in the order they were given
-    every_target: bool  # all(...): hit them all at once
+    every_target: bool  # the whole target is one all(...): hit them all at once
+    groups: tuple[tuple[str, ...], ...]  # the choices: one name each, or an all(...)
     at: Span | None  # once
     every: Span | None  # repeatedly
     first: Span | None  # "from"
@@ -248,10 +265,11 @@ def _parse_entry(source: str, where: str, links: tuple[str, ...], processes: tup
     if not at_sign:
         raise ScheduleError(f"missing '@' before the time in {source!r}", source, where)
     faults = _parse_faults(faults_text.strip(), where)
-    every_target, targets = _parse_targets(targets_text.strip(), where, links + processes)
+    every_target, groups = _parse_targets(targets_text.strip(), where, links + processes)
+    targets = tuple(dict.fromkeys(name for group in groups for name in group))
     _check_fit(faults, targets, processes, targets_text.strip(), where)
     at, every, first, duration = _parse_when(when_text.strip(), where)
-    return Entry(source, faults, targets, every_target, at, every, first, duration)
+    return Entry(source, faults, targets, every_target, groups, at, every, first, duration)
 
 
 def _parse_faults(text: str, where: str) -> tuple[FaultSpec, ...]:
@@ -301,9 +319,24 @@ def _parse_params(kind: str, args: list[str], text: str, where: str) -> tuple[tu
     return tuple(params)
 
 
-def _parse_targets(text: str, where: str, known: tuple[str, ...]) -> tuple[bool, tuple[str, ...]]:
-    every = re.fullmatch(r"all\s*\((.*)\)", text)
-    patterns = [p.strip() for p in (every[1] if every else text).split("|")]
+def _parse_targets(text: str, where: str,
+                   known: tuple[str, ...]) -> tuple[bool, tuple[tuple[str, ...], ...]]:
+    """(whole target is one all(...), the choices): a name or glob gives one choice per
+    name it matches, an ``all(...)`` one choice of every name it matches."""
+    choices = [c.strip() for c in _split_top(text, "|")]
+    groups: dict[tuple[str, ...], None] = {}
+    for choice in choices:
+        together = re.fullmatch(r"all\s*\((.*)\)", choice)
+        if together:
+            names = _resolve([p.strip() for p in _split_top(together[1], "|")], where, known)
+            groups[tuple(names)] = None
+        else:
+            groups.update(((name,), None) for name in _resolve([choice], where, known))
+    whole = len(choices) == 1 and re.fullmatch(r"all\s*\((.*)\)", choices[0]) is not None
+    return whole, tuple(groups)
+
+
+def _resolve(patterns: list[str], where: str, known: tuple[str, ...]) -> list[str]:
     chosen: dict[str, None] = {}
     for pattern in patterns:
         if pattern in known:
@@ -314,7 +347,7 @@ def _parse_targets(text: str, where: str, known: tuple[str, ...]) -> tuple[bool,
             raise ScheduleError(f"unknown target {pattern!r} (known: {', '.join(known) or 'none'})",
                                 pattern, where)
         chosen.update(dict.fromkeys(matches))
-    return every is not None, tuple(chosen)
+    return list(chosen)
 
 
 def _check_fit(faults: tuple[FaultSpec, ...], targets: tuple[str, ...], processes: tuple[str, ...],
@@ -420,8 +453,10 @@ def _draw_events(entry: Entry, rng: random.Random, start: float, horizon: float,
                  processes: tuple[str, ...]) -> list[FaultEvent]:
     # The order of draws is part of the contract "same seed, same timeline": keep it.
     fault = entry.faults[0] if len(entry.faults) == 1 else rng.choice(entry.faults)
-    candidates = _fitting(fault.kind, entry.targets, processes)
-    targets = candidates if entry.every_target else [rng.choice(candidates)]
+    fitting = [g for g in (tuple(_fitting(fault.kind, group, processes)) for group in entry.groups) if g]
+    # A lone all(...) draws nothing, as single names draw one among them: timelines made
+    # before all(...) could be a choice stay the same.
+    targets = list(fitting[0]) if entry.every_target else list(rng.choice(fitting))
     params = {name: span.draw(rng) for name, span in fault.params}
     duration = min(entry.duration.draw(rng), horizon - start)
     return [FaultEvent(start, duration, fault.kind, t, dict(params), fault.direction) for t in targets]

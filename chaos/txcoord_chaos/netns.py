@@ -3,7 +3,12 @@
 When the harness runs as root on a kernel that allows it, every coordinator and service
 runs in its own namespace, joined to the harness by a veth pair on one bridge::
 
-    namespace c1 (10.213.N.2) --veth-- bridge (10.213.N.1: proxies, the harness) --veth-- ...
+    namespace c1 (10.214.N.2) --veth-- bridge (10.214.N.1: proxies, the harness) --veth-- ...
+
+N is the run's slot (see :mod:`txcoord_chaos.isolation`): namespaces ``txc-chaos-sNN-NAME``,
+interfaces ``txcsNN-bridge``, ``txcsNN-hI`` / ``txcsNN-nI`` (Linux allows 15 characters), so
+two live runs never share a name or a subnet. Every iptables rule is inside a namespace of
+the run: deleting its namespaces deletes its rules.
 
 The userspace proxies stay (latency, bandwidth and slow close come from them: this kernel
 has no netem), bound to the bridge address; packet faults are iptables rules in the
@@ -25,12 +30,14 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 PACKET_KINDS = ("drop", "reject", "loss")
 ISOLATE = "isolate"
-_PREFIX = "txcchaos-"
+NAMESPACE_PREFIX = "txc-chaos-"
+_PROBE = f"{NAMESPACE_PREFIX}probe-"
+IFNAMSIZ = 15  # the kernel's limit on an interface name
 
 
 class NetError(RuntimeError):
@@ -50,7 +57,8 @@ def unavailable() -> str | None:
     for tool in ("ip", "iptables"):
         if shutil.which(tool) is None:
             return f"{tool} not installed (Debian: iproute2, iptables)"
-    probe = f"{_PREFIX}probe-{uuid.uuid4().hex[:6]}"
+    remove_dead_probes()
+    probe = f"{_PROBE}{os.getpid()}-{uuid.uuid4().hex[:6]}"
     try:
         _run("ip", "netns", "add", probe)
         _run("ip", "netns", "exec", probe, "iptables", "-A", "INPUT", "-p", "tcp", "-m",
@@ -76,28 +84,37 @@ class Ends:
 
 @dataclass
 class PacketNet:
-    """Namespaces on one bridge for ``names``; removed again by :meth:`teardown`."""
+    """Namespaces on one bridge for ``names``, named after ``slot`` (the caller holds it);
+    removed again by :meth:`teardown`."""
 
     names: Sequence[str]
-    run_id: str = field(default_factory=lambda: _run_id(os.getpid()))
-    subnet: int = 0
+    slot: int
     addresses: dict[str, str] = field(default_factory=dict)
     _created: list[tuple[str, str]] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.slot <= 250:
+            raise ValueError(f"slot {self.slot} out of 1..250 (it is an address octet)")
+        longest = self._ifname(f"h{len(self.names)}")
+        if len(self.bridge) > IFNAMSIZ or len(longest) > IFNAMSIZ:
+            raise ValueError(f"interface names too long: {self.bridge}, {longest}")
+
+    def _ifname(self, suffix: str) -> str:
+        return f"{interface_prefix(self.slot)}{suffix}"
+
     @property
     def bridge(self) -> str:
-        return f"txc{self.run_id}br"
+        return self._ifname("bridge")
 
     @property
     def bridge_ip(self) -> str:
-        return f"10.213.{self.subnet}.1"
+        return f"10.214.{self.slot}.1"
 
     def namespace(self, name: str) -> str:
-        return f"{_PREFIX}{os.getpid()}-{name}"
+        return f"{namespace_prefix(self.slot)}{name}"
 
     def setup(self) -> None:
-        remove_stale()
-        self.subnet = 1 + int(self.run_id, 16) % 250
+        remove_slot(self.slot)  # the caller holds the slot: anything named so is a dead run's
         try:
             self._step("link", self.bridge, "ip", "link", "add", self.bridge, "type", "bridge")
             _run("ip", "addr", "add", f"{self.bridge_ip}/24", "dev", self.bridge)
@@ -109,8 +126,8 @@ class PacketNet:
             raise
 
     def _join(self, i: int, name: str) -> None:
-        ns, host, inner = self.namespace(name), f"txc{self.run_id}h{i}", f"txc{self.run_id}n{i}"
-        ip = f"10.213.{self.subnet}.{i + 2}"
+        ns, host, inner = self.namespace(name), self._ifname(f"h{i}"), self._ifname(f"n{i}")
+        ip = f"10.214.{self.slot}.{i + 2}"
         self._step("netns", ns, "ip", "netns", "add", ns)
         self._step("link", host, "ip", "link", "add", host, "type", "veth", "peer", "name", inner)
         _run("ip", "link", "set", inner, "netns", ns)
@@ -160,28 +177,44 @@ class PacketNet:
         self._created.clear()
 
 
-def _run_id(pid: int) -> str:
-    return f"{pid % 65536:04x}"  # interface names have 15 characters at most
+def namespace_prefix(slot: int) -> str:
+    return f"{NAMESPACE_PREFIX}s{slot:02d}-"
 
 
-def remove_stale() -> None:
-    """Namespaces and bridges of harness runs that died before their teardown (their
-    process is gone); those of runs still going are left alone."""
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
-    live: set[str] = set()
-    for line in listed.stdout.splitlines():
-        name = line.split()[0] if line.split() else ""
-        if not name.startswith(_PREFIX):
-            continue
-        pid = name[len(_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and os.path.exists(f"/proc/{pid}"):
-            live.add(_run_id(int(pid)))
-        else:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
-    bridges = subprocess.run(["ip", "-o", "link", "show", "type", "bridge"], capture_output=True,
-                             text=True, check=False)
-    for line in bridges.stdout.splitlines():
-        parts = line.split(":")
-        name = parts[1].strip() if len(parts) > 1 else ""
-        if name.startswith("txc") and name.endswith("br") and name[3:-2] not in live:
-            subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
+def interface_prefix(slot: int) -> str:
+    return f"txcs{slot:02d}-"
+
+
+def remove_slot(slot: int) -> None:
+    """Delete every namespace and interface named after ``slot``. Only for a slot the
+    caller holds (or whose run is dead): a live run's would go too."""
+    for name in _listed(["ip", "netns", "list"], lambda line: line.split()[0]):
+        if name.startswith(namespace_prefix(slot)):
+            _quiet("ip", "netns", "del", name)
+    # A veth's peer goes with it; the bridge last.
+    for name in sorted(_listed(["ip", "-o", "link", "show"], _link_name), key=lambda n: "bridge" in n):
+        if name.startswith(interface_prefix(slot)):
+            _quiet("ip", "link", "del", name)
+
+
+def remove_dead_probes() -> None:
+    """Probe namespaces (see :func:`unavailable`) of processes that are gone."""
+    for name in _listed(["ip", "netns", "list"], lambda line: line.split()[0]):
+        pid = name[len(_PROBE):].split("-", 1)[0] if name.startswith(_PROBE) else ""
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            _quiet("ip", "netns", "del", name)
+
+
+def _link_name(line: str) -> str:
+    # "7: txcs03-h0@if6: <...>": the name, without the peer's index
+    parts = line.split(":")
+    return parts[1].strip().split("@", 1)[0] if len(parts) > 1 else ""
+
+
+def _listed(argv: list[str], name: Callable[[str], str]) -> list[str]:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return [name(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def _quiet(*argv: str) -> None:
+    subprocess.run(argv, capture_output=True, check=False)

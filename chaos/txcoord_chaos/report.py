@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import faultstats
 from .client import Outcome
 
 COLUMNS = [
@@ -29,7 +30,8 @@ def write_events(out: Path, outcomes: Sequence[Outcome], faults: Sequence[Mappin
             f.write(json.dumps({"type": "fault", **fault}) + "\n")
 
 
-def write_summary(out: Path, summary: Mapping[str, Mapping[str, Any]]) -> None:
+def write_summary(out: Path, summary: Mapping[str, Any]) -> None:
+    """``{"status": "ok"|"dirty"|"failed", "error", "run": {...}, "modes": {mode: row}}``."""
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
 
 
@@ -48,11 +50,23 @@ def markdown(summary: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any]
         lines.append(f"- **{mode}**: " + ("none" if not found else "; ".join(
             f"{v.get('kind')} {v.get('transfer_id') or ''} {v.get('detail', '')}".strip()
             for v in found[:5])))
+    lines += _by_fault(summary)
     if skipped:
         lines += ["", "Skipped: " + "; ".join(skipped)]
     lines += ["", "![throughput and latency](timeline.png)", "",
               "![time to consistency](consistency.png)", ""]
     return "\n".join(lines)
+
+
+def _by_fault(summary: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Per mode: each kind of fault, its windows and the transfers in flight during them."""
+    lines = ["", "## By fault", "",
+             "Transfers whose call overlapped a window of that kind (a transfer counts under "
+             "every kind it overlapped):"]
+    for mode, row in summary.items():
+        rows = row.get("by_fault") or {}
+        lines += ["", f"**{mode}**", ""] + (faultstats.table(rows) if rows else ["no faults applied"])
+    return lines
 
 
 def _cell(value: Any) -> str:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +18,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from coordinator import TERMINAL_STATES, CoordinatorClient, ListFilter
 from coordinator.participant import create_engine
 
-from . import checker, netns, report
+from . import checker, faultstats, isolation, netns, report
 from .client import CoordinatedClient, Mode, Outcome, UncoordinatedClient, issue, transfers
-from .nemesis import DEFAULT_SCHEDULE, FaultEvent, Nemesis, timeline
+from .databases import Databases, drop_databases, ensure_databases, release_in_doubt, xid_text
+from .nemesis import DEFAULT_SCHEDULE, AppliedWindow, FaultEvent, Nemesis, parse, timeline
 from .netns import PacketNet
-from .topology import SERVICES, Databases, Topology, ensure_databases
+from .topology import LEASE_TTL_S, LINKS, PROCESSES, SERVICES, Topology
 from .workload.schema import accounts, ledger, orders, reset_accounts, reset_orders
 
 log = logging.getLogger("txcoord.chaos")
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -41,7 +43,8 @@ class RunConfig:
     converge_s: float = 60.0
     timeout_s: float = 8.0
     packet: bool | None = None  # packet-level faults: None = when this machine allows them
-    dbs: Databases = field(default_factory=Databases)
+    dbs: Databases = field(default_factory=Databases)  # the servers; each run names its own
+    keep_databases: bool = False  # leave the run's databases for inspection
 
 
 @dataclass
@@ -50,56 +53,142 @@ class ModeResult:
     report: checker.Report
     windows: list[tuple[float, float]]
     ttc: list[float]
+    by_fault: dict[str, faultstats.FaultRow] = field(default_factory=dict)
+
+
+class RunFailed(RuntimeError):
+    """The run ended early; ``stage`` says where. summary.json holds the same."""
+
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        super().__init__(f"failed while {stage}: {_describe(cause)}")
+        self.stage = stage
 
 
 class Runner:
     def __init__(self, config: RunConfig, progress: Callable[[str], None] = print) -> None:
         self.config = config
         self.say = progress
-        self.packet_skipped = netns.unavailable() if config.packet is not False else "turned off"
-        if config.packet and self.packet_skipped:
-            raise RuntimeError(f"packet-level faults asked for, but {self.packet_skipped}")
-        packet = PacketNet(SERVICES) if self.packet_skipped is None else None
-        self.topology = Topology(config.out, config.dbs, packet)
+        self.stage = "starting"
+        self.packet_skipped: str | None = None
+        self.lease: isolation.Lease | None = None
+        self.dbs = config.dbs
+        self._topology: Topology | None = None
         self._skipped_events: dict[str, int] = {}
         self._pg: AsyncEngine | None = None
         self._maria: AsyncEngine | None = None
-        self._run_id = f"{int(time.time()) % 1_000_000:06d}"
+        self._databases_made = False  # both created: a failed drop then leaves them behind
+
+    @property
+    def topology(self) -> Topology:
+        assert self._topology is not None, "the topology starts inside run()"
+        return self._topology
 
     async def run(self) -> dict[str, ModeResult]:
-        self.config.out.mkdir(parents=True, exist_ok=True)
-        await ensure_databases(self.config.dbs)
-        # The checker's reads are not retried: test each pooled connection (links are reset).
-        self._pg = create_engine(self.config.dbs.pg(), pool_pre_ping=True)
-        self._maria = create_engine(self.config.dbs.maria(), pool_pre_ping=True)
+        """Every mode; on any early end (an error, Ctrl-C, SIGTERM) summary.json says why,
+        the logs stay in the output folder, and :class:`RunFailed` (or the interruption)
+        is raised."""
         results: dict[str, ModeResult] = {}
+        handler = self._log_to_file()
         try:
-            await self.topology.start(two_phase="2pc" in self.config.modes,
-                                      packet_required=bool(self.config.packet))
-            self.packet_skipped = self.packet_skipped or self.topology.packet_error
-            for mode in self.config.modes:
-                self.say(f"[{mode}] {int(self.config.rate * self.config.duration_s)} transfers "
-                         f"over {self.config.duration_s:.0f}s with faults")
-                results[mode] = await self._run_mode(mode)  # type: ignore[arg-type]
-                self.say(f"[{mode}] {_one_line(results[mode].report)}")
+            await self._run(results)
+        except (Exception, asyncio.CancelledError, KeyboardInterrupt) as exc:
+            self._write_failure(exc, results)
+            if isinstance(exc, Exception):
+                raise RunFailed(self.stage, exc) from exc
+            raise
         finally:
-            await self.topology.stop()
-            await self._pg.dispose()
-            await self._maria.dispose()
-        self._write(results)
+            if handler is not None:
+                _detach(handler)
         return results
+
+    async def _run(self, results: dict[str, ModeResult]) -> None:
+        cfg = self.config
+        self._at("checking the schedule")
+        parse(cfg.faults, links=LINKS, processes=PROCESSES)
+        self._at("claiming a slot and cleaning up after dead runs")
+        self.lease = await isolation.claim(cfg.dbs, out=cfg.out, keep_databases=cfg.keep_databases)
+        try:
+            await self._run_claimed(results)
+        finally:
+            await self._teardown()
+
+    async def _run_claimed(self, results: dict[str, ModeResult]) -> None:
+        cfg, lease = self.config, self.lease
+        assert lease is not None
+        ident = lease.identity
+        self.dbs = replace(cfg.dbs, name=ident.database)
+        etcd_dir = isolation.state_dir() / f"etcd-{ident.run_id}"
+        lease.update(databases=[self.dbs.name], etcd_dir=str(etcd_dir))  # listed before made
+        self._at(f"creating the databases {self.dbs.name}")
+        await ensure_databases(self.dbs)
+        self._databases_made = True
+        # The checker's reads are not retried: test each pooled connection (links are reset).
+        self._pg = create_engine(self.dbs.pg(), pool_pre_ping=True)
+        self._maria = create_engine(self.dbs.maria(), pool_pre_ping=True)
+        self._at("starting etcd, the coordinators and the services")
+        self._topology = Topology(cfg.out, ident, etcd_dir, self.dbs, self._packet_net(ident.slot))
+        await self.topology.start(two_phase="2pc" in cfg.modes, packet_required=bool(cfg.packet))
+        self.packet_skipped = self.packet_skipped or self.topology.packet_error
+        self.say(f"run {ident.run_id}: databases {self.dbs.name}, slot {ident.slot}, "
+                 f"output {cfg.out}")
+        for mode in cfg.modes:
+            self._at(f"running {mode}")
+            self.say(f"[{mode}] {int(cfg.rate * cfg.duration_s)} transfers "
+                     f"over {cfg.duration_s:.0f}s with faults")
+            results[mode] = await self._run_mode(mode)  # type: ignore[arg-type]
+            self.say(f"[{mode}] {_one_line(results[mode].report)}")
+        self._at("writing the report")
+        self._write(results)
+
+    def _packet_net(self, slot: int) -> PacketNet | None:
+        if self.config.packet is False:
+            self.packet_skipped = "turned off"
+            return None
+        self.packet_skipped = netns.unavailable()
+        if self.config.packet and self.packet_skipped:
+            raise RuntimeError(f"packet-level faults asked for, but {self.packet_skipped}")
+        return PacketNet(SERVICES, slot) if self.packet_skipped is None else None
+
+    async def _teardown(self) -> None:
+        """Stop what the run started and drop its databases; what fails stays listed in the
+        run's record, for the next run to clean."""
+        log.info("cleaning up (stage was: %s)", self.stage)  # the stage stays: it names a failure
+        clean = True
+        try:
+            if self._topology is not None:
+                await self.topology.stop()
+                log.info("stopped the processes, proxies and namespaces")
+            for engine in (self._pg, self._maria):
+                if engine is not None:
+                    await engine.dispose()
+            if self.lease is not None:
+                isolation.kill_tagged(self.lease.identity.run_id)  # strays, e.g. a late restart
+            if self.lease is not None and not self.config.keep_databases:
+                await drop_databases(self.dbs)
+            log.info("cleaned up")
+        except Exception as exc:
+            # A server that could not be reached at start-up holds nothing of this run:
+            # only a drop that failed after both databases were made leaves work behind.
+            clean = not self._databases_made
+            log.warning("cleaning up failed%s: %s", "" if clean else " (the next run retries)",
+                        _describe(exc))
+        if self.lease is not None:
+            self.lease.release(forget=clean)
+
+    def _at(self, stage: str) -> None:
+        self.stage = stage
+        log.info("stage: %s", stage)
 
     async def _run_mode(self, mode: Mode) -> ModeResult:
         cfg = self.config
         assert self._pg is not None and self._maria is not None
         balances = {f"acct-{i}": cfg.initial_balance for i in range(cfg.accounts)}
-        await _release_in_doubt(self._pg, self._maria, cfg.dbs.name)
+        await release_in_doubt(self.dbs)
         await reset_accounts(self._pg, balances)
         await reset_orders(self._maria)
         plan = transfers(cfg.seed, int(cfg.rate * cfg.duration_s), self._prefix(mode),
                          cfg.accounts, cfg.max_amount, overdraft=cfg.initial_balance * 10)
-        events = self._feasible(timeline(cfg.faults, links=sorted(self.topology.links),
-                                         processes=sorted(self.topology.processes),
+        events = self._feasible(timeline(cfg.faults, links=LINKS, processes=PROCESSES,
                                          duration_s=cfg.duration_s, seed=cfg.seed))
         nemesis = Nemesis(events, self._apply, self._revert, clock=time.time)
         initial_total = sum(balances.values())
@@ -129,10 +218,15 @@ class Runner:
         report.write_events(self.config.out, outcomes, [w.to_dict() for w in nemesis.windows])
         ttc = [max(0.0, consistent_at[o.transfer.transfer_id] - o.ended_at) for o in outcomes
                if o.transfer.transfer_id in consistent_at]
-        return ModeResult(outcomes, result, [(a - started, b - started) for a, b in windows], ttc)
+        by_fault = faultstats.by_kind(run.transfers, _labelled(nemesis.windows, ended), result)
+        return ModeResult(outcomes, result, [(a - started, b - started) for a, b in windows], ttc,
+                          by_fault)
 
     def _prefix(self, mode: str) -> str:
-        return f"{mode}-{self.config.seed}-{self._run_id}-"
+        # The run id keeps gids, and so 2PC XIDs (server-wide on both databases), apart
+        # from every other run's.
+        assert self.lease is not None
+        return f"{mode}-{self.config.seed}-{self.lease.identity.run_id}-"
 
     async def _client(self, mode: Mode) -> tuple[UncoordinatedClient | CoordinatedClient,
                                                 Callable[[], Any]]:
@@ -141,9 +235,9 @@ class Runner:
             pg_host, pg_port = topo.link("accounts->pg").rsplit(":", 1)
             maria_host, maria_port = topo.link("orders->maria").rsplit(":", 1)
             # The article's code has no retries; pre-ping spares it connections a fault reset.
-            pg = create_engine(self.config.dbs.pg(int(pg_port), pg_host), pool_pre_ping=True,
+            pg = create_engine(self.dbs.pg(int(pg_port), pg_host), pool_pre_ping=True,
                                pool_size=20, max_overflow=20, pool_timeout=5)
-            maria = create_engine(self.config.dbs.maria(int(maria_port), maria_host),
+            maria = create_engine(self.dbs.maria(int(maria_port), maria_host),
                                   pool_pre_ping=True, pool_size=20, max_overflow=20, pool_timeout=5)
 
             async def dispose() -> None:
@@ -236,19 +330,61 @@ class Runner:
             # its txc_xa) still in doubt are counted with age 0.
             ours = {r[0] for r in await conn.execute(text("SELECT xid FROM txc_xa"))}
             doubt |= {f"maria:{xid}": 0.0 for r in await conn.execute(text("XA RECOVER"))
-                      if (xid := _xid_text(r[3])) in ours}
+                      if (xid := xid_text(r[3])) in ours}
         return checker.Snapshot(balances, debits, placed, unsettled, doubt)
 
     def _write(self, results: dict[str, ModeResult]) -> None:
         out = self.config.out
-        summary = {mode: _summary_row(r) for mode, r in results.items()}
-        report.write_summary(out, summary)
+        modes = {mode: _summary_row(r) for mode, r in results.items()}
+        dirty = [m for m, r in results.items() if m != "none" and not r.report.clean]
+        report.write_summary(out, {"status": "dirty" if dirty else "ok", "error": None,
+                                   "run": self._run_info(), "modes": modes})
         skipped = self._skipped() + report.plots(out, {m: r.outcomes for m, r in results.items()},
                                {m: r.windows for m, r in results.items()},
                                {m: r.ttc for m, r in results.items()})
         config = {k: v for k, v in asdict(self.config).items() if k not in ("dbs", "out")}
-        (out / "report.md").write_text(report.markdown(summary, config, skipped))
+        run = self._run_info()
+        config = {"run_id": run.get("run_id"), "databases": run.get("databases"), **config}
+        (out / "report.md").write_text(report.markdown(modes, config, skipped))
 
+    def _write_failure(self, exc: BaseException, results: dict[str, ModeResult]) -> None:
+        """summary.json for a run that ended early: the error, where, and what finished."""
+        error = "interrupted (Ctrl-C or SIGTERM)" if not isinstance(exc, Exception) \
+            else _describe(exc)
+        log.error("run failed while %s: %s", self.stage, error, exc_info=isinstance(exc, Exception))
+        try:
+            self.config.out.mkdir(parents=True, exist_ok=True)
+            report.write_summary(self.config.out, {
+                "status": "failed", "error": error, "stage": self.stage, "run": self._run_info(),
+                "modes": {m: _summary_row(r) for m, r in results.items()}})
+        except Exception as write_error:  # the caller still prints the error itself
+            log.error("could not write summary.json: %s", write_error)
+
+    def _run_info(self) -> dict[str, Any]:
+        if self.lease is None:
+            return {}
+        ident = self.lease.identity
+        packet = self._topology.packet if self._topology is not None else None
+        return {"run_id": ident.run_id, "slot": ident.slot, "databases": self.dbs.name,
+                "databases_kept": self.config.keep_databases, "etcd_prefix": ident.etcd_prefix,
+                "namespaces": netns.namespace_prefix(ident.slot) + "*" if packet else None,
+                "ports": ident.ports, "lease_ttl_s": LEASE_TTL_S}
+
+    def _log_to_file(self) -> logging.Handler | None:
+        """The harness' own log beside the processes' logs (harness.log), kept on failure."""
+        try:
+            self.config.out.mkdir(parents=True, exist_ok=True)
+            for old in ("events.jsonl", "summary.json"):  # a fresh run owns the folder
+                (self.config.out / old).unlink(missing_ok=True)
+            handler = logging.FileHandler(self.config.out / "harness.log")
+        except OSError as exc:
+            log.warning("no harness.log: %s", exc)
+            return None
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        for name in ("txcoord.chaos", "txcoord_chaos"):
+            logging.getLogger(name).addHandler(handler)
+            logging.getLogger(name).setLevel(logging.INFO)
+        return handler
 
     def _skipped(self) -> list[str]:
         if self.packet_skipped is None:
@@ -280,6 +416,7 @@ def _summary_row(r: ModeResult) -> dict[str, Any]:
         "during_faults_throughput": during.throughput_ok_per_s if during else None,
         "violation_list": [asdict(v) for v in rep.violations[:20]],
         "unknown_outcomes": dict(rep.unknown_outcomes),
+        "by_fault": {kind: row.to_dict() for kind, row in r.by_fault.items()},
         "clean": rep.clean,
         "detail": rep.to_dict(),
     }
@@ -315,34 +452,25 @@ async def _total(pg: AsyncEngine, maria: AsyncEngine) -> int:
     return int(balance or 0) + int(ordered or 0)
 
 
+def _labelled(windows: Sequence[AppliedWindow], now: float) -> list[faultstats.Window]:
+    def fired(e: FaultEvent) -> tuple[float, str, str, str]:
+        return e.at_s, e.kind, e.direction, faultstats.role(e.target)
+
+    together = Counter(fired(w.event) for w in windows)
+    return [faultstats.Window(
+        faultstats.kind_of(w.event.kind, w.event.target, w.event.direction, w.event.duration_s,
+                           LEASE_TTL_S, together[fired(w.event)]),
+        w.event.at_s, w.applied_at, w.reverted_at if w.reverted_at is not None else now)
+        for w in windows]
 
 
-async def _release_in_doubt(pg: AsyncEngine, maria: AsyncEngine, database: str) -> None:
-    """Roll back 2PC branches an earlier run left prepared in the harness' own databases:
-    they hold row locks that would block resetting the tables."""
-    async with pg.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        gids = [r[0] for r in await conn.execute(
-            text("SELECT gid FROM pg_prepared_xacts WHERE database = :d"), {"d": database})]
-        for gid in gids:
-            await conn.execute(text(f"ROLLBACK PREPARED '{gid}'"))
-    async with maria.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")  # XA needs no open txn
-        ours: set[str] = set()
-        if await _has_table(conn, "txc_xa"):
-            ours = {r[0] for r in await conn.execute(text("SELECT xid FROM txc_xa"))}
-        for row in await conn.execute(text("XA RECOVER")):
-            if (xid := _xid_text(row[3])) in ours:
-                await conn.execute(text(f"XA ROLLBACK '{xid}'"))
-    if gids:
-        log.warning("rolled back %d prepared PostgreSQL branches left by an earlier run", len(gids))
+def _describe(exc: BaseException) -> str:
+    """One line (it ends the command's output): driver errors span several."""
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
-def _xid_text(data: Any) -> str:
-    return data.decode("ascii", "replace") if isinstance(data, bytes) else str(data)
-
-
-async def _has_table(conn: Any, name: str) -> bool:
-    found = await conn.execute(text("SELECT count(*) FROM information_schema.tables "
-                                    "WHERE table_schema = DATABASE() AND table_name = :n"), {"n": name})
-    return bool(found.scalar())
+def _detach(handler: logging.Handler) -> None:
+    for name in ("txcoord.chaos", "txcoord_chaos"):
+        logging.getLogger(name).removeHandler(handler)
+    handler.close()

@@ -10,41 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import tempfile
+import time
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import text
-
-from coordinator.net import free_port
-from coordinator.participant import create_engine
-
+from .databases import Databases, ensure_databases
 from .etcd_cluster import MEMBERS, EtcdCluster
+from .isolation import Identity
 from .netns import ISOLATE, Ends, NetError, PacketNet
 from .proxy import FaultProxy
 
-
-@dataclass(frozen=True)
-class Databases:
-    pg_host: str = "127.0.0.1"
-    pg_port: int = 5432
-    pg_user: str = "postgres"
-    maria_host: str = "127.0.0.1"
-    maria_port: int = 3306
-    maria_user: str = "root"
-    name: str = "txc_chaos"
-
-    def pg(self, port: int | None = None, host: str | None = None) -> str:
-        return (f"postgresql+asyncpg://{self.pg_user}@{host or self.pg_host}:"
-                f"{port or self.pg_port}/{self.name}")
-
-    def maria(self, port: int | None = None, host: str | None = None) -> str:
-        return (f"mysql+aiomysql://{self.maria_user}@{host or self.maria_host}:"
-                f"{port or self.maria_port}/{self.name}")
+__all__ = ["LINKS", "PROCESSES", "SERVICES", "Databases", "Process", "Topology",
+           "ensure_databases", "wait_port"]
 
 
 @dataclass
@@ -52,6 +35,7 @@ class Process:
     name: str
     argv: list[str]
     log: Path
+    env: Mapping[str, str] = field(default_factory=dict)  # the run's tag (isolation.ENV_TAG)
     proc: subprocess.Popen[bytes] | None = None
     paused: bool = False
     retired: bool = False  # stopped for good: a late nemesis revert must not restart it
@@ -59,9 +43,9 @@ class Process:
     def start(self) -> None:
         if self.retired:
             return
-        out = self.log.open("ab")
-        self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
         self.paused = False
 
     def kill(self) -> None:
@@ -82,19 +66,35 @@ class Process:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self) -> None:
+    def stop(self, wait_s: float = 10.0) -> None:
+        self.terminate()
+        self.reap(time.monotonic() + wait_s)
+
+    def terminate(self, hard: bool = False) -> None:
+        """Retire and ask to end (SIGTERM; SIGKILL if ``hard``); :meth:`reap` waits. Apart,
+        so that many processes stop in parallel."""
         self.retired = True
         self.resume()
         if self.alive():
             assert self.proc is not None
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+            self.proc.send_signal(signal.SIGKILL if hard else signal.SIGTERM)
+
+    def reap(self, deadline: float) -> None:
+        """Wait until ``deadline`` (monotonic) for the end, then SIGKILL."""
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.kill()
 
 
 SERVICES = ("c1", "c2", "accounts", "orders")  # the processes a packet network isolates
+PROCESSES = (*SERVICES, *MEMBERS)
+LINKS = ("client->c1", "client->c2", "c->accounts", "c->orders",
+         *(f"{c}->{m}" for c in ("c1", "c2") for m in MEMBERS), "accounts->pg", "orders->maria")
+LEASE_TTL_S = 5  # the coordinators' lease: pauses longer than this are split-brain faults
+STOP_WAIT_S = 10.0
 
 
 @dataclass
@@ -103,13 +103,14 @@ class Topology:
     faults (see :mod:`txcoord_chaos.netns`) can be applied; None keeps everything on loopback."""
 
     out: Path
+    identity: Identity  # names, ports and the process tag of this run (its slot)
+    etcd_dir: Path  # the members' data, removed by stop()
     dbs: Databases = field(default_factory=Databases)
     packet: PacketNet | None = None
     packet_error: str | None = None  # why the packet network fell back to loopback
     links: dict[str, FaultProxy] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
-    _etcd_dir: tempfile.TemporaryDirectory[str] | None = None
     _rules: dict[int, list[tuple[str, list[str]]]] = field(default_factory=dict)
 
     async def start(self, two_phase: bool = False, packet_required: bool = False) -> None:
@@ -120,14 +121,15 @@ class Topology:
                 if packet_required:
                     raise
                 self.packet, self.packet_error = None, f"setting up the namespaces failed: {exc}"
-        self._etcd_dir = tempfile.TemporaryDirectory(prefix="txc-chaos-etcd-")
-        etcd = EtcdCluster(Path(self._etcd_dir.name))
+        own = self.identity.ports
+        etcd = EtcdCluster(self.etcd_dir, {m: own[m] for m in MEMBERS},
+                           {m: own[f"{m}-peer"] for m in MEMBERS})
         for member in MEMBERS:
-            self.processes[member] = Process(member, etcd.argv(member), self.out / f"{member}.log")
+            self._define(member, etcd.argv(member), namespaced=False)
             self.processes[member].start()
         await _wait_healthy(etcd.client_ports, timeout_s=30.0)
         for name in SERVICES:
-            self.ports[name] = free_port()
+            self.ports[name] = own[name]
         etcd_links = [(f"{c}->{m}", ("127.0.0.1", etcd.client_ports[m]))
                       for c in ("c1", "c2") for m in MEMBERS]
         for name, upstream in (("client->c1", self.address("c1")),
@@ -172,7 +174,8 @@ class Topology:
         for c in ("c1", "c2"):
             self._define(c, [
                 py, "-m", "coordinator.cli", "serve", "--listen", listen[c],
-                "--etcd", ",".join(self.link(f"{c}->{m}") for m in MEMBERS), "--lease-ttl", "5",
+                "--etcd", ",".join(self.link(f"{c}->{m}") for m in MEMBERS), "--lease-ttl", str(LEASE_TTL_S),
+                "--prefix", self.identity.etcd_prefix,
                 "--max-calls-per-participant", "16", "--max-active", "40", "--grace", "1",
                 "--log-level", "warning"])
         pg_host, pg_port = self.link("accounts->pg").rsplit(":", 1)
@@ -184,10 +187,10 @@ class Topology:
             py, "-m", "txcoord_chaos.workload.services", "orders",
             "--dsn", self.dbs.maria(int(maria_port), maria_host), "--listen", listen["orders"], *ask])
 
-    def _define(self, name: str, argv: list[str]) -> None:
-        if self.packet is not None:
+    def _define(self, name: str, argv: list[str], namespaced: bool = True) -> None:
+        if self.packet is not None and namespaced:
             argv = self.packet.wrap(name, argv)
-        self.processes[name] = Process(name, argv, self.out / f"{name}.log")
+        self.processes[name] = Process(name, argv, self.out / f"{name}.log", self.identity.env)
 
     async def wait_ready(self, timeout_s: float = 30.0) -> None:
         for name in self.ports:
@@ -233,13 +236,19 @@ class Topology:
                 process.start()
 
     async def stop(self) -> None:
-        for process in self.processes.values():
-            process.stop()
+        # In parallel, etcd after the rest: a coordinator that loses etcd first only
+        # takes longer to exit. etcd is killed: its data goes, and a leader stopped with
+        # its followers waits seconds trying to hand its leadership over.
+        for wave in (SERVICES, MEMBERS):
+            procs = [p for n, p in self.processes.items() if n in wave]
+            for process in procs:
+                process.terminate(hard=wave is MEMBERS)
+            deadline = time.monotonic() + STOP_WAIT_S
+            for process in procs:
+                await asyncio.to_thread(process.reap, deadline)
         for proxy in self.links.values():
             await proxy.stop()
-        if self._etcd_dir is not None:
-            self._etcd_dir.cleanup()
-            self._etcd_dir = None
+        shutil.rmtree(self.etcd_dir, ignore_errors=True)
         if self.packet is not None:
             self.packet.teardown()
 
@@ -278,21 +287,3 @@ async def wait_port(address: tuple[str, int], timeout_s: float, name: str) -> No
         except OSError:
             await asyncio.sleep(0.1)
     raise RuntimeError(f"{name} did not start listening on {address} within {timeout_s}s")
-
-
-async def ensure_databases(dbs: Databases) -> None:
-    """Create the run's databases on the real servers (not through any proxy)."""
-    admin_pg = create_engine(dbs.pg().rsplit("/", 1)[0] + "/postgres",
-                             isolation_level="AUTOCOMMIT")
-    admin_maria = create_engine(dbs.maria().rsplit("/", 1)[0] + "/mysql")
-    try:
-        async with admin_pg.connect() as conn:
-            exists = (await conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"),
-                                         {"n": dbs.name})).scalar()
-            if not exists:
-                await conn.execute(text(f'CREATE DATABASE "{dbs.name}"'))
-        async with admin_maria.begin() as conn:
-            await conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{dbs.name}`"))
-    finally:
-        await admin_pg.dispose()
-        await admin_maria.dispose()

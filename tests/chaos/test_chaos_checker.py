@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 
 import pytest
+from txcoord_chaos import faultstats
 from txcoord_chaos.checker import (
     Observation,
     Run,
@@ -204,3 +205,38 @@ def test_report_is_json_ready() -> None:
     assert data["phases"]["during"]["issued"] == 0
     assert data["first_violation"] == {"at": 1.0, "consistent": False, "delta": 5}
     assert data["clean"] is False and data["lost_count"] == 0
+
+
+# -- which fault cost what ---------------------------------------------------------------------
+
+
+def test_fault_kinds_name_the_role_direction_and_a_pause_past_the_lease() -> None:
+    assert faultstats.kind_of("partition", "c1->etcd2", "both", 8, 5) == "partition coordinator->etcd"
+    assert faultstats.kind_of("cut", "c2->etcd1", "down", 8, 5) == "cut/down coordinator->etcd"
+    assert faultstats.kind_of("latency", "c->orders", "up", 3, 5) == "latency/up coordinator->service"
+    assert faultstats.kind_of("drop", "accounts->pg", "both", 3, 5) == "drop service->database"
+    assert faultstats.kind_of("pause", "c1", "both", 10, 5) == "pause coordinator > lease"
+    assert faultstats.kind_of("pause", "c1", "both", 3, 5) == "pause coordinator"
+    assert faultstats.kind_of("kill", "etcd3", "both", 10, 5) == "kill etcd"
+    assert faultstats.kind_of("drop", "c1->etcd1", "up", 8, 5, together=3) == \
+        "drop/up coordinator->etcd (3 at once)"
+
+
+def test_by_kind_counts_windows_fired_together_once_and_overlapping_transfers() -> None:
+    history = [transfer("in", start=1.0, end=2.5), transfer("edge", "unknown", start=4.9, end=6.0),
+               transfer("out", start=7.0, end=7.5), transfer("bad", "failed", start=9.0, end=9.5)]
+    snap = settled(history, applied=["in", "out"])
+    snap = Snapshot(snap.balances, {**snap.debits, "bad": [10]},  # told failed, debit kept
+                    snap.orders)
+    report = check(Run("saga", history, snap, TOTAL))
+    cut_off = [faultstats.Window("partition coordinator->etcd", 2.0, 2.0, 5.0) for _ in range(3)]
+    later = [faultstats.Window("partition coordinator->etcd", 8.5, 8.6, 9.2),
+             faultstats.Window("kill etcd", 0.0, 0.0, 0.5)]
+    rows = faultstats.by_kind(history, [*cut_off, *later], report)
+    assert list(rows) == ["kill etcd", "partition coordinator->etcd"]
+    assert rows["kill etcd"].transfers == 0 and rows["kill etcd"].windows == 1
+    part = rows["partition coordinator->etcd"]
+    assert (part.windows, part.transfers, part.ok, part.failed, part.unknown) == (2, 3, 1, 1, 1)
+    assert (part.violations, part.phantom, part.lost) == (1, 1, 0)
+    assert "| partition coordinator->etcd | 2 | 3 | 1 | 1 | 1 | 1 | 0 | 1 |" in \
+        faultstats.table({k: r.to_dict() for k, r in rows.items()})

@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
+from txcoord_chaos import topology
 from txcoord_chaos.nemesis import (
     DEFAULT_SCHEDULE,
     FaultEvent,
@@ -105,12 +106,66 @@ def test_load_a_file_with_comments(tmp_path: Path) -> None:
     assert len(schedule.expand(60, seed=0)) == 3
 
 
+def harness_timeline(duration_s: float, seed: int = 1) -> list[FaultEvent]:
+    return timeline(DEFAULT_SCHEDULE, links=topology.LINKS, processes=topology.PROCESSES,
+                    duration_s=duration_s, seed=seed)
+
+
 def test_default_schedule_parses_and_uses_every_kind_family() -> None:
-    events = expand(DEFAULT_SCHEDULE, duration_s=300)
+    events = harness_timeline(300)
     kinds = {e.kind for e in events}
     assert {"partition", "reset", "cut", "latency", "kill"} <= kinds
     assert {"drop", "reject", "loss"} & kinds  # packet level, left out where unsupported
     assert all(e.at_s >= 0 and e.end_s <= 300 for e in events)
+
+
+def _cut_offs(events: list[FaultEvent]) -> dict[tuple[float, str], set[str]]:
+    """Coordinator -> etcd events fired together: (start, coordinator) -> the etcd links."""
+    found: dict[tuple[float, str], set[str]] = {}
+    for e in events:
+        if "->etcd" in e.target:
+            found.setdefault((e.at_s, e.target.split("->")[0]), set()).add(e.target)
+    return found
+
+
+def test_default_schedule_has_split_brain_faults_within_a_short_run() -> None:
+    for seed in (1, 7, 42):
+        events = harness_timeline(90, seed)
+        lease = topology.LEASE_TTL_S
+        long_pauses = [e for e in events if e.kind == "pause" and e.target in ("c1", "c2")
+                       and e.duration_s > lease]
+        assert len(long_pauses) >= 2, seed
+        cut_offs = _cut_offs(events)
+        # a coordinator cut off from all three members at once, both ways and one way
+        assert any(len(links) == 3 for links in cut_offs.values()), seed
+        one_way = [e for e in events if "->etcd" in e.target and e.direction != "both"]
+        assert len({e.at_s for e in one_way}) >= 1, seed
+        member_kills = [e for e in events if e.kind == "kill" and e.target.startswith("etcd")]
+        assert any(p.at_s <= k.at_s and k.end_s <= p.end_s
+                   for k in member_kills for p in long_pauses), seed
+
+
+def test_all_groups_can_be_choices() -> None:
+    links = [*LINKS, *(f"c{c}->etcd{m}" for c in (1, 2) for m in (1, 2, 3))]
+    events = timeline("partition:all(c1->etcd*)|all(c2->etcd*)@every 10s for 2s", links=links,
+                      processes=PROCESSES, duration_s=200, seed=3)
+    by_start: dict[float, set[str]] = {}
+    for e in events:
+        by_start.setdefault(e.at_s, set()).add(e.target)
+    groups = {frozenset(t) for t in by_start.values()}
+    assert groups == {frozenset(f"c{c}->etcd{m}" for m in (1, 2, 3)) for c in (1, 2)}
+    mixed = timeline("partition:c->orders|all(c1->etcd1|c1->etcd2)@every 1s for 0.5s",
+                     links=links, processes=PROCESSES, duration_s=100, seed=3)
+    sizes = {sum(1 for e in mixed if e.at_s == at) for at in {e.at_s for e in mixed}}
+    assert sizes == {1, 2}
+
+
+def test_a_lone_all_draws_the_same_timeline_as_before() -> None:
+    # all(...) alone takes no draw: the entry's fault arguments come out as they always did
+    events = expand("latency(10..500):all(c->*)@every 5s for 1s", duration_s=20, seed=9)
+    values = sorted({e.params["ms"] for e in events})
+    rng = random.Random("9/0")
+    assert values == sorted(rng.uniform(10, 500) for _ in range(len(values)))
 
 
 def test_packet_kinds_parse_with_their_arguments_and_directions() -> None:

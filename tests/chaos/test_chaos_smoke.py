@@ -35,10 +35,16 @@ async def test_none_breaks_saga_and_2pc_hold(tmp_path: Path) -> None:
         assert report.clean, (mode, report.violations[:3], report.lost[:3], report.not_terminal[:3])
         assert report.ok > 0
     summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["error"] is None
+    assert summary["run"]["databases"].startswith("txc_chaos_")
     for mode in ("none", "saga", "2pc"):
         for key in ("issued", "ok", "failed", "unknown", "violations", "lost", "phantom",
-                    "not_terminal", "throughput", "latency_p50_ms", "latency_p99_ms"):
-            assert key in summary[mode]
+                    "not_terminal", "throughput", "latency_p50_ms", "latency_p99_ms", "by_fault"):
+            assert key in summary["modes"][mode]
+        by_fault = summary["modes"][mode]["by_fault"]
+        assert by_fault["kill coordinator"]["windows"] == 1
+        assert by_fault["kill etcd"]["transfers"] > 0
+    assert "## By fault" in (tmp_path / "report.md").read_text()
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").open()]
     assert {e["type"] for e in events} == {"transfer", "fault"}
     faults = [e for e in events if e["type"] == "fault"]

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from txcoord_chaos import netns
+from txcoord_chaos import isolation, netns
 from txcoord_chaos.netns import Ends, PacketNet
 
 pytestmark = [pytest.mark.integration,
@@ -27,8 +27,18 @@ ECHO = ("import socket\n"
 
 
 @pytest.fixture
-def net() -> Iterator[PacketNet]:
-    packet = PacketNet(["srv"])
+def slot() -> Iterator[int]:
+    """A slot of our own, so a chaos run on this machine keeps its names and subnet."""
+    lease = isolation.claim_slot()
+    try:
+        yield lease.identity.slot
+    finally:
+        lease.release()
+
+
+@pytest.fixture
+def net(slot: int) -> Iterator[PacketNet]:
+    packet = PacketNet(["srv"], slot)
     packet.setup()
     server = subprocess.Popen(packet.wrap("srv", [sys.executable, "-c", ECHO]))
     try:
@@ -106,8 +116,8 @@ async def test_random_loss_drops_some_packets_and_tcp_gets_through(net: PacketNe
     assert time.monotonic() - started < 60
 
 
-def test_teardown_removes_namespaces_and_bridge() -> None:
-    packet = PacketNet(["a", "b"])
+def test_teardown_removes_namespaces_and_bridge(slot: int) -> None:
+    packet = PacketNet(["a", "b"], slot)
     packet.setup()
     names = [packet.namespace("a"), packet.namespace("b")]
     packet.teardown()
@@ -115,3 +125,25 @@ def test_teardown_removes_namespaces_and_bridge() -> None:
     assert not any(n in listed for n in names)
     links = subprocess.run(["ip", "link", "show", packet.bridge], capture_output=True, text=True)
     assert links.returncode != 0
+
+
+def test_names_fit_the_kernel_and_differ_per_slot() -> None:
+    one, other = PacketNet(list(isolation.PORT_NAMES), 1), PacketNet(["a"], isolation.SLOTS)
+    for net in (one, other):
+        assert len(net.bridge) <= netns.IFNAMSIZ
+        assert all(len(f"{netns.interface_prefix(net.slot)}{end}{i}") <= netns.IFNAMSIZ
+                   for end in "hn" for i in range(len(net.names)))
+    assert one.namespace("c1") != other.namespace("c1") and one.bridge_ip != other.bridge_ip
+
+
+def test_remove_slot_leaves_other_slots_alone(net: PacketNet) -> None:
+    other = isolation.claim_slot()
+    try:
+        netns.remove_slot(other.identity.slot)  # nothing of ours is named after it
+    finally:
+        other.release()
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert net.namespace("srv") in listed
+    netns.remove_slot(net.slot)
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert net.namespace("srv") not in listed

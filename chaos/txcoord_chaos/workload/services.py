@@ -87,7 +87,10 @@ def _options(coordinator: str | None) -> HostOptions:
     # take more than half of the pool, so phase 2 can always release their locks.
     two_phase = TwoPhaseOptions(coordinator=coordinator, recovery_interval_s=3.0,
                                 lock_timeout_s=0.5, max_concurrent_prepares=POOL // 4)
-    return HostOptions(call_timeout_s=4.0, max_concurrent_rpcs=POOL, two_phase=two_phase)
+    # A short shutdown grace, like the coordinators' --grace 1: the harness stops the
+    # services once their databases have been read, and nothing waits on their calls.
+    return HostOptions(call_timeout_s=4.0, max_concurrent_rpcs=POOL, two_phase=two_phase,
+                       shutdown_grace_s=1.0)
 
 
 Step = Callable[[AsyncConnection, Transfer], Awaitable[None]]
