@@ -19,7 +19,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from coordinator.participant.two_phase._xid import xid_for
 from sqlalchemy import text
 from txcoord_chaos import isolation, netns
 from txcoord_chaos.client import transfers
@@ -28,6 +27,7 @@ from txcoord_chaos.runner import RunConfig
 from txcoord_chaos.workload.services import OUT_OF_STOCK_EVERY
 
 from coordinator.participant import create_engine
+from coordinator.participant.two_phase._xid import xid_for
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -71,15 +71,23 @@ async def new_driver(store: MemoryStore, owner: str, p: ScriptedParticipant,
     return log, Driver(log, p, options)
 
 
-async def test_happy_path_writes_twice_for_two_branches() -> None:
+async def test_happy_path_writes_three_times_for_two_branches() -> None:
     store, p = MemoryStore(), ScriptedParticipant()
     log, driver = await new_driver(store, "A", p)
     await driver.start(saga_record("g1"))
     assert await settle(log, "g1") is TxState.COMMITTED
-    # Create (with a's intent), then COMMITTED: a's success and b's intent ride along,
-    # since recovery would only repeat a's call (domain.durability).
-    assert store.requests == 2
+    # Create (with a's intent), a done with b's intent (a first call is always written
+    # before it is made: domain.durability), b done.
+    assert store.requests == 3
     assert dict(p.effects) == {"g1/a/execute": 1, "g1/b/execute": 1}
+
+
+async def test_a_concurrent_saga_writes_its_start_and_its_end() -> None:
+    store, p = MemoryStore(), ScriptedParticipant()
+    log, driver = await new_driver(store, "A", p)
+    await driver.start(replace(saga_record("g-dag"), concurrent=True))
+    assert await settle(log, "g-dag") is TxState.COMMITTED
+    assert store.requests == 2  # both intents in the create; a's success rides with b's
 
 
 
@@ -94,21 +102,45 @@ async def test_two_phase_writes_create_decision_and_end() -> None:
 
 
 async def test_progress_not_yet_written_is_repeated_after_a_takeover_with_the_same_keys() -> None:
-    store, p = MemoryStore(), ScriptedParticipant(gates={("b", "execute"): asyncio.Event()})
+    store, p = MemoryStore(), ScriptedParticipant(gates={("b", "prepare"): asyncio.Event()})
     log_a, driver_a = await new_driver(store, "A", p)
-    await driver_a.start(saga_record("g-lazy"))
-    while ("g-lazy/b/execute", 1) not in p.calls:  # a done (not written), b in flight
-        await asyncio.sleep(0.001)
-    assert store.records["g-lazy"].record.status("a").state.name == "RUNNING"
+    plan = tuple(BranchPlan(n, "p:1", f"{n}.do", retry=FAST) for n in ("a", "b"))
+    await driver_a.start(new_record(gid="t-lazy", protocol=Protocol.TWO_PHASE, plan=plan,
+                                    now=time.time(), timeout_s=30))
+    while ("t-lazy/a/prepare", 1) not in p.calls or not p.effects["t-lazy/a/prepare"]:
+        await asyncio.sleep(0.001)  # a voted yes (not written), b's prepare hangs
+    assert store.records["t-lazy"].record.status("a").state.name == "RUNNING"
     await driver_a.stop(0)
     store.expire("A")  # A dies: B resumes from what the log holds
     _, driver_b = await new_driver(store, "B", p)
-    p.gates[("b", "execute")].set()
+    p.gates[("b", "prepare")].set()
     claimed = await Recovery(MemoryLog(store, "B"), driver_b, interval_s=1).scan_once()
     assert claimed == 1
-    assert await settle(log_a, "g-lazy") is TxState.COMMITTED
-    assert [k for k, _ in p.calls].count("g-lazy/a/execute") == 2  # asked again, same key
-    assert dict(p.effects) == {"g-lazy/a/execute": 1, "g-lazy/b/execute": 1}  # applied once
+    assert await settle(log_a, "t-lazy") is TxState.COMMITTED
+    assert [k for k, _ in p.calls].count("t-lazy/a/prepare") == 2  # asked again, same key
+    assert p.effects["t-lazy/a/prepare"] == 1 and p.effects["t-lazy/a/commit"] == 1
+
+
+@dataclass
+class IntentChecking(ScriptedParticipant):
+    """Notes, at every call, what the log showed for the called branch."""
+
+    store: MemoryStore = field(default_factory=MemoryStore)
+    logged: list[str] = field(default_factory=list)
+
+    async def call(self, gid: str, plan: BranchPlan, op: str, attempt: int) -> Answer:
+        self.logged.append(self.store.records[gid].record.status(plan.name).state.name)
+        return await super().call(gid, plan, op, attempt)
+
+
+async def test_a_first_call_is_never_made_before_its_intent_is_written() -> None:
+    store = MemoryStore()
+    p = IntentChecking(store=store)
+    log, driver = await new_driver(store, "A", p)
+    await driver.start(saga_record("g-intent"))
+    assert await settle(log, "g-intent") is TxState.COMMITTED
+    assert p.logged == ["RUNNING", "RUNNING"]  # never PENDING: a successor would skip it
+
 
 
 async def test_transient_failures_are_retried_with_the_same_key() -> None:
@@ -122,8 +154,8 @@ async def test_transient_failures_are_retried_with_the_same_key() -> None:
     stored = await log.get("g2")
     assert stored is not None and stored.record.status("a").attempts == 3  # the true count
     # Writes: create, the first failure (the second came within failure_write_interval_s),
-    # b's success (COMMITTED; a's success rode along).
-    assert stored.record.seq == 3
+    # a's success with b's intent, b's success.
+    assert stored.record.seq == 4
 
 
 async def test_every_failure_is_written_when_the_interval_is_zero() -> None:
@@ -134,7 +166,8 @@ async def test_every_failure_is_written_when_the_interval_is_zero() -> None:
     assert await settle(log, "g2") is TxState.COMMITTED
     stored = await log.get("g2")
     assert stored is not None and stored.record.status("a").attempts == 3
-    assert stored.record.seq == 4  # both failures written
+    assert stored.record.seq == 5  # both failures written
+
 
 
 
