@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import grpc
 
+from ._tls import TlsFiles
+
 RECONNECT_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
@@ -21,10 +23,16 @@ def insecure_channel(target: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(target, options=RECONNECT_OPTIONS)
 
 
-def channel(target: str, tls_ca: bytes | None = None) -> grpc.aio.Channel:
+def channel(target: str, tls_ca: bytes | None = None,
+            identity: TlsFiles | None = None) -> grpc.aio.Channel:
     """A channel to ``target``: TLS, checking the server against ``tls_ca`` (PEM), when
-    given; plaintext otherwise."""
+    given, and presenting ``identity`` as the client certificate (mutual TLS) when given
+    too; plaintext otherwise."""
     if tls_ca is None:
+        if identity is not None:
+            raise ValueError("a client certificate needs TLS: give the server's CA too")
         return insecure_channel(target)
-    credentials = grpc.ssl_channel_credentials(root_certificates=tls_ca)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=tls_ca, private_key=identity.private_key if identity else None,
+        certificate_chain=identity.cert_chain if identity else None)
     return grpc.aio.secure_channel(target, credentials, options=RECONNECT_OPTIONS)

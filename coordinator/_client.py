@@ -20,6 +20,7 @@ from google.protobuf.duration_pb2 import Duration
 from ._channel import channel
 from ._proto.txc.v1 import coordinator_pb2 as pb
 from ._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
+from ._tls import TlsFiles
 
 Payload = bytes | str | Mapping[str, Any] | None
 
@@ -162,15 +163,20 @@ class CoordinatorClient:
     """``async with CoordinatorClient("127.0.0.1:7070") as c: await c.start_saga(saga)``.
 
     ``timeout_s`` bounds every call (``wait=True`` starts may pass their own);
-    ``tls_ca`` (PEM) talks TLS to a coordinator serving it; ``token`` is sent as
-    ``authorization: Bearer`` on operator actions (``txc serve --operator-tokens``);
-    ``actor`` is recorded in the history beside the token's name.
+    ``tls_ca`` (PEM) talks TLS to a coordinator serving it; ``tls_identity`` is the client
+    certificate to present to one that requires it (``txc serve --tls-client-ca``);
+    ``token`` is sent as ``authorization: Bearer`` on operator actions and reads
+    (``txc serve --operator-tokens``); ``actor`` is recorded in the history beside the
+    operator's name.
     """
 
     def __init__(self, address: str, *, timeout_s: float = 10.0, tls_ca: bytes | None = None,
-                 token: str | None = None, actor: str | None = None) -> None:
+                 tls_identity: TlsFiles | None = None, token: str | None = None,
+                 actor: str | None = None) -> None:
         self.address = address
-        self._channel = channel(address, tls_ca)
+        self._channel = channel(address, tls_ca, tls_identity)
+        # The token rides on reads too: a coordinator may protect them (--protect-reads).
+        self._read_metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._stub = pb_grpc.CoordinatorStub(self._channel)
         self._timeout_s = timeout_s
         operator = [("x-txc-actor", actor or default_actor())]
@@ -209,7 +215,8 @@ class CoordinatorClient:
     # -- reads ----------------------------------------------------------------------------
     async def get(self, gid: str) -> pb.Transaction:
         tx: pb.Transaction = await self._stub.GetTransaction(
-            pb.GetTransactionRequest(gid=gid), timeout=self._timeout_s)
+            pb.GetTransactionRequest(gid=gid), timeout=self._timeout_s,
+            metadata=self._read_metadata)
         return tx
 
     async def list(self, where: ListFilter | None = None, *, page_size: int = 50,
@@ -217,7 +224,7 @@ class CoordinatorClient:
         """One page, in gid order; ``next_page_token`` is "" on the last."""
         request = (where or ListFilter()).to_proto(page_size, page_token)
         response: pb.ListTransactionsResponse = await self._stub.ListTransactions(
-            request, timeout=self._timeout_s)
+            request, timeout=self._timeout_s, metadata=self._read_metadata)
         return response
 
     async def list_all(self, where: ListFilter | None = None, *,
@@ -234,7 +241,9 @@ class CoordinatorClient:
 
     async def watch(self, gid: str) -> AsyncIterator[pb.Transaction]:
         """The transaction now, then after every change, until it settles."""
-        async for tx in self._stub.WatchTransaction(pb.GetTransactionRequest(gid=gid)):
+        async for tx in self._stub.WatchTransaction(pb.GetTransactionRequest(gid=gid),
+                                                    metadata=self._read_metadata):
+
             yield tx
 
     async def wait_settled(self, gid: str, timeout_s: float = 60.0) -> pb.Transaction:

@@ -9,6 +9,7 @@ from ._channel import channel
 from ._client import Payload, encode_payload
 from ._proto.txc.v1 import participant_pb2 as ppb
 from ._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
+from ._tls import TlsFiles
 
 METHODS = {"execute": "Execute", "compensate": "Compensate", "prepare": "Prepare",
            "commit": "Commit", "abort": "Abort"}
@@ -25,9 +26,12 @@ class ParticipantClient:
     Errors are gRPC's own (``grpc.aio.AioRpcError``): an unknown outcome to the caller.
     """
 
-    def __init__(self, address: str, *, timeout_s: float = 5.0, tls_ca: bytes | None = None) -> None:
+    def __init__(self, address: str, *, timeout_s: float = 5.0, tls_ca: bytes | None = None,
+                 tls_identity: TlsFiles | None = None) -> None:
+        """``tls_ca``: talk TLS, checking the participant against it; ``tls_identity``: the
+        client certificate to present (a participant host requiring mutual TLS)."""
         self.address = address
-        self._channel = channel(address, tls_ca)
+        self._channel = channel(address, tls_ca, tls_identity)
         self._stub = ppb_grpc.ParticipantStub(self._channel)
         self._timeout_s = timeout_s
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+from ._tls import add_port  # listen on a gRPC server: plaintext, TLS or mutual TLS
+
 
 def free_port() -> int:
     """A loopback TCP port nobody listens on right now (the OS picks it). Another process
@@ -11,3 +13,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+__all__ = ["add_port", "free_port"]

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 from ..domain.validation import Limits
 from ..engine import EngineOptions
@@ -40,15 +41,33 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="calls in flight to one participant; more wait, phase 2 and "
                         "compensations first (default %(default)s)")
     p.add_argument("--operator-tokens", default=env_default("TXC_OPERATOR_TOKENS", ""),
-                   metavar="FILE", help="file of 'NAME TOKEN' lines: replay/skip/abort then "
-                   "need 'authorization: Bearer TOKEN' (env TXC_OPERATOR_TOKENS)")
+                   metavar="FILE", help="file of 'NAME TOKEN [read|act|read,act]' lines: replay/"
+                   "skip/abort (and protected reads) then need 'authorization: Bearer TOKEN' "
+                   "(env TXC_OPERATOR_TOKENS)")
+    p.add_argument("--operator-certs", default=env_default("TXC_OPERATOR_CERTS", ""),
+                   metavar="FILE", help="file of 'NAME COMMON_NAME [rights]' lines: a client "
+                   "certificate with that common name acts as that operator (needs "
+                   "--tls-client-ca; env TXC_OPERATOR_CERTS)")
+    p.add_argument("--protect-reads", action="store_true",
+                   default=env_default("TXC_PROTECT_READS", "") == "1",
+                   help="Get/List/Watch need an operator with the read right (token or "
+                        "certificate; env TXC_PROTECT_READS=1)")
     p.add_argument("--tls-cert", default=env_default("TXC_TLS_CERT", ""), metavar="FILE",
                    help="PEM certificate chain: serve TLS (with --tls-key; env TXC_TLS_CERT)")
     p.add_argument("--tls-key", default=env_default("TXC_TLS_KEY", ""), metavar="FILE",
                    help="PEM private key of --tls-cert (env TXC_TLS_KEY)")
+    p.add_argument("--tls-client-ca", default=env_default("TXC_TLS_CLIENT_CA", ""), metavar="FILE",
+                   help="PEM CAs: require client certificates that chain to them (mutual TLS; "
+                        "env TXC_TLS_CLIENT_CA)")
     p.add_argument("--participant-tls-ca", default=env_default("TXC_PARTICIPANT_TLS_CA", ""),
                    metavar="FILE", help="PEM CAs: call participants over TLS, checked against "
                    "them (env TXC_PARTICIPANT_TLS_CA)")
+    p.add_argument("--participant-tls-cert", default=env_default("TXC_PARTICIPANT_TLS_CERT", ""),
+                   metavar="FILE", help="PEM client certificate presented to participants "
+                   "(with --participant-tls-key; env TXC_PARTICIPANT_TLS_CERT)")
+    p.add_argument("--participant-tls-key", default=env_default("TXC_PARTICIPANT_TLS_KEY", ""),
+                   metavar="FILE", help="PEM private key of --participant-tls-cert "
+                   "(env TXC_PARTICIPANT_TLS_KEY)")
     p.add_argument("--participant-transport", choices=("batch", "unary"),
                    default=env_default("TXC_PARTICIPANT_TRANSPORT", "batch"),
                    help="batch: many calls per message on the Participant Batch stream, unary "
@@ -66,28 +85,53 @@ def options_from(args: argparse.Namespace, endpoints: list[str]) -> ServerOption
     if args.max_active < 1 or args.max_calls_per_participant < 1:
         raise SystemExit("txc serve: --max-active and --max-calls-per-participant must be >= 1")
     base = ServerOptions()
-    try:
-        operators = Operators.from_file(args.operator_tokens) if args.operator_tokens else Operators()
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"txc serve: --operator-tokens: {exc}") from None
+    operators = _operators(args)
+    if args.protect_reads and not operators.required:
+        raise SystemExit("txc serve: --protect-reads needs --operator-tokens or --operator-certs")
     return replace(base, listen=args.listen, etcd=etcd, grace_s=args.grace, operators=operators,
-                   tls=_tls(args), participant_tls_ca=read_optional(
+                   tls=_tls(args, "--tls-cert", "--tls-key", args.tls_client_ca),
+                   participant_tls_ca=read_optional(
                        "txc serve", "--participant-tls-ca", args.participant_tls_ca),
+                   participant_tls_identity=_tls(args, "--participant-tls-cert",
+                                                 "--participant-tls-key"),
+                   protect_reads=args.protect_reads,
                    allow_participants=tuple(args.allow_participant),
                    participant_transport=args.participant_transport,
-
                    limits=replace(base.limits, max_active=args.max_active),
                    engine=replace(base.engine,
                                   max_calls_per_participant=args.max_calls_per_participant))
 
 
-def _tls(args: argparse.Namespace) -> TlsFiles | None:
-    if not args.tls_cert and not args.tls_key:
-        return None
-    if not (args.tls_cert and args.tls_key):
-        raise SystemExit("txc serve: --tls-cert and --tls-key go together")
+def _operators(args: argparse.Namespace) -> Operators:
+    operators = Operators()
     try:
-        return TlsFiles.read(args.tls_cert, args.tls_key)
+        if args.operator_tokens:
+            operators = Operators.from_file(args.operator_tokens)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"txc serve: --operator-tokens: {exc}") from None
+    if not args.operator_certs:
+        return operators
+    if not args.tls_client_ca:
+        raise SystemExit("txc serve: --operator-certs needs --tls-client-ca (client certificates)")
+    try:
+        return operators.with_certificates(Path(args.operator_certs).read_text(),
+                                           args.operator_certs)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"txc serve: --operator-certs: {exc}") from None
+
+
+def _tls(args: argparse.Namespace, cert_flag: str, key_flag: str,
+         client_ca: str = "") -> TlsFiles | None:
+    """The certificate and key two flags name (None when neither is given)."""
+    cert, key = (getattr(args, f.removeprefix("--").replace("-", "_")) for f in (cert_flag, key_flag))
+    if not cert and not key:
+        if client_ca:
+            raise SystemExit(f"txc serve: --tls-client-ca needs {cert_flag} and {key_flag}")
+        return None
+    if not (cert and key):
+        raise SystemExit(f"txc serve: {cert_flag} and {key_flag} go together")
+    try:
+        return TlsFiles.read(cert, key, client_ca or None)
     except OSError as exc:
         raise SystemExit(f"txc serve: TLS files: {exc}") from None
 

@@ -20,6 +20,7 @@ from google.protobuf.json_format import MessageToDict
 
 from .._client import CoordinatorClient, ListFilter, settled
 from .._proto.txc.v1 import coordinator_pb2 as pb
+from .._tls import TlsFiles
 from ._common import add_shared_flags, env_default, read_optional
 from ._render import render_list, render_show
 
@@ -38,6 +39,11 @@ def _client_flags(p: argparse.ArgumentParser, defaults: bool) -> None:
     p.add_argument("--timeout", type=float, default=default(10.0), help="seconds per request")
     p.add_argument("--tls-ca", default=default(env_default("TXC_TLS_CA", "")), metavar="FILE",
                    help="PEM CA certificates: talk TLS to a coordinator serving it (env TXC_TLS_CA)")
+    p.add_argument("--tls-cert", default=default(env_default("TXC_TLS_CERT", "")), metavar="FILE",
+                   help="PEM client certificate, for a coordinator that requires one "
+                   "(with --tls-key; env TXC_TLS_CERT)")
+    p.add_argument("--tls-key", default=default(env_default("TXC_TLS_KEY", "")), metavar="FILE",
+                   help="PEM private key of --tls-cert (env TXC_TLS_KEY)")
     p.add_argument("--token-file", default=default(env_default("TXC_OPERATOR_TOKEN_FILE", "")),
                    metavar="FILE", help="file holding this operator's token, for a coordinator "
                    "started with --operator-tokens (env TXC_OPERATOR_TOKEN_FILE)")
@@ -108,6 +114,7 @@ async def _connected(args: argparse.Namespace, fn: Command) -> int:
     token = read_optional("txc", "--token-file", args.token_file)
     client = CoordinatorClient(args.coordinator, timeout_s=args.timeout,
                                tls_ca=read_optional("txc", "--tls-ca", args.tls_ca),
+                               tls_identity=_identity(args),
                                token=token.decode().strip() if token else None)
     try:
         return await fn(args, client)
@@ -115,6 +122,17 @@ async def _connected(args: argparse.Namespace, fn: Command) -> int:
         return _explain(args, exc)
     finally:
         await client.close()
+
+
+def _identity(args: argparse.Namespace) -> TlsFiles | None:
+    if not args.tls_cert and not args.tls_key:
+        return None
+    if not (args.tls_cert and args.tls_key and args.tls_ca):
+        raise SystemExit("txc: --tls-cert and --tls-key go together, with --tls-ca")
+    cert, key = (read_optional("txc", flag, path) for flag, path in
+                 (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)))
+    assert cert is not None and key is not None
+    return TlsFiles(cert, key)
 
 
 def _explain(args: argparse.Namespace, exc: grpc.aio.AioRpcError) -> int:

@@ -35,3 +35,7 @@ class Overloaded(TxcError):
 
 class Unauthenticated(TxcError):
     """The caller did not prove who it is, and this action needs to know."""
+
+
+class PermissionDenied(TxcError):
+    """The caller is known, and may not do this."""

@@ -15,6 +15,7 @@ import grpc
 
 from .._participant_client import METHODS, ParticipantClient, idempotency_key
 from .._proto.txc.v1 import participant_pb2 as ppb
+from .._tls import TlsFiles
 from ..domain.records import BranchPlan, Op
 
 __all__ = ["Answer", "GrpcTransport", "Kind", "Transport", "idempotency_key"]
@@ -84,8 +85,11 @@ def read_status(address: str, op: str, code: grpc.StatusCode, details: str) -> A
 class GrpcTransport:
     """Keeps one client per participant address (bounded, least recently used first out)."""
 
-    def __init__(self, max_channels: int = 256, tls_ca: bytes | None = None) -> None:
-        """``tls_ca``: call every participant over TLS, checked against these PEM CAs."""
+    def __init__(self, max_channels: int = 256, tls_ca: bytes | None = None,
+                 tls_identity: TlsFiles | None = None) -> None:
+        """``tls_ca``: call every participant over TLS, checked against these PEM CAs;
+        ``tls_identity``: present this client certificate (mutual TLS)."""
+        self._tls_identity = tls_identity
         self._clients: collections.OrderedDict[str, ParticipantClient] = collections.OrderedDict()
         self._max = max_channels
         self._tls_ca = tls_ca
@@ -97,7 +101,7 @@ class GrpcTransport:
                 # grpc.aio closes an evicted channel when collected; close() would cut calls
                 # still in flight on it.
                 self._clients.popitem(last=False)
-            client = ParticipantClient(address, tls_ca=self._tls_ca)
+            client = ParticipantClient(address, tls_ca=self._tls_ca, tls_identity=self._tls_identity)
             self._clients[address] = client
         else:
             self._clients.move_to_end(address)

@@ -24,6 +24,7 @@ import time
 import grpc
 
 from .._proto.txc.v1 import participant_pb2 as ppb
+from .._tls import TlsFiles
 from ..domain.records import BranchPlan, Op
 from ._dispatch import Answer, GrpcTransport, Kind, branch_request, read_reply, read_status
 
@@ -133,8 +134,10 @@ class _Stream:
 class BatchTransport:
     """A Transport over ``Batch`` streams, unary for participants without them."""
 
-    def __init__(self, max_channels: int = 256, tls_ca: bytes | None = None) -> None:
-        self._unary = GrpcTransport(max_channels=max_channels, tls_ca=tls_ca)
+    def __init__(self, max_channels: int = 256, tls_ca: bytes | None = None,
+                 tls_identity: TlsFiles | None = None) -> None:
+        self._unary = GrpcTransport(max_channels=max_channels, tls_ca=tls_ca,
+                                    tls_identity=tls_identity)
         self._streams: dict[str, _Stream] = {}
         self._unary_only: set[str] = set()
 

@@ -52,6 +52,8 @@ class ServerOptions:
     operators: Operators = field(default_factory=Operators)
     tls: TlsFiles | None = None  # serve TLS instead of plaintext
     participant_tls_ca: bytes | None = None  # call participants over TLS, checked against it
+    participant_tls_identity: TlsFiles | None = None  # client certificate for participants
+    protect_reads: bool = False  # Get/List/Watch need an operator with the read right
     # "batch": the Participant Batch stream, unary for participants without it; "unary":
     # the unary methods only.
     participant_transport: str = "batch"
@@ -60,10 +62,13 @@ class ServerOptions:
 
 
 def _transport(options: ServerOptions) -> Transport:
+    ca, identity = options.participant_tls_ca, options.participant_tls_identity
     if options.participant_transport == "unary":
-        return GrpcTransport(tls_ca=options.participant_tls_ca)
+        return GrpcTransport(tls_ca=ca, tls_identity=identity)
     if options.participant_transport == "batch":
-        return BatchTransport(tls_ca=options.participant_tls_ca)
+        return BatchTransport(tls_ca=ca, tls_identity=identity)
+
+
     raise ValueError(f"participant_transport must be 'batch' or 'unary', not "
                      f"{options.participant_transport!r}")
 
@@ -93,7 +98,9 @@ class CoordinatorServer:
             ("grpc.max_send_message_length", max_message),
         ])
         add_servicer(server, pb_grpc.add_CoordinatorServicer_to_server,
-                     CoordinatorServicer(self.core, self.options.defaults, self.options.operators))
+                     CoordinatorServicer(self.core, self.options.defaults, self.options.operators,
+                                         self.options.protect_reads))
+
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             [SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server)

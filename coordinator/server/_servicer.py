@@ -11,12 +11,14 @@ import grpc
 
 from .._proto.txc.v1 import coordinator_pb2 as pb
 from .._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
+from .._tls import peer_common_name
 from ..domain.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     Overloaded,
+    PermissionDenied,
     TxcError,
     Unauthenticated,
     Unavailable,
@@ -26,7 +28,7 @@ from ..engine import CoordinatorCore, ListQuery, StartRequest
 from ..log import LogError
 from . import _convert as convert
 from ._context import Context
-from ._operators import Operators
+from ._operators import ACT, READ, Operators
 
 log = logging.getLogger("txcoord.server")
 T = TypeVar("T")
@@ -39,7 +41,9 @@ _STATUS: dict[type[TxcError], grpc.StatusCode] = {
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
 }
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +68,13 @@ async def _guard(context: Context, work: Callable[[], Awaitable[T]]) -> T:
 
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def __init__(self, core: CoordinatorCore, defaults: Defaults | None = None,
-                 operators: Operators | None = None) -> None:
+                 operators: Operators | None = None, protect_reads: bool = False) -> None:
+        if protect_reads and not (operators and operators.required):
+            raise ValueError("protecting reads needs operators (tokens or certificates)")
         self._core = core
         self._defaults = defaults or Defaults()
         self._operators = operators or Operators()
+        self._protect_reads = protect_reads
 
     async def StartSaga(
         self, request: pb.StartSagaRequest, context: Context
@@ -99,6 +106,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self, request: pb.GetTransactionRequest, context: Context
     ) -> pb.Transaction:
         async def work() -> pb.Transaction:
+            self._may_read(context)
             return convert.transaction((await self._core.get(request.gid)).record)
 
         return await _guard(context, work)
@@ -107,6 +115,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self, request: pb.ListTransactionsRequest, context: Context
     ) -> pb.ListTransactionsResponse:
         async def work() -> pb.ListTransactionsResponse:
+            self._may_read(context)
             query = _list_query(request)
             found, token = await self._core.list(query)
             return pb.ListTransactionsResponse(
@@ -118,6 +127,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self, request: pb.GetTransactionRequest, context: Context
     ) -> AsyncIterator[pb.Transaction]:
         try:
+            self._may_read(context)
             async for stored in self._core.watch(request.gid):
                 yield convert.transaction(stored.record)
         except TxcError as exc:
@@ -152,9 +162,16 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         (Unauthenticated without a valid one); else the claimed actor, or the peer."""
         claimed = _claimed_actor(context)
         if self._operators.required:
-            name = self._operators.identify(context.invocation_metadata() or ())
+            name = self._operators.identify(context.invocation_metadata() or (),
+                                            peer_common_name(context.auth_context()), ACT)
             return f"operator:{name}" + (f" ({claimed})" if claimed else "")
         return f"operator:{claimed or context.peer()}"
+
+    def _may_read(self, context: Context) -> None:
+        """With reads protected, only an operator holding the read right may read."""
+        if self._protect_reads:
+            self._operators.identify(context.invocation_metadata() or (),
+                                     peer_common_name(context.auth_context()), READ)
 
     def _wait_budget(self, context: Context) -> float:
         """How long a ``wait=true`` start may wait: up to the cap, and short of the caller's

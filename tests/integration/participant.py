@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from coordinator import ppb, ppb_grpc
+from coordinator import TlsFiles, ppb, ppb_grpc
+from coordinator.net import add_port
 from coordinator.server import Context
 
 
@@ -44,10 +45,11 @@ class ScriptedParticipant(ppb_grpc.ParticipantServicer):
     server: grpc.aio.Server | None = None
     port: int = 0
 
-    async def start(self, port: int = 0) -> ScriptedParticipant:
+    async def start(self, port: int = 0, tls: TlsFiles | None = None) -> ScriptedParticipant:
         self.server = grpc.aio.server()
         ppb_grpc.add_ParticipantServicer_to_server(self, self.server)
-        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
+        self.port = add_port(self.server, f"127.0.0.1:{port}", tls)
+
         await self.server.start()
         return self
 

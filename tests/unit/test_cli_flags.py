@@ -13,7 +13,7 @@ COMMANDS = [
     ["skip", "g1", "b", "--reason", "r"],
     ["abort", "g1", "--reason", "r"],
 ]
-FLAGS = ["--coordinator", "10.0.0.1:7070", "--timeout", "3", "--tls-ca", "ca.pem",
+FLAGS = ["--coordinator", "10.0.0.1:7070", "--timeout", "3", "--tls-ca", "ca.pem", "--tls-cert", "c.pem",
          "--token-file", "tok"]
 
 
