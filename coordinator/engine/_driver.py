@@ -12,18 +12,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tenacity import RetryCallState
 
 from ..domain import saga, two_phase
-from ..domain._common import clip
+from ..domain._common import clip, note
 from ..domain.durability import must_persist
 from ..domain.events import Answered, AttemptFailed, DeadlinePassed, Event, GaveUp, Misconfigured
 from ..domain.machine import Machine
-from ..domain.records import BranchPlan, Call, Protocol, Transition, TxRecord
+from ..domain.records import BranchPlan, Call, Protocol, Transition, TxRecord, TxState
 from ..domain.validation import Limits
-from ..log import Created, LogError, LostOwnership, Stored, TxLog
+from ..log import Created, LogError, LostOwnership, RequestTooLarge, Stored, TxLog
 from ._dispatch import Answer, Kind, Transport
 from ._limiter import CallLimiter
 from ._retry import retrying
@@ -201,6 +201,9 @@ class Driver:
                                 run.record.gid)
                     self._drop(run)
                     return
+                except RequestTooLarge as exc:
+                    await self._fail_oversized(run, exc)
+                    return
             else:
                 run.record = step.record
             self._log_transition(run.record, event)
@@ -213,12 +216,33 @@ class Driver:
         while True:
             try:
                 return await self._log.write(run.stored, new)
+            except RequestTooLarge:
+                raise  # the same write would be refused again
             except LogError as exc:
                 if self._stopping:
                     raise LostOwnership(new.gid) from exc
                 log.warning("log write failed gid=%s: %s; retrying", new.gid, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._opts.store_retry_max_s)
+
+    async def _fail_oversized(self, run: _Run, exc: RequestTooLarge) -> None:
+        """The store will never take this record: park the transaction, FAILED and without
+        its branch results (which are what grows), for an operator; never retry for ever."""
+        reason = (f"the transaction's record outgrew what the log accepts in one write ({exc}); "
+                  "branch results were dropped to record this")
+        log.error("gid=%s: %s", run.record.gid, reason)
+        slim = tuple(replace(s, result=b"") for s in run.stored.record.branches)
+        now = self._clock()
+        failed = note(replace(run.stored.record, branches=slim, state=TxState.FAILED, error=reason,
+                              updated_at=now), "failed", reason, now)
+        try:
+            run.persisted(await self._persist(run, failed))
+        except (LostOwnership, RequestTooLarge):
+            log.error("gid=%s: could not record the failure either; left to the next owner",
+                      run.record.gid)
+            self._drop(run)
+            return
+        self._after_write(run, ())
 
     def _after_write(self, run: _Run, calls: tuple[Call, ...]) -> None:
         record = run.record

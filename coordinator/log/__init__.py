@@ -1,7 +1,7 @@
 """The durable transaction log: one interface, an etcd implementation, a memory one."""
 
 from ._etcd import EtcdLog, EtcdOptions
-from ._interface import Created, LogError, LostOwnership, Stored, TxLog
+from ._interface import Created, LogError, LostOwnership, RequestTooLarge, Stored, TxLog
 from ._memory import MemoryLog, MemoryStore
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "LostOwnership",
     "MemoryLog",
     "MemoryStore",
+    "RequestTooLarge",
     "Stored",
     "TxLog",
 ]

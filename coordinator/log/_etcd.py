@@ -28,12 +28,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import etcd3aio
+import grpc
 from etcd3aio.proto.etcd.api.etcdserverpb.rpc_pb2 import Compare, RequestOp, TxnRequest
 
 from ..domain.records import TxRecord
 from ._batch import Batcher
 from ._codec import decode, encode, encode_payloads, has_payloads, with_payloads
-from ._interface import Created, LogError, LostOwnership, Stored
+from ._interface import Created, LogError, LostOwnership, RequestTooLarge, Stored
 
 log = logging.getLogger("txcoord.log")
 KV = etcd3aio.kv.KVService
@@ -77,6 +78,9 @@ class _Write:
     state: bytes
 
 
+_Written = Stored | LostOwnership | RequestTooLarge  # a write's own outcome in a batch
+
+
 def _write(prev: Stored, new: TxRecord) -> _Write:
     mine = replace(new, seq=prev.record.seq + 1)
     return _Write(mine, prev.revision, encode(mine))
@@ -98,7 +102,7 @@ class EtcdLog:
         self._keepalive: asyncio.Task[None] | None = None
         self._retention = _RetentionLeases(self, options.retention_s)
         budget = options.max_request_bytes - _REQUEST_OVERHEAD
-        self._writes: Batcher[_Write, Stored | LostOwnership] = Batcher(
+        self._writes: Batcher[_Write, _Written] = Batcher(
             self._write_batch, options.max_batch, key=lambda w: w.record.gid,
             max_in_flight=options.max_in_flight, size=lambda w: len(w.state), max_bytes=budget)
         self._creates: Batcher[_Create, Created] = Batcher(
@@ -229,7 +233,11 @@ class EtcdLog:
             raise LogError(f"etcd: {exc or type(exc).__name__}") from exc
         except Exception as exc:  # grpc errors not mapped by the client
             if type(exc).__module__.startswith("grpc"):
-                raise LogError(f"etcd: {exc}") from exc
+                details = str(exc.details()) if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+
+                if "request is too large" in details or "larger than max" in details:
+                    raise RequestTooLarge(f"etcd: {details}") from exc
+                raise LogError(f"etcd: {details}") from exc
             raise
 
     async def _txn(self, success: Sequence[RequestOp]) -> Any:
@@ -283,22 +291,34 @@ class EtcdLog:
     # -- write -----------------------------------------------------------------------
     async def write(self, prev: Stored, new: TxRecord) -> Stored:
         result = await self._writes.submit(_write(prev, new))
-        if isinstance(result, LostOwnership):
+        if isinstance(result, Exception):
             raise result
         return result
 
-    async def write_many(
-        self, writes: Sequence[tuple[Stored, TxRecord]]
-    ) -> list[Stored | LostOwnership]:
-        return list(await asyncio.gather(*(self._writes.submit(_write(*w)) for w in writes)))
 
-    async def _write_batch(self, writes: Sequence[_Write]) -> list[Stored | LostOwnership]:
+    async def _write_batch(self, writes: Sequence[_Write]) -> list[_Written]:
+        try:
+            return await self._write_together(writes)
+        except RequestTooLarge:
+            if len(writes) == 1:
+                raise
+        # The store's limit is below this log's (etcd --max-request-bytes): alone, only
+        # the write that is too large fails.
+        results: list[_Written] = []
+        for w in writes:
+            try:
+                results.extend(await self._write_together([w]))
+            except RequestTooLarge as exc:
+                results.append(exc)
+        return results
+
+    async def _write_together(self, writes: Sequence[_Write]) -> list[_Written]:
         ops = []
         for w in writes:
             lease = await self._retention.lease_for(w.record) if w.record.state.terminal else 0
             ops.append(RequestOp(request_txn=self._write_op(w, lease)))
         reply = await self._txn(ops)
-        results: list[Stored | LostOwnership] = []
+        results: list[_Written] = []
         for w, resp in zip(writes, reply.responses, strict=True):
             nested = resp.response_txn
             if nested.succeeded:

@@ -2,13 +2,13 @@
 
 Every transition is a compare-and-swap on the record's revision *and* on the caller still
 owning the transaction, so two coordinators can never both move one transaction.
-``write_many`` takes several transactions' writes at once so an implementation can send
-them to the store in one request (group commit).
+An implementation may send the writes of several transactions that are ready at the same
+time in one request (group commit); each still succeeds or fails on its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,6 +27,11 @@ class LogError(Exception):
     """The store could not be reached or answered with an error; safe to retry."""
 
 
+class RequestTooLarge(LogError):
+    """The store refused the request for its size: retrying the same write cannot help."""
+
+
+
 class LostOwnership(Exception):
     """This coordinator no longer owns the transaction (its lease ended, or another took it)."""
 
@@ -34,6 +39,8 @@ class LostOwnership(Exception):
         super().__init__(f"transaction {gid} is no longer owned by this coordinator")
         self.gid = gid
         self.current = current
+
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +70,6 @@ class TxLog(Protocol):
     async def write(self, prev: Stored, new: TxRecord) -> Stored:
         """CAS ``prev`` -> ``new``; raises LostOwnership or LogError. A settled record (terminal
         or FAILED) gives up ownership: FAILED ones wait, unowned, for an operator."""
-
-    async def write_many(
-        self, writes: Sequence[tuple[Stored, TxRecord]]
-    ) -> list[Stored | LostOwnership]:
-        """Several CAS writes in one request; each succeeds or fails on its own."""
 
     async def get(self, gid: str) -> Stored | None: ...
 

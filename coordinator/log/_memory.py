@@ -71,14 +71,15 @@ class MemoryLog:
         return Created(stored, created=True)
 
     async def write(self, prev: Stored, new: TxRecord) -> Stored:
-        (result,) = await self.write_many([(prev, new)])
+        (result,) = await self._write_many([(prev, new)])
         if isinstance(result, LostOwnership):
             raise result
         return result
 
-    async def write_many(
+    async def _write_many(
         self, writes: Sequence[tuple[Stored, TxRecord]]
     ) -> list[Stored | LostOwnership]:
+
         self.store.requests += 1
         results: list[Stored | LostOwnership] = []
         for prev, new in writes:

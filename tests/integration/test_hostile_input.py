@@ -7,6 +7,7 @@ import asyncio
 import json
 import math
 import resource
+from dataclasses import replace
 
 import grpc
 import pytest
@@ -191,3 +192,28 @@ async def test_wait_replies_before_the_callers_deadline(etcd: DevEtcd, prefix: s
     async with running(server_options(etcd, prefix)) as server, client_for(server) as c:
         reply = await c.start_saga(slow, wait=True, timeout_s=1.5)
     assert reply.transaction.state == pb.TX_STATE_RUNNING
+
+
+async def test_a_record_the_store_refuses_is_failed_visibly_not_retried_for_ever(
+        etcd: DevEtcd, prefix: str) -> None:
+    """Limits configured past what this etcd accepts (its --max-request-bytes): the write
+    that carries a 1.6 MB result is refused for its size; the saga ends FAILED, saying so."""
+    server_ = grpc.aio.server()
+    ppb_grpc.add_ParticipantServicer_to_server(BigResults(), server_)
+    address = f"127.0.0.1:{server_.add_insecure_port('127.0.0.1:0')}"
+    await server_.start()
+    options = server_options(etcd, prefix, max_request_bytes=8 * 1024 * KIB)
+    options = replace(options, limits=replace(options.limits, max_result_bytes=4 * 1024 * KIB,
+                                              max_total_result_bytes=4 * 1024 * KIB))
+    try:
+        async with running(options) as server, client_for(server) as c:
+            reply = await c.start_saga(Saga([Step("a", address, "a.do", "a.undo",
+                                                  {"result_bytes": 1600 * KIB})], gid="huge"),
+                                       wait=True, timeout_s=20)
+            small = await c.start_saga(Saga([Step("a", address, "a.do", "a.undo",
+                                                  {"result_bytes": 10})], gid="small"), wait=True)
+    finally:
+        await server_.stop(0)
+    assert reply.transaction.state == pb.TX_STATE_FAILED
+    assert "outgrew" in reply.transaction.error
+    assert small.transaction.state == pb.TX_STATE_COMMITTED  # the log kept working
