@@ -43,7 +43,7 @@ from coordinator.net import free_port
 from coordinator.participant import create_engine
 from coordinator.server import DevEtcd
 
-MODES = ("none", "direct", "saga", "2pc")
+MODES = ("none", "direct", "saga-unary", "saga", "2pc-unary", "2pc")
 ACCOUNTS = 2000  # spread over many rows: the figures are about coordination, not row locks
 BALANCE = 10**12
 TIMEOUT_S = 30.0
@@ -87,7 +87,8 @@ class Bench:
         self.args = args
         self.dbs = Databases(name="txc_bench")
         self.etcd = DevEtcd()
-        self.ports = {name: free_port() for name in ("coordinator", "accounts", "orders")}
+        self.ports = {name: free_port() for name in ("coordinator", "coordinator-unary",
+                                                     "accounts", "orders")}
         self.processes: dict[str, Process] = {}
         self.out = out
 
@@ -100,9 +101,11 @@ class Bench:
         py = sys.executable
         coordinator = ["--coordinator", self.address("coordinator")]
         argv = {
-            "coordinator": [py, "-m", "coordinator.cli", "serve", "--listen",
-                            self.address("coordinator"), "--etcd", self.etcd.endpoint,
-                            "--log-level", "warning"],
+            # The same log, two transports: the services call whichever started a transfer.
+            **{name: [py, "-m", "coordinator.cli", "serve", "--listen", self.address(name),
+                      "--etcd", self.etcd.endpoint, "--log-level", "warning",
+                      "--participant-transport", "unary" if name.endswith("unary") else "batch"]
+               for name in ("coordinator", "coordinator-unary")},
             "accounts": [py, "-m", "txcoord_chaos.workload.services", "accounts", "--dsn", self.dbs.pg(),
                          "--listen", self.address("accounts"), *coordinator],
             "orders": [py, "-m", "txcoord_chaos.workload.services", "orders", "--dsn", self.dbs.maria(),
@@ -124,7 +127,10 @@ class Bench:
             proc = self.processes[name].proc
             return lambda: [proc.pid] if proc is not None else []
 
-        groups: dict[str, Callable[[], list[int]]] = {n: pid_of(n) for n in self.processes}
+        groups: dict[str, Callable[[], list[int]]] = {n: pid_of(n) for n in self.processes
+                                                      if not n.startswith("coordinator")}
+        both = [pid_of(n) for n in ("coordinator", "coordinator-unary")]
+        groups["coordinator"] = lambda: [pid for ids in both for pid in ids()]
         for server in ("postgresql", "mariadb", "etcd"):
             groups[server] = lambda s=server: servers_by_name().get(s, [])  # type: ignore[misc]
         return CpuMeter(groups)
@@ -136,11 +142,12 @@ async def run_modes(bench: Bench, args: argparse.Namespace) -> None:
     clients: dict[str, Client] = {
         "none": UncoordinatedClient(pg, maria, TIMEOUT_S),
         "direct": DirectClient(bench.address("accounts"), bench.address("orders")),
-        "saga": CoordinatedClient([bench.address("coordinator")], bench.address("accounts"),
-                                  bench.address("orders"), "saga", TIMEOUT_S),
-        "2pc": CoordinatedClient([bench.address("coordinator")], bench.address("accounts"),
-                                 bench.address("orders"), "2pc", TIMEOUT_S),
     }
+    for mode in ("saga", "2pc"):
+        for suffix, coordinator in (("", "coordinator"), ("-unary", "coordinator-unary")):
+            clients[mode + suffix] = CoordinatedClient(
+                [bench.address(coordinator)], bench.address("accounts"), bench.address("orders"),
+                mode, TIMEOUT_S)
     balances = {f"acct-{i}": BALANCE for i in range(ACCOUNTS)}
     rates: dict[str, float] = {}
     cpu: dict[str, dict[str, float]] = {}
@@ -164,7 +171,7 @@ async def run_modes(bench: Bench, args: argparse.Namespace) -> None:
             told = Counter(results)
             cpu[mode] = meter.ms_per(args.transfers)
             rates[mode] = rate
-            print(f"{mode:<7} {rate:8.0f} transfers/s  p50 {pct(lat, 50) * 1000:7.2f} ms  "
+            print(f"{mode:<10} {rate:8.0f} transfers/s  p50 {pct(lat, 50) * 1000:7.2f} ms  "
                   f"p99 {pct(lat, 99) * 1000:7.2f} ms  told {dict(told)}  "
                   f"{await effects(pg, maria, warm['ok'] + told['ok'])}", flush=True)
     finally:
