@@ -19,6 +19,14 @@ from ._two_phase_cases import TwoPhaseRun
 CASE_TIMEOUT_S = 60.0
 
 
+class _Unreachable(Exception):
+    """The participant is down: this case's failure is the last verdict worth running for."""
+
+    def __init__(self, result: CaseResult) -> None:
+        super().__init__(result.got)
+        self.result = result
+
+
 async def check(address: str, scenario: Scenario, *, tls_ca: bytes | None = None,
                 tls_identity: TlsFiles | None = None, timeout_s: float = 5.0,
                 only: set[str] | None = None) -> Report:
@@ -35,9 +43,11 @@ async def check(address: str, scenario: Scenario, *, tls_ca: bytes | None = None
             if unreachable:
                 results.append(_skip(case, "not run: the participant is unreachable"))
                 continue
-            result = await _run_case(case, scenario, driver)
-            unreachable = result.status == FAIL and result.got.startswith("UNAVAILABLE")
-            results.append(result)
+            try:
+                results.append(await _run_case(case, scenario, driver))
+            except _Unreachable as stop:
+                results.append(stop.result)
+                unreachable = True
     return Report(address, run_id, results)
 
 
@@ -50,7 +60,10 @@ async def _run_case(case: Case, scenario: Scenario, driver: Driver) -> CaseResul
     try:
         await asyncio.wait_for(case.run(_context(case, scenario, driver, effects)), CASE_TIMEOUT_S)
     except Violation as v:
-        return _failed(case, start, effects, v.expected, v.got, v.impact)
+        failed = _failed(case, start, effects, v.expected, v.got, v.impact)
+        if v.unreachable:
+            raise _Unreachable(failed) from None
+        return failed
     except TimeoutError:
         return _failed(case, start, effects, f"the case to finish within {CASE_TIMEOUT_S:g} s",
                        "no end", "calls hang: the coordinator's calls would time out and pile up")
