@@ -1,5 +1,5 @@
-// The tables of docs/participants.md, created if missing (the same as `txc migrate` makes
-// on PostgreSQL, so either may create them), and the service's own balances.
+// The tables of docs/participants.md, created if missing: the same as `txc migrate` makes on
+// PostgreSQL, so a database it migrated works as is. And the service's own balances.
 'use strict';
 
 const SCHEMA = `
