@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from . import _chaos, _demo, _serve, _tx
+from . import _chaos, _demo, _participant, _serve, _tx
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     _demo.add_parser(sub)
     _tx.add_parser(sub)
     _chaos.add_parser(sub)
+    _participant.add_parser(sub)
     try:  # the participant SDK's command; a coordinator-only install works without it
         migrate = importlib.import_module(f"{__package__}._migrate")
     except ImportError:
