@@ -364,6 +364,9 @@ class ParticipantHost:
             await bounded(server.stop(grace), grace + STOP_STEP_S, "gRPC server")
         if self._outliving:  # calls whose callers left: let them finish, within the grace
             await asyncio.wait(set(self._outliving), timeout=max(grace, 0.1))
+        # Kept MySQL/MariaDB preparing sessions: closed, and waited out, so that whoever
+        # finishes their XIDs next (a restarted host, the recovery loop) cannot race them.
+        await bounded(self._two_phase.close(), STOP_STEP_S, "2PC kept sessions")
 
     async def serve(self, address: str = "[::]:50051", stop: asyncio.Event | None = None) -> None:
         """Serve until ``stop`` is set or SIGTERM/SIGINT arrives, then stop cleanly."""
