@@ -43,7 +43,7 @@ from coordinator.participant._db.session import guard_session
 from coordinator.participant._types import BranchKey, Op, Outcome, Reply
 from coordinator.participant.two_phase._held import Held, HeldSessions
 from coordinator.participant.two_phase._table import (
-    XaRow,
+    Locked,
     XaState,
     age,
     claim,
@@ -212,7 +212,7 @@ class TwoPhase:
     async def _prepare(self, key: BranchKey, operation: str, business: BusinessFn) -> Reply:
         xid = xid_for(key.gid, key.branch)
         async with self._claimed(xid, key, operation, XaState.PREPARING) as (control, fresh):
-            row = await lock(control, xid, skip_locked=True)
+            row = await lock(control, xid)
             if row is None:
                 return await _busy_or_gone(control, xid)
             if row.state is not XaState.PREPARING:
@@ -292,7 +292,7 @@ class TwoPhase:
     async def commit(self, key: BranchKey) -> Reply:
         xid = xid_for(key.gid, key.branch)
         async with self._guarded() as control:
-            row = await lock(control, xid, skip_locked=True)
+            row = await lock(control, xid)
             if row is None:
                 if await exists(control, xid):
                     return _BUSY
@@ -308,7 +308,7 @@ class TwoPhase:
         async with self._claimed(xid, key, operation, XaState.ABORTED) as (control, fresh):
             if fresh:
                 return Reply(Outcome.OK, message="null abort: never prepared; a late prepare votes no")
-            row = await lock(control, xid, skip_locked=True)
+            row = await lock(control, xid)
             if row is None:
                 return await _busy_or_gone(control, xid)
             if row.state is XaState.ABORTED:
@@ -408,7 +408,7 @@ class TwoPhase:
         for its phase 2, or it is still ending)."""
         key = BranchKey(branch.gid, branch.branch, Op.COMMIT if decision is Decision.COMMIT else Op.ABORT)
         async with self._guarded() as control:
-            if await lock(control, branch.xid, skip_locked=True) is None:
+            if await lock(control, branch.xid) is None:
                 return None
             try:
                 outcome = await self._apply(key, branch.xid, decision)
@@ -429,7 +429,7 @@ async def _busy_or_gone(control: AsyncConnection, xid: str) -> Reply:
     raise RuntimeError(f"txc_xa row {xid} vanished while in use")
 
 
-def _vote_again(row: XaRow) -> Reply:
+def _vote_again(row: Locked) -> Reply:
     if row.state is XaState.ABORTED:
         return Reply(Outcome.FAILED, message="prepare refused: its abort already ran; hanging request")
     if row.state is XaState.REFUSED:

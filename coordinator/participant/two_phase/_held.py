@@ -30,7 +30,7 @@ log = logging.getLogger("coordinator.participant.two_phase")
 class Held:
     conn: AsyncConnection
     session: int  # the server's id of the connection's session
-    expiry: asyncio.Task[None] | None = None
+    expiry: asyncio.TimerHandle | None = None
 
 
 Release = Callable[[str, Held], Awaitable[None]]
@@ -42,6 +42,7 @@ class HeldSessions:
         self._hold_s = hold_s
         self._release = release
         self._held: dict[str, Held] = {}
+        self._releasing: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         return len(self._held)
@@ -51,13 +52,14 @@ class HeldSessions:
 
     def keep(self, xid: str, conn: AsyncConnection, session: int) -> None:
         held = Held(conn, session)
-        held.expiry = asyncio.create_task(self._expire(xid), name=f"txc-2pc-hold-{xid}")
+        # A timer, not a task per branch: most kept sessions are taken by phase 2 long before.
+        held.expiry = asyncio.get_running_loop().call_later(self._hold_s, self._expire, xid)
         self._held[xid] = held
 
     def take(self, xid: str) -> Held | None:
         """The kept session of ``xid``, now the caller's (None if not kept here)."""
         held = self._held.pop(xid, None)
-        if held is not None and held.expiry is not None and held.expiry is not asyncio.current_task():
+        if held is not None and held.expiry is not None:
             held.expiry.cancel()
         return held
 
@@ -68,12 +70,17 @@ class HeldSessions:
             held = self.take(xid)
             if held is not None:
                 await self._release(xid, held)
+        if self._releasing:
+            await asyncio.wait(set(self._releasing))
 
-    async def _expire(self, xid: str) -> None:
-        await asyncio.sleep(self._hold_s)
+    def _expire(self, xid: str) -> None:
         held = self.take(xid)
-        if held is None:
-            return
+        if held is not None:
+            task = asyncio.create_task(self._release_logged(xid, held), name=f"txc-2pc-release-{xid}")
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
+
+    async def _release_logged(self, xid: str, held: Held) -> None:
         try:
             await self._release(xid, held)
         except Exception as exc:  # the XID stays recorded as detaching; phase 2 waits for it
