@@ -2,8 +2,9 @@
 
 Rules (after DTM's client/dtmcli/barrier.go, plus stored replies):
 
-* forward ops (execute, prepare, commit) insert their own row first. Inserted: run the
-  business function in the same transaction and store its reply in the row. Already
+* forward ops (execute, prepare, commit) insert their own row first, holding the reply
+  "OK, no result". Inserted: run the business function in the same transaction; only a
+  result (or another reply) is then written into the row. Already
   there: a duplicate gets the stored reply again; a row an undo put there (reason
   "null-compensation"/"rollback") means the forward call arrived after its undo
   (hanging): refused with FAILED, nothing runs.
@@ -13,9 +14,10 @@ Rules (after DTM's client/dtmcli/barrier.go, plus stored replies):
   (a refused action, whose writes were rolled back), there is nothing to undo either.
   Own row first keeps one lock order (undo row, then forward row), so twin undos cannot
   deadlock on MySQL's gap locks.
-* a refusal (:class:`Refused`) of execute/prepare rolls back the business writes (a
-  savepoint) but keeps the barrier row with the FAILED reply: a retry gets the same
-  FAILED and a later compensate knows there is nothing to undo. A refused undo or
+* a refusal (:class:`Refused`) of execute/prepare rolls the transaction back, then
+  inserts the barrier row with the FAILED reply in a second one: a retry gets the same
+  FAILED and a later compensate knows there is nothing to undo. (A twin or an undo that
+  got the row in between wins: its row is the answer, as for any duplicate.) A refused undo or
   commit rolls back entirely, so the coordinator's retry or an operator's replay runs
   it again: those must succeed eventually.
 * transient database errors (deadlock, serialization failure, lost connection) roll the
@@ -24,17 +26,17 @@ Rules (after DTM's client/dtmcli/barrier.go, plus stored replies):
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from coordinator.participant._db.backoff import retrying_on
+from coordinator.participant._db.barrier_sql import barrier_sql
 from coordinator.participant._db.errors import Refused, describe, is_transient
 from coordinator.participant._db.session import guard_session
-from coordinator.participant._db.sql import blob, db_now, insert_ignore
-from coordinator.participant._db.tables import MESSAGE_CHARS, barrier
+from coordinator.participant._db.tables import MESSAGE_CHARS
 from coordinator.participant._types import BranchKey, Op, Outcome, Reply, forward_of
 
 BusinessFn = Callable[[AsyncConnection], Awaitable[bytes | None]]
@@ -86,11 +88,13 @@ class _Row:
 
 
 class _Rollback(Exception):  # control flow only, never escapes this module
-    """Roll the barrier transaction back, then answer ``reply``."""
+    """Roll the barrier transaction back, then answer ``reply`` (and record it, for a
+    refused forward op)."""
 
-    def __init__(self, reply: Reply) -> None:
+    def __init__(self, reply: Reply, record: bool = False) -> None:
         super().__init__(reply.message)
         self.reply = reply
+        self.record = record
 
 
 class Barrier:
@@ -120,20 +124,48 @@ class Barrier:
 
     async def _once(self, key: BranchKey, fn: BusinessFn) -> Reply:
         try:
-            async with self._engine.connect() as conn:
-                await guard_session(conn, self._options.session_timeout_s)
-                async with conn.begin():
-                    forward = forward_of(key.op)
-                    if forward is None:
-                        return await _forward(conn, key, fn)
-                    return await _undo(conn, key, forward, fn)
+            async with self._transaction() as conn:
+                forward = forward_of(key.op)
+                if forward is None:
+                    return await _forward(conn, key, fn)
+                return await _undo(conn, key, forward, fn)
         except _Rollback as rollback:
-            return rollback.reply
+            if not rollback.record:
+                return rollback.reply
+            refused = rollback.reply
+        return await self._record_refusal(key, refused)
+
+    async def _record_refusal(self, key: BranchKey, reply: Reply) -> Reply:
+        """Keep a refused forward op's FAILED reply, in a transaction of its own: its
+        business writes were rolled back with the first one (cheaper on the common path than
+        a savepoint around every handler). A twin or an undo may have written the row in
+        between; then that row is the answer, as for any call that finds one."""
+        async with self._transaction() as conn:
+            if await _insert(conn, key, key.op.value, reply):
+                return reply
+            return await _existing_forward(conn, key)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        async with self._engine.connect() as conn:
+            await guard_session(conn, self._options.session_timeout_s)
+            async with conn.begin():
+                yield conn
+
+
+# The row an op inserts for itself already holds the reply of a handler that returns no
+# result: on the usual path nothing is written after the handler (no UPDATE). Others
+# see the row only once it commits, so it never shows a reply before there is one.
+_EMPTY_OK = Reply(Outcome.OK)
 
 
 async def _forward(conn: AsyncConnection, key: BranchKey, fn: BusinessFn) -> Reply:
-    if await _insert(conn, key, key.op.value):
+    if await _insert(conn, key, key.op.value, _EMPTY_OK):
         return await _run(conn, key, fn)
+    return await _existing_forward(conn, key)
+
+
+async def _existing_forward(conn: AsyncConnection, key: BranchKey) -> Reply:
     row = await _read(conn, key)
     if row.reason != key.op.value:
         return Reply(
@@ -144,10 +176,10 @@ async def _forward(conn: AsyncConnection, key: BranchKey, fn: BusinessFn) -> Rep
 
 
 async def _undo(conn: AsyncConnection, key: BranchKey, forward: Op, fn: BusinessFn) -> Reply:
-    if not await _insert(conn, key, key.op.value):
+    if not await _insert(conn, key, key.op.value, _EMPTY_OK):
         return (await _read(conn, key)).reply()  # duplicate
     forward_key = key.with_op(forward)
-    if await _insert(conn, forward_key, UNDO_REASON[key.op]):
+    if await _insert(conn, forward_key, UNDO_REASON[key.op], None):
         note = f"null {key.op}: {forward} never ran"
         return await _store(conn, key, Reply(Outcome.OK, message=note))
     if (await _read(conn, forward_key)).outcome != Outcome.OK:
@@ -157,21 +189,16 @@ async def _undo(conn: AsyncConnection, key: BranchKey, forward: Op, fn: Business
 
 
 async def _run(conn: AsyncConnection, key: BranchKey, fn: BusinessFn) -> Reply:
-    if key.op not in _RECORDED_REFUSALS:
-        try:
-            result = await fn(conn)
-        except Refused as exc:
-            raise _Rollback(refusal(exc)) from exc
-        return await _store(conn, key, Reply(Outcome.OK, as_result(result)))
-    # A savepoint lets a refusal undo the business writes but keep the barrier row.
-    savepoint = await conn.begin_nested()
     try:
         result = await fn(conn)
     except Refused as exc:
-        await savepoint.rollback()
-        return await _store(conn, key, refusal(exc))
-    await savepoint.commit()
-    return await _store(conn, key, Reply(Outcome.OK, as_result(result)))
+        # Execute/prepare: the refusal is an answer to keep (a vote, a failed action), so it
+        # is recorded after the rollback. Undo/commit: nothing is kept, the retry runs again.
+        raise _Rollback(refusal(exc), record=key.op in _RECORDED_REFUSALS) from exc
+    reply = Reply(Outcome.OK, as_result(result))
+    if reply.result:  # the row already says OK with no result
+        await _store(conn, key, reply)
+    return reply
 
 
 def refusal(exc: Refused) -> Reply:
@@ -188,41 +215,26 @@ def as_result(result: object, what: str = "a business function") -> bytes:
     raise TypeError(f"{what} must return bytes or None, not {type(result).__name__}")
 
 
-async def _insert(conn: AsyncConnection, key: BranchKey, reason: str) -> bool:
-    values = {
-        "gid": key.gid,
-        "branch": key.branch,
-        "op": key.op.value,
-        "reason": reason,
-        "created_at": db_now(conn),
-    }
-    return await insert_ignore(conn, barrier, values)
+async def _insert(conn: AsyncConnection, key: BranchKey, reason: str, reply: Reply | None) -> bool:
+    """Insert the key's row, holding ``reply`` (None: no reply, a row an undo writes for its
+    forward op); True when inserted. A twin's uncommitted row makes this wait for it."""
+    sql = barrier_sql(conn)
+    outcome = int(reply.outcome) if reply is not None else None
+    message = (reply.message or None) if reply is not None else None
+    params = (key.gid, key.branch, key.op.value, reason, outcome, message)
+    return (await conn.exec_driver_sql(sql.insert, params)).rowcount == 1
 
 
 async def _read(conn: AsyncConnection, key: BranchKey) -> _Row:
-    # A locking read sees the latest committed row even under REPEATABLE READ snapshots.
-    stmt = (
-        select(barrier.c.reason, barrier.c.outcome, barrier.c.result, barrier.c.message)
-        .where(_match(key))
-        .with_for_update(read=True)
-    )
-    row = (await conn.execute(stmt)).one()
-    return _Row(row.reason, row.outcome, row.result, row.message)
+    params = (key.gid, key.branch, key.op.value)
+    row: tuple[str, int | None, bytes | None, str | None] = tuple(
+        (await conn.exec_driver_sql(barrier_sql(conn).read, params)).one())
+    return _Row(*row)
 
 
 async def _store(conn: AsyncConnection, key: BranchKey, reply: Reply) -> Reply:
-    stmt = (
-        update(barrier)
-        .where(_match(key))
-        .values(
-            outcome=int(reply.outcome),
-            result=blob(conn, reply.result),
-            message=reply.message or None,
-        )
-    )
-    await conn.execute(stmt)
+    sql = barrier_sql(conn)
+    params = (int(reply.outcome), sql.blob(reply.result), reply.message or None,
+              key.gid, key.branch, key.op.value)
+    await conn.exec_driver_sql(sql.store, params)
     return reply
-
-
-def _match(key: BranchKey) -> ColumnElement[bool]:
-    return and_(barrier.c.gid == key.gid, barrier.c.branch == key.branch, barrier.c.op == key.op.value)

@@ -5,6 +5,10 @@ local transaction) under a per-call timeout -> reply. Exceptions become outcomes
 and nowhere else; see docs/participant.md for the table. Prepare/Commit/Abort go to
 :class:`TwoPhase` instead of the barrier (a prepared local transaction, by XID), and a
 host with prepare handlers runs the in-doubt recovery loop.
+
+The ``Batch`` stream (many calls per message, see ``_batch``) is a transport only: each of
+its calls takes the same path as a unary call of its kind, under the same bound on calls
+in flight (``max_concurrent_rpcs`` counts both).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
@@ -25,6 +29,7 @@ from coordinator._proto.txc.v1 import participant_pb2 as ppb
 from coordinator._shutdown import bounded
 from coordinator._tls import TlsFiles, add_port
 from coordinator.participant._barrier import Barrier, BarrierOptions
+from coordinator.participant._batch import BatchStream, StreamContext, failed
 from coordinator.participant._db.dsn import check_connection
 from coordinator.participant._db.errors import describe, is_transient
 from coordinator.participant._handlers import BranchContext, Decoder, Handler, Registry, raw
@@ -50,8 +55,16 @@ _METHODS = {
     "Commit": Op.COMMIT,
     "Abort": Op.ABORT,
 }
+_KINDS = {
+    ppb.CALL_KIND_EXECUTE: Op.EXECUTE,
+    ppb.CALL_KIND_COMPENSATE: Op.COMPENSATE,
+    ppb.CALL_KIND_PREPARE: Op.PREPARE,
+    ppb.CALL_KIND_COMMIT: Op.COMMIT,
+    ppb.CALL_KIND_ABORT: Op.ABORT,
+}
 _TWO_PHASE = frozenset({Op.PREPARE, Op.COMMIT, Op.ABORT})
 _Context = grpc.aio.ServicerContext[ppb.BranchRequest, ppb.BranchReply]
+_BUSY = "busy: max_concurrent_rpcs calls in flight here"
 
 
 @dataclass(frozen=True)
@@ -72,8 +85,9 @@ class HostOptions:
     """How long :meth:`ParticipantHost.stop` lets calls in flight finish."""
 
     max_concurrent_rpcs: int | None = None
-    """Calls past this many at once are refused with RESOURCE_EXHAUSTED (the coordinator
-    retries them); set it near the pool size. None: no limit."""
+    """Calls past this many at once, unary and ``Batch`` calls counted together, are refused
+    with RESOURCE_EXHAUSTED (the coordinator retries them); set it near the pool size.
+    None: no limit."""
 
     barrier: BarrierOptions = field(default_factory=BarrierOptions)
     """Options of every local transaction (saga barrier and 2PC alike)."""
@@ -110,6 +124,9 @@ class ParticipantHost:
         self._health = DatabaseHealth(engine, (SERVICE, ""), self._options)
         self._server: grpc.aio.Server | None = None
         self._outliving: set[asyncio.Task[ppb.BranchReply]] = set()
+        self._answering = 0  # calls not answered yet, unary and Batch alike
+        self._streams: set[BatchStream] = set()
+        self._stopping = False
 
     # -- registration -----------------------------------------------------------------
 
@@ -200,9 +217,9 @@ class ParticipantHost:
         except Exception as exc:
             return _unexpected(ctx, exc)
 
-    def generic_handler(self) -> grpc.GenericRpcHandler[ppb.BranchRequest, ppb.BranchReply]:
+    def generic_handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         """The txc.v1.Participant methods, to add to a ``grpc.aio`` server of your own."""
-        handlers = {
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
             name: grpc.unary_unary_rpc_method_handler(
                 self._behaviour(op),
                 request_deserializer=ppb.BranchRequest.FromString,
@@ -210,19 +227,69 @@ class ParticipantHost:
             )
             for name, op in _METHODS.items()
         }
+        # Raw bytes in: a message that does not parse ends only its own stream, with a
+        # status that says so, instead of a deserializer failure inside gRPC.
+        handlers["Batch"] = grpc.stream_stream_rpc_method_handler(
+            self._batch, response_serializer=ppb.BranchResultBatch.SerializeToString)
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
     def _behaviour(self, op: Op) -> Callable[[ppb.BranchRequest, _Context], object]:
         async def behaviour(request: ppb.BranchRequest, context: _Context) -> ppb.BranchReply:
-            remaining: float | None = context.time_remaining()
-            # gRPC cancels this coroutine when the caller's deadline passes; the work runs
-            # in a task of its own so that it finishes and its outcome is recorded.
-            work = asyncio.create_task(self.handle(op, request, deadline=remaining))
-            self._outliving.add(work)
-            work.add_done_callback(self._outliving.discard)
-            return await asyncio.shield(work)
+            if self._busy():
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, _BUSY)
+            self._answering += 1
+            try:
+                # gRPC cancels this coroutine when the caller's deadline passes; the work
+                # runs in a task of its own so that it finishes and its outcome is recorded.
+                return await asyncio.shield(self._spawn(op, request, context.time_remaining()))
+            finally:
+                self._answering -= 1
 
         return behaviour
+
+    def _spawn(self, op: Op, request: ppb.BranchRequest,
+               deadline: float | None) -> asyncio.Task[ppb.BranchReply]:
+        work = asyncio.create_task(self.handle(op, request, deadline=deadline))
+        self._outliving.add(work)
+        work.add_done_callback(self._outliving.discard)
+        return work
+
+    def _busy(self) -> bool:
+        limit = self._options.max_concurrent_rpcs
+        return limit is not None and self._answering >= limit
+
+    async def _batch(self, requests: AsyncIterable[bytes], context: StreamContext) -> None:
+        stream = BatchStream(self._answer_call, context)
+        self._streams.add(stream)
+        if self._stopping:
+            stream.close()
+        try:
+            await stream.run(requests)
+        finally:
+            self._streams.discard(stream)
+
+    async def _answer_call(self, call: ppb.BranchCall) -> ppb.BranchResult:
+        """One call of a Batch stream, answered as its unary method would answer it."""
+        op = _KINDS.get(call.kind)
+        if op is None or not call.HasField("request"):
+            what = "no request" if op is not None else f"unknown kind {call.kind}"
+            return failed(call.id, grpc.StatusCode.INVALID_ARGUMENT, f"call {call.id}: {what}")
+        if self._stopping:  # what a unary call meets once the server stops
+            return failed(call.id, grpc.StatusCode.UNAVAILABLE, "the participant host is stopping")
+        if self._busy():
+            return failed(call.id, grpc.StatusCode.RESOURCE_EXHAUSTED, _BUSY)
+        timeout = call.timeout_ms / 1000 if call.timeout_ms else None
+        self._answering += 1
+        try:
+            # As for a unary call whose caller gives up: answer at the deadline, but let the
+            # work finish so that the retry with the same key finds its stored reply.
+            async with asyncio.timeout(timeout):
+                reply = await asyncio.shield(self._spawn(op, call.request, timeout))
+        except TimeoutError:
+            return failed(call.id, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        finally:
+            self._answering -= 1
+        return ppb.BranchResult(id=call.id, reply=reply)
 
     # -- serving ----------------------------------------------------------------------
 
@@ -232,6 +299,7 @@ class ParticipantHost:
         if self._server is not None:
             raise RuntimeError("host already started")
         await check_connection(self._engine)
+        self._stopping = False
         if self._registry.names(Op.PREPARE):
             await check_two_phase(self._engine)  # TwoPhaseUnavailable says what to fix
         server = grpc.aio.server(maximum_concurrent_rpcs=self._options.max_concurrent_rpcs)
@@ -284,6 +352,9 @@ class ParticipantHost:
         """Report NOT_SERVING, refuse new calls, let calls in flight finish within ``grace_s``
         (default :attr:`HostOptions.shutdown_grace_s`)."""
         server, self._server = self._server, None
+        self._stopping = True
+        for stream in list(self._streams):  # they end once their calls are answered
+            stream.close()
         resolver, self._resolver = self._resolver, None
         if resolver is not None:
             await bounded(resolver.stop(), STOP_STEP_S, "2PC recovery loop")
@@ -293,6 +364,9 @@ class ParticipantHost:
             await bounded(server.stop(grace), grace + STOP_STEP_S, "gRPC server")
         if self._outliving:  # calls whose callers left: let them finish, within the grace
             await asyncio.wait(set(self._outliving), timeout=max(grace, 0.1))
+        # Kept MySQL/MariaDB preparing sessions: closed, and waited out, so that whoever
+        # finishes their XIDs next (a restarted host, the recovery loop) cannot race them.
+        await bounded(self._two_phase.close(), STOP_STEP_S, "2PC kept sessions")
 
     async def serve(self, address: str = "[::]:50051", stop: asyncio.Event | None = None) -> None:
         """Serve until ``stop`` is set or SIGTERM/SIGINT arrives, then stop cleanly."""

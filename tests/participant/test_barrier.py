@@ -100,6 +100,68 @@ async def test_refused_execute_rolls_back_and_keeps_its_failed_reply(db: Db, gid
     assert await balance(db, acct) == 100
 
 
+async def test_empty_result_is_stored_by_the_insert_and_a_result_by_an_update(db: Db, gid: str) -> None:
+    acct, bar = await account(db), Barrier(db.engine)
+    quiet, loud = BranchKey(gid, "b1", Op.EXECUTE), BranchKey(f"{gid}-r", "b1", Op.EXECUTE)
+    assert await bar.call(quiet, effect(gid, "execute", acct, -1)) == Reply(Outcome.OK)
+    assert await bar.call(loud, effect(f"{gid}-r", "execute", acct, -1, result=b"\x00receipt")) \
+        == Reply(Outcome.OK, b"\x00receipt")
+    assert await barrier_row(db, gid, Op.EXECUTE) == ("execute", int(Outcome.OK))
+    assert await bar.call(quiet, never) == Reply(Outcome.OK)
+    assert await bar.call(loud, never) == Reply(Outcome.OK, b"\x00receipt")  # byte for byte
+
+
+async def test_refusal_racing_a_twin_answers_what_the_table_keeps(db: Db, gid: str) -> None:
+    """A refusal is recorded after its rollback: a twin waiting on the key runs in between
+    and its reply is what both calls answer (the business change applies once or never)."""
+    acct, bar = await account(db), Barrier(db.engine)
+    key = BranchKey(gid, "b1", Op.EXECUTE)
+
+    async def slow_refusal(conn: AsyncConnection) -> bytes:
+        await effect(gid, "execute", acct, -1)(conn)
+        await asyncio.sleep(0.3)
+        raise Refused("not now")
+
+    async def twin() -> Reply:
+        await asyncio.sleep(0.1)  # waits on the first call's uncommitted row
+        return await bar.call(key, effect(gid, "execute", acct, -5, result=b"twin"))
+
+    first, second = await asyncio.gather(bar.call(key, slow_refusal), twin())
+    assert first == second, (first, second)
+    applied = await db.count_effects(gid)
+    if first.outcome is Outcome.OK:
+        assert (applied, first.result, await balance(db, acct)) == (1, b"twin", 95)
+    else:
+        assert (applied, first.message, await balance(db, acct)) == (0, "not now", 100)
+    assert await bar.call(key, never) == first
+    assert await db.open_transactions() == 0
+
+
+async def test_refusal_after_its_compensation_is_hanging(db: Db, gid: str) -> None:
+    """The compensation lands between a refused execute's rollback and its record: the
+    execute answers FAILED (hanging) and the compensation stays a null one."""
+    acct, bar = await account(db), Barrier(db.engine)
+    key = BranchKey(gid, "b1", Op.EXECUTE)
+    undo: list[Reply] = []
+
+    async def refuse_once_undone(conn: AsyncConnection) -> bytes:
+        await effect(gid, "execute", acct, -1)(conn)
+        raise Refused("insufficient funds")
+
+    original = bar._record_refusal
+
+    async def record_after_undo(k: BranchKey, reply: Reply) -> Reply:
+        undo.append(await bar.call(key.with_op(Op.COMPENSATE), never))
+        return await original(k, reply)
+
+    bar._record_refusal = record_after_undo  # type: ignore[method-assign]
+    reply = await bar.call(key, refuse_once_undone)
+    assert reply.outcome is Outcome.FAILED and "hanging" in reply.message
+    assert undo[0].outcome is Outcome.OK and "never ran" in undo[0].message
+    assert await barrier_row(db, gid, Op.EXECUTE) == ("null-compensation", None)
+    assert await db.count_effects(gid) == 0 and await balance(db, acct) == 100
+
+
 async def test_null_compensation_then_hanging_execute_is_refused(db: Db, gid: str) -> None:
     acct, bar = await account(db), Barrier(db.engine)
     key = BranchKey(gid, "b1", Op.EXECUTE)

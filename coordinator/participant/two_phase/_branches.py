@@ -4,11 +4,14 @@ Per branch (gid, branch) there is one XID (:func:`xid_for`) and one ``txc_xa`` r
 call first locks that row, so twins and reordered calls for one branch run one at a time:
 
 * **prepare** claims the row (committed on its own, so recovery can map the XID back even
-  if this process dies right after ``XA PREPARE``), locks it, then by state: aborted ->
+  if this process dies right after ``XA PREPARE``), then locks it in a second transaction
+  on the same connection, then by state: aborted ->
   vote no (the abort came first); refused/prepared/committed -> the same vote again;
   preparing -> if the XID is already prepared (an earlier attempt died before recording
   its vote) vote yes, else run the business function in a fresh local transaction on an
-  autocommit connection, write the branch's barrier row in it, and prepare it.
+  autocommit connection, write the branch's barrier row in it, and prepare it. On
+  MySQL/MariaDB that connection is kept for phase 2 (``_held``), which then finishes the
+  XID on the session that prepared it.
 * **commit** / **abort** lock the row and finish the prepared XID. An XID that is gone is
   told apart by the barrier row written inside it: visible = it committed, absent = it
   rolled back or never prepared. An abort with no row leaves one (state aborted), so a
@@ -38,8 +41,9 @@ from coordinator.participant._db.backoff import retrying_on
 from coordinator.participant._db.errors import Refused, describe, is_lock_timeout, is_transient
 from coordinator.participant._db.session import guard_session
 from coordinator.participant._types import BranchKey, Op, Outcome, Reply
+from coordinator.participant.two_phase._held import Held, HeldSessions
 from coordinator.participant.two_phase._table import (
-    XaRow,
+    Locked,
     XaState,
     age,
     claim,
@@ -90,12 +94,21 @@ class TwoPhaseOptions:
     connections, so keep twice this well below the engine's pool size, leaving room for
     phase 2."""
 
+    max_held_sessions: int = 6
+    """MySQL/MariaDB: prepared branches whose preparing connection is kept, checked out of
+    the pool, until phase 2 finishes the XID on it (at most ``session_timeout_s / 2``).
+    That removes the wait for the preparing session to end, and MariaDB's lost-commit race
+    with it. Past this many, a prepare closes its connection and waits as before; 0 never
+    keeps one. Count them in the pool size. (PostgreSQL lets go at PREPARE: not used.)"""
+
     def __post_init__(self) -> None:
         if min(self.recovery_interval_s, self.coordinator_timeout_s, self.lock_timeout_s) <= 0:
             raise ValueError("recovery_interval_s, coordinator_timeout_s and lock_timeout_s must "
                              "be positive")
         if self.max_concurrent_prepares < 1:
             raise ValueError("max_concurrent_prepares must be at least 1")
+        if self.max_held_sessions < 0:
+            raise ValueError("max_held_sessions must not be negative")
 
 
 @dataclass(frozen=True)
@@ -128,6 +141,8 @@ class TwoPhase:
         self._limits = two_phase or TwoPhaseOptions()
         self._preparing = 0
         self._detaching: dict[str, int] = {}  # xid -> the session that prepared it, still ending
+        self._held = HeldSessions(self._limits.max_held_sessions, self._options.session_timeout_s / 2,
+                                  self._release)
 
     @contextlib.asynccontextmanager
     async def _guarded(self) -> AsyncIterator[AsyncConnection]:
@@ -181,12 +196,23 @@ class TwoPhase:
         finally:
             self._preparing -= 1
 
+    @contextlib.asynccontextmanager
+    async def _claimed(self, xid: str, key: BranchKey, operation: str,
+                       state: XaState) -> AsyncIterator[tuple[AsyncConnection, bool]]:
+        """Claim the branch's row (committed on its own: recovery must be able to map the
+        XID back before anything is prepared), then open the control transaction on the
+        same connection; yields it and whether the claim inserted the row."""
+        async with self._engine.connect() as conn:
+            await guard_session(conn, self._options.session_timeout_s)
+            async with conn.begin():
+                fresh = await claim(conn, xid, key, operation, state)
+            async with conn.begin():
+                yield conn, fresh
+
     async def _prepare(self, key: BranchKey, operation: str, business: BusinessFn) -> Reply:
         xid = xid_for(key.gid, key.branch)
-        async with self._guarded() as conn:
-            fresh = await claim(conn, xid, key, operation, XaState.PREPARING)
-        async with self._guarded() as control:
-            row = await lock(control, xid, skip_locked=True)
+        async with self._claimed(xid, key, operation, XaState.PREPARING) as (control, fresh):
+            row = await lock(control, xid)
             if row is None:
                 return await _busy_or_gone(control, xid)
             if row.state is not XaState.PREPARING:
@@ -206,32 +232,51 @@ class TwoPhase:
 
     async def _prepare_locally(self, key: BranchKey, xid: str, business: BusinessFn,
                                control: AsyncConnection) -> Reply:
-        async with self._engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            driver = xa_driver(conn)
+        conn = await self._engine.connect()
+        kept = False
+        try:
+            reply, kept = await self._prepare_on(conn, key, xid, business, control)
+            return reply
+        finally:
+            if not kept:
+                await conn.close()
+
+    async def _prepare_on(self, conn: AsyncConnection, key: BranchKey, xid: str, business: BusinessFn,
+                          control: AsyncConnection) -> tuple[Reply, bool]:
+        """The local transaction on ``conn``; the reply, and whether ``conn`` is now kept
+        for phase 2."""
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        driver = xa_driver(conn)
+        try:
+            await driver.begin(conn, xid, self._limits.lock_timeout_s, self._options.session_timeout_s)
             try:
-                await driver.begin(conn, xid, self._limits.lock_timeout_s, self._options.session_timeout_s)
-                try:
-                    result = as_result(await business(conn), "a prepare handler")
-                except Refused as exc:
-                    await driver.rollback_active(conn, xid)
-                    return refusal(exc)
-                await write_witness(conn, key)
-                await driver.prepare(conn, xid)
-            except BaseException as exc:
-                # Whatever state the local transaction is in, closing the connection makes
-                # the server roll it back; never hand a half-done XA session to the pool.
-                await _discard(conn)
-                if isinstance(exc, Exception) and is_lock_timeout(exc):
-                    return Reply(Outcome.RETRY, message=f"rows locked by another transaction for "
-                                 f"{self._limits.lock_timeout_s:g}s (a prepared branch waiting for phase 2?)")
-                raise
-            session = await driver.preparing_session(conn)
-            if session is not None:
-                self._detaching[xid] = session
-                await _discard(conn)
-                await self._wait_detached(control, xid)
-            return Reply(Outcome.OK, result)
+                result = as_result(await business(conn), "a prepare handler")
+            except Refused as exc:
+                await driver.rollback_active(conn, xid)
+                return refusal(exc), False
+            await write_witness(conn, key)
+            await driver.prepare(conn, xid)
+        except BaseException as exc:
+            # Whatever state the local transaction is in, closing the connection makes
+            # the server roll it back; never hand a half-done XA session to the pool.
+            await _discard(conn)
+            if isinstance(exc, Exception) and is_lock_timeout(exc):
+                return self._locked_out(), False
+            raise
+        session = await driver.preparing_session(conn)
+        if session is not None:
+            if self._held.has_room():
+                # Phase 2 finishes the XID on this very session: none ends in between.
+                self._held.keep(xid, conn, session)
+                return Reply(Outcome.OK, result), True
+            self._detaching[xid] = session
+            await _discard(conn)
+            await self._wait_detached(control, xid)
+        return Reply(Outcome.OK, result), False
+
+    def _locked_out(self) -> Reply:
+        return Reply(Outcome.RETRY, message=f"rows locked by another transaction for "
+                     f"{self._limits.lock_timeout_s:g}s (a prepared branch waiting for phase 2?)")
 
     async def _wait_detached(self, observer: AsyncConnection, xid: str) -> None:
         """A yes vote waits until the session that prepared ``xid`` has ended (MySQL/MariaDB;
@@ -247,7 +292,7 @@ class TwoPhase:
     async def commit(self, key: BranchKey) -> Reply:
         xid = xid_for(key.gid, key.branch)
         async with self._guarded() as control:
-            row = await lock(control, xid, skip_locked=True)
+            row = await lock(control, xid)
             if row is None:
                 if await exists(control, xid):
                     return _BUSY
@@ -260,11 +305,10 @@ class TwoPhase:
 
     async def abort(self, key: BranchKey, operation: str) -> Reply:
         xid = xid_for(key.gid, key.branch)
-        async with self._guarded() as conn:
-            if await claim(conn, xid, key, operation, XaState.ABORTED):
+        async with self._claimed(xid, key, operation, XaState.ABORTED) as (control, fresh):
+            if fresh:
                 return Reply(Outcome.OK, message="null abort: never prepared; a late prepare votes no")
-        async with self._guarded() as control:
-            row = await lock(control, xid, skip_locked=True)
+            row = await lock(control, xid)
             if row is None:
                 return await _busy_or_gone(control, xid)
             if row.state is XaState.ABORTED:
@@ -284,8 +328,16 @@ class TwoPhase:
 
     async def _apply(self, key: BranchKey, xid: str, decision: Decision) -> XaState:
         """Commit or roll back the prepared XID; the state the branch ends in."""
+        held = self._held.take(xid)
+        if held is not None:
+            outcome = await self._apply_held(held, xid, decision)
+            if outcome is not None:
+                return outcome
         async with self._engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
+            # A preparing session given back (expired, host stop) or lost must be gone
+            # before another session finishes its XID: that race is the lost commit.
+            await self._wait_detached(conn, xid)
             driver = xa_driver(conn)
             try:
                 if decision is Decision.COMMIT:
@@ -302,6 +354,41 @@ class TwoPhase:
                 raise StillAttached(f"{xid} is still attached to the connection that prepared it")
             return XaState.COMMITTED if await witness_committed(conn, key) else XaState.ABORTED
 
+    async def _apply_held(self, held: Held, xid: str, decision: Decision) -> XaState | None:
+        """Finish ``xid`` on the session that prepared it; None if that session failed (then
+        the XID is finished from another one, once this session is gone)."""
+        driver = xa_driver(held.conn)
+        try:
+            if decision is Decision.COMMIT:
+                await driver.commit_prepared(held.conn, xid)
+            else:
+                await driver.rollback_prepared(held.conn, xid)
+        except BaseException as exc:
+            # Committed or not, the outcome is read later from another session (the XID, or
+            # the witness row if it is gone), after this one has ended.
+            self._detaching[xid] = held.session
+            await _discard(held.conn)
+            if not isinstance(exc, Exception):
+                raise
+            log.info("2PC: the session that prepared %s failed in phase 2 (%s); finishing it from "
+                     "another session", xid, describe(exc))
+            return None
+        await _recycle(held.conn)
+        return XaState.COMMITTED if decision is Decision.COMMIT else XaState.ABORTED
+
+    async def _release(self, xid: str, held: Held) -> None:
+        """Give a kept preparing session back: close it and wait until the server has ended
+        it, so that another session may finish the XID without racing its end."""
+        self._detaching[xid] = held.session  # before any await: phase 2 now waits for it
+        await _discard(held.conn)
+        async with self._engine.connect() as observer:
+            await observer.execution_options(isolation_level="AUTOCOMMIT")
+            await self._wait_detached(observer, xid)
+
+    async def close(self) -> None:
+        """Give back every kept preparing session (the host calls this when it stops)."""
+        await self._held.release_all()
+
     # -- recovery ------------------------------------------------------------------------
 
     async def in_doubt(self) -> list[InDoubtBranch]:
@@ -316,12 +403,17 @@ class TwoPhase:
 
     async def resolve(self, branch: InDoubtBranch, decision: Decision) -> XaState | None:
         """Apply the coordinator's decision to an in-doubt branch; None when a call for the
-        branch holds its row right now (that call finishes it, or the next round does)."""
+        branch holds its row right now (that call finishes it, or the next round does), or
+        when the session that prepared it is still attached (MySQL: another process keeps it
+        for its phase 2, or it is still ending)."""
         key = BranchKey(branch.gid, branch.branch, Op.COMMIT if decision is Decision.COMMIT else Op.ABORT)
         async with self._guarded() as control:
-            if await lock(control, branch.xid, skip_locked=True) is None:
+            if await lock(control, branch.xid) is None:
                 return None
-            outcome = await self._apply(key, branch.xid, decision)
+            try:
+                outcome = await self._apply(key, branch.xid, decision)
+            except StillAttached:
+                return None
             await set_state(control, branch.xid, outcome)
             return outcome
 
@@ -337,7 +429,7 @@ async def _busy_or_gone(control: AsyncConnection, xid: str) -> Reply:
     raise RuntimeError(f"txc_xa row {xid} vanished while in use")
 
 
-def _vote_again(row: XaRow) -> Reply:
+def _vote_again(row: Locked) -> Reply:
     if row.state is XaState.ABORTED:
         return Reply(Outcome.FAILED, message="prepare refused: its abort already ran; hanging request")
     if row.state is XaState.REFUSED:
@@ -353,3 +445,16 @@ def _conflict(key: BranchKey, message: str) -> Reply:
 async def _discard(conn: AsyncConnection) -> None:
     with contextlib.suppress(Exception):
         await conn.invalidate()
+    with contextlib.suppress(Exception):
+        await conn.close()
+
+
+async def _recycle(conn: AsyncConnection) -> None:
+    """Hand a kept session back to the pool once its XID is finished, with the server's
+    default lock wait again (the prepare shortened it)."""
+    try:
+        await conn.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = DEFAULT")
+    except Exception:
+        await _discard(conn)
+        return
+    await conn.close()

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from coordinator.participant._db.sql import blob, db_now, insert_ignore, is_mysql
-from coordinator.participant._db.tables import MESSAGE_CHARS, OPERATION_CHARS, barrier, xa
+from coordinator.participant._db.barrier_sql import barrier_sql
+from coordinator.participant._db.sql import db_now, is_mysql
+from coordinator.participant._db.tables import MESSAGE_CHARS, OPERATION_CHARS, XA_TABLE, barrier, xa
 from coordinator.participant._types import BranchKey, Op, Outcome
 
 
@@ -49,33 +50,75 @@ class XaRow:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class Locked:
+    """What a call reads from the row it locked."""
+
+    state: XaState
+    message: str
+    result: bytes
+
+
+@dataclass(frozen=True)
+class _Sql:
+    """The per-call statements as driver SQL (positional parameters, $n / %s): fixed
+    strings, so no Core construct is built or compiled per call (see ``barrier_sql``)."""
+
+    claim: str  # xid, gid, branch, operation, state
+    exists: str  # xid
+    lock: str  # xid -> state, message, result; SKIP LOCKED
+    set_state: str  # state, message, result, xid
+    mysql: bool
+
+
+_CLAIM_COLUMNS = "xid, gid, branch, operation, state, created_at, updated_at"
+_POSTGRES = _Sql(
+    claim=(f"INSERT INTO {XA_TABLE} ({_CLAIM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, now(), now()) "
+           "ON CONFLICT DO NOTHING"),
+    exists=f"SELECT 1 FROM {XA_TABLE} WHERE xid = $1",
+    lock=f"SELECT state, message, result FROM {XA_TABLE} WHERE xid = $1 FOR UPDATE SKIP LOCKED",
+    set_state=(f"UPDATE {XA_TABLE} SET state = $1, message = $2, result = $3, updated_at = now() "
+               "WHERE xid = $4"),
+    mysql=False,
+)
+_MYSQL = _Sql(
+    claim=(f"INSERT IGNORE INTO {XA_TABLE} ({_CLAIM_COLUMNS}) "
+           "VALUES (%s, %s, %s, %s, %s, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))"),
+    exists=f"SELECT 1 FROM {XA_TABLE} WHERE xid = %s",
+    lock=f"SELECT state, message, result FROM {XA_TABLE} WHERE xid = %s FOR UPDATE SKIP LOCKED",
+    # Blobs travel as hex through UNHEX() on MySQL (see ``sql.blob``); UNHEX(NULL) is NULL.
+    set_state=(f"UPDATE {XA_TABLE} SET state = %s, message = %s, result = UNHEX(%s), "
+               "updated_at = UTC_TIMESTAMP(6) WHERE xid = %s"),
+    mysql=True,
+)
+
+
+def _sql(conn: AsyncConnection) -> _Sql:
+    return _MYSQL if is_mysql(conn) else _POSTGRES
+
+
 async def claim(conn: AsyncConnection, xid: str, key: BranchKey, operation: str, state: XaState) -> bool:
     """Insert the branch's row in ``state`` unless it exists; True when inserted."""
-    if is_mysql(conn) and await exists(conn, xid):
+    sql = _sql(conn)
+    if sql.mysql and await exists(conn, xid):
         return False  # MySQL's INSERT IGNORE would wait for the lock a twin holds on the row
-    now = db_now(conn)
-    values = {
-        "xid": xid,
-        "gid": key.gid,
-        "branch": key.branch,
-        "operation": operation[:OPERATION_CHARS],
-        "state": state.value,
-        "created_at": now,
-        "updated_at": now,
-    }
-    return await insert_ignore(conn, xa, values)
+    params = (xid, key.gid, key.branch, operation[:OPERATION_CHARS], state.value)
+    return (await conn.exec_driver_sql(sql.claim, params)).rowcount == 1
 
 
-async def lock(conn: AsyncConnection, xid: str, *, skip_locked: bool = False) -> XaRow | None:
-    """The row, locked for this transaction; None if missing (or, with skip_locked, busy)."""
-    stmt = select(xa).where(xa.c.xid == xid).with_for_update(skip_locked=skip_locked)
-    row = (await conn.execute(stmt)).one_or_none()
-    return None if row is None else _row(row)
+async def lock(conn: AsyncConnection, xid: str) -> Locked | None:
+    """The row, locked for this transaction; None if missing or locked by another one
+    (SKIP LOCKED: calls never queue behind a twin)."""
+    found = (await conn.exec_driver_sql(_sql(conn).lock, (xid,))).first()
+    if found is None:
+        return None
+    state, message, result = tuple(found)
+    return Locked(XaState(state), message or "", bytes(result) if result else b"")
 
 
 async def exists(conn: AsyncConnection, xid: str) -> bool:
     """A plain read: never waits for the row's lock."""
-    return (await conn.execute(select(xa.c.xid).where(xa.c.xid == xid))).first() is not None
+    return (await conn.exec_driver_sql(_sql(conn).exists, (xid,))).first() is not None
 
 
 async def rows(conn: AsyncConnection, xids: list[str]) -> list[XaRow]:
@@ -96,13 +139,9 @@ def _row(row: object) -> XaRow:
 async def set_state(
     conn: AsyncConnection, xid: str, state: XaState, message: str = "", result: bytes = b""
 ) -> None:
-    values = {
-        "state": state.value,
-        "message": message[:MESSAGE_CHARS] or None,
-        "result": blob(conn, result) if result else None,
-        "updated_at": db_now(conn),
-    }
-    await conn.execute(update(xa).where(xa.c.xid == xid).values(**values))
+    sql = _sql(conn)
+    blob: bytes | str | None = (result.hex() if sql.mysql else result) if result else None
+    await conn.exec_driver_sql(sql.set_state, (state.value, message[:MESSAGE_CHARS] or None, blob, xid))
 
 
 async def server_now(conn: AsyncConnection) -> datetime:
@@ -120,15 +159,9 @@ def age(now: datetime, then: datetime) -> float:
 
 
 async def write_witness(conn: AsyncConnection, key: BranchKey) -> None:
-    values = {
-        "gid": key.gid,
-        "branch": key.branch,
-        "op": Op.PREPARE.value,
-        "reason": Op.PREPARE.value,
-        "outcome": int(Outcome.OK),
-        "created_at": db_now(conn),
-    }
-    await conn.execute(barrier.insert().values(**values))
+    """The prepare barrier row, holding the reply OK (the barrier's own insert statement)."""
+    params = (key.gid, key.branch, Op.PREPARE.value, Op.PREPARE.value, int(Outcome.OK), None)
+    await conn.exec_driver_sql(barrier_sql(conn).insert, params)
 
 
 async def witness_committed(conn: AsyncConnection, key: BranchKey) -> bool:

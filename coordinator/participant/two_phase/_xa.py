@@ -69,23 +69,22 @@ class PostgresXa(XaDriver):
     async def begin(self, conn: AsyncConnection, xid: str, lock_timeout_s: float,
                     session_timeout_s: float) -> None:
         await guard_session(conn, session_timeout_s)
-        await conn.exec_driver_sql("BEGIN")
-        await conn.exec_driver_sql(f"SET LOCAL lock_timeout = {_ms(lock_timeout_s)}")
+        await _simple(conn, f"BEGIN; SET LOCAL lock_timeout = {_ms(lock_timeout_s)}")
 
     async def prepare(self, conn: AsyncConnection, xid: str) -> None:
-        await conn.exec_driver_sql(f"PREPARE TRANSACTION {literal(xid)}")
+        await _simple(conn, f"PREPARE TRANSACTION {literal(xid)}")
 
     async def preparing_session(self, conn: AsyncConnection) -> int | None:
         return None  # PREPARE TRANSACTION already dissociates it from the session
 
     async def rollback_active(self, conn: AsyncConnection, xid: str) -> None:
-        await conn.exec_driver_sql("ROLLBACK")
+        await _simple(conn, "ROLLBACK")
 
     async def commit_prepared(self, conn: AsyncConnection, xid: str) -> None:
-        await conn.exec_driver_sql(f"COMMIT PREPARED {literal(xid)}")
+        await _simple(conn, f"COMMIT PREPARED {literal(xid)}")
 
     async def rollback_prepared(self, conn: AsyncConnection, xid: str) -> None:
-        await conn.exec_driver_sql(f"ROLLBACK PREPARED {literal(xid)}")
+        await _simple(conn, f"ROLLBACK PREPARED {literal(xid)}")
 
     async def prepared(self, conn: AsyncConnection) -> list[str]:
         stmt = text(
@@ -189,6 +188,31 @@ async def _session_exists(conn: AsyncConnection, session: int) -> bool:
     found = await conn.execute(text("SELECT COUNT(*) FROM information_schema.PROCESSLIST "
                                     "WHERE ID = :session").bindparams(session=session))
     return bool(found.scalar_one())
+
+
+async def _simple(conn: AsyncConnection, sql: str) -> None:
+    """Run parameterless ``sql`` on PostgreSQL in one round trip (asyncpg's simple query
+    protocol, which also takes ``BEGIN; SET LOCAL ...`` as one message).
+
+    Through SQLAlchemy every statement is prepared first: one more round trip for each
+    XID-bearing statement, whose text is new every time, and each one evicts a cached
+    statement of the barrier's. Only for statements on an AUTOCOMMIT connection, whose
+    transactions the SDK opens and ends itself. Failures are raised as SQLAlchemy's
+    ``DBAPIError`` with the driver's error as ``orig`` (its SQLSTATE), like any other.
+    """
+    import asyncpg  # type: ignore[import-untyped]  # PostgreSQL only: MySQL users need not have it
+
+    raw = (await conn.get_raw_connection()).driver_connection
+    if raw is None:
+        raise RuntimeError("the connection is already closed")
+    try:
+        await raw.execute(sql)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        lost = isinstance(exc, asyncpg.InterfaceError | asyncpg.PostgresConnectionError)
+        if lost:
+            await conn.invalidate()
+        raise sa_exc.DBAPIError(sql, None, exc, hide_parameters=True,
+                                connection_invalidated=lost) from exc
 
 
 def _ms(seconds: float) -> int:
