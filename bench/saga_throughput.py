@@ -2,10 +2,14 @@
 baseline.
 
 Everything runs on this machine: a private etcd, a no-op participant process, one
-``txc serve`` process and this load generator. Prints sagas/s, p50/p99 latency, etcd
-requests per saga and the coordinator's memory, beside the baseline (the same two
-participant calls made directly, no coordinator) from the same run. A benchmark, not a
-test: it asserts nothing.
+``txc serve`` process per mode (unary transport, batch transport, and batch with Prometheus
+metrics on, scraped once a second as Prometheus would) and this load generator. Prints
+sagas/s, p50/p99 latency, etcd requests per saga and the coordinator's memory, beside the
+baseline (the same two participant calls made directly, no coordinator) from the same run,
+and what metrics cost: batch+metrics against batch in alternating rounds (``--metrics-rounds``
+pairs; on a shared machine one long run each would compare two moments, not two modes),
+by throughput and by the coordinator's own CPU per saga. A benchmark, not a test: it
+asserts nothing.
 
     .venv/bin/python bench/saga_throughput.py [--sagas 4000] [--concurrency 64]
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -23,13 +28,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _cpu import CpuMeter, format_row
+from _cpu import CpuMeter, format_row, process_seconds
 from _load import closed_loop, pct
+from prometheus_client import CollectorRegistry
 from txcoord_chaos.topology import wait_port
 
 from coordinator import CoordinatorClient, ParticipantClient, Saga, Step, TwoPhase
+from coordinator._metrics import Metrics, PrometheusMetrics
+from coordinator.domain.records import Protocol, TxState
 from coordinator.net import free_port
 from coordinator.server import DevEtcd
+from coordinator.server._metrics import MetricsInterceptor
 
 HERE = Path(__file__).resolve().parent
 
@@ -75,18 +84,26 @@ async def open_loop(rate: float, seconds: float, one: object) -> list[float]:
     return latencies
 
 
-TRANSPORTS = ("unary", "batch")
+MODES = ("unary", "batch", "batch+metrics")  # coordinators, each a process of its own
+
+
+def _mode_flags(mode: str, metrics_port: int) -> list[str]:
+    transport, _, extra = mode.partition("+")
+    flags = ["--participant-transport", transport]
+    if extra == "metrics":
+        flags += ["--metrics-listen", f"127.0.0.1:{metrics_port}"]
+    return flags
 
 
 def run(args: argparse.Namespace) -> None:
     etcd = DevEtcd().start()
-    pport = free_port()
-    cports = {t: free_port() for t in TRANSPORTS}
+    pport, metrics_port = free_port(), free_port()
+    cports = {m: free_port() for m in MODES}
     participant = subprocess.Popen([sys.executable, str(HERE / "noop_participant.py"), str(pport)])
-    coordinators = {t: subprocess.Popen(
-        [sys.executable, "-m", "coordinator.cli", "serve", "--listen", f"127.0.0.1:{cports[t]}",
-         "--etcd", etcd.endpoint, "--prefix", f"/bench/{t}", "--participant-transport", t,
-         "--log-level", "warning"]) for t in TRANSPORTS}
+    coordinators = {m: subprocess.Popen(
+        [sys.executable, "-m", "coordinator.cli", "serve", "--listen", f"127.0.0.1:{cports[m]}",
+         "--etcd", etcd.endpoint, "--prefix", f"/bench/{m}", *_mode_flags(m, metrics_port),
+         "--log-level", "warning"]) for m in MODES}
     try:
         for port in (pport, *cports.values()):
             asyncio.run(wait_port(("127.0.0.1", port), 60, f"port {port}"))
@@ -94,7 +111,8 @@ def run(args: argparse.Namespace) -> None:
 {"coordinator": lambda: [c.pid for c in coordinators.values()],
                           "participant": lambda: [participant.pid],
                           "etcd": lambda: [etcd.process.pid] if etcd.process else []})
-        asyncio.run(measure(args, etcd, f"127.0.0.1:{pport}", cports, meter))
+        pids = {m: c.pid for m, c in coordinators.items()}
+        asyncio.run(measure(args, etcd, f"127.0.0.1:{pport}", cports, meter, metrics_port, pids))
     finally:
         for process in (*coordinators.values(), participant):
             process.terminate()
@@ -113,9 +131,18 @@ class Figures:
     cpu: dict[str, float] = field(default_factory=dict)
 
 
+async def scraping(port: int) -> None:
+    """Read /metrics every second, as Prometheus would (its cost is part of the cost)."""
+    while True:
+        await asyncio.to_thread(lambda: urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/metrics", timeout=5).read())
+        await asyncio.sleep(1.0)
+
+
 async def measure(args: argparse.Namespace, etcd: DevEtcd, address: str, cports: dict[str, int],
-                  meter: CpuMeter) -> None:
+                  meter: CpuMeter, metrics_port: int, pids: dict[str, int]) -> None:
     participant = ParticipantClient(address)
+    scraper = asyncio.create_task(scraping(metrics_port))
 
     async def direct(i: int) -> None:
         for b in ("a", "b"):
@@ -128,7 +155,7 @@ async def measure(args: argparse.Namespace, etcd: DevEtcd, address: str, cports:
     half: dict[str, list[float]] = {}
     for transport, port in cports.items():
         async with CoordinatorClient(f"127.0.0.1:{port}", timeout_s=60) as client:
-            await client.start_saga(_saga(address, f"warm-{transport}"), wait=True)
+            await client.start_saga(_saga(address, f"warm-{transport.replace('+', '-')}"), wait=True)
 
             async def saga(i: int) -> None:
                 await client.start_saga(_saga(address, f"s{args.run}-{i}"), wait=True)
@@ -140,8 +167,39 @@ async def measure(args: argparse.Namespace, etcd: DevEtcd, address: str, cports:
             half[transport] = await open_loop(figures[f"saga {transport}"].rate / 2,
                                               args.half_seconds, saga)
             figures[f"2pc {transport}"] = await _measured(args, etcd, meter, two_phase)
+    pairs = await _metrics_pairs(args, address, cports, pids)
+    scraper.cancel()
     await participant.close()
     _report(args, figures, half)
+    _report_metrics_cost(pairs, await _hook_cpu_us())
+
+
+@dataclass
+class Round:
+    rate: float
+    cpu_ms: float  # the coordinator's own CPU per saga
+
+
+async def _metrics_pairs(args: argparse.Namespace, address: str, cports: dict[str, int],
+                         pids: dict[str, int]) -> list[tuple[Round, Round]]:
+    """(off, on) rounds of sagas, alternating which goes first."""
+    pairs = []
+    for n in range(args.metrics_rounds):
+        order = ("batch", "batch+metrics") if n % 2 == 0 else ("batch+metrics", "batch")
+        rounds = {m: await _round(args, address, cports[m], pids[m], f"r{args.run}-{n}")
+                  for m in order}
+        pairs.append((rounds["batch"], rounds["batch+metrics"]))
+    return pairs
+
+
+async def _round(args: argparse.Namespace, address: str, port: int, pid: int, tag: str) -> Round:
+    async with CoordinatorClient(f"127.0.0.1:{port}", timeout_s=60) as client:
+        async def saga(i: int) -> None:
+            await client.start_saga(_saga(address, f"{tag}-{i}"), wait=True)
+
+        cpu = process_seconds(pid)
+        rate, _, _ = await closed_loop(range(args.sagas), args.concurrency, saga)
+        return Round(rate, (process_seconds(pid) - cpu) * 1000 / args.sagas)
 
 
 async def _measured(args: argparse.Namespace, etcd: DevEtcd, meter: CpuMeter,
@@ -169,10 +227,10 @@ def _report(args: argparse.Namespace, figures: dict[str, Figures],
     ms = 1000.0
     base = figures["baseline"].rate
     print(f"transactions={args.sagas} concurrency={args.concurrency} (2 branches, no-op participant)")
-    print(f"{'mode':<14}{'per s':>8}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}"
+    print(f"{'mode':<20}{'per s':>8}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}"
           f"{'etcd req/tx':>13}{'etcd B/tx':>11}")
     for mode, f in figures.items():
-        print(f"{mode:<14}{f.rate:8.0f}{f.rate / base:8.1%}{pct(f.latencies, 50) * ms:9.2f}"
+        print(f"{mode:<20}{f.rate:8.0f}{f.rate / base:8.1%}{pct(f.latencies, 50) * ms:9.2f}"
               f"{pct(f.latencies, 99) * ms:9.2f}{f.etcd_requests:13.2f}{f.etcd_bytes:11.0f}")
     for transport, latencies in half.items():
         rate = figures[f"saga {transport}"].rate / 2
@@ -185,10 +243,66 @@ def _report(args: argparse.Namespace, figures: dict[str, Figures],
         print(format_row(mode, f.cpu, names))
 
 
+def _saga_hooks(m: Metrics) -> None:
+    """The metrics calls one two-branch saga makes (etcd: a create and a write, at most)."""
+    m.tx_started(Protocol.SAGA)
+    m.tx_driven(Protocol.SAGA, 1)
+    m.etcd_request("create", "ok", 0.001)
+    m.branch_call("execute", "ok", 0.001)
+    m.branch_call("execute", "ok", 0.001)
+    m.etcd_request("write", "ok", 0.001)
+    m.tx_driven(Protocol.SAGA, -1)
+    m.tx_finished(Protocol.SAGA, TxState.COMMITTED, 0.01)
+
+
+class _Context:
+    def code(self) -> None:
+        return None
+
+
+async def _hook_cpu_us(n: int = 20000) -> float:
+    """CPU microseconds the metrics add to one saga, measured in this process: the hooks
+    (on minus off) and the interceptor around the StartSaga call (wrapped minus bare). A
+    figure that the other load on a shared machine does not blur."""
+    async def bare(request: object, context: object) -> None:
+        return None
+
+    wrapped = MetricsInterceptor(PrometheusMetrics(CollectorRegistry()))._unary("/m", bare)
+    context = _Context()
+    cost = {}
+    modes = (("off", Metrics(), bare), ("on", PrometheusMetrics(CollectorRegistry()), wrapped))
+    for name, hooks, call in modes:
+        start = time.process_time()
+        for _ in range(n):
+            _saga_hooks(hooks)
+            await call(None, context)
+        cost[name] = (time.process_time() - start) / n * 1e6
+    return cost["on"] - cost["off"]
+
+
+def _report_metrics_cost(pairs: list[tuple[Round, Round]], hook_us: float) -> None:
+    if not pairs:
+        return
+    print("\nmetrics on vs off, sagas through batch coordinators, alternating rounds")
+    print(f"{'round':<8}{'off /s':>9}{'on /s':>9}{'ratio':>9}{'off ms':>9}{'on ms':>9}"
+          "   (ms: coordinator CPU per saga)")
+    for n, (off, on) in enumerate(pairs):
+        print(f"{n:<8}{off.rate:9.0f}{on.rate:9.0f}{on.rate / off.rate - 1:+9.1%}"
+              f"{off.cpu_ms:9.3f}{on.cpu_ms:9.3f}")
+    rate = statistics.median(on.rate / off.rate - 1 for off, on in pairs)
+    cpu = statistics.median(on.cpu_ms / off.cpu_ms - 1 for off, on in pairs)
+    print(f"median: throughput {rate:+.1%}, coordinator CPU per saga {cpu:+.1%}")
+    off_ms = statistics.median(off.cpu_ms for off, _ in pairs)
+    print(f"metrics hooks + interceptor, measured in process: {hook_us:.1f} us CPU per saga = "
+          f"{hook_us / 1000 / off_ms:.1%} of the coordinator's CPU per saga without metrics")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--sagas", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--half-seconds", type=float, default=5.0)
     parser.add_argument("--run", default=str(int(time.time())))
+    parser.add_argument("--metrics-rounds", type=int, default=6,
+                        help="(off, on) pairs of --sagas sagas each for the cost of metrics")
     run(parser.parse_args())

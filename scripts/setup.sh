@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what txcoord needs on Debian/Ubuntu: etcd (Debian's etcd-server), python3-venv,
-# iproute2 and iptables (chaos harness),
+# iproute2 and iptables (chaos harness), docker-compose (checks docker-compose.yml),
 # and the project itself into .venv (pip install -e ".[dev]"). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,10 @@ command -v etcd >/dev/null 2>&1 || { echo "setup: installing etcd-server"; apt_i
 for tool in ip:iproute2 iptables:iptables; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || { echo "setup: installing ${tool#*:}"; apt_install "${tool#*:}"; }
 done
+# docker-compose (Debian's 1.29, no engine needed): the tests run `docker-compose config`
+# on docker-compose.yml. --no-install-recommends keeps the Docker engine out.
+command -v docker-compose >/dev/null 2>&1 || { echo "setup: installing docker-compose";
+  apt_install --no-install-recommends docker-compose; }
 # Debian's package may start a system etcd on :2379; txcoord's dev mode and tests use their own.
 python3 -m venv --help >/dev/null 2>&1 || { echo "setup: installing python3-venv"; apt_install python3-venv; }
 python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv

@@ -21,6 +21,37 @@ def env_default(name: str, fallback: str) -> str:
     return os.environ.get(name, fallback)
 
 
+def env_name(flag: str, prefix: str = "TXC_") -> str:
+    """The variable that stands for ``flag``: ``--max-active`` is ``TXC_MAX_ACTIVE``."""
+    return prefix + flag.removeprefix("--").replace("-", "_").upper()
+
+
+def defaults_from_env(parser: argparse.ArgumentParser, prefix: str = "TXC_") -> None:
+    """Let every ``--flag`` of ``parser`` be set by its variable (``env_name``), so that a
+    container is configured by environment alone; a flag on the command line still wins.
+    Switches take 1/true/yes/on; repeatable flags a comma-separated list (flags given
+    on the command line add to it)."""
+    for action in parser._actions:
+        flags = [o for o in action.option_strings if o.startswith("--")]
+        if not flags or action.dest == "help":
+            continue
+        raw = os.environ.get(env_name(flags[0], prefix))
+        if raw is None:
+            continue
+        if action.choices is not None and raw not in action.choices:
+            raise SystemExit(f"{parser.prog}: {env_name(flags[0], prefix)}={raw!r}: choose from "
+                             f"{', '.join(map(str, action.choices))}")
+        action.default = _env_value(action, raw)
+
+
+def _env_value(action: argparse.Action, raw: str) -> Any:
+    if isinstance(action, argparse._StoreTrueAction):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(action, argparse._AppendAction):
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    return raw  # argparse applies the flag's type to a string default
+
+
 def read_optional(command: str, flag: str, path: str) -> bytes | None:
     """The file a flag names (None when not given); a clean exit naming the flag if unreadable."""
     try:

@@ -8,17 +8,20 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+from .._metrics import parse_listen
 from ..domain.validation import Limits
 from ..engine import EngineOptions
 from ..log import EtcdOptions
 from ..server import CoordinatorServer, DevEtcd, Operators, ServerOptions, TlsFiles
-from ._common import env_default, read_optional, setup_logging
+from ._common import defaults_from_env, env_default, read_optional, setup_logging
 
 log = logging.getLogger("txcoord.cli")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("serve", help="run a coordinator (gRPC)")
+    p = sub.add_parser("serve", help="run a coordinator (gRPC)",
+                       epilog="Every flag may be given by environment instead: --flag-name as "
+                              "TXC_FLAG_NAME (switches: 1; repeatable flags: comma-separated).")
     p.add_argument("--listen", default=env_default("TXC_LISTEN", "127.0.0.1:7070"),
                    help="HOST:PORT to serve on (env TXC_LISTEN)")
     p.add_argument("--etcd", default=env_default("TXC_ETCD", ""),
@@ -73,10 +76,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="batch: many calls per message on the Participant Batch stream, unary "
                         "for participants without it (default); unary: one call per request "
                         "(env TXC_PARTICIPANT_TRANSPORT)")
+    p.add_argument("--metrics-listen", default=env_default("TXC_METRICS_LISTEN", ""),
+                   metavar="HOST:PORT", help="serve Prometheus metrics on http://HOST:PORT/metrics "
+                   "(off by default; env TXC_METRICS_LISTEN)")
     p.add_argument("--grace", type=float, default=10.0,
                    help="seconds to let calls in flight finish on SIGTERM")
     p.add_argument("--log-level", default=env_default("TXC_LOG_LEVEL", "info"))
     p.set_defaults(func=run)
+    defaults_from_env(p)
 
 
 def options_from(args: argparse.Namespace, endpoints: list[str]) -> ServerOptions:
@@ -97,9 +104,19 @@ def options_from(args: argparse.Namespace, endpoints: list[str]) -> ServerOption
                    protect_reads=args.protect_reads,
                    allow_participants=tuple(args.allow_participant),
                    participant_transport=args.participant_transport,
+                   metrics_listen=_metrics_listen(args.metrics_listen),
                    limits=replace(base.limits, max_active=args.max_active),
                    engine=replace(base.engine,
                                   max_calls_per_participant=args.max_calls_per_participant))
+
+
+def _metrics_listen(listen: str) -> str:
+    try:
+        if listen:
+            parse_listen(listen)
+    except ValueError as exc:
+        raise SystemExit(f"txc serve: --metrics-listen: {exc}") from None
+    return listen
 
 
 def _operators(args: argparse.Namespace) -> Operators:

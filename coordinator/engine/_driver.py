@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from tenacity import RetryCallState
 
+from .._metrics import OFF, Metrics
 from ..domain import saga, two_phase
 from ..domain._common import clip, note
 from ..domain.durability import must_persist
@@ -85,8 +86,10 @@ class Driver:
         options: EngineOptions | None = None,
         clock: Callable[[], float] = time.time,
         limits: Limits | None = None,
+        metrics: Metrics = OFF,
     ) -> None:
         self._log = txlog
+        self._metrics = metrics
         self._transport = transport
         self._opts = options or EngineOptions()
         self._limits = limits or Limits()
@@ -121,7 +124,8 @@ class Driver:
             self._creating.discard(record.gid)
         if created.created:
             run = _Run(created.stored)
-            self._runs[record.gid] = run
+            self._track(run)
+            self._metrics.tx_started(record.protocol)
             self._log_transition(run.record, None)
             self._after_write(run, step.calls)
         return created
@@ -131,7 +135,7 @@ class Driver:
         if stored.record.gid in self._runs or stored.record.state.terminal:
             return
         run = _Run(stored)
-        self._runs[stored.record.gid] = run
+        self._track(run)
         log.info("adopted gid=%s state=%s", stored.record.gid, stored.record.state.name)
         self._after_write(run, MACHINES[stored.record.protocol].resume(stored.record).calls)
 
@@ -142,7 +146,7 @@ class Driver:
         run = self._runs.get(stored.record.gid)
         if run is None:
             run = _Run(await self._log.claim(stored))
-            self._runs[stored.record.gid] = run
+            self._track(run)
         async with run.lock:
             if run.dropped:
                 raise LostOwnership(stored.record.gid)
@@ -273,13 +277,28 @@ class Driver:
 
         run.deadline_task = asyncio.create_task(fire())
 
+    def _track(self, run: _Run) -> None:
+        self._runs[run.record.gid] = run
+        self._metrics.tx_driven(run.record.protocol, +1)
+
+    def _untrack(self, run: _Run) -> bool:
+        """Forget ``run``; False if it was forgotten already (finish and drop may both come)."""
+        if self._runs.get(run.record.gid) is not run:
+            return False
+        del self._runs[run.record.gid]
+        self._metrics.tx_driven(run.record.protocol, -1)
+        return True
+
     def _finish(self, run: _Run) -> None:
-        self._runs.pop(run.record.gid, None)
+        record = run.record
+        if self._untrack(run):
+            self._metrics.tx_finished(record.protocol, record.state,
+                                      self._clock() - record.created_at)
         self._cancel_all(run)
 
     def _drop(self, run: _Run) -> None:
         run.dropped = True
-        self._runs.pop(run.record.gid, None)
+        self._untrack(run)
         self._cancel_all(run)
         self._notify(run.stored)
 
@@ -324,10 +343,13 @@ class Driver:
             async with self._limiter.slot(plan.participant, call.op):
                 attempt += 1
                 self._attempts_in_flight += 1
+                started = time.perf_counter()
                 try:
-                    return await self._transport.call(record.gid, plan, call.op, attempt)
+                    answer = await self._transport.call(record.gid, plan, call.op, attempt)
                 finally:
                     self._attempts_in_flight -= 1
+                self._metrics.branch_call(call.op, answer.kind.value, time.perf_counter() - started)
+                return answer
 
         async def note_failure(state: RetryCallState) -> None:
             assert state.outcome is not None

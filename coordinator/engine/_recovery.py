@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 
+from .._metrics import OFF, Metrics
 from ..log import LogError, TxLog
 from ._driver import Driver
 
@@ -22,8 +23,10 @@ UNATTENDED_EVERY = 10  # scans between looks for owned-but-undriven transactions
 
 
 class Recovery:
-    def __init__(self, txlog: TxLog, driver: Driver, interval_s: float, batch: int = 100) -> None:
+    def __init__(self, txlog: TxLog, driver: Driver, interval_s: float, batch: int = 100,
+                 metrics: Metrics = OFF) -> None:
         self._log = txlog
+        self._metrics = metrics
         self._driver = driver
         self._interval_s = interval_s
         self._batch = batch
@@ -46,6 +49,8 @@ class Recovery:
         if not self._log.lease_alive():
             return 0
         claimed = await self._log.claim_orphans(self._batch)
+        if claimed:
+            self._metrics.takeovers(len(claimed))
         for stored in claimed:
             log.info("claimed orphan gid=%s state=%s", stored.record.gid, stored.record.state.name)
             self._driver.adopt(stored)

@@ -10,6 +10,8 @@ Keys under ``prefix``:
   active/{gid} present while the transaction is unfinished: the orphan scan reads it.
   owner/{gid}  the owning coordinator's id, bound to that coordinator's lease: when the
                coordinator dies, etcd deletes it and the transaction becomes an orphan.
+  failed/{gid} present while the transaction is FAILED (waiting for an operator): counting
+               them is one cheap request, where counting FAILED records would read them all.
 
 Every write is a Txn that compares the record's mod_revision and the owner key's value.
 Concurrent writes of different transactions are grouped into one Txn of nested Txns
@@ -31,7 +33,8 @@ import etcd3aio
 import grpc
 from etcd3aio.proto.etcd.api.etcdserverpb.rpc_pb2 import Compare, RequestOp, TxnRequest
 
-from ..domain.records import TxRecord
+from .._metrics import OFF, Metrics
+from ..domain.records import TxRecord, TxState
 from ._batch import Batcher
 from ._codec import decode, encode, encode_payloads, has_payloads, with_payloads
 from ._interface import Created, LogError, LostOwnership, RequestTooLarge, Stored
@@ -76,6 +79,7 @@ class _Write:
     record: TxRecord  # the new record, its seq already counted
     prev_revision: int
     state: bytes
+    was_failed: bool  # the previous record was FAILED (its failed/ key exists)
 
 
 _Written = Stored | LostOwnership | RequestTooLarge  # a write's own outcome in a batch
@@ -83,12 +87,13 @@ _Written = Stored | LostOwnership | RequestTooLarge  # a write's own outcome in 
 
 def _write(prev: Stored, new: TxRecord) -> _Write:
     mine = replace(new, seq=prev.record.seq + 1)
-    return _Write(mine, prev.revision, encode(mine))
+    return _Write(mine, prev.revision, encode(mine), prev.record.state is TxState.FAILED)
 
 
 class EtcdLog:
-    def __init__(self, options: EtcdOptions, owner_id: str) -> None:
+    def __init__(self, options: EtcdOptions, owner_id: str, metrics: Metrics = OFF) -> None:
         self._opts = options
+        self._metrics = metrics
         self._owner_id = owner_id
         self._client = etcd3aio.Etcd3Client(list(options.endpoints), rpc_max_attempts=3)
         # etcd3aio takes no channel options; its connection manager holds the list it opens
@@ -128,10 +133,13 @@ class EtcdLog:
     def _owner(self, gid: str) -> bytes:
         return f"{self._p}/owner/{gid}".encode()
 
+    def _failed(self, gid: str) -> bytes:
+        return f"{self._p}/failed/{gid}".encode()
+
     # -- lease -----------------------------------------------------------------------
     async def open(self) -> None:
         await self._client.connect()
-        grant = await self._call(self._kv_lease().grant(self._opts.lease_ttl_s))
+        grant = await self._call(self._kv_lease().grant(self._opts.lease_ttl_s), "lease")
         self._lease_id = grant.ID
         self._lease_expires = time.monotonic() + grant.TTL
         await self._announce()
@@ -144,7 +152,7 @@ class EtcdLog:
         """``member/{id}``, bound to the lease: its deletion tells the others at once that
         this coordinator's lease is gone (departures)."""
         await self._call(self._kv().put(self._member(self._owner_id), b"", lease=self._lease_id,
-                                        timeout=self._opts.request_timeout_s))
+                                        timeout=self._opts.request_timeout_s), "member")
 
     async def departures(self) -> AsyncIterator[str]:
         """Ids of coordinators whose lease ended (expired or revoked), as it happens."""
@@ -202,7 +210,7 @@ class EtcdLog:
         """A coordinator whose lease ended keeps serving under a new one."""
         while True:
             try:
-                grant = await self._call(self._kv_lease().grant(self._opts.lease_ttl_s))
+                grant = await self._call(self._kv_lease().grant(self._opts.lease_ttl_s), "lease")
             except LogError as exc:
                 log.warning("lease grant failed: %s", exc)
                 await asyncio.sleep(0.5)
@@ -225,10 +233,15 @@ class EtcdLog:
             raise LogError("etcd client is not connected")
         return self._client.kv
 
-    async def _call(self, awaitable: Any) -> Any:
+    async def _call(self, awaitable: Any, kind: str) -> Any:
+        """One etcd request; ``kind`` names it in the metrics (create, write, get, ...)."""
         self.requests += 1
+        started = time.perf_counter()
+        outcome = "error"
         try:
-            return await awaitable
+            reply = await awaitable
+            outcome = "ok"
+            return reply
         except (TimeoutError, etcd3aio.EtcdError) as exc:
             raise LogError(f"etcd: {exc or type(exc).__name__}") from exc
         except Exception as exc:  # grpc errors not mapped by the client
@@ -239,10 +252,12 @@ class EtcdLog:
                     raise RequestTooLarge(f"etcd: {details}") from exc
                 raise LogError(f"etcd: {details}") from exc
             raise
+        finally:
+            self._metrics.etcd_request(kind, outcome, time.perf_counter() - started)
 
-    async def _txn(self, success: Sequence[RequestOp]) -> Any:
+    async def _txn(self, success: Sequence[RequestOp], kind: str) -> Any:
         return await self._call(self._kv().txn([], list(success), timeout=self._opts.request_timeout_s,
-                                               max_attempts=1))
+                                               max_attempts=1), kind)
 
     # -- create ----------------------------------------------------------------------
     async def create(self, record: TxRecord) -> Created:
@@ -250,7 +265,7 @@ class EtcdLog:
         return await self._creates.submit(_Create(first, encode(first), encode_payloads(first)))
 
     async def _create_batch(self, creates: Sequence[_Create]) -> list[Created]:
-        reply = await self._txn([RequestOp(request_txn=self._create_op(c)) for c in creates])
+        reply = await self._txn([RequestOp(request_txn=self._create_op(c)) for c in creates], "create")
         results = []
         for create, resp in zip(creates, reply.responses, strict=True):
             nested = resp.response_txn
@@ -317,7 +332,7 @@ class EtcdLog:
         for w in writes:
             lease = await self._retention.lease_for(w.record) if w.record.state.terminal else 0
             ops.append(RequestOp(request_txn=self._write_op(w, lease)))
-        reply = await self._txn(ops)
+        reply = await self._txn(ops, "write")
         results: list[_Written] = []
         for w, resp in zip(writes, reply.responses, strict=True):
             nested = resp.response_txn
@@ -334,6 +349,11 @@ class EtcdLog:
             success += [KV.txn_op_delete(self._active(gid)), KV.txn_op_delete(self._owner(gid))]
         if w.record.state.terminal:
             success.append(KV.txn_op_delete(self._payload(gid)))
+        failed = w.record.state is TxState.FAILED
+        if failed and not w.was_failed:
+            success.append(KV.txn_op_put(self._failed(gid), b""))
+        elif w.was_failed and not failed:
+            success.append(KV.txn_op_delete(self._failed(gid)))
         return TxnRequest(
             compare=[
                 Compare(result=Compare.EQUAL, target=Compare.MOD, key=self._tx(gid),
@@ -354,7 +374,7 @@ class EtcdLog:
 
     # -- reads -----------------------------------------------------------------------
     async def get(self, gid: str) -> Stored | None:
-        reply = await self._txn(self._read_ops(gid))
+        reply = await self._txn(self._read_ops(gid), "get")
         return _full(reply.responses[0], reply.responses[1])
 
     async def scan(self, *, start_after: str = "", limit: int = 100, prefix: str = "") -> list[Stored]:
@@ -362,7 +382,7 @@ class EtcdLog:
         end = etcd3aio.prefix_range_end(self._tx(prefix))
 
         reply = await self._call(self._kv().get(start, end, limit=limit,
-                                                timeout=self._opts.request_timeout_s))
+                                                timeout=self._opts.request_timeout_s), "scan")
         return [Stored(decode(kv.value), kv.mod_revision) for kv in reply.kvs]  # no payloads
 
     async def claim(self, stored: Stored) -> Stored:
@@ -373,7 +393,7 @@ class EtcdLog:
             success=[KV.txn_op_put(self._owner(gid), self._owner_id, lease=self._lease_id),
                      KV.txn_op_put(self._active(gid), b"")],
             failure=[KV.txn_op_get(self._tx(gid))])
-        nested = (await self._txn([RequestOp(request_txn=op)])).responses[0].response_txn
+        nested = (await self._txn([RequestOp(request_txn=op)], "claim")).responses[0].response_txn
         if nested.succeeded:
             return stored
         kvs = nested.responses[0].response_range.kvs
@@ -385,7 +405,7 @@ class EtcdLog:
         orphans = [g for g in active if g not in owned][:limit]
         if not orphans:
             return []
-        reply = await self._txn([RequestOp(request_txn=self._claim_op(g)) for g in orphans])
+        reply = await self._txn([RequestOp(request_txn=self._claim_op(g)) for g in orphans], "claim")
         claimed = []
         for resp in reply.responses:
             nested = resp.response_txn
@@ -406,6 +426,13 @@ class EtcdLog:
             ],
         )
 
+    async def count_failed(self) -> int:
+        prefix = self._failed("")
+        reply = await self._call(self._kv().get(prefix, etcd3aio.prefix_range_end(prefix),
+                                                count_only=True,
+                                                timeout=self._opts.request_timeout_s), "count")
+        return int(reply.count)
+
     async def mine(self) -> list[str]:
         me = self._owner_id.encode()
         return [gid for gid, owner in await self._under("owner", keys_only=False) if owner == me]
@@ -418,7 +445,7 @@ class EtcdLog:
         prefix = f"{self._p}/{kind}/".encode()
         reply = await self._call(self._kv().get(prefix, etcd3aio.prefix_range_end(prefix),
                                                 keys_only=keys_only,
-                                                timeout=self._opts.request_timeout_s))
+                                                timeout=self._opts.request_timeout_s), "keys")
         return [(kv.key[len(prefix):].decode(), kv.value) for kv in reply.kvs]
 
     async def watch(self, gid: str) -> AsyncIterator[Stored | None]:
@@ -468,6 +495,6 @@ class _RetentionLeases:
         async with self._lock:
             if bucket not in self._leases:
                 grant = await self._log._call(
-                    self._log._kv_lease().grant(self._retention_s + self._bucket_s))
+                    self._log._kv_lease().grant(self._retention_s + self._bucket_s), "lease")
                 self._leases = {bucket: grant.ID}  # older buckets' leases live on in etcd
             return self._leases[bucket]

@@ -96,6 +96,9 @@ class TxLog(Protocol):
     async def mine(self) -> list[str]:
         """Gids of the unfinished transactions this coordinator owns in the log."""
 
+    async def count_failed(self) -> int:
+        """How many transactions are FAILED (every coordinator's): the operators' queue."""
+
     def departures(self) -> AsyncIterator[str]:
         """Ids of coordinators whose lease ended, as it happens (a hint to scan for
         orphans now; the periodic scan stays the guarantee)."""

@@ -11,7 +11,7 @@ import itertools
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 
-from ..domain.records import TxRecord
+from ..domain.records import TxRecord, TxState
 from ._codec import encode, encode_payloads
 from ._interface import Created, LostOwnership, Stored
 
@@ -134,6 +134,10 @@ class MemoryLog:
             self.store.owners[gid] = self._owner_id
             claimed.append(stored)
         return claimed
+
+    async def count_failed(self) -> int:
+        self.store.requests += 1
+        return sum(1 for s in self.store.records.values() if s.record.state is TxState.FAILED)
 
     async def mine(self) -> list[str]:
         self.store.requests += 1

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 
+from .._metrics import OFF, Metrics, PrometheusMetrics
 from .._proto.txc.v1 import coordinator_pb2 as pb
 from .._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
 from .._shutdown import bounded
@@ -31,6 +33,7 @@ from ..engine import (
     Transport,
 )
 from ..log import EtcdLog, EtcdOptions, TxLog
+from ._metrics import MetricsExport, MetricsInterceptor
 from ._operators import Operators
 from ._servicer import CoordinatorServicer, Defaults
 
@@ -57,6 +60,8 @@ class ServerOptions:
     # "batch": the Participant Batch stream, unary for participants without it; "unary":
     # the unary methods only.
     participant_transport: str = "batch"
+    metrics_listen: str = ""  # HOST:PORT of /metrics (Prometheus); empty: no metrics
+    failed_count_interval_s: float = 15.0  # how often txc_transactions_failed is recounted
     node_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-"
                                                  f"{uuid.uuid4().hex[:6]}")
 
@@ -77,29 +82,47 @@ class CoordinatorServer:
     """One coordinator process' worth of parts. ``start`` then ``stop``; or ``serve``."""
 
     def __init__(self, options: ServerOptions, txlog: TxLog | None = None,
-                 transport: Transport | None = None) -> None:
+                 transport: Transport | None = None,
+                 registry: CollectorRegistry | None = None) -> None:
+        """``registry``: where metrics go when ``options.metrics_listen`` is set (a fresh
+        one if not given: prometheus_client's global registry is left alone)."""
         self.options = options
-        self.log = txlog or EtcdLog(options.etcd, options.node_id)
+        self.metrics: Metrics = OFF
+        if options.metrics_listen:
+            self.metrics = PrometheusMetrics(registry or CollectorRegistry())
+        self.log = txlog or EtcdLog(options.etcd, options.node_id, self.metrics)
         self.transport = transport or _transport(options)
-        self.driver = Driver(self.log, self.transport, options.engine, limits=options.limits)
-
+        self.driver = Driver(self.log, self.transport, options.engine, limits=options.limits,
+                             metrics=self.metrics)
         self.core = CoordinatorCore(self.log, self.driver, options.limits,
                                     AllowList(options.allow_participants))
-        self.recovery = Recovery(self.log, self.driver, options.scan_interval_s)
+        self.recovery = Recovery(self.log, self.driver, options.scan_interval_s,
+                                 metrics=self.metrics)
+        self._export: MetricsExport | None = None
+        if isinstance(self.metrics, PrometheusMetrics):
+            self._export = MetricsExport(self.metrics, options.metrics_listen, self.log,
+                                         options.failed_count_interval_s)
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._server: grpc.aio.Server | None = None
         self.port = 0
 
+    @property
+    def metrics_port(self) -> int:
+        """The port /metrics is served on (0: metrics off, or not started)."""
+        return self._export.port if self._export else 0
+
     async def start(self) -> None:
         await self.log.open()
         max_message = self.options.limits.max_total_payload_bytes + 1024 * 1024
-        server = grpc.aio.server(options=[
+        # No interceptor without metrics: each one costs every call a little.
+        interceptors = [MetricsInterceptor(self.metrics)] if self._export else []
+        server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", max_message),
         ])
         add_servicer(server, pb_grpc.add_CoordinatorServicer_to_server,
                      CoordinatorServicer(self.core, self.options.defaults, self.options.operators,
-                                         self.options.protect_reads))
+                                         self.options.protect_reads, self.metrics))
 
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -107,6 +130,8 @@ class CoordinatorServer:
         self.port = add_port(server, self.options.listen, self.options.tls)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {self.options.listen}")
+        if self._export is not None:  # first: a taken metrics port stops the start here
+            self._export.start()
         await server.start()
         self._server = server
         self.recovery.start()
@@ -141,6 +166,8 @@ class CoordinatorServer:
         # revoking the lease lets others claim at once
         await bounded(self.log.close(release=True), STEP_S, "log (lease revoke)")
         await bounded(self.transport.close(), STEP_S, "participant channels")
+        if self._export is not None:  # last: a scrape during shutdown still answers
+            await bounded(self._export.stop(), STEP_S, "metrics endpoint")
         log.info("coordinator %s stopped", self.options.node_id)
 
     async def serve(self) -> None:

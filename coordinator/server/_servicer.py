@@ -9,6 +9,7 @@ from typing import TypeVar
 
 import grpc
 
+from .._metrics import OFF, Metrics
 from .._proto.txc.v1 import coordinator_pb2 as pb
 from .._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
 from .._tls import peer_common_name
@@ -68,13 +69,15 @@ async def _guard(context: Context, work: Callable[[], Awaitable[T]]) -> T:
 
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def __init__(self, core: CoordinatorCore, defaults: Defaults | None = None,
-                 operators: Operators | None = None, protect_reads: bool = False) -> None:
+                 operators: Operators | None = None, protect_reads: bool = False,
+                 metrics: Metrics = OFF) -> None:
         if protect_reads and not (operators and operators.required):
             raise ValueError("protecting reads needs operators (tokens or certificates)")
         self._core = core
         self._defaults = defaults or Defaults()
         self._operators = operators or Operators()
         self._protect_reads = protect_reads
+        self._metrics = metrics
 
     async def StartSaga(
         self, request: pb.StartSagaRequest, context: Context
@@ -87,7 +90,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         return await _guard(context, work)
 
     async def _start(self, start: StartRequest, wait: bool, context: Context) -> pb.StartResponse:
-        stored, created = await self._core.start(start)
+        try:
+            stored, created = await self._core.start(start)
+        except Overloaded:
+            self._metrics.admission_refused()
+            raise
         if wait:
             stored = await self._core.wait_settled(stored.record.gid, self._wait_budget(context))
         return pb.StartResponse(transaction=convert.transaction(stored.record), created=created)
@@ -140,7 +147,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             stored = await self._core.replay(request.gid, self._actor(context), request.reason)
             return convert.transaction(stored.record)
 
-        return await _guard(context, work)
+        return await self._operator_action("replay", context, work)
 
     async def SkipBranch(self, request: pb.SkipBranchRequest, context: Context) -> pb.Transaction:
         async def work() -> pb.Transaction:
@@ -148,14 +155,25 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                                            request.reason)
             return convert.transaction(stored.record)
 
-        return await _guard(context, work)
+        return await self._operator_action("skip", context, work)
 
     async def AbortTransaction(self, request: pb.AbortRequest, context: Context) -> pb.Transaction:
         async def work() -> pb.Transaction:
             stored = await self._core.abort(request.gid, self._actor(context), request.reason)
             return convert.transaction(stored.record)
 
-        return await _guard(context, work)
+        return await self._operator_action("abort", context, work)
+
+    async def _operator_action(self, action: str, context: Context,
+                               work: Callable[[], Awaitable[pb.Transaction]]) -> pb.Transaction:
+        """``work`` under ``_guard``, counted as done or refused (state, rights, conflicts)."""
+        try:
+            done = await _guard(context, work)
+        except Exception:
+            self._metrics.operator_action(action, "refused")
+            raise
+        self._metrics.operator_action(action, "done")
+        return done
 
     def _actor(self, context: Context) -> str:
         """Who asked, for the history. With operator tokens configured, the token's name

@@ -135,11 +135,16 @@ async def main(args: argparse.Namespace) -> None:
         await engine.dispose()
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (a function: docker-compose.yml's commands are checked against it)."""
+    parser = argparse.ArgumentParser(prog="python -m txcoord_chaos.workload.services")
     parser.add_argument("service", choices=sorted(BUILDERS))
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--listen", required=True)
     parser.add_argument("--coordinator", default=None,
                         help="HOST:PORT for 2PC in-doubt recovery; enables 2PC branches")
-    asyncio.run(main(parser.parse_args()))
+    return parser
+
+
+if __name__ == "__main__":
+    asyncio.run(main(build_parser().parse_args()))
