@@ -322,7 +322,7 @@ class ParticipantHost:
                         "in-doubt branches wait for the coordinator's phase-2 retries")
             return
         decisions = CoordinatorDecisions(opts.coordinator, opts.coordinator_timeout_s,
-                                         opts.coordinator_tls_ca)
+                                         opts.coordinator_tls_ca, opts.coordinator_tls_identity)
         round_timeout_s = self._options.barrier.session_timeout_s + 2 * opts.coordinator_timeout_s
         self._resolver = InDoubtResolver(self._two_phase, decisions, opts.recovery_interval_s,
                                          round_timeout_s)
@@ -341,7 +341,8 @@ class ParticipantHost:
         if self._resolver is not None:
             return await self._resolver.run_once()
         decisions = (CoordinatorDecisions(opts.coordinator, opts.coordinator_timeout_s,
-                                          opts.coordinator_tls_ca) if opts.coordinator else None)
+                                          opts.coordinator_tls_ca, opts.coordinator_tls_identity)
+                     if opts.coordinator else None)
         resolver = InDoubtResolver(self._two_phase, decisions, opts.recovery_interval_s)
         try:
             return await resolver.run_once()

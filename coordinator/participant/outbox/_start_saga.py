@@ -7,6 +7,7 @@ from google.protobuf.message import DecodeError
 
 from coordinator._channel import channel as open_channel
 from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
+from coordinator._tls import TlsFiles
 from coordinator.participant._db.errors import PermanentDeliveryError
 from coordinator.participant.outbox._messages import OutboxMessage
 
@@ -22,12 +23,15 @@ class StartSagaSender:
     after a crash finds the saga already there (``created=false``) and changes nothing."""
 
     def __init__(self, target: str | grpc.aio.Channel, *, timeout_s: float = 10.0,
-                 tls_ca: bytes | None = None) -> None:
+                 tls_ca: bytes | None = None, tls_identity: TlsFiles | None = None) -> None:
         """``target``: "host:port" of a coordinator (``tls_ca``: PEM CAs when it serves
-        TLS), or a channel of your own; ``timeout_s``: deadline of one StartSaga call."""
+        TLS; ``tls_identity``: the client certificate when it requires one), or a channel of
+        your own; ``timeout_s``: deadline of one StartSaga call."""
         self._timeout_s = timeout_s
         self._own_channel = isinstance(target, str)
-        self._channel = open_channel(target, tls_ca) if isinstance(target, str) else target
+        self._channel = (open_channel(target, tls_ca, tls_identity) if isinstance(target, str)
+                         else target)
+
         self._call = self._channel.unary_unary(
             _METHOD,
             request_serializer=cpb.StartSagaRequest.SerializeToString,

@@ -36,6 +36,7 @@ from enum import StrEnum
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from coordinator._tls import TlsFiles
 from coordinator.participant._barrier import BarrierOptions, BusinessFn, as_result, refusal
 from coordinator.participant._db.backoff import retrying_on
 from coordinator.participant._db.errors import Refused, describe, is_lock_timeout, is_transient
@@ -83,6 +84,10 @@ class TwoPhaseOptions:
 
     coordinator_tls_ca: bytes | None = None
     """PEM CAs to check a coordinator that serves TLS; None: plaintext."""
+
+    coordinator_tls_identity: TlsFiles | None = None
+    """Client certificate presented to a coordinator that requires one (mutual TLS)."""
+
 
     lock_timeout_s: float = 2.0
     """How long a prepare's business function may wait for a row lock before the branch

@@ -22,6 +22,7 @@ import grpc
 
 from coordinator._client import CoordinatorClient
 from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
+from coordinator._tls import TlsFiles
 from coordinator.participant._db.errors import describe
 from coordinator.participant.two_phase._branches import Decision, InDoubtBranch, TwoPhase
 from coordinator.participant.two_phase._table import XaState
@@ -66,8 +67,11 @@ def verdict_of(tx: cpb.Transaction) -> Verdict:
 class CoordinatorDecisions:
     """Asks a txcoord coordinator (GetTransaction) for each gid's decision."""
 
-    def __init__(self, address: str, timeout_s: float = 5.0, tls_ca: bytes | None = None) -> None:
-        self._client = CoordinatorClient(address, timeout_s=timeout_s, tls_ca=tls_ca)
+    def __init__(self, address: str, timeout_s: float = 5.0, tls_ca: bytes | None = None,
+                 tls_identity: TlsFiles | None = None) -> None:
+        self._client = CoordinatorClient(address, timeout_s=timeout_s, tls_ca=tls_ca,
+                                         tls_identity=tls_identity)
+
 
     async def decide(self, gid: str) -> Verdict:
         try:
