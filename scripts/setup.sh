@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what txcoord needs on Debian/Ubuntu: etcd (Debian's etcd-server), python3-venv,
-# iproute2 and iptables (chaos harness),
+# iproute2 and iptables (chaos harness), chromium and chromium-driver (the console's browser tests),
 # and the project itself into .venv (pip install -e ".[dev]"). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,13 @@ command -v etcd >/dev/null 2>&1 || { echo "setup: installing etcd-server"; apt_i
 for tool in ip:iproute2 iptables:iptables; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || { echo "setup: installing ${tool#*:}"; apt_install "${tool#*:}"; }
 done
+# The console's browser tests drive Debian's headless Chromium through chromedriver.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "setup: installing chromium and chromium-driver"
+  if [ -z "$apt_updated" ]; then $SUDO apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    chromium chromium-driver >/dev/null
+fi
 # Debian's package may start a system etcd on :2379; txcoord's dev mode and tests use their own.
 python3 -m venv --help >/dev/null 2>&1 || { echo "setup: installing python3-venv"; apt_install python3-venv; }
 python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv

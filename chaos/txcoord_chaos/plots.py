@@ -109,7 +109,7 @@ def _throughput(ax: Any, s: ModeSeries) -> None:
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     _shade(ax, s)
     ax.set_ylabel("transfers/s")
-    ax.margins(y=0.25)  # room for the legend above the bars
+    ax.set_ylim(0, max([*bottom, 1]) * 1.3)  # room for the legend above the bars
     ax.legend(loc="upper right", fontsize=8, ncols=3)
     ax.tick_params(labelbottom=False)
     ax.grid(axis="y", alpha=0.3)

@@ -24,6 +24,7 @@ from .._proto.txc.v1 import coordinator_pb2 as pb
 STATES = {n.removeprefix("TX_STATE_").lower(): v for n, v in pb.TxState.items() if v}
 PROTOCOLS = {"saga": pb.PROTOCOL_SAGA, "2pc": pb.PROTOCOL_TWO_PHASE}
 PAGE_SIZE = 50
+MIN_LABEL_PCT = 12.0  # a bar at least this wide (in % of the axis) carries its label
 TURNS = ("compensate", "decide", "abort")  # history actions after which work goes backward
 
 _DONE = {pb.BRANCH_STATE_SUCCEEDED, pb.BRANCH_STATE_COMMITTED, pb.BRANCH_STATE_COMPENSATED,
@@ -206,7 +207,7 @@ class Segment:
     outcome: str  # CSS class: ok / failed / running / undone / skipped
     state: str
     attempts: int | None  # None: not recorded any more (a later operation reset the count)
-    exact: bool  # False: the end was overwritten by a later change; placed in plan order
+    exact: bool  # False: a bound was overwritten by a later change; placed in plan order
     open: bool = False  # still in progress
 
     @property
@@ -250,6 +251,14 @@ class Timeline:
 
     def width(self, seg: Segment) -> float:
         return round(max(0.4, self.pct(seg.end) - self.pct(seg.start)), 3)
+
+    def labelled(self, lane: Lane) -> list[bool]:
+        """Which bars get a text label: the wide ones (a narrow bar's label would run over
+        its neighbour's), or the lane's last bar when none is wide. Every bar has a tooltip."""
+        wide = [self.width(s) >= MIN_LABEL_PCT for s in lane.segments]
+        if not any(wide) and wide:
+            wide[-1] = True
+        return wide
 
     def ticks(self, count: int = 5) -> list[tuple[float, str]]:
         length = self.end - self.start
@@ -302,18 +311,19 @@ def _forward(tx: pb.Transaction, start: float, turn: float | None,
     drawn in plan order, each branch starting when the one before it ended."""
     op = _ops(tx)[0]
     ends = _forward_ends(tx, start, turn, end)
+    two_phase = tx.protocol == pb.PROTOCOL_TWO_PHASE
     out: list[Segment | None] = []
-    previous = start
+    previous, previous_exact = start, True
     for b, (stop, exact) in zip(tx.branches, ends, strict=True):
         if stop is None:
             out.append(None)
             continue
-        begin = start if tx.protocol == pb.PROTOCOL_TWO_PHASE else min(previous, stop)
+        begin = start if two_phase else min(previous, stop)
         forward_state = b.state if b.state in _FORWARD else pb.BRANCH_STATE_SUCCEEDED
         out.append(Segment(op, False, begin, stop, _outcome(tx, forward_state), _forward_name(b),
-                           b.attempts if exact else None, exact,
+                           b.attempts if exact else None, exact and (two_phase or previous_exact),
                            open=b.state == pb.BRANCH_STATE_RUNNING and not settled(tx)))
-        previous = stop
+        previous, previous_exact = stop, exact
     return out
 
 
@@ -366,6 +376,7 @@ def _backward(tx: pb.Transaction, turn: float | None, end: float) -> list[Segmen
     if turn is None:
         return out
     op = _ops(tx)[1]
+    replays = [seconds(h.at) for h in tx.history if h.action == "replay"]
     previous = turn
     for i in reversed(range(len(tx.branches))):
         b = tx.branches[i]
@@ -373,7 +384,9 @@ def _backward(tx: pb.Transaction, turn: float | None, end: float) -> list[Segmen
             continue
         open_ = b.state in _OPEN and not settled(tx)
         stop = end if open_ else max(seconds(b.updated_at), turn)
-        begin = turn if tx.protocol == pb.PROTOCOL_TWO_PHASE else min(previous, stop)
+        # An operator's replay re-drives it: the bar starts there, not at the first try.
+        restart = max([turn, *(r for r in replays if r <= stop)])
+        begin = restart if tx.protocol == pb.PROTOCOL_TWO_PHASE else min(max(previous, restart), stop)
         out[i] = Segment(op, True, begin, stop, _outcome(tx, b.state), branch_state_name(b.state),
                          b.attempts, True, open=open_)
         previous = stop

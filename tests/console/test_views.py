@@ -56,6 +56,7 @@ def test_a_compensated_saga_draws_its_compensation_after_the_forward_work() -> N
     assert not forward.exact and forward.attempts is None  # overwritten by the compensation
     assert T0 < forward.end < T0 + 0.4
     assert order.segments[0].outcome == "failed" and order.segments[0].end == pytest.approx(T0 + 0.4)
+    assert not order.segments[0].exact  # its start is the debit's unknown end
     assert order.error == "out of stock"
     assert undo.backward and undo.op == "compensation" and undo.outcome == "undone"
     assert undo.start == pytest.approx(T0 + 0.4) and undo.end == pytest.approx(T0 + 0.9)
@@ -80,6 +81,11 @@ def test_a_failed_saga_shows_the_stuck_compensation_as_failed_with_its_error() -
     undo = line.lanes[0].segments[-1]
     assert undo.outcome == "failed" and undo.attempts == 7 and not undo.open
     assert [m.action for m in line.markers] == ["compensate", "failed"]
+    replayed = views.timeline(tx(pb.TX_STATE_COMPENSATED, [
+        branch("a", pb.BRANCH_STATE_COMPENSATED, T0 + 9), branch("b", pb.BRANCH_STATE_FAILED, T0 + 1)],
+        history=((T0 + 1, "compensate"), (T0 + 2, "failed"), (T0 + 8, "replay"))))
+    assert replayed.lanes[0].segments[-1].start == pytest.approx(T0 + 8)  # from the replay on
+    assert replayed.labelled(replayed.lanes[1]) == [True]  # narrow, but the lane's only bar
     assert views.actions(tx(pb.TX_STATE_FAILED, [])) == ["replay", "skip", "abort"]
 
 
