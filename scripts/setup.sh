@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what txcoord needs on Debian/Ubuntu: etcd (Debian's etcd-server), python3-venv,
 # iproute2 and iptables (chaos harness), docker-compose (checks docker-compose.yml),
+# chromium and chromium-driver (the console's browser tests),
 # and the project itself into .venv (pip install -e ".[dev]"). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,11 @@ done
 # on docker-compose.yml. --no-install-recommends keeps the Docker engine out.
 command -v docker-compose >/dev/null 2>&1 || { echo "setup: installing docker-compose";
   apt_install --no-install-recommends docker-compose; }
+# The console's browser tests drive Debian's headless Chromium through chromedriver.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "setup: installing chromium and chromium-driver"
+  apt_install --no-install-recommends chromium chromium-driver
+fi
 # Debian's package may start a system etcd on :2379; txcoord's dev mode and tests use their own.
 python3 -m venv --help >/dev/null 2>&1 || { echo "setup: installing python3-venv"; apt_install python3-venv; }
 python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv

@@ -7,8 +7,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import faultstats
+from . import faultstats, rundir
+from . import plots as chart
+from .checker import Observation
 from .client import Outcome
+
+PICTURES = {
+    "outcomes": "ok, failed, unknown and violations per mode",
+    "timeline": "fault windows, throughput and latency over time",
+    "reads": "inconsistent reads over time",
+    "consistency": "time to consistency (CDF, log axis)",
+}
 
 COLUMNS = [
     ("issued", "issued"), ("ok", "ok"), ("failed", "failed"), ("unknown", "unknown"),
@@ -19,7 +28,12 @@ COLUMNS = [
 ]
 
 
-def write_events(out: Path, outcomes: Sequence[Outcome], faults: Sequence[Mapping[str, Any]]) -> None:
+def write_events(out: Path, outcomes: Sequence[Outcome], faults: Sequence[Mapping[str, Any]], *,
+                 mode: str = "", reads: Sequence[Observation] = (),
+                 ttc: Mapping[str, float] | None = None) -> None:
+    """Appends one mode's lines: its transfers, fault windows, reads of the databases during
+    the run and each transfer's time to consistency (the plots are drawn from these)."""
+    mode = mode or (outcomes[0].mode if outcomes else "")
     with (out / "events.jsonl").open("a") as f:
         for o in outcomes:
             f.write(json.dumps({"type": "transfer", "mode": o.mode, "id": o.transfer.transfer_id,
@@ -27,7 +41,13 @@ def write_events(out: Path, outcomes: Sequence[Outcome], faults: Sequence[Mappin
                                 "told": o.told, "detail": o.detail, "started_at": o.started_at,
                                 "ended_at": o.ended_at}) + "\n")
         for fault in faults:
-            f.write(json.dumps({"type": "fault", **fault}) + "\n")
+            f.write(json.dumps({"type": "fault", "mode": mode, **fault}) + "\n")
+        for r in reads:
+            f.write(json.dumps({"type": "read", "mode": mode, "at": r.at,
+                                "consistent": r.consistent, "delta": r.delta}) + "\n")
+        for transfer_id, seconds in (ttc or {}).items():
+            f.write(json.dumps({"type": "consistency", "mode": mode, "id": transfer_id,
+                                "ttc_s": seconds}) + "\n")
 
 
 def write_summary(out: Path, summary: Mapping[str, Any]) -> None:
@@ -53,8 +73,9 @@ def markdown(summary: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any]
     lines += _by_fault(summary)
     if skipped:
         lines += ["", "Skipped: " + "; ".join(skipped)]
-    lines += ["", "![throughput and latency](timeline.png)", "",
-              "![time to consistency](consistency.png)", ""]
+    for name, title in PICTURES.items():
+        lines += ["", f"![{title}]({name}.png)"]
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -77,54 +98,13 @@ def _cell(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def plots(out: Path, outcomes: Mapping[str, Sequence[Outcome]],
-          windows: Mapping[str, Sequence[tuple[float, float]]],
-          ttc: Mapping[str, Sequence[float]]) -> list[str]:
-    """Writes timeline.png and consistency.png; returns what it could not draw."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return ["plots: matplotlib is not installed (pip install 'txcoord[chaos]')"]
-    fig, axes = plt.subplots(2, max(1, len(outcomes)), figsize=(5 * max(1, len(outcomes)), 6),
-                             squeeze=False)
-    for col, (mode, rows) in enumerate(outcomes.items()):
-        _timeline(axes[0][col], axes[1][col], mode, rows, windows.get(mode, ()))
-    fig.tight_layout()
-    fig.savefig(out / "timeline.png", dpi=90)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for mode, values in ttc.items():
-        if values:
-            ax.hist([v * 1000 for v in values], bins=40, alpha=0.6, label=mode)
-    ax.set_xlabel("time to consistency (ms)")
-    ax.set_ylabel("transfers")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "consistency.png", dpi=90)
-    plt.close(fig)
+def plots(out: Path) -> list[str]:
+    """Writes the PNGs of :data:`PICTURES` from the run's folder (summary.json and
+    events.jsonl, as the console reads them); returns what it could not draw."""
+    why = chart.available()
+    if why:
+        return [f"plots: {why}"]
+    run = rundir.load(out)
+    for name in PICTURES:
+        (out / f"{name}.png").write_bytes(chart.DRAW[name](run))
     return []
-
-
-def _timeline(top: Any, bottom: Any, mode: str, rows: Sequence[Outcome],
-              windows: Sequence[tuple[float, float]]) -> None:
-    if not rows:
-        return
-    t0 = min(o.started_at for o in rows)
-    ends = sorted(o.ended_at - t0 for o in rows)
-    buckets: dict[int, int] = {}
-    for end in ends:
-        buckets[int(end)] = buckets.get(int(end), 0) + 1
-    top.plot(sorted(buckets), [buckets[k] for k in sorted(buckets)], label="completed/s")
-    top.set_title(f"{mode}: throughput")
-    bottom.scatter([o.started_at - t0 for o in rows],
-                   [(o.ended_at - o.started_at) * 1000 for o in rows], s=3,
-                   c=["tab:green" if o.told == "ok" else "tab:orange" if o.told == "failed"
-                      else "tab:red" for o in rows])
-    bottom.set_title(f"{mode}: latency (ms); red = unknown")
-    bottom.set_xlabel("seconds")
-    for ax in (top, bottom):
-        for start, end in windows:
-            ax.axvspan(start, end, color="grey", alpha=0.2)

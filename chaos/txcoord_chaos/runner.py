@@ -215,9 +215,11 @@ class Runner:
                           observations=observations, consistent_at=consistent_at or None,
                           fault_windows=windows, started_at=started, ended_at=ended)
         result = checker.check(run)
-        report.write_events(self.config.out, outcomes, [w.to_dict() for w in nemesis.windows])
-        ttc = [max(0.0, consistent_at[o.transfer.transfer_id] - o.ended_at) for o in outcomes
-               if o.transfer.transfer_id in consistent_at]
+        settled = {o.transfer.transfer_id: max(0.0, consistent_at[o.transfer.transfer_id] - o.ended_at)
+                   for o in outcomes if o.transfer.transfer_id in consistent_at}
+        report.write_events(self.config.out, outcomes, [w.to_dict() for w in nemesis.windows],
+                            mode=mode, reads=observations, ttc=settled)
+        ttc = list(settled.values())
         by_fault = faultstats.by_kind(run.transfers, _labelled(nemesis.windows, ended), result)
         return ModeResult(outcomes, result, [(a - started, b - started) for a, b in windows], ttc,
                           by_fault)
@@ -339,9 +341,7 @@ class Runner:
         dirty = [m for m, r in results.items() if m != "none" and not r.report.clean]
         report.write_summary(out, {"status": "dirty" if dirty else "ok", "error": None,
                                    "run": self._run_info(), "modes": modes})
-        skipped = self._skipped() + report.plots(out, {m: r.outcomes for m, r in results.items()},
-                               {m: r.windows for m, r in results.items()},
-                               {m: r.ttc for m, r in results.items()})
+        skipped = self._skipped() + report.plots(out)
         config = {k: v for k, v in asdict(self.config).items() if k not in ("dbs", "out")}
         run = self._run_info()
         config = {"run_id": run.get("run_id"), "databases": run.get("databases"), **config}

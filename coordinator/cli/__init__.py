@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from . import _chaos, _demo, _participant, _serve, _tx
+from . import _chaos, _console, _demo, _participant, _serve, _tx
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     _tx.add_parser(sub)
     _chaos.add_parser(sub)
     _participant.add_parser(sub)
+    _console.add_parser(sub)
     try:  # the participant SDK's command; a coordinator-only install works without it
         migrate = importlib.import_module(f"{__package__}._migrate")
     except ImportError:

@@ -1,0 +1,95 @@
+"""``txc console``: the web console (transactions, timelines, operator actions, chaos runs).
+
+Its packages (Starlette, Jinja2, uvicorn) are the extra ``console``; without them the
+command says how to install them instead of failing on an import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from pathlib import Path
+
+from ._common import env_default, read_optional
+
+INSTALL = "txc console needs its extra: pip install 'txcoord[console]'"
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("console", help="web console: transactions, timelines, actions, chaos runs")
+    p.add_argument("--coordinator", default=env_default("TXC_COORDINATOR", "127.0.0.1:7070"),
+                   help="HOST:PORT of any coordinator (env TXC_COORDINATOR)")
+    p.add_argument("--listen", default=env_default("TXC_CONSOLE_LISTEN", "127.0.0.1:8080"),
+                   help="HOST:PORT to serve the console on (env TXC_CONSOLE_LISTEN)")
+    p.add_argument("--allow-actions", action="store_true",
+                   help="offer replay, skip and abort (read-only without it)")
+    p.add_argument("--runs", type=Path, default=env_default("TXC_CONSOLE_RUNS", "") or None,
+                   metavar="DIR", help="chaos runs to show: folders under DIR holding summary.json "
+                   "(env TXC_CONSOLE_RUNS)")
+    p.add_argument("--tls-ca", default=env_default("TXC_TLS_CA", ""), metavar="FILE",
+                   help="PEM CAs: talk TLS to the coordinator (env TXC_TLS_CA)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per coordinator request")
+    p.add_argument("--tls-cert", default=env_default("TXC_CONSOLE_TLS_CERT", ""), metavar="FILE",
+                   help="PEM certificate chain: serve the console over HTTPS (env TXC_CONSOLE_TLS_CERT)")
+    p.add_argument("--tls-key", default=env_default("TXC_CONSOLE_TLS_KEY", ""), metavar="FILE",
+                   help="PEM key of --tls-cert (env TXC_CONSOLE_TLS_KEY)")
+    p.add_argument("--insecure-listen", action="store_true",
+                   help="serve plain HTTP on a non-loopback address anyway (tokens cross the "
+                   "network in clear)")
+    p.add_argument("--log-level", default=env_default("TXC_LOG_LEVEL", "info"))
+    p.set_defaults(func=run)
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SystemExit(f"txc console: --listen {listen!r} is not HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def listen_refusal(host: str, tls: bool, insecure: bool) -> str | None:
+    """Why the console must not listen on ``host``, or None."""
+    if loopback(host) or tls or insecure:
+        return None
+    return (f"txc console: refusing to serve plain HTTP on {host} (operator tokens and "
+            "actions would cross the network in clear): give --tls-cert and --tls-key, listen "
+            "on 127.0.0.1, or pass --insecure-listen")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from ..console import Settings, create_app
+    except ImportError as exc:
+        print(f"{INSTALL} ({exc.name} is missing)", file=sys.stderr)
+        return 2
+    host, port = split_listen(args.listen)
+    tls = bool(args.tls_cert or args.tls_key)
+    if tls and not (args.tls_cert and args.tls_key):
+        raise SystemExit("txc console: --tls-cert and --tls-key go together")
+    refused = listen_refusal(host, tls, args.insecure_listen)
+    if refused:
+        print(refused, file=sys.stderr)
+        return 2
+    if args.runs is not None and not args.runs.is_dir():
+        raise SystemExit(f"txc console: --runs {args.runs}: not a folder")
+    settings = Settings(coordinator=args.coordinator, allow_actions=args.allow_actions,
+                        runs=args.runs, tls_ca=read_optional("txc console", "--tls-ca", args.tls_ca),
+                        timeout_s=args.timeout, secure_cookie=tls)
+    scheme = "https" if tls else "http"
+    print(f"txc console: {scheme}://{args.listen}/ reading {args.coordinator}"
+          f"{' (actions on)' if args.allow_actions else ' (read-only)'}", file=sys.stderr)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=args.log_level.lower(),
+                ssl_certfile=args.tls_cert or None, ssl_keyfile=args.tls_key or None)
+    return 0

@@ -1,0 +1,7 @@
+"""The web console (``txc console``): transactions, their timelines, operator actions and
+chaos runs, served by Starlette from server-rendered templates. Needs the extra
+``console``."""
+
+from ._app import Settings, create_app
+
+__all__ = ["Settings", "create_app"]

@@ -1,0 +1,323 @@
+"""The console's web app (Starlette): pages rendered on the server from the views' data,
+talking to the coordinator only through :class:`CoordinatorClient`.
+
+Safety: operator actions are POST only, need the session's CSRF secret and a same-origin
+request, a reason and a confirmation, and are refused outright unless the console was
+started with ``--allow-actions``. The operator's token is kept in the session's server-side
+memory (see ``_sessions``) and sent on the action's own client.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import grpc
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from .._client import CoordinatorClient, settled
+from . import _runs, _views
+from ._sessions import COOKIE, Session, Sessions
+
+HERE = Path(__file__).parent
+ACTIONS = ("replay", "skip", "abort")
+HEADERS = {
+    # Own scripts and styles only (nothing inline, nothing from elsewhere); no framing, so
+    # an action button cannot be overlaid by another site.
+    "Content-Security-Policy": "default-src 'self'; img-src 'self'; frame-ancestors 'none'; "
+                               "form-action 'self'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What ``txc console`` was started with."""
+
+    coordinator: str
+    allow_actions: bool = False
+    runs: Path | None = None
+    tls_ca: bytes | None = None
+    timeout_s: float = 10.0
+    secure_cookie: bool = False  # served over TLS: the cookie never travels in clear
+    refresh_s: float = 5.0
+
+
+class Console:
+    """The app's state: settings, sessions, the shared read client, the templates."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sessions = Sessions()
+        # .html templates are autoescaped: a gid, label or error is shown, never interpreted.
+        self.templates = Jinja2Templates(directory=str(HERE / "templates"))
+        self.templates.env.globals.update(span=_views.span, when=_views.when)
+        self._reader: CoordinatorClient | None = None
+
+    def client(self, token: str | None = None) -> CoordinatorClient:
+        return CoordinatorClient(self.settings.coordinator, timeout_s=self.settings.timeout_s,
+                                 tls_ca=self.settings.tls_ca, token=token)
+
+    @asynccontextmanager
+    async def reader(self, session: Session) -> AsyncIterator[CoordinatorClient]:
+        """The shared client; one of the operator's own when a token was given, since a
+        coordinator may protect reads too (``txc serve --protect-reads``)."""
+        if session.token:
+            async with self.client(session.token) as own:
+                yield own
+            return
+        if self._reader is None:
+            self._reader = self.client()
+        yield self._reader
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
+
+    def page(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
+        session: Session = request.state.session
+        context.update(request=request, session=session, flashes=session.take_flashes(),
+                       settings=self.settings, csrf=session.csrf)
+        response: Response = self.templates.TemplateResponse(request, name, context,
+                                                             status_code=status)
+        return response
+
+
+Page = Callable[[Console, Request], Awaitable[Response]]
+
+
+def create_app(settings: Settings) -> Starlette:
+    console = Console(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await console.close()
+
+    def bind(fn: Page) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await fn(console, request)
+            except grpc.aio.AioRpcError as exc:
+                return _rpc_error(console, request, exc)
+        return endpoint
+
+    routes = [
+        Route("/", lambda r: RedirectResponse("/tx", 302)),
+        Route("/tx", bind(list_page)),
+        Route("/tx/{gid}", bind(detail_page)),
+        Route("/tx/{gid}/watch", bind(watch)),
+        Route("/tx/{gid}/{action}", bind(act), methods=["POST"]),
+        Route("/session/token", bind(set_token), methods=["POST"]),
+        Route("/session/forget", bind(forget_token), methods=["POST"]),
+        Route("/runs", bind(_runs.runs_page)),
+        Route("/runs/{name}", bind(_runs.run_page)),
+        Route("/runs/{name}/{plot}.png", bind(_runs.plot)),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+    middleware = [Middleware(SessionMiddleware, console=console)]
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.console = console
+    return app
+
+
+class SessionMiddleware(BaseHTTPMiddleware):
+    """Finds the request's session (a new one sets the cookie) and adds the safety headers."""
+
+    def __init__(self, app: Any, console: Console) -> None:
+        super().__init__(app)
+        self.console = console
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        session, new = self.console.sessions.get(request.cookies.get(COOKIE))
+        request.state.session = session
+        response = await call_next(request)
+        if new:
+            response.set_cookie(COOKIE, session.id, httponly=True, samesite="strict", path="/",
+                                secure=self.console.settings.secure_cookie)
+        for name, value in HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+
+# -- pages -------------------------------------------------------------------------------
+
+
+async def list_page(console: Console, request: Request) -> Response:
+    query = parse_qs(request.url.query)
+    try:
+        filters = _views.parse_filters(query)
+    except _views.FilterError as exc:
+        return console.page(request, "list.html", 400, filters=_views.Filters(), problem=str(exc),
+                            listing=None, states=list(_views.STATES))
+    async with console.reader(request.state.session) as client:
+        txs = [tx async for tx in client.list_all(filters.where())]
+    listing = _views.list_page(txs, filters, time.time())
+    name = "_table.html" if "fragment" in query else "list.html"
+    return console.page(request, name, filters=filters, listing=listing, problem=None,
+                        states=list(_views.STATES))
+
+
+async def detail_page(console: Console, request: Request) -> Response:
+    gid = request.path_params["gid"]
+    async with console.reader(request.state.session) as client:
+        tx = await client.get(gid)
+    name = "_live.html" if "fragment" in request.query_params else "detail.html"
+    return console.page(request, name, tx=_views.detail(tx), actions=ACTIONS)
+
+
+async def watch(console: Console, request: Request) -> Response:
+    """Server-sent events: ``change`` after every change of the transaction (from
+    ``WatchTransaction``), then ``settled``; the page fetches its live part again."""
+    gid = request.path_params["gid"]
+
+    async def events() -> AsyncIterator[str]:
+        async with console.reader(request.state.session) as client:
+            try:
+                async for tx in client.watch(gid):
+                    yield f"event: change\ndata: {json.dumps(_views.state_name(tx.state))}\n\n"
+                    if settled(tx):
+                        yield "event: settled\ndata: {}\n\n"
+                        return
+            except grpc.aio.AioRpcError as exc:
+                yield f"event: gone\ndata: {json.dumps(exc.code().name)}\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+# -- actions -------------------------------------------------------------------------------
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """An urlencoded form (the only kind the pages send), last value of each field."""
+    body = (await request.body()).decode(errors="replace")
+    return {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
+
+
+def _refusal(console: Console, request: Request, form: dict[str, str]) -> str | None:
+    """Why this POST is not an operator's own request from one of our pages, or None."""
+    session: Session = request.state.session
+    if not session.csrf_ok(form.get("csrf", "")):
+        return "the form's CSRF token does not match this session: reload the page and try again"
+    origin = request.headers.get("origin") or request.headers.get("referer") or ""
+    if origin and urlsplit(origin).netloc != request.url.netloc:
+        return f"the request came from another site ({urlsplit(origin).netloc})"
+    return None
+
+
+async def act(console: Console, request: Request) -> Response:
+    gid, action = request.path_params["gid"], request.path_params["action"]
+    if action not in ACTIONS:
+        return console.page(request, "error.html", 404, title="Not found",
+                            message=f"no action {action!r}: replay, skip or abort")
+    if not console.settings.allow_actions:
+        return console.page(request, "error.html", 403, title="Read-only console",
+                            message="operator actions are off: start the console with --allow-actions")
+    form = await _form(request)
+    refused = _refusal(console, request, form)
+    if refused:
+        return console.page(request, "error.html", 403, title="Action refused", message=refused)
+    session: Session = request.state.session
+    reason, branch = form.get("reason", "").strip(), form.get("branch", "").strip()
+    problem = _missing(action, reason, branch, form.get("confirm") == "yes")
+    if problem:
+        session.flash("error", problem)
+        return RedirectResponse(f"/tx/{gid}", 303)
+    async with console.client(session.token) as client:
+        try:
+            tx = await _send(client, action, gid, branch, reason)
+        except grpc.aio.AioRpcError as exc:
+            session.flash("error", _explain(action, exc))
+        else:
+            session.flash("ok", f"{action} sent: {gid} is now {_views.state_name(tx.state)}")
+    return RedirectResponse(f"/tx/{gid}", 303)
+
+
+def _missing(action: str, reason: str, branch: str, confirmed: bool) -> str | None:
+    if not reason:
+        return f"{action}: a reason is required (it goes in the transaction's history)"
+    if action == "skip" and not branch:
+        return "skip: choose the branch to mark done"
+    if not confirmed:
+        return f"{action}: tick the confirmation box"
+    return None
+
+
+async def _send(client: CoordinatorClient, action: str, gid: str, branch: str, reason: str) -> Any:
+    if action == "replay":
+        return await client.replay(gid, reason)
+    if action == "skip":
+        return await client.skip(gid, branch, reason)
+    return await client.abort(gid, reason)
+
+
+def _explain(action: str, exc: grpc.aio.AioRpcError) -> str:
+    code = exc.code()
+    hint = ""
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        hint = " (give your operator token above)"
+    return f"{action} refused by the coordinator: {code.name}: {exc.details()}{hint}"
+
+
+async def set_token(console: Console, request: Request) -> Response:
+    form = await _form(request)
+    refused = _refusal(console, request, form)
+    if refused:
+        return console.page(request, "error.html", 403, title="Refused", message=refused)
+    session: Session = request.state.session
+    token = form.get("token", "").strip()
+    session.token = token or None
+    session.flash("ok", "token kept for this session (in the console's memory only)" if token
+                  else "no token given")
+    return RedirectResponse(_back(request), 303)
+
+
+async def forget_token(console: Console, request: Request) -> Response:
+    form = await _form(request)
+    refused = _refusal(console, request, form)
+    if refused:
+        return console.page(request, "error.html", 403, title="Refused", message=refused)
+    request.state.session.token = None
+    request.state.session.flash("ok", "token forgotten")
+    return RedirectResponse(_back(request), 303)
+
+
+def _back(request: Request) -> str:
+    """The page the form was on (same site only), else the list."""
+    referer = urlsplit(request.headers.get("referer", ""))
+    if referer.netloc == request.url.netloc and referer.path.startswith("/"):
+        return referer.path + (f"?{referer.query}" if referer.query else "")
+    return "/tx"
+
+
+def _rpc_error(console: Console, request: Request, exc: grpc.aio.AioRpcError) -> Response:
+    code = exc.code()
+    if code == grpc.StatusCode.NOT_FOUND and "gid" in request.path_params:
+        gid = request.path_params["gid"]
+        return console.page(request, "error.html", 404, title="Unknown transaction",
+                            message=f"the coordinator knows no transaction {gid!r} (finished "
+                                    "transactions are kept for the retention period only)")
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return console.page(request, "error.html", 503, title="Coordinator unreachable",
+                            message=f"{console.settings.coordinator}: {exc.details()}")
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return console.page(request, "error.html", 401, title="The coordinator wants a token",
+                            message=f"{exc.details()}: give your operator token (form above)")
+    return console.page(request, "error.html", 502, title="The coordinator refused",
+                        message=f"{code.name}: {exc.details()}")

@@ -1,0 +1,241 @@
+"""The console in a real headless Chromium (Debian's chromium + chromium-driver, Selenium),
+against a real coordinator on the session's etcd. Each page's screenshot is saved in the
+test's temporary folder (CI keeps it as an artifact).
+
+Selenium blocks, and the coordinator, the participant and the console all run on the
+test's event loop: every browser call goes through a thread so they keep answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coordinator import CoordinatorClient, Retry, Saga, Step, pb
+from coordinator.net import free_port
+from coordinator.server import CoordinatorServer, DevEtcd, Operators
+from tests.integration.participant import ScriptedParticipant
+from tests.support.coordinators import running, server_options
+
+pytestmark = pytest.mark.integration
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+FIXTURE = Path(__file__).parent / "fixtures" / "chaos-run"
+FAST = Retry(initial_backoff_s=0.01, max_backoff_s=0.05)
+TOKEN = "console-test-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[Any]:
+    if CHROMIUM is None or DRIVER is None:
+        pytest.skip("chromium and chromedriver are not installed (scripts/setup.sh installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="txc-console-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--window-size=1400,1000", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(DRIVER), options=options)
+    browser.set_page_load_timeout(20)
+    yield browser
+    browser.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+class Page:
+    """The browser, driven from a thread; ``shot`` saves a full-page screenshot."""
+
+    def __init__(self, driver: Any, base: str, shots: Path) -> None:
+        self.driver, self.base, self.shots = driver, base, shots
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    async def open(self, path: str) -> None:
+        await self.call(self.driver.get, self.base + path)
+
+    async def text(self, css: str = "body") -> str:
+        return str(await self.call(lambda: self.driver.find_element("css selector", css).text))
+
+    async def count(self, css: str) -> int:
+        return len(await self.call(self.driver.find_elements, "css selector", css))
+
+    async def wait_text(self, css: str, wanted: str, timeout_s: float = 10.0) -> str:
+        async with asyncio.timeout(timeout_s):
+            while wanted not in (text := await self.text(css)):
+                await asyncio.sleep(0.2)
+        return text
+
+    async def fill(self, css: str, value: str) -> None:
+        def typed() -> None:
+            box = self.driver.find_element("css selector", css)
+            box.clear()
+            box.send_keys(value)
+        await self.call(typed)
+
+    async def click(self, css: str) -> None:
+        await self.call(lambda: self.driver.find_element("css selector", css).click())
+
+    async def accept_dialog(self) -> str:
+        def accept() -> str:
+            from selenium.webdriver.support.ui import WebDriverWait
+
+            alert = WebDriverWait(self.driver, 5).until(lambda d: d.switch_to.alert)
+            text = str(alert.text)
+            alert.accept()
+            return text
+        return await self.call(accept)
+
+    async def shot(self, name: str) -> Path:
+        def save() -> None:  # the whole page, not the window: emulate a screen as tall
+            height = self.driver.execute_script("return document.documentElement.scrollHeight")
+            self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+                "width": 1400, "height": min(int(height), 6000), "deviceScaleFactor": 1,
+                "mobile": False})
+            self.driver.save_screenshot(str(self.shots / name))
+            self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        await self.call(save)
+        return self.shots / name
+
+
+@asynccontextmanager
+async def console(server: CoordinatorServer, driver: Any, tmp: Path,
+                  **settings: Any) -> AsyncIterator[Page]:
+    """``txc console`` for ``server``, in this process (uvicorn on a free port)."""
+    import uvicorn
+
+    from coordinator.console import Settings, create_app
+
+    port = free_port()
+    app = create_app(Settings(coordinator=f"127.0.0.1:{server.port}", **settings))
+    web = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                        timeout_graceful_shutdown=1))
+    task = asyncio.create_task(web.serve())
+    while not web.started:
+        await asyncio.sleep(0.05)
+    await asyncio.to_thread(driver.delete_all_cookies)
+    try:
+        yield Page(driver, f"http://127.0.0.1:{port}", tmp)
+    finally:
+        web.should_exit = True
+        await task
+
+
+def shop(p: ScriptedParticipant, gid: str, out_of_stock: bool) -> Saga:
+    return Saga([Step("debit", p.address, "accounts.debit", "accounts.refund", {"amount": 30}, retry=FAST),
+                 Step("order", p.address, "orders.create", "orders.cancel",
+                      {"refuse": out_of_stock}, retry=FAST)], gid=gid, labels={"demo": "shop"})
+
+
+async def test_the_list_and_the_detail_show_a_saga_and_its_timeline(
+        etcd: DevEtcd, prefix: str, driver: Any, tmp_path: Path) -> None:
+    participant = await ScriptedParticipant().start()
+    try:
+        async with running(server_options(etcd, prefix)) as server, \
+                CoordinatorClient(f"127.0.0.1:{server.port}") as client:
+            await client.start_saga(shop(participant, "shop-book", out_of_stock=False), wait=True)
+            lamp = await client.start_saga(shop(participant, "shop-lamp", out_of_stock=True), wait=True)
+            assert lamp.transaction.state == pb.TX_STATE_COMPENSATED
+            async with console(server, driver, tmp_path) as page:
+                await page.open("/tx")
+                listed = await page.text("table.txs")
+                assert "shop-book" in listed and "shop-lamp" in listed and "demo=shop" in listed
+                assert "compensated 1" in (await page.text(".counts")).replace("\n", " ")
+                await page.shot("list.png")
+
+                await page.click("a[href='/tx/shop-lamp']")
+                await page.wait_text("#tx-state", "compensated")
+                assert await page.count(".lane[data-branch]") == 2
+                assert await page.count(".seg.backward.undone") == 1  # the refund
+                assert await page.count(".seg.failed") == 1  # the refused order
+                history = await page.text("table.history")
+                assert "compensate" in history and "refused by test" in history
+                assert await page.count("#actions") == 0  # read-only console
+                await page.shot("detail-compensated.png")
+                await page.open("/tx/shop-book")
+                assert await page.count(".seg.ok") == 2
+                await page.shot("detail-committed.png")
+
+                await page.open("/tx/no-such-gid")
+                assert "no-such-gid" in await page.text("section.error")
+                await page.shot("unknown-gid.png")
+                await page.open("/tx?state=stuck&older_than=soon")
+                assert "unknown state 'stuck'" in await page.text("#problem")
+                await page.shot("bad-filter.png")
+    finally:
+        await participant.stop()
+
+
+async def test_replay_from_the_browser_needs_the_token_and_a_reason(
+        etcd: DevEtcd, prefix: str, driver: Any, tmp_path: Path) -> None:
+    participant = await ScriptedParticipant().start()
+    options = replace(server_options(etcd, prefix), operators=Operators.parse(f"ann {TOKEN}"))
+    broken = Saga([Step("debit", participant.address, "a.do", "a.undo", {"undo_refuse": True}, retry=FAST),
+                   Step("order", participant.address, "b.do", "b.undo", {"refuse": True}, retry=FAST)],
+                  gid="stuck-refund")
+    try:
+        async with running(options) as server, \
+                CoordinatorClient(f"127.0.0.1:{server.port}") as client:
+            started = await client.start_saga(broken, wait=True)
+            assert started.transaction.state == pb.TX_STATE_FAILED
+            async with console(server, driver, tmp_path, allow_actions=True) as page:
+                await page.open("/tx/stuck-refund")
+                assert await page.count(".seg.failed") == 2  # refused order, stuck refund
+                await page.shot("detail-failed.png")
+
+                await replay(page, "refund fixed in v1.4.2")
+                refused = await page.wait_text(".flash.error", "UNAUTHENTICATED")
+                assert "replay refused" in refused
+                assert (await client.get("stuck-refund")).state == pb.TX_STATE_FAILED
+                await page.shot("replay-refused.png")
+
+                participant.healed = True
+                await page.fill("#token", TOKEN)
+                await page.click("form.token button")
+                await page.wait_text(".flash.ok", "token kept")
+                await replay(page, "refund fixed in v1.4.2")
+                await page.wait_text(".flash.ok", "replay sent")
+                settled = await client.wait_settled("stuck-refund", timeout_s=10)
+                assert settled.state == pb.TX_STATE_COMPENSATED
+                await page.open("/tx/stuck-refund")
+                await page.wait_text("#tx-state", "compensated")
+                history = await page.text("table.history")
+                assert "operator:ann" in history and "refund fixed in v1.4.2" in history
+                await page.shot("replayed.png")
+    finally:
+        await participant.stop()
+
+
+async def replay(page: Page, reason: str) -> None:
+    await page.fill("#form-replay input[name=reason]", reason)
+    await page.click("#form-replay input[name=confirm]")
+    await page.click("#form-replay button")
+    assert "replay stuck-refund?" in await page.accept_dialog()
+
+
+async def test_a_chaos_run_folder_renders_with_its_plots(
+        etcd: DevEtcd, prefix: str, driver: Any, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    shutil.copytree(FIXTURE, runs / "run-1")
+    async with running(server_options(etcd, prefix)) as server, \
+            console(server, driver, tmp_path, runs=runs) as page:
+        await page.open("/runs")
+        assert "run-1" in await page.text("table.runs")
+        await page.shot("runs.png")
+        await page.click("a[href='/runs/run-1']")
+        await page.wait_text("table.modes", "saga")
+        loaded = await page.call(page.driver.execute_script,
+                                 "return [...document.images].map(i => i.complete && i.naturalWidth)")
+        assert len(loaded) == 4 and all(w > 0 for w in loaded), loaded
+        await page.shot("run.png")
