@@ -132,8 +132,9 @@ class Driver:
 
     def adopt(self, stored: Stored) -> None:
         """Drive a transaction loaded from the log (claimed orphan)."""
-        if stored.record.gid in self._runs or stored.record.state.terminal:
-            return
+        if stored.record.gid in self._runs or stored.record.state.settled:
+            return  # FAILED ones wait, unowned, for an operator
+
         run = _Run(stored)
         self._track(run)
         log.info("adopted gid=%s state=%s", stored.record.gid, stored.record.state.name)

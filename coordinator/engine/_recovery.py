@@ -64,8 +64,10 @@ class Recovery:
             if self._driver.owns(gid):
                 continue
             stored = await self._log.get(gid)
-            if stored is None or self._driver.owns(gid):
+            # Finished since mine() was read (or parked FAILED): nothing to drive.
+            if stored is None or stored.record.state.settled or self._driver.owns(gid):
                 continue
+
             log.warning("driving gid=%s: owned here but not driven (a create whose reply was "
                         "lost?)", gid)
             self._driver.adopt(stored)

@@ -97,7 +97,12 @@ class CoordinatorCore:
 
     def _check_fits(self, record: TxRecord) -> None:
         """Refuse at the start what the log could not store later: the creation (state and
-        payloads) and the state at its largest (results, errors, history) each fit one write."""
+        payloads) and the state at its largest (results, errors, history) each fit one write.
+        Encoding costs CPU on every start, so it is done only when a generous bound does not
+        already show that the record fits."""
+        growth = growth_bytes(len(record.plan), self._limits)
+        if _rough_bytes(record) + growth <= self._log.max_request_bytes:
+            return
         state, payloads = self._log.value_bytes(record)
         need = state + max(payloads, growth_bytes(len(record.plan), self._limits))
         if need > self._log.max_request_bytes:
@@ -201,7 +206,18 @@ def listed_bytes(record: TxRecord) -> int:
     return 256 + len(record.gid) + len(record.error) + branches + labels + history
 
 
+def _rough_bytes(record: TxRecord) -> int:
+    """More than a record's state and payloads weigh stored (text may be escaped to 6 bytes
+    a character; the rest is bounded per branch and per label)."""
+    text = sum(len(p.name) + len(p.participant) + len(p.action) + len(p.compensation)
+               + sum(len(a) for a in p.after) for p in record.plan)
+    labels = sum(len(k) + len(v) for k, v in record.labels)
+    return (6 * (text + labels + len(record.gid)) + sum(len(p.payload) for p in record.plan)
+            + 512 * (len(record.plan) + len(record.labels)) + 2048)
+
+
 def _matches(record: TxRecord, query: ListQuery) -> bool:
+
     if query.states and record.state not in query.states:
         return False
     if query.protocol is not None and record.protocol is not query.protocol:
