@@ -12,6 +12,9 @@ Keys under ``prefix``:
                coordinator dies, etcd deletes it and the transaction becomes an orphan.
   failed/{gid} present while the transaction is FAILED (waiting for an operator): counting
                them is one cheap request, where counting FAILED records would read them all.
+  member/{id}  one per live coordinator, bound to its lease: its deletion (the lease expired
+               or was revoked) tells the others to look for orphans at once.
+
 
 Every write is a Txn that compares the record's mod_revision and the owner key's value.
 Concurrent writes of different transactions are grouped into one Txn of nested Txns
