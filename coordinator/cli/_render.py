@@ -6,6 +6,7 @@ import datetime as dt
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from .._names import branch_state_name, protocol_name, state_name
 from .._proto.txc.v1 import coordinator_pb2 as pb
 
 
@@ -16,17 +17,7 @@ def _when(ts: Timestamp) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
-def _state(value: int) -> str:
-    return pb.TxState.Name(value).removeprefix("TX_STATE_").lower()  # type: ignore[arg-type]
-
-
-def _branch_state(value: int) -> str:
-    return pb.BranchState.Name(value).removeprefix("BRANCH_STATE_").lower()  # type: ignore[arg-type]
-
-
-def _protocol(value: int) -> str:
-    names: dict[int, str] = {pb.PROTOCOL_SAGA: "saga", pb.PROTOCOL_TWO_PHASE: "2pc"}
-    return names.get(value, "?")
+_state, _branch_state, _protocol = state_name, branch_state_name, protocol_name
 
 
 def render_list(txs: list[pb.Transaction]) -> str:

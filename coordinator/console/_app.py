@@ -29,6 +29,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from .._client import CoordinatorClient, settled
+from .._names import state_name
 from . import _runs, _views
 from ._sessions import COOKIE, Session, Sessions
 
@@ -191,7 +192,7 @@ async def watch(console: Console, request: Request) -> Response:
         async with console.reader(request.state.session) as client:
             try:
                 async for tx in client.watch(gid):
-                    yield f"event: change\ndata: {json.dumps(_views.state_name(tx.state))}\n\n"
+                    yield f"event: change\ndata: {json.dumps(state_name(tx.state))}\n\n"
                     if settled(tx):
                         yield "event: settled\ndata: {}\n\n"
                         return
@@ -245,7 +246,7 @@ async def act(console: Console, request: Request) -> Response:
         except grpc.aio.AioRpcError as exc:
             session.flash("error", _explain(action, exc))
         else:
-            session.flash("ok", f"{action} sent: {gid} is now {_views.state_name(tx.state)}")
+            session.flash("ok", f"{action} sent: {gid} is now {state_name(tx.state)}")
     return RedirectResponse(f"/tx/{gid}", 303)
 
 

@@ -18,13 +18,6 @@ from starlette.responses import Response
 if TYPE_CHECKING:
     from ._app import Console
 
-COLUMNS = [
-    ("issued", "issued"), ("ok", "ok"), ("failed", "failed"), ("unknown", "unknown"),
-    ("violations", "violations"), ("lost", "lost"), ("phantom", "phantom"),
-    ("not_terminal", "not terminal"), ("throughput", "transfers/s"),
-    ("latency_p50_ms", "p50 ms"), ("latency_p99_ms", "p99 ms"),
-    ("ttc_p99_ms", "consistent p99 ms"), ("temporary_violation_fraction", "reads inconsistent"),
-]
 PLOTS = {
     "outcomes": "ok, failed, unknown and violations per mode",
     "timeline": "fault windows (fault, target), throughput and latency over time",
@@ -98,8 +91,10 @@ async def run_page(console: Console, request: Request) -> Response:
     rows = run.rows()
     by_fault = {m: r.get("by_fault") or {} for m, r in rows.items()}
     from txcoord_chaos import plots
+    from txcoord_chaos.report import COLUMNS  # the report.md table's columns, the same here
 
     return console.page(request, "run.html", run=run, rows=rows, columns=COLUMNS, cell=cell,
+
                         by_fault=by_fault, plots=PLOTS, no_plots=plots.available(),
                         stamp=int((folder / "summary.json").stat().st_mtime))
 

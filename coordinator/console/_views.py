@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from .._client import ListFilter, settled
+from .._names import branch_state_name, protocol_name, state_name
 from .._proto.txc.v1 import coordinator_pb2 as pb
 
 STATES = {n.removeprefix("TX_STATE_").lower(): v for n, v in pb.TxState.items() if v}
@@ -66,17 +67,6 @@ def span(length_s: float) -> str:
     return f"{int(length_s // 3600)} h {int(length_s % 3600 // 60)} min"
 
 
-def state_name(value: int) -> str:
-    return pb.TxState.Name(value).removeprefix("TX_STATE_").lower()  # type: ignore[arg-type]
-
-
-def branch_state_name(value: int) -> str:
-    return pb.BranchState.Name(value).removeprefix("BRANCH_STATE_").lower()  # type: ignore[arg-type]
-
-
-def protocol_name(value: int) -> str:
-    names: dict[int, str] = {pb.PROTOCOL_SAGA: "saga", pb.PROTOCOL_TWO_PHASE: "2pc"}
-    return names.get(value, "?")
 
 
 # -- the list ------------------------------------------------------------------------------
