@@ -4,6 +4,7 @@ then heal, converge, check, and write the run's folder."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import Counter, defaultdict
@@ -12,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import grpc
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -25,6 +27,9 @@ from .nemesis import DEFAULT_SCHEDULE, AppliedWindow, FaultEvent, Nemesis, parse
 from .netns import PacketNet
 from .topology import LEASE_TTL_S, LINKS, PROCESSES, SERVICES, Topology
 from .workload.schema import accounts, ledger, orders, reset_accounts, reset_orders
+
+COORDS = ("c1", "c2")
+_TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 log = logging.getLogger("txcoord.chaos")
 
@@ -303,20 +308,33 @@ class Runner:
         if mode == "none":
             return [], {}
 
-        address = "{}:{}".format(*self.topology.address("c1"))
-        async with CoordinatorClient(address) as client:
-            deadline = time.monotonic() + self.config.converge_s
-            while True:
-                where = ListFilter(gid_prefix=self._prefix(mode))
-                txs = [tx async for tx in client.list_all(where)]
+        clients = [CoordinatorClient("{}:{}".format(*self.topology.address(c))) for c in COORDS]
+        where = ListFilter(gid_prefix=self._prefix(mode))
+        deadline = time.monotonic() + self.config.converge_s
+        try:
+            for turn in itertools.count():
+                try:
+                    txs = [tx async for tx in clients[turn % len(clients)].list_all(where)]
+                except grpc.aio.AioRpcError as exc:
+                    # Just after healing, a coordinator may still be getting its etcd back
+                    # (a new lease, a member rejoining): ask the other one, a little later.
+                    if exc.code() not in _TRANSIENT or time.monotonic() > deadline:
+                        raise
+                    self.say(f"[{mode}] converging: listing failed ({exc.code().name}); retrying")
+                    await asyncio.sleep(1.0)
+                    continue
                 unsettled = [t.gid for t in txs if t.state not in TERMINAL_STATES]
                 if not unsettled or time.monotonic() > deadline:
                     break
                 self.say(f"[{mode}] converging: {len(unsettled)} transactions not settled")
                 await asyncio.sleep(1.0)
+        finally:
+            for client in clients:
+                await client.close()
         settled_at = {t.gid: t.updated_at.seconds + t.updated_at.nanos / 1e9 for t in txs
                       if t.state in TERMINAL_STATES}
         return unsettled, settled_at
+
 
     async def _snapshot(self, unsettled: list[str]) -> checker.Snapshot:
         assert self._pg is not None and self._maria is not None

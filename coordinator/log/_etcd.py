@@ -246,17 +246,25 @@ class EtcdLog:
             outcome = "ok"
             return reply
         except (TimeoutError, etcd3aio.EtcdError) as exc:
+            self._lease_gone_if(str(exc))
             raise LogError(f"etcd: {exc or type(exc).__name__}") from exc
         except Exception as exc:  # grpc errors not mapped by the client
             if type(exc).__module__.startswith("grpc"):
                 details = str(exc.details()) if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
-
                 if "request is too large" in details or "larger than max" in details:
                     raise RequestTooLarge(f"etcd: {details}") from exc
+                self._lease_gone_if(details)
                 raise LogError(f"etcd: {details}") from exc
             raise
         finally:
             self._metrics.etcd_request(kind, outcome, time.perf_counter() - started)
+
+    def _lease_gone_if(self, error: str) -> None:
+        """etcd no longer knows our lease (it expired while this process could not renew
+        it, e.g. paused): stop acting under it at once; the keep-alive loop gets a new one."""
+        if "requested lease not found" in error and self._lease_expires:
+            log.warning("lease %x is gone (etcd: requested lease not found)", self._lease_id)
+            self._lease_expires = 0.0
 
     async def _txn(self, success: Sequence[RequestOp], kind: str) -> Any:
         return await self._call(self._kv().txn([], list(success), timeout=self._opts.request_timeout_s,

@@ -46,7 +46,8 @@ async def test_none_breaks_saga_and_2pc_hold(tmp_path: Path) -> None:
         assert by_fault["kill etcd"]["transfers"] > 0
     assert "## By fault" in (tmp_path / "report.md").read_text()
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").open()]
-    assert {e["type"] for e in events} == {"transfer", "fault"}
+    # transfers and fault windows, and what the console plots: reads and time to consistency
+    assert {e["type"] for e in events} == {"transfer", "fault", "read", "consistency"}
     faults = [e for e in events if e["type"] == "fault"]
     assert all(not f["errors"] for f in faults), [f for f in faults if f["errors"]][:2]
     packet = {f["event"]["kind"] for f in faults} & {"reject", "loss"}
