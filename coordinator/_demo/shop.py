@@ -6,7 +6,9 @@ barrier does with a database table)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+
+import grpc
 
 from .._proto.txc.v1 import participant_pb2 as ppb
 from .._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
@@ -16,9 +18,14 @@ Handler = Callable[[dict[str, object]], str | None]  # returns a refusal message
 
 
 class InMemoryParticipant(ppb_grpc.ParticipantServicer):
-    # Unary methods only, as a participant in any language may be: the base class answers
-    # Batch with UNIMPLEMENTED and the coordinator falls back to unary calls.
-    Batch = ppb_grpc.ParticipantServicer.Batch
+    async def Batch(self, requests: AsyncIterator[ppb.BranchCallBatch],
+                    context: Context) -> AsyncIterator[ppb.BranchResultBatch]:
+        """Unary methods only, as a participant in any language may be: the coordinator
+        falls back to unary calls for this address (the generated base class would answer
+        the same, with a traceback in the log)."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this participant serves unary calls")
+        yield ppb.BranchResultBatch()  # never reached: abort raises
+
 
     def __init__(self, handlers: dict[str, Handler]) -> None:
 
