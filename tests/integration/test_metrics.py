@@ -124,7 +124,14 @@ async def test_takeover_is_counted_by_the_coordinator_that_claims(
         first.kill()
         async with running(options) as second, client_for(second) as c2:
             assert (await c2.wait_settled("m-orphan")).state == pb.TX_STATE_COMMITTED
-            samples = await scrape(second.metrics_port)
+            # The client can see the final write before the coordinator has counted it.
+            for _ in range(50):
+                samples = await scrape(second.metrics_port)
+                if value(samples, "txc_transactions_finished_total", protocol="saga",
+                         state="COMMITTED") == 1:
+                    break
+                await asyncio.sleep(0.1)
+
     finally:
         first.stop()
     assert value(samples, "txc_takeovers_total") == 1
