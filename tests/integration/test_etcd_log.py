@@ -9,7 +9,7 @@ import etcd3aio
 import pytest
 
 from coordinator.domain.records import BranchPlan, Protocol, TxState, new_record
-from coordinator.log import EtcdLog, EtcdOptions
+from coordinator.log import EtcdLog, EtcdOptions, LogError
 from coordinator.server import DevEtcd
 
 pytestmark = pytest.mark.integration
@@ -68,5 +68,26 @@ async def test_payloads_are_written_once_read_back_whole_and_dropped_when_finish
         finished = await log.get("big")
         assert finished is not None and finished.revision == done.revision
         assert finished.record.same_plan(record)  # a repeated start still matches
+    finally:
+        await log.close()
+
+
+async def test_a_lease_etcd_no_longer_knows_stops_the_coordinator_acting_at_once(
+        etcd: DevEtcd, prefix: str) -> None:
+    """Its lease expired while it could not renew it (a pause): the first refusal says so,
+    without waiting for the keep-alive loop (every 10 s with this 60 s lease)."""
+    log = EtcdLog(EtcdOptions(endpoints=(etcd.endpoint,), prefix=prefix, lease_ttl_s=60), "paused")
+    await log.open()
+    try:
+        async with etcd3aio.Etcd3Client([etcd.endpoint]) as other:
+            assert other.kv is not None and other.lease is not None
+            member = (await other.kv.get(f"{prefix}/member/paused".encode())).kvs[0]
+            await other.lease.revoke(member.lease)  # as if it had expired
+        assert log.lease_alive()
+        record = new_record(gid="after-pause", protocol=Protocol.SAGA, now=time.time(),
+                            timeout_s=30, plan=(BranchPlan("x", "127.0.0.1:1", "x.do"),))
+        with pytest.raises(LogError, match="requested lease not found"):
+            await log.create(record)
+        assert not log.lease_alive()  # attempts and scans hold until a new lease
     finally:
         await log.close()
