@@ -46,26 +46,11 @@ class Slow(ppb_grpc.ParticipantServicer):
 
     Compensate = Prepare = Commit = Abort = Execute
 
-
     async def Batch(self, requests: AsyncIterator[ppb.BranchCallBatch],
                     context: Context) -> AsyncIterator[ppb.BranchResultBatch]:
-        done: asyncio.Queue[ppb.BranchResult] = asyncio.Queue()
-
-        async def run(call: ppb.BranchCall) -> None:
-            done.put_nowait(ppb.BranchResult(id=call.id, reply=await self.Execute(call.request,
-                                                                                  context)))
-
-        async def read() -> None:
-            async for batch in requests:
-                for call in batch.calls:
-                    asyncio.get_running_loop().create_task(run(call))
-
-        reader = asyncio.create_task(read())
-        try:
-            while True:
-                yield ppb.BranchResultBatch(results=[await done.get()])
-        finally:
-            reader.cancel()
+        """Unary only (the coordinator falls back): takeover does not depend on transport."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "unary calls only")
+        yield ppb.BranchResultBatch()  # never reached: abort raises
 
 
 def serve(etcd: DevEtcd, port: int, log: Path, prefix: str) -> subprocess.Popen[bytes]:

@@ -17,7 +17,6 @@ def _when(ts: Timestamp) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
-_state, _branch_state, _protocol = state_name, branch_state_name, protocol_name
 
 
 def render_list(txs: list[pb.Transaction]) -> str:
@@ -26,7 +25,7 @@ def render_list(txs: list[pb.Transaction]) -> str:
         done = sum(1 for b in tx.branches if b.state in (
             pb.BRANCH_STATE_SUCCEEDED, pb.BRANCH_STATE_COMMITTED, pb.BRANCH_STATE_COMPENSATED,
             pb.BRANCH_STATE_ABORTED, pb.BRANCH_STATE_SKIPPED))
-        rows.append((tx.gid, _protocol(tx.protocol), _state(tx.state),
+        rows.append((tx.gid, protocol_name(tx.protocol), state_name(tx.state),
                      f"{done}/{len(tx.branches)}", _when(tx.created_at), tx.error[:60]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
@@ -34,7 +33,7 @@ def render_list(txs: list[pb.Transaction]) -> str:
 
 
 def render_show(tx: pb.Transaction) -> str:
-    out = [f"{tx.gid}  {_protocol(tx.protocol)}  {_state(tx.state).upper()}",
+    out = [f"{tx.gid}  {protocol_name(tx.protocol)}  {state_name(tx.state).upper()}",
            f"  created {_when(tx.created_at)}  updated {_when(tx.updated_at)}"]
     if tx.error:
         out.append(f"  error: {tx.error}")
@@ -42,7 +41,7 @@ def render_show(tx: pb.Transaction) -> str:
         out.append("  labels: " + ", ".join(f"{k}={v}" for k, v in sorted(tx.labels.items())))
     out.append("  branches:")
     for b in tx.branches:
-        line = f"    {b.name:<16} {_branch_state(b.state):<12} attempts={b.attempts:<3} " \
+        line = f"    {b.name:<16} {branch_state_name(b.state):<12} attempts={b.attempts:<3} " \
                f"at {_when(b.updated_at)}"
         out.append(line + (f"\n      last error: {b.error}" if b.error else ""))
     if tx.history:
