@@ -11,7 +11,7 @@ COPY pyproject.toml README.md ./
 COPY coordinator ./coordinator
 COPY chaos ./chaos
 COPY migrations ./migrations
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[otel]"
 
 FROM python:3.11-slim
 COPY --from=build /wheels /wheels

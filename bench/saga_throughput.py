@@ -2,14 +2,15 @@
 baseline.
 
 Everything runs on this machine: a private etcd, a no-op participant process, one
-``txc serve`` process per mode (unary transport, batch transport, and batch with Prometheus
-metrics on, scraped once a second as Prometheus would) and this load generator. Prints
-sagas/s, p50/p99 latency, etcd requests per saga and the coordinator's memory, beside the
-baseline (the same two participant calls made directly, no coordinator) from the same run,
-and what metrics cost: batch+metrics against batch in alternating rounds (``--metrics-rounds``
-pairs; on a shared machine one long run each would compare two moments, not two modes),
-by throughput and by the coordinator's own CPU per saga. A benchmark, not a test: it
-asserts nothing.
+``txc serve`` process per mode (unary transport, batch transport, batch with Prometheus
+metrics on, scraped once a second as Prometheus would, and batch with every span exported
+over OTLP/gRPC to a receiver in this process) and this load generator. Prints sagas/s,
+p50/p99 latency, etcd requests per saga and the coordinator's memory, beside the baseline
+(the same two participant calls made directly, no coordinator) from the same run, and what
+metrics and traces cost: batch+metrics and batch+traces against batch in alternating rounds
+(``--cost-rounds`` pairs; on a shared machine one long run each would compare two moments,
+not two modes), by throughput and by the coordinator's own CPU per saga. A benchmark, not a
+test: it asserts nothing.
 
     .venv/bin/python bench/saga_throughput.py [--sagas 4000] [--concurrency 64]
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import statistics
 import subprocess
@@ -30,6 +32,7 @@ from pathlib import Path
 
 from _cpu import CpuMeter, format_row, process_seconds
 from _load import closed_loop, pct
+from _otlp_sink import SpanSink
 from prometheus_client import CollectorRegistry
 from txcoord_chaos.topology import wait_port
 
@@ -84,7 +87,7 @@ async def open_loop(rate: float, seconds: float, one: object) -> list[float]:
     return latencies
 
 
-MODES = ("unary", "batch", "batch+metrics")  # coordinators, each a process of its own
+MODES = ("unary", "batch", "batch+metrics", "batch+traces")  # a coordinator process each
 
 
 def _mode_flags(mode: str, metrics_port: int) -> list[str]:
@@ -95,15 +98,24 @@ def _mode_flags(mode: str, metrics_port: int) -> list[str]:
     return flags
 
 
+def _mode_env(mode: str, sink_port: int) -> dict[str, str]:
+    """Traces: every span (the default sampler), exported as a collector would get them."""
+    if not mode.endswith("+traces"):
+        return {}
+    return {"OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}"}
+
+
 def run(args: argparse.Namespace) -> None:
     etcd = DevEtcd().start()
-    pport, metrics_port = free_port(), free_port()
+    pport, metrics_port, sink_port = free_port(), free_port(), free_port()
     cports = {m: free_port() for m in MODES}
     participant = subprocess.Popen([sys.executable, str(HERE / "noop_participant.py"), str(pport)])
     coordinators = {m: subprocess.Popen(
         [sys.executable, "-m", "coordinator.cli", "serve", "--listen", f"127.0.0.1:{cports[m]}",
          "--etcd", etcd.endpoint, "--prefix", f"/bench/{m}", *_mode_flags(m, metrics_port),
-         "--log-level", "warning"]) for m in MODES}
+         "--log-level", "warning"], env={**os.environ, **_mode_env(m, sink_port)})
+        for m in MODES}
     try:
         for port in (pport, *cports.values()):
             asyncio.run(wait_port(("127.0.0.1", port), 60, f"port {port}"))
@@ -112,7 +124,8 @@ def run(args: argparse.Namespace) -> None:
                           "participant": lambda: [participant.pid],
                           "etcd": lambda: [etcd.process.pid] if etcd.process else []})
         pids = {m: c.pid for m, c in coordinators.items()}
-        asyncio.run(measure(args, etcd, f"127.0.0.1:{pport}", cports, meter, metrics_port, pids))
+        ports = Ports(f"127.0.0.1:{pport}", cports, metrics_port, sink_port)
+        asyncio.run(measure(args, etcd, ports, meter, pids))
     finally:
         for process in (*coordinators.values(), participant):
             process.terminate()
@@ -139,10 +152,21 @@ async def scraping(port: int) -> None:
         await asyncio.sleep(1.0)
 
 
-async def measure(args: argparse.Namespace, etcd: DevEtcd, address: str, cports: dict[str, int],
-                  meter: CpuMeter, metrics_port: int, pids: dict[str, int]) -> None:
+@dataclass(frozen=True)
+class Ports:
+    participant: str  # its address
+    coordinators: dict[str, int]  # by mode
+    metrics: int
+    span_sink: int
+
+
+async def measure(args: argparse.Namespace, etcd: DevEtcd, ports: Ports, meter: CpuMeter,
+                  pids: dict[str, int]) -> None:
+    address, cports = ports.participant, ports.coordinators
     participant = ParticipantClient(address)
-    scraper = asyncio.create_task(scraping(metrics_port))
+    sink = SpanSink()
+    await sink.start(ports.span_sink)
+    scraper = asyncio.create_task(scraping(ports.metrics))
 
     async def direct(i: int) -> None:
         for b in ("a", "b"):
@@ -167,11 +191,16 @@ async def measure(args: argparse.Namespace, etcd: DevEtcd, address: str, cports:
             half[transport] = await open_loop(figures[f"saga {transport}"].rate / 2,
                                               args.half_seconds, saga)
             figures[f"2pc {transport}"] = await _measured(args, etcd, meter, two_phase)
-    pairs = await _metrics_pairs(args, address, cports, pids)
+    costs = {extra: await _cost_pairs(args, address, cports, pids, f"batch+{extra}")
+             for extra in ("metrics", "traces")}
     scraper.cancel()
     await participant.close()
+    await sink.stop()
     _report(args, figures, half)
-    _report_metrics_cost(pairs, await _hook_cpu_us())
+    print(f"\nspans received from the traced coordinator: {sink.spans}")
+    for extra, pairs in costs.items():
+        _report_cost(extra, pairs)
+    _report_hook_cpu(costs["metrics"], await _hook_cpu_us())
 
 
 @dataclass
@@ -180,15 +209,15 @@ class Round:
     cpu_ms: float  # the coordinator's own CPU per saga
 
 
-async def _metrics_pairs(args: argparse.Namespace, address: str, cports: dict[str, int],
-                         pids: dict[str, int]) -> list[tuple[Round, Round]]:
-    """(off, on) rounds of sagas, alternating which goes first."""
+async def _cost_pairs(args: argparse.Namespace, address: str, cports: dict[str, int],
+                      pids: dict[str, int], on: str) -> list[tuple[Round, Round]]:
+    """(batch, ``on``) rounds of sagas, alternating which goes first."""
     pairs = []
-    for n in range(args.metrics_rounds):
-        order = ("batch", "batch+metrics") if n % 2 == 0 else ("batch+metrics", "batch")
-        rounds = {m: await _round(args, address, cports[m], pids[m], f"r{args.run}-{n}")
-                  for m in order}
-        pairs.append((rounds["batch"], rounds["batch+metrics"]))
+    for n in range(args.cost_rounds):
+        order = ("batch", on) if n % 2 == 0 else (on, "batch")
+        rounds = {m: await _round(args, address, cports[m], pids[m],
+                                  f"r{args.run}-{on.replace('+', '-')}-{n}") for m in order}
+        pairs.append((rounds["batch"], rounds[on]))
     return pairs
 
 
@@ -280,10 +309,10 @@ async def _hook_cpu_us(n: int = 20000) -> float:
     return cost["on"] - cost["off"]
 
 
-def _report_metrics_cost(pairs: list[tuple[Round, Round]], hook_us: float) -> None:
+def _report_cost(extra: str, pairs: list[tuple[Round, Round]]) -> None:
     if not pairs:
         return
-    print("\nmetrics on vs off, sagas through batch coordinators, alternating rounds")
+    print(f"\n{extra} on vs off, sagas through batch coordinators, alternating rounds")
     print(f"{'round':<8}{'off /s':>9}{'on /s':>9}{'ratio':>9}{'off ms':>9}{'on ms':>9}"
           "   (ms: coordinator CPU per saga)")
     for n, (off, on) in enumerate(pairs):
@@ -292,6 +321,11 @@ def _report_metrics_cost(pairs: list[tuple[Round, Round]], hook_us: float) -> No
     rate = statistics.median(on.rate / off.rate - 1 for off, on in pairs)
     cpu = statistics.median(on.cpu_ms / off.cpu_ms - 1 for off, on in pairs)
     print(f"median: throughput {rate:+.1%}, coordinator CPU per saga {cpu:+.1%}")
+
+
+def _report_hook_cpu(pairs: list[tuple[Round, Round]], hook_us: float) -> None:
+    if not pairs:
+        return
     off_ms = statistics.median(off.cpu_ms for off, _ in pairs)
     print(f"metrics hooks + interceptor, measured in process: {hook_us:.1f} us CPU per saga = "
           f"{hook_us / 1000 / off_ms:.1%} of the coordinator's CPU per saga without metrics")
@@ -303,6 +337,7 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--half-seconds", type=float, default=5.0)
     parser.add_argument("--run", default=str(int(time.time())))
-    parser.add_argument("--metrics-rounds", type=int, default=6,
-                        help="(off, on) pairs of --sagas sagas each for the cost of metrics")
+    parser.add_argument("--cost-rounds", type=int, default=6,
+                        help="(off, on) pairs of --sagas sagas each for the cost of metrics, "
+                             "and as many for traces")
     run(parser.parse_args())

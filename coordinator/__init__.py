@@ -32,6 +32,7 @@ from ._proto.txc.v1 import coordinator_pb2 as pb
 from ._proto.txc.v1 import participant_pb2 as ppb
 from ._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
 from ._tls import TlsFiles
+from ._tracing_env import TracingConfigError, tracer_provider_from_env
 
 if TYPE_CHECKING:
     from .server import CoordinatorServer, DevEtcd, ServerOptions
@@ -47,5 +48,6 @@ def __getattr__(name: str) -> Any:
 
 __all__ = ["SETTLED_STATES", "TERMINAL_STATES", "CoordinatorClient",
  "CoordinatorServer", "DevEtcd", "ListFilter",
-           "ParticipantClient", "Retry", "Saga", "ServerOptions", "Step", "TlsFiles", "TwoPhase",
-           "pb", "ppb", "ppb_grpc", "settled"]
+           "ParticipantClient", "Retry", "Saga", "ServerOptions", "Step", "TlsFiles",
+           "TracingConfigError", "TwoPhase", "pb", "ppb", "ppb_grpc", "settled",
+           "tracer_provider_from_env"]

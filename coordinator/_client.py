@@ -21,6 +21,7 @@ from ._channel import channel
 from ._proto.txc.v1 import coordinator_pb2 as pb
 from ._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
 from ._tls import TlsFiles
+from ._tracing import current_carrier
 
 Payload = bytes | str | Mapping[str, Any] | None
 
@@ -201,7 +202,7 @@ class CoordinatorClient:
         as it is (its own ``wait`` applies)."""
         request = saga.to_proto(wait) if isinstance(saga, Saga) else saga
         response: pb.StartResponse = await self._stub.StartSaga(
-            request, timeout=timeout_s or self._timeout_s)
+            request, timeout=timeout_s or self._timeout_s, metadata=_traced(()))
         return response
 
     async def start_two_phase(self, tx: TwoPhase | pb.StartTwoPhaseRequest, *, wait: bool = False,
@@ -209,7 +210,7 @@ class CoordinatorClient:
         """Start a 2PC transaction (idempotent on gid); ``wait`` as in ``start_saga``."""
         request = tx.to_proto(wait) if isinstance(tx, TwoPhase) else tx
         response: pb.StartResponse = await self._stub.StartTwoPhase(
-            request, timeout=timeout_s or self._timeout_s)
+            request, timeout=timeout_s or self._timeout_s, metadata=_traced(()))
         return response
 
     # -- reads ----------------------------------------------------------------------------
@@ -266,7 +267,7 @@ class CoordinatorClient:
         """Re-drive a FAILED or stuck transaction with fresh retry budgets."""
         tx: pb.Transaction = await self._stub.ReplayTransaction(
             pb.ReplayRequest(gid=gid, reason=reason), timeout=self._timeout_s,
-            metadata=self._operator_metadata)
+            metadata=_traced(self._operator_metadata))
         return tx
 
     async def skip(self, gid: str, branch: str, reason: str) -> pb.Transaction:
@@ -282,3 +283,10 @@ class CoordinatorClient:
             pb.AbortRequest(gid=gid, reason=reason), timeout=self._timeout_s,
             metadata=self._operator_metadata)
         return tx
+
+
+def _traced(metadata: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """``metadata`` with the caller's trace context (OpenTelemetry), so that the
+    coordinator's spans join the caller's trace."""
+    carrier = current_carrier()
+    return (*metadata, *carrier.items()) if carrier else metadata

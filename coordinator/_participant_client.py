@@ -3,6 +3,8 @@ anyone who wants to call a participant directly (benchmarks, checks, tests)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import grpc
 
 from ._channel import channel
@@ -44,14 +46,16 @@ class ParticipantClient:
     async def close(self) -> None:
         await self._channel.close(None)
 
-    async def send(self, op: str, request: ppb.BranchRequest,
-                   timeout_s: float | None = None) -> ppb.BranchReply:
-        """One call of ``op`` (execute, compensate, prepare, commit, abort) as given."""
+    async def send(self, op: str, request: ppb.BranchRequest, timeout_s: float | None = None,
+                   metadata: Mapping[str, str] | None = None) -> ppb.BranchReply:
+        """One call of ``op`` (execute, compensate, prepare, commit, abort) as given;
+        ``metadata``: headers to send with it (the trace context)."""
         try:
             method = getattr(self._stub, METHODS[op])
         except KeyError:
             raise ValueError(f"unknown operation kind {op!r}; one of {sorted(METHODS)}") from None
-        reply: ppb.BranchReply = await method(request, timeout=timeout_s or self._timeout_s)
+        reply: ppb.BranchReply = await method(request, timeout=timeout_s or self._timeout_s,
+                                              metadata=tuple(metadata.items()) if metadata else None)
         return reply
 
     def open_batch(self) -> grpc.aio.StreamStreamCall[ppb.BranchCallBatch, ppb.BranchResultBatch]:

@@ -39,6 +39,8 @@ def render_show(tx: pb.Transaction) -> str:
         out.append(f"  error: {tx.error}")
     if tx.labels:
         out.append("  labels: " + ", ".join(f"{k}={v}" for k, v in sorted(tx.labels.items())))
+    if tx.trace_id:
+        out.append(f"  trace: {tx.trace_id}")
     out.append("  branches:")
     for b in tx.branches:
         line = f"    {b.name:<16} {branch_state_name(b.state):<12} attempts={b.attempts:<3} " \

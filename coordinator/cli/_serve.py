@@ -7,8 +7,10 @@ import asyncio
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from .._metrics import parse_listen
+from .._tracing_env import TracingConfigError, tracer_provider_from_env
 from ..domain.validation import Limits
 from ..engine import EngineOptions
 from ..log import EtcdOptions
@@ -21,7 +23,9 @@ log = logging.getLogger("txcoord.cli")
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run a coordinator (gRPC)",
                        epilog="Every flag may be given by environment instead: --flag-name as "
-                              "TXC_FLAG_NAME (switches: 1; repeatable flags: comma-separated).")
+                              "TXC_FLAG_NAME (switches: 1; repeatable flags: comma-separated). "
+                              "Traces (with txcoord[otel] installed): the standard OTEL_* "
+                              "variables, e.g. OTEL_EXPORTER_OTLP_ENDPOINT=http://HOST:4317.")
     p.add_argument("--listen", default=env_default("TXC_LISTEN", "127.0.0.1:7070"),
                    help="HOST:PORT to serve on (env TXC_LISTEN)")
     p.add_argument("--etcd", default=env_default("TXC_ETCD", ""),
@@ -155,6 +159,19 @@ def _tls(args: argparse.Namespace, cert_flag: str, key_flag: str,
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
+    try:
+        provider = tracer_provider_from_env()  # OTEL_* variables; None: no tracing
+    except TracingConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    try:
+        return _serve(args, provider)
+    finally:
+        if provider is not None:
+            provider.shutdown()  # exports the spans still queued
+
+
+def _serve(args: argparse.Namespace, tracer_provider: Any) -> int:
     endpoints = [e.strip() for e in args.etcd.split(",") if e.strip()]
     dev: DevEtcd | None = None
     if not endpoints:
@@ -164,8 +181,9 @@ def run(args: argparse.Namespace) -> int:
         dev = DevEtcd().start()
         endpoints = [dev.endpoint]
         log.info("dev mode: private etcd at %s (data in %s)", dev.endpoint, dev.data_dir)
+    options = replace(options_from(args, endpoints), tracer_provider=tracer_provider)
     try:
-        asyncio.run(CoordinatorServer(options_from(args, endpoints)).serve())
+        asyncio.run(CoordinatorServer(options).serve())
     finally:
         if dev is not None:
             dev.cleanup()

@@ -141,6 +141,17 @@ class TxRecord:
     # Identifies the payloads once the log no longer keeps them (a finished transaction),
     # so that a repeated start can still be told apart from a different one.
     payload_digest: str = ""
+    # The trace this transaction's spans belong to (an OpenTelemetry carrier: W3C
+    # traceparent, ...), so that whichever coordinator drives it continues that trace;
+    # empty when it was started untraced. Not part of the plan: a retried start may come
+    # from another trace.
+    trace: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def trace_id(self) -> str:
+        """The W3C trace id in ``trace`` (32 hex digits); "" when untraced."""
+        parts = dict(self.trace).get("traceparent", "").split("-")
+        return parts[1] if len(parts) == 4 else ""
 
     def status(self, name: str) -> BranchStatus:
         return self.branches[self.index(name)]
@@ -190,6 +201,7 @@ def new_record(
     timeout_s: float,
     concurrent: bool = False,
     labels: dict[str, str] | None = None,
+    trace: tuple[tuple[str, str], ...] = (),
 ) -> TxRecord:
     """A fresh record with every branch pending; the state machine's ``start`` moves it."""
     initial = TxState.RUNNING if protocol is Protocol.SAGA else TxState.PREPARING
@@ -204,8 +216,7 @@ def new_record(
         deadline=now + timeout_s,
         timeout_s=timeout_s,
         payload_digest=payload_digest(plan),
-
-
+        trace=trace,
         concurrent=concurrent,
         labels=tuple(sorted((labels or {}).items())),
         phase_started_at=now,

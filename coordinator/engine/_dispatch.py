@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,7 +38,10 @@ class Answer:
 
 
 class Transport(Protocol):
-    async def call(self, gid: str, plan: BranchPlan, op: str, attempt: int) -> Answer: ...
+    async def call(self, gid: str, plan: BranchPlan, op: str, attempt: int,
+                   trace: Mapping[str, str]) -> Answer:
+        """One attempt; ``trace``: the attempt's trace context, to send along (may be empty)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -110,10 +114,11 @@ class GrpcTransport:
     def client(self, address: str) -> ParticipantClient:
         return self._client(address)
 
-    async def call(self, gid: str, plan: BranchPlan, op: str, attempt: int) -> Answer:
+    async def call(self, gid: str, plan: BranchPlan, op: str, attempt: int,
+                   trace: Mapping[str, str]) -> Answer:
         request = branch_request(gid, plan, op, attempt)
         try:
-            reply = await self._client(plan.participant).send(op, request, plan.timeout_s)
+            reply = await self._client(plan.participant).send(op, request, plan.timeout_s, trace)
         except grpc.aio.AioRpcError as exc:
             return read_error(plan.participant, op, exc)
         return read_reply(plan.participant, op, reply)

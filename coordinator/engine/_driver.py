@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from tenacity import RetryCallState
 
 from .._metrics import OFF, Metrics
+from .._tracing import OFF as TRACING_OFF
+from .._tracing import Tracing
 from ..domain import saga, two_phase
 from ..domain._common import clip, note
 from ..domain.durability import must_persist
@@ -25,6 +27,7 @@ from ..domain.machine import Machine
 from ..domain.records import BranchPlan, Call, Protocol, Transition, TxRecord, TxState
 from ..domain.validation import Limits
 from ..log import Created, LogError, LostOwnership, RequestTooLarge, Stored, TxLog
+from . import _spans as spans
 from ._dispatch import Answer, Kind, Transport
 from ._limiter import CallLimiter
 from ._retry import retrying
@@ -87,9 +90,11 @@ class Driver:
         clock: Callable[[], float] = time.time,
         limits: Limits | None = None,
         metrics: Metrics = OFF,
+        tracing: Tracing = TRACING_OFF,
     ) -> None:
         self._log = txlog
         self._metrics = metrics
+        self._tracing = tracing
         self._transport = transport
         self._opts = options or EngineOptions()
         self._limits = limits or Limits()
@@ -119,7 +124,8 @@ class Driver:
         step = MACHINES[record.protocol].start(record, self._clock())
         self._creating.add(record.gid)
         try:
-            created = await self._log.create(step.record)
+            with spans.write(self._tracing, step.record, "create"):
+                created = await self._log.create(step.record)
         finally:
             self._creating.discard(record.gid)
         if created.created:
@@ -138,6 +144,7 @@ class Driver:
         run = _Run(stored)
         self._track(run)
         log.info("adopted gid=%s state=%s", stored.record.gid, stored.record.state.name)
+        spans.taken_over(self._tracing, stored.record, self._clock())
         self._after_write(run, MACHINES[stored.record.protocol].resume(stored.record).calls)
 
     async def operate(self, stored: Stored, action: Callable[[TxRecord, float], Transition]) -> Stored:
@@ -218,17 +225,19 @@ class Driver:
         """Write until it lands or ownership is lost: etcd being away is not a reason to
         give up a decision, and the CAS makes every retry safe."""
         backoff = self._opts.store_retry_initial_s
-        while True:
-            try:
-                return await self._log.write(run.stored, new)
-            except RequestTooLarge:
-                raise  # the same write would be refused again
-            except LogError as exc:
-                if self._stopping:
-                    raise LostOwnership(new.gid) from exc
-                log.warning("log write failed gid=%s: %s; retrying", new.gid, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self._opts.store_retry_max_s)
+        with spans.write(self._tracing, new) as span:
+            while True:
+                try:
+                    return await self._log.write(run.stored, new)
+                except RequestTooLarge:
+                    raise  # the same write would be refused again
+                except LogError as exc:
+                    if self._stopping:
+                        raise LostOwnership(new.gid) from exc
+                    log.warning("log write failed gid=%s: %s; retrying", new.gid, exc)
+                    span.event("retry", {"error": str(exc)[:200], "backoff_s": backoff})
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self._opts.store_retry_max_s)
 
     async def _fail_oversized(self, run: _Run, exc: RequestTooLarge) -> None:
         """The store will never take this record: park the transaction, FAILED and without
@@ -293,8 +302,9 @@ class Driver:
     def _finish(self, run: _Run) -> None:
         record = run.record
         if self._untrack(run):
-            self._metrics.tx_finished(record.protocol, record.state,
-                                      self._clock() - record.created_at)
+            now = self._clock()
+            self._metrics.tx_finished(record.protocol, record.state, now - record.created_at)
+            spans.settled(self._tracing, record, now)
         self._cancel_all(run)
 
     def _drop(self, run: _Run) -> None:
@@ -346,7 +356,10 @@ class Driver:
                 self._attempts_in_flight += 1
                 started = time.perf_counter()
                 try:
-                    answer = await self._transport.call(record.gid, plan, call.op, attempt)
+                    with spans.call(self._tracing, record, plan, call.op, attempt) as span:
+                        answer = await self._transport.call(record.gid, plan, call.op, attempt,
+                                                            span.carrier())
+                        spans.answered(span, answer)
                 finally:
                     self._attempts_in_flight -= 1
                 self._metrics.branch_call(call.op, answer.kind.value, time.perf_counter() - started)

@@ -10,7 +10,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..domain import operator
 from ..domain.addresses import AllowList
@@ -49,6 +49,7 @@ class StartRequest:
     timeout_s: float
     concurrent: bool = False
     labels: tuple[tuple[str, str], ...] = ()
+    trace: tuple[tuple[str, str], ...] = ()  # the trace it joins (a bounded carrier)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,7 @@ class CoordinatorCore:
         record = new_record(
             gid=gid, protocol=req.protocol, plan=req.plan, now=time.time(),
             timeout_s=req.timeout_s, concurrent=req.concurrent, labels=dict(req.labels),
+            trace=req.trace,
         )
         self._check_fits(record)
         if self._driver.active >= self._limits.max_active:
@@ -128,8 +130,15 @@ class CoordinatorCore:
             raise NotFound(f"transaction {gid!r} not found")
         return stored
 
-    async def replay(self, gid: str, actor: str, reason: str) -> Stored:
-        return await self._operate(gid, reason, lambda r, now: operator.replay(r, actor, reason, now))
+    async def replay(self, gid: str, actor: str, reason: str,
+                     trace: tuple[tuple[str, str], ...] = ()) -> Stored:
+        """Run a FAILED transaction's stuck steps again; ``trace``: the trace its next steps
+        belong to (the operator's; the caller links it to the original one)."""
+        def action(record: TxRecord, now: float) -> Transition:
+            step = operator.replay(record, actor, reason, now)
+            return replace(step, record=replace(step.record, trace=trace)) if trace else step
+
+        return await self._operate(gid, reason, action)
 
     async def skip(self, gid: str, branch: str, actor: str, reason: str) -> Stored:
         check_gid(branch, "branch")
@@ -212,6 +221,7 @@ def _rough_bytes(record: TxRecord) -> int:
     text = sum(len(p.name) + len(p.participant) + len(p.action) + len(p.compensation)
                + sum(len(a) for a in p.after) for p in record.plan)
     labels = sum(len(k) + len(v) for k, v in record.labels)
+    labels += sum(len(k) + len(v) for k, v in record.trace)
     return (6 * (text + labels + len(record.gid)) + sum(len(p.payload) for p in record.plan)
             + 512 * (len(record.plan) + len(record.labels)) + 2048)
 

@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import Mapping
 
 import grpc
 
@@ -60,14 +61,15 @@ class _Stream:
         self._tasks = {asyncio.create_task(self._write_loop()), asyncio.create_task(self._read_loop())}
 
     async def call(self, kind: ppb.CallKind.ValueType, request: ppb.BranchRequest,
-                   timeout_s: float) -> ppb.BranchResult:
+                   timeout_s: float, trace: Mapping[str, str]) -> ppb.BranchResult:
         if self.broken is not None:
             raise self.broken
         call_id = next(self._ids)
         future: asyncio.Future[ppb.BranchResult] = asyncio.get_running_loop().create_future()
         self._waiting[call_id] = future
         self._queue.append(ppb.BranchCall(id=call_id, kind=kind, request=request,
-                                          timeout_ms=max(1, int(timeout_s * 1000))))
+                                          timeout_ms=max(1, int(timeout_s * 1000)),
+                                          metadata=trace))
         self._ready.set()
         sent = time.monotonic()
         try:
@@ -141,18 +143,19 @@ class BatchTransport:
         self._streams: dict[str, _Stream] = {}
         self._unary_only: set[str] = set()
 
-    async def call(self, gid: str, plan: BranchPlan, op: str, attempt: int) -> Answer:
+    async def call(self, gid: str, plan: BranchPlan, op: str, attempt: int,
+                   trace: Mapping[str, str]) -> Answer:
         address = plan.participant
         if address in self._unary_only:
-            return await self._unary.call(gid, plan, op, attempt)
+            return await self._unary.call(gid, plan, op, attempt, trace)
         request = branch_request(gid, plan, op, attempt)
         try:
-            result = await self._stream(address).call(KINDS[op], request, plan.timeout_s)
+            result = await self._stream(address).call(KINDS[op], request, plan.timeout_s, trace)
         except Unsupported:
             if address not in self._unary_only:
                 log.info("participant %s has no Batch stream: calling it unary", address)
                 self._unary_only.add(address)
-            return await self._unary.call(gid, plan, op, attempt)
+            return await self._unary.call(gid, plan, op, attempt, trace)
         except TimeoutError:
             return Answer(Kind.UNKNOWN, message="DEADLINE_EXCEEDED: no result on the Batch stream")
         except grpc.aio.AioRpcError as exc:  # the stream failed: every call on it is unknown

@@ -52,6 +52,8 @@ def encode(record: TxRecord) -> bytes:
         "timeout_s": record.timeout_s,
         "payload_digest": record.payload_digest,
     }
+    if record.trace:
+        doc["trace"] = dict(record.trace)
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
@@ -111,6 +113,7 @@ def decode(data: bytes) -> TxRecord:
         # Records written before timeout_s was stored: the deadline says it.
         timeout_s=doc.get("timeout_s", doc["deadline"] - doc["created_at"]),
         payload_digest=doc.get("payload_digest", ""),
+        trace=tuple(sorted(doc.get("trace", {}).items())),
     )
     if not record.payload_digest:  # written before digests: its payloads are inline
         record = replace(record, payload_digest=payload_digest(record.plan))

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
@@ -28,6 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from coordinator._proto.txc.v1 import participant_pb2 as ppb
 from coordinator._shutdown import bounded
 from coordinator._tls import TlsFiles, add_port
+from coordinator._tracing import bounded_carrier, from_metadata, tracing_for
+from coordinator.participant import _spans as spans
 from coordinator.participant._barrier import Barrier, BarrierOptions
 from coordinator.participant._batch import BatchStream, StreamContext, failed
 from coordinator.participant._db.dsn import check_connection
@@ -98,6 +100,10 @@ class HostOptions:
     tls: TlsFiles | None = None
     """Serve TLS with this certificate instead of plaintext."""
 
+    tracer_provider: Any = None
+    """OpenTelemetry ``TracerProvider`` for the calls' spans; None: the global one, if the
+    application set one before creating the host (else no tracing)."""
+
     def __post_init__(self) -> None:
         if min(self.call_timeout_s, self.health_interval_s, self.health_timeout_s) <= 0:
             raise ValueError("timeouts and intervals must be positive")
@@ -118,6 +124,7 @@ class ParticipantHost:
         self._engine = engine
         self._options = options or HostOptions()
         self._barrier = Barrier(engine, self._options.barrier)
+        self._tracing = tracing_for(self._options.tracer_provider)
         self._two_phase = TwoPhase(engine, self._options.barrier, self._options.two_phase)
         self._resolver: InDoubtResolver | None = None
         self._registry = Registry()
@@ -174,10 +181,15 @@ class ParticipantHost:
     # -- calls ------------------------------------------------------------------------
 
     async def handle(
-        self, op: Op, request: ppb.BranchRequest, *, deadline: float | None = None
+        self, op: Op, request: ppb.BranchRequest, *, deadline: float | None = None,
+        trace: Mapping[str, str] | None = None,
     ) -> ppb.BranchReply:
-        """Answer one branch call; transport-free (the gRPC methods call this)."""
-        return (await self._answer(op, request, deadline)).to_proto()
+        """Answer one branch call; transport-free (the gRPC methods call this). ``trace``:
+        the caller's trace context (``traceparent``, ...), continued by this call's span."""
+        with spans.call(self._tracing, op, request, trace) as span:
+            reply = await self._answer(op, request, deadline)
+            spans.answered(span, reply)
+        return reply.to_proto()
 
     async def _answer(self, op: Op, request: ppb.BranchRequest, deadline: float | None) -> Reply:
         try:
@@ -194,7 +206,8 @@ class ParticipantHost:
         )
         # Commit/Abort need no handler of their own, only a prepare handler for the action.
         registered_as = Op.PREPARE if op in _TWO_PHASE else op
-        business = self._registry.bind(registered_as, ctx, request.payload)
+        business = spans.handler(self._tracing, ctx, self._registry.bind(registered_as, ctx,
+                                                                          request.payload))
         if business is None:
             known = ", ".join(self._registry.names(registered_as)) or "none"
             return Reply(
@@ -210,8 +223,10 @@ class ParticipantHost:
         try:
             async with asyncio.timeout(seconds):
                 if op in _TWO_PHASE:
-                    return await self._two_phase.call(key, request.operation, business)
-                return await self._barrier.call(key, business)
+                    with self._tracing.span("txc.two_phase.local"):
+                        return await self._two_phase.call(key, request.operation, business)
+                with self._tracing.span("txc.barrier"):
+                    return await self._barrier.call(key, business)
         except TimeoutError:
             return Reply(Outcome.RETRY, message=f"{op} {request.operation!r} timed out after {seconds:.3g}s")
         except Exception as exc:
@@ -241,15 +256,18 @@ class ParticipantHost:
             try:
                 # gRPC cancels this coroutine when the caller's deadline passes; the work
                 # runs in a task of its own so that it finishes and its outcome is recorded.
-                return await asyncio.shield(self._spawn(op, request, context.time_remaining()))
+                trace = from_metadata(context.invocation_metadata()) if self._tracing.enabled \
+                    else None
+                return await asyncio.shield(self._spawn(op, request, context.time_remaining(),
+                                                        trace))
             finally:
                 self._answering -= 1
 
         return behaviour
 
-    def _spawn(self, op: Op, request: ppb.BranchRequest,
-               deadline: float | None) -> asyncio.Task[ppb.BranchReply]:
-        work = asyncio.create_task(self.handle(op, request, deadline=deadline))
+    def _spawn(self, op: Op, request: ppb.BranchRequest, deadline: float | None,
+               trace: Mapping[str, str] | None) -> asyncio.Task[ppb.BranchReply]:
+        work = asyncio.create_task(self.handle(op, request, deadline=deadline, trace=trace))
         self._outliving.add(work)
         work.add_done_callback(self._outliving.discard)
         return work
@@ -284,7 +302,8 @@ class ParticipantHost:
             # As for a unary call whose caller gives up: answer at the deadline, but let the
             # work finish so that the retry with the same key finds its stored reply.
             async with asyncio.timeout(timeout):
-                reply = await asyncio.shield(self._spawn(op, call.request, timeout))
+                reply = await asyncio.shield(self._spawn(op, call.request, timeout,
+                                                         bounded_carrier(call.metadata)))
         except TimeoutError:
             return failed(call.id, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
         finally:

@@ -9,6 +9,7 @@ import signal
 import socket
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -16,11 +17,11 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from .._metrics import OFF, Metrics, PrometheusMetrics
-from .._proto.txc.v1 import coordinator_pb2 as pb
 from .._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
 from .._shutdown import bounded
 from .._strict_server import add_servicer
 from .._tls import TlsFiles, add_port
+from .._tracing import tracing_for
 from ..domain.addresses import AllowList
 from ..domain.validation import Limits
 from ..engine import (
@@ -35,11 +36,11 @@ from ..engine import (
 from ..log import EtcdLog, EtcdOptions, TxLog
 from ._metrics import MetricsExport, MetricsInterceptor
 from ._operators import Operators
-from ._servicer import CoordinatorServicer, Defaults
+from ._servicer import SERVICE, CoordinatorServicer, Defaults
 
 log = logging.getLogger("txcoord.server")
 STEP_S = 5.0  # longest any one shutdown step may take past its own grace
-SERVICE = pb.DESCRIPTOR.services_by_name["Coordinator"].full_name
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,9 @@ class ServerOptions:
     participant_transport: str = "batch"
     metrics_listen: str = ""  # HOST:PORT of /metrics (Prometheus); empty: no metrics
     failed_count_interval_s: float = 15.0  # how often txc_transactions_failed is recounted
+    # An OpenTelemetry TracerProvider for the transactions' traces; None: the global one if
+    # the application set it, else no tracing (``txc serve`` builds one from OTEL_* vars).
+    tracer_provider: Any = None
     node_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-"
                                                  f"{uuid.uuid4().hex[:6]}")
 
@@ -90,10 +94,11 @@ class CoordinatorServer:
         self.metrics: Metrics = OFF
         if options.metrics_listen:
             self.metrics = PrometheusMetrics(registry or CollectorRegistry())
+        self.tracing = tracing_for(options.tracer_provider)
         self.log = txlog or EtcdLog(options.etcd, options.node_id, self.metrics)
         self.transport = transport or _transport(options)
         self.driver = Driver(self.log, self.transport, options.engine, limits=options.limits,
-                             metrics=self.metrics)
+                             metrics=self.metrics, tracing=self.tracing)
         self.core = CoordinatorCore(self.log, self.driver, options.limits,
                                     AllowList(options.allow_participants))
         self.recovery = Recovery(self.log, self.driver, options.scan_interval_s,
@@ -122,7 +127,7 @@ class CoordinatorServer:
         ])
         add_servicer(server, pb_grpc.add_CoordinatorServicer_to_server,
                      CoordinatorServicer(self.core, self.options.defaults, self.options.operators,
-                                         self.options.protect_reads, self.metrics))
+                                         self.options.protect_reads, self.metrics, self.tracing))
 
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import grpc
@@ -13,6 +14,8 @@ from .._metrics import OFF, Metrics
 from .._proto.txc.v1 import coordinator_pb2 as pb
 from .._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
 from .._tls import peer_common_name
+from .._tracing import OFF as TRACING_OFF
+from .._tracing import SpanHandle, Tracing, from_metadata
 from ..domain.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -33,6 +36,7 @@ from ._operators import ACT, READ, Operators
 
 log = logging.getLogger("txcoord.server")
 T = TypeVar("T")
+SERVICE = pb.DESCRIPTOR.services_by_name["Coordinator"].full_name
 
 _STATUS: dict[type[TxcError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -70,7 +74,7 @@ async def _guard(context: Context, work: Callable[[], Awaitable[T]]) -> T:
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def __init__(self, core: CoordinatorCore, defaults: Defaults | None = None,
                  operators: Operators | None = None, protect_reads: bool = False,
-                 metrics: Metrics = OFF) -> None:
+                 metrics: Metrics = OFF, tracing: Tracing = TRACING_OFF) -> None:
         if protect_reads and not (operators and operators.required):
             raise ValueError("protecting reads needs operators (tokens or certificates)")
         self._core = core
@@ -78,6 +82,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self._operators = operators or Operators()
         self._protect_reads = protect_reads
         self._metrics = metrics
+        self._tracing = tracing
 
     async def StartSaga(
         self, request: pb.StartSagaRequest, context: Context
@@ -85,19 +90,39 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         async def work() -> pb.StartResponse:
             start = convert.start_saga(request, self._defaults.saga_timeout_s,
                                        self._defaults.branch_timeout_s)
-            return await self._start(start, request.wait, context)
+            return await self._start("StartSaga", start, request.wait, context)
 
         return await _guard(context, work)
 
-    async def _start(self, start: StartRequest, wait: bool, context: Context) -> pb.StartResponse:
-        try:
-            stored, created = await self._core.start(start)
-        except Overloaded:
-            self._metrics.admission_refused()
-            raise
-        if wait:
-            stored = await self._core.wait_settled(stored.record.gid, self._wait_budget(context))
-        return pb.StartResponse(transaction=convert.transaction(stored.record), created=created)
+    async def _start(self, method: str, start: StartRequest, wait: bool,
+                     context: Context) -> pb.StartResponse:
+        with self._server_span(method, context) as span:
+            # The transaction's trace is this call's: the spans of its steps, wherever they
+            # run, are children of this one.
+            start = replace(start, trace=tuple(sorted(span.carrier().items())))
+            try:
+                stored, created = await self._core.start(start)
+            except Overloaded:
+                self._metrics.admission_refused()
+                raise
+            span.set("txc.gid", stored.record.gid)
+            span.set("txc.created", created)
+            if wait:
+                stored = await self._core.wait_settled(stored.record.gid, self._wait_budget(context))
+            span.set("txc.state", stored.record.state.name)
+            return pb.StartResponse(transaction=convert.transaction(stored.record), created=created)
+
+    def _server_span(self, method: str, context: Context,
+                     gid: str = "") -> AbstractContextManager[SpanHandle]:
+        """A span for one call of this service: the caller's trace (``traceparent`` in the
+        call's metadata) if it sent one, else a new trace."""
+        parent = (from_metadata(context.invocation_metadata()) or None) if self._tracing.enabled \
+            else None
+        attributes = {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": method}
+        if gid:
+            attributes["txc.gid"] = gid
+        return self._tracing.span(f"{SERVICE}/{method}", kind="server", parent=parent,
+                                  attributes=attributes)
 
     async def StartTwoPhase(
         self, request: pb.StartTwoPhaseRequest, context: Context
@@ -105,7 +130,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         async def work() -> pb.StartResponse:
             start = convert.start_two_phase(request, self._defaults.two_phase_timeout_s,
                                             self._defaults.branch_timeout_s)
-            return await self._start(start, request.wait, context)
+            return await self._start("StartTwoPhase", start, request.wait, context)
 
         return await _guard(context, work)
 
@@ -144,7 +169,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     async def ReplayTransaction(self, request: pb.ReplayRequest, context: Context) -> pb.Transaction:
         async def work() -> pb.Transaction:
-            stored = await self._core.replay(request.gid, self._actor(context), request.reason)
+            actor = self._actor(context)
+            with self._server_span("ReplayTransaction", context, request.gid) as span:
+                # The replayed steps join the operator's trace, linked to the original one.
+                span.link(dict((await self._core.get(request.gid)).record.trace))
+                trace = tuple(sorted(span.carrier().items()))
+                stored = await self._core.replay(request.gid, actor, request.reason, trace)
             return convert.transaction(stored.record)
 
         return await self._operator_action("replay", context, work)

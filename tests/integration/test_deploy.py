@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import grpc
 import pytest
@@ -25,8 +26,9 @@ import yaml
 from prometheus_client import CollectorRegistry
 from txcoord_chaos.workload.services import build_parser as services_parser
 
-from coordinator import Saga, Step
+from coordinator import Saga, Step, tracer_provider_from_env
 from coordinator._metrics import PrometheusMetrics
+from coordinator._tracing_env import exporter_names
 from coordinator.cli import build_parser
 from coordinator.cli._common import env_name
 from coordinator.cli._serve import options_from
@@ -69,7 +71,9 @@ def test_every_command_parses_and_every_variable_is_a_flag(monkeypatch: pytest.M
     assert len(coordinators()) == 2
     for name, service in coordinators().items():
         env = {k: str(v) for k, v in service["environment"].items()}
-        assert set(env) <= known, f"{name}: not txc serve flags: {sorted(set(env) - known)}"
+        otel = {k: v for k, v in env.items() if k.startswith("OTEL_")}
+        assert set(env) - set(otel) <= known, f"{name}: not txc serve flags: {sorted(set(env) - known)}"
+        assert_traces_configured(name, otel)
         for key, raw in env.items():
             monkeypatch.setenv(key, raw)
         args = build_parser().parse_args(service["command"][1:])
@@ -79,6 +83,17 @@ def test_every_command_parses_and_every_variable_is_a_flag(monkeypatch: pytest.M
     assert {s["command"][3] for s in workload} == {"accounts", "orders"}
     for service in workload:
         services_parser().parse_args(service["command"][3:])
+        assert_traces_configured(service["command"][3], service["environment"])
+
+
+def assert_traces_configured(name: str, otel: dict[str, str]) -> None:
+    """``otel`` (OTEL_* variables) is what tracing understands and sends spans over OTLP to
+    the file's Jaeger."""
+    assert exporter_names(otel) == ["otlp"], name
+    provider = tracer_provider_from_env(otel)
+    assert provider is not None, name
+    provider.shutdown()
+    assert urlparse(otel["OTEL_EXPORTER_OTLP_ENDPOINT"]).hostname in services(), name
 
 
 def test_prometheus_scrapes_every_coordinator_where_it_serves_metrics() -> None:

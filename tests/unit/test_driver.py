@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import pytest
@@ -32,7 +33,8 @@ class ScriptedParticipant:
     calls: list[tuple[str, int]] = field(default_factory=list)
     effects: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
-    async def call(self, gid: str, plan: BranchPlan, op: str, attempt: int) -> Answer:
+    async def call(self, gid: str, plan: BranchPlan, op: str, attempt: int,
+                   trace: Mapping[str, str]) -> Answer:
         key = idempotency_key(gid, plan.name, op)
         self.calls.append((key, attempt))
         gate = self.gates.get((plan.name, op))
@@ -128,9 +130,10 @@ class IntentChecking(ScriptedParticipant):
     store: MemoryStore = field(default_factory=MemoryStore)
     logged: list[str] = field(default_factory=list)
 
-    async def call(self, gid: str, plan: BranchPlan, op: str, attempt: int) -> Answer:
+    async def call(self, gid: str, plan: BranchPlan, op: str, attempt: int,
+                   trace: Mapping[str, str]) -> Answer:
         self.logged.append(self.store.records[gid].record.status(plan.name).state.name)
-        return await super().call(gid, plan, op, attempt)
+        return await super().call(gid, plan, op, attempt, trace)
 
 
 async def test_a_first_call_is_never_made_before_its_intent_is_written() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -17,13 +18,17 @@ def test_codec_round_trips_every_field() -> None:
     plan = (BranchPlan("a", "h:1", "a.do", "a.undo", b"\x00\xffbin", (), 2.5,
                        RetryPolicy(3, 0.2, 4.0, 1.5)),
             BranchPlan("b", "h:2", "b.do", after=("a",)))
+    trace = (("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+             ("tracestate", "congo=t61rcWkgMzE"))
     rec = new_record(gid="g-1", protocol=Protocol.SAGA, plan=plan, now=1.25, timeout_s=9,
-                     concurrent=True, labels={"team": "pay"})
+                     concurrent=True, labels={"team": "pay"}, trace=trace)
     rec = saga.start(rec, 2.0).record
     assert with_payloads(decode(encode(rec)), encode_payloads(rec)) == rec
     state_only = decode(encode(rec))
     assert [p.payload for p in state_only.plan] == [b"", b""]
     assert state_only.same_plan(rec)  # the digest stands in for the payloads
+    assert state_only.same_plan(replace(rec, trace=()))  # a retried start from another trace
+    assert b"trace" not in encode(replace(rec, trace=()))  # untraced records pay nothing
 
 
 def test_an_empty_payload_keeps_its_place_and_a_damaged_value_is_refused() -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from coordinator import tracer_provider_from_env
 from coordinator.participant import (
     BranchContext,
     HostOptions,
@@ -89,8 +90,9 @@ def _options(coordinator: str | None) -> HostOptions:
                                 lock_timeout_s=0.5, max_concurrent_prepares=POOL // 4)
     # A short shutdown grace, like the coordinators' --grace 1: the harness stops the
     # services once their databases have been read, and nothing waits on their calls.
+    # Traced when the OTEL_* variables say so (docker-compose.yml sends the spans to Jaeger).
     return HostOptions(call_timeout_s=4.0, max_concurrent_rpcs=POOL, two_phase=two_phase,
-                       shutdown_grace_s=1.0)
+                       shutdown_grace_s=1.0, tracer_provider=tracer_provider_from_env())
 
 
 Step = Callable[[AsyncConnection, Transfer], Awaitable[None]]

@@ -503,10 +503,15 @@ class Transaction(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     HISTORY_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
     gid: _builtins.str
     protocol: Global___Protocol.ValueType
     state: Global___TxState.ValueType
     error: _builtins.str
+    trace_id: _builtins.str
+    """The transaction's trace (OpenTelemetry: the W3C trace id, 32 hex digits), to find it in
+    a trace viewer; "" when it was started untraced. A replay moves it to the operator's.
+    """
     @_builtins.property
     def branches(self) -> _containers.RepeatedCompositeFieldContainer[Global___BranchStatus]: ...
     @_builtins.property
@@ -529,10 +534,11 @@ class Transaction(_message.Message):
         error: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         history: _abc.Iterable[Global___HistoryEntry] | None = ...,
+        trace_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["branches", b"branches", "created_at", b"created_at", "error", b"error", "gid", b"gid", "history", b"history", "labels", b"labels", "protocol", b"protocol", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branches", b"branches", "created_at", b"created_at", "error", b"error", "gid", b"gid", "history", b"history", "labels", b"labels", "protocol", b"protocol", "state", b"state", "trace_id", b"trace_id", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

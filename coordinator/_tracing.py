@@ -1,0 +1,196 @@
+"""OpenTelemetry tracing, optional: one trace per transaction, across every process it touches.
+
+txcoord runs without opentelemetry (``pip install "txcoord[otel]"`` adds it). Code that
+traces holds a :class:`Tracing`; the base class is off, and its spans are one shared no-op
+object, so that a coordinator without tracing pays a method call per span and imports
+nothing. :func:`tracing_for` gives the real one for a tracer provider.
+
+Context travels as a *carrier*: the ``traceparent`` (and ``tracestate``, ``baggage``) that
+the configured propagator writes, W3C Trace Context by default. It rides in gRPC metadata
+on unary calls, in ``BranchCall.metadata`` on the ``Batch`` stream, and in the transaction
+record between the coordinators that drive a transaction, so that one which takes over
+continues the same trace. A stored carrier is bounded (:data:`MAX_CARRIER_BYTES`): callers
+choose what ``tracestate`` and ``baggage`` hold, and the record must not grow with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+try:
+    from opentelemetry import propagate, trace
+    from opentelemetry.trace import Link, SpanKind, StatusCode
+except ImportError:  # the otel extra is not installed: tracing stays off
+    trace = None  # type: ignore[assignment]
+
+Carrier = Mapping[str, str]
+Kind = Literal["internal", "server", "client"]
+AttributeValue = str | int | float | bool
+MAX_CARRIER_BYTES = 1024
+TRACEPARENT = "traceparent"
+
+
+class SpanHandle:
+    """What code inside a span may do with it. This one does nothing (tracing off)."""
+
+    def set(self, key: str, value: AttributeValue) -> None:
+        """Set an attribute."""
+
+    def event(self, name: str, attributes: Mapping[str, AttributeValue] | None = None) -> None:
+        """Record something that happened inside the span (a retry, a lost write)."""
+
+    def fail(self, message: str) -> None:
+        """Mark the span as failed (status ERROR) with a description."""
+
+    def link(self, carrier: Carrier) -> None:
+        """Link this span to the one ``carrier`` names (a replay to the original trace)."""
+
+    def carrier(self) -> dict[str, str]:
+        """This span's context, to pass on to the next process (empty when off)."""
+        return {}
+
+
+_NOOP = SpanHandle()
+
+
+class Tracing:
+    """Tracing off: every span is the shared no-op handle."""
+
+    enabled = False
+
+    def span(self, name: str, *, parent: Carrier | None = None, kind: Kind = "internal",
+             attributes: Mapping[str, AttributeValue] | None = None,
+             links: Sequence[Carrier] = ()) -> contextlib.AbstractContextManager[SpanHandle]:
+        """A span around a block, made current inside it. ``parent``: a stored carrier (an
+        empty one means no trace: nothing is recorded); None: the current context."""
+        return contextlib.nullcontext(_NOOP)
+
+    def record(self, name: str, start_s: float, end_s: float, *, parent: Carrier,
+               attributes: Mapping[str, AttributeValue] | None = None) -> None:
+        """A span for something already over (times in epoch seconds), e.g. a transaction
+        from its creation to its settling, which may have outlived the coordinator that
+        started it."""
+
+
+class _OtelSpan(SpanHandle):
+    def __init__(self, span: Any) -> None:
+        self._span = span
+
+    def set(self, key: str, value: AttributeValue) -> None:
+        self._span.set_attribute(key, value)
+
+    def event(self, name: str, attributes: Mapping[str, AttributeValue] | None = None) -> None:
+        self._span.add_event(name, attributes)
+
+    def fail(self, message: str) -> None:
+        self._span.set_status(StatusCode.ERROR, message)
+
+    def link(self, carrier: Carrier) -> None:
+        context = _span_context(carrier)
+        if context.is_valid:
+            self._span.add_link(context)
+
+    def carrier(self) -> dict[str, str]:
+        return inject(trace.set_span_in_context(self._span))
+
+
+class _OtelTracing(Tracing):
+    enabled = True
+
+    def __init__(self, provider: Any) -> None:
+        self._tracer = provider.get_tracer("txcoord")
+
+    def span(self, name: str, *, parent: Carrier | None = None, kind: Kind = "internal",
+             attributes: Mapping[str, AttributeValue] | None = None,
+             links: Sequence[Carrier] = ()) -> contextlib.AbstractContextManager[SpanHandle]:
+        if parent is not None and TRACEPARENT not in parent:
+            return contextlib.nullcontext(_NOOP)  # a transaction without a trace
+        return self._span(name, parent, kind, attributes, links)
+
+    @contextlib.contextmanager
+    def _span(self, name: str, parent: Carrier | None, kind: Kind,
+              attributes: Mapping[str, AttributeValue] | None,
+              links: Sequence[Carrier]) -> Iterator[SpanHandle]:
+        context = propagate.extract(parent) if parent is not None else None
+        with self._tracer.start_as_current_span(
+                name, context=context, kind=_KINDS[kind], attributes=attributes,
+                links=_links(links)) as span:
+            yield _OtelSpan(span)
+
+    def record(self, name: str, start_s: float, end_s: float, *, parent: Carrier,
+               attributes: Mapping[str, AttributeValue] | None = None) -> None:
+        if TRACEPARENT not in parent:
+            return
+        span = self._tracer.start_span(name, context=propagate.extract(parent),
+                                       attributes=attributes, start_time=_ns(start_s))
+        span.end(end_time=_ns(max(start_s, end_s)))
+
+
+if trace is not None:
+    _KINDS = {"internal": SpanKind.INTERNAL, "server": SpanKind.SERVER, "client": SpanKind.CLIENT}
+
+OFF = Tracing()
+
+
+def tracing_for(provider: Any = None) -> Tracing:
+    """Tracing through ``provider`` (an OpenTelemetry ``TracerProvider``); None: the global
+    provider, if the application set one. Off when opentelemetry is not installed."""
+    if trace is None:
+        if provider is not None:
+            raise RuntimeError('a tracer provider was given but opentelemetry is not installed: '
+                               'pip install "txcoord[otel]"')
+        return OFF
+    if provider is None:
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+            return OFF  # nobody configured tracing: skip the API's no-op spans too
+    return _OtelTracing(provider)
+
+
+def current_carrier() -> dict[str, str]:
+    """The caller's current trace context, to send with a call (empty without one, or
+    without opentelemetry)."""
+    return inject(None) if trace is not None else {}
+
+
+def inject(context: Any) -> dict[str, str]:
+    """``context`` (None: the current one) as a carrier, bounded for storing."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=context)
+    return bounded_carrier(carrier)
+
+
+def bounded_carrier(carrier: Carrier) -> dict[str, str]:
+    """``carrier`` without the entries past :data:`MAX_CARRIER_BYTES` (``traceparent`` first,
+    so that the trace itself always survives; then the rest in key order)."""
+    kept: dict[str, str] = {}
+    room = MAX_CARRIER_BYTES
+    for key in sorted(carrier, key=lambda k: (k != TRACEPARENT, k)):
+        size = len(key) + len(carrier[key])
+        if size <= room:
+            kept[key] = carrier[key]
+            room -= size
+    return kept
+
+
+def from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> dict[str, str]:
+    """The propagation fields of gRPC metadata (other headers and binary values left out)."""
+    if trace is None or not metadata:
+        return {}
+    fields = propagate.get_global_textmap().fields
+    return bounded_carrier({k: v for k, v in metadata if k in fields and isinstance(v, str)})
+
+
+def _links(carriers: Sequence[Carrier]) -> list[Any]:
+    contexts = (_span_context(carrier) for carrier in carriers)
+    return [Link(context) for context in contexts if context.is_valid]
+
+
+def _span_context(carrier: Carrier) -> Any:
+    return trace.get_current_span(propagate.extract(carrier)).get_span_context()
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1_000_000_000)

@@ -1,0 +1,58 @@
+"""Tracing's pure parts: carriers bounded for the record, and the OTEL_* configuration."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from coordinator._tracing import MAX_CARRIER_BYTES, OFF, bounded_carrier, from_metadata, tracing_for
+from coordinator._tracing_env import TracingConfigError, exporter_names, tracer_provider_from_env
+
+PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_a_carrier_keeps_the_traceparent_and_drops_what_outgrows_the_bound() -> None:
+    huge = {"tracestate": "k=" + "v" * 2000, "traceparent": PARENT, "baggage": "user=ann"}
+    kept = bounded_carrier(huge)
+    assert kept == {"traceparent": PARENT, "baggage": "user=ann"}
+    assert sum(len(k) + len(v) for k, v in kept.items()) <= MAX_CARRIER_BYTES
+
+
+def test_only_the_propagators_fields_are_taken_from_grpc_metadata() -> None:
+    metadata = [("traceparent", PARENT), ("authorization", "Bearer secret"),
+                ("x-bin", b"\x00"), ("tracestate", "a=b")]
+    assert from_metadata(metadata) == {"traceparent": PARENT, "tracestate": "a=b"}
+    assert from_metadata(None) == {}
+
+
+def test_without_a_configured_provider_tracing_is_off() -> None:
+    assert tracing_for(None) is OFF  # the global provider was never set in this process
+    assert tracing_for(TracerProvider()).enabled
+
+
+@pytest.mark.parametrize(("env", "names"), [
+    ({}, []),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}, ["otlp"]),
+    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4317", "OTEL_TRACES_EXPORTER": "none"}, []),
+    ({"OTEL_TRACES_EXPORTER": "console, otlp"}, ["console", "otlp"]),
+    ({"OTEL_TRACES_EXPORTER": "console", "OTEL_SDK_DISABLED": "true"}, []),
+])
+def test_the_variables_decide_whether_and_where_spans_go(env: dict[str, str],
+                                                        names: list[str]) -> None:
+    assert exporter_names(env) == names
+
+
+def test_a_provider_from_the_variables_names_the_service_txcoord_unless_told() -> None:
+    provider = tracer_provider_from_env({"OTEL_TRACES_EXPORTER": "console"})
+    assert isinstance(provider, TracerProvider)
+    assert provider.resource.attributes["service.name"] == "txcoord"
+    provider.shutdown()
+    assert tracer_provider_from_env({}) is None
+
+
+def test_an_exporter_that_is_not_installed_is_refused_naming_the_variable() -> None:
+    with pytest.raises(TracingConfigError, match="OTEL_TRACES_EXPORTER: no trace exporter 'zipkin'"):
+        tracer_provider_from_env({"OTEL_TRACES_EXPORTER": "zipkin"})
+    with pytest.raises(TracingConfigError, match="otlp_proto_http"):
+        tracer_provider_from_env({"OTEL_TRACES_EXPORTER": "otlp",
+                           "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
