@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from coordinator import Saga, Step, TwoPhase, pb
+from coordinator import CoordinatorClient, Saga, Step, TwoPhase, pb
 from coordinator.participant import BranchContext, HostOptions, ParticipantHost, Refused
 from coordinator.server import DevEtcd, ServerOptions
 from tests.support import databases
@@ -74,6 +74,19 @@ async def host_on(kind: str, provider: TracerProvider) -> AsyncIterator[str]:
             await host.stop(1.0)
 
 
+@asynccontextmanager
+async def traced(etcd: DevEtcd, prefix: str, provider: TracerProvider, *kinds: str,
+                 transport: str = "batch") -> AsyncIterator[tuple[CoordinatorClient, list[str]]]:
+    """A traced coordinator (a client to it) and a traced host on each database kind (their
+    addresses), all through ``provider``."""
+    options = replace(server_options(etcd, prefix), tracer_provider=provider,
+                      participant_transport=transport)
+    async with AsyncExitStack() as stack:
+        hosts = [await stack.enter_async_context(host_on(kind, provider)) for kind in kinds]
+        server = await stack.enter_async_context(running(options))
+        yield await stack.enter_async_context(client_for(server)), hosts
+
+
 def by_name(spans: Sequence[ReadableSpan], name: str) -> list[ReadableSpan]:
     return [s for s in spans if s.name == name]
 
@@ -115,13 +128,8 @@ async def test_one_saga_across_two_participants_is_one_trace_from_the_caller_to_
         etcd: DevEtcd, prefix: str, gid: str, transport: str,
         exported: tuple[TracerProvider, InMemorySpanExporter]) -> None:
     provider, exporter = exported
-    options = replace(server_options(etcd, prefix), tracer_provider=provider,
-                      participant_transport=transport)
-    async with AsyncExitStack() as stack:
-        pg = await stack.enter_async_context(host_on("postgresql", provider))
-        maria = await stack.enter_async_context(host_on("mariadb", provider))
-        server = await stack.enter_async_context(running(options))
-        client = await stack.enter_async_context(client_for(server))
+    async with traced(etcd, prefix, provider, "postgresql", "mariadb",
+                      transport=transport) as (client, (pg, maria)):
         saga = Saga([Step("debit", pg, "postgresql.do", "postgresql.undo", b""),
                      Step("order", maria, "mariadb.do", "mariadb.undo", b"")], gid=gid)
         with provider.get_tracer("shop").start_as_current_span("checkout") as checkout:
@@ -155,11 +163,7 @@ async def test_a_compensated_saga_shows_the_refusal_and_the_compensation_in_its_
         etcd: DevEtcd, prefix: str, gid: str,
         exported: tuple[TracerProvider, InMemorySpanExporter]) -> None:
     provider, exporter = exported
-    async with AsyncExitStack() as stack:
-        pg = await stack.enter_async_context(host_on("postgresql", provider))
-        server = await stack.enter_async_context(
-            running(replace(server_options(etcd, prefix), tracer_provider=provider)))
-        client = await stack.enter_async_context(client_for(server))
+    async with traced(etcd, prefix, provider, "postgresql") as (client, (pg,)):
         saga = Saga([Step("a", pg, "postgresql.do", "postgresql.undo", b""),
                      Step("b", pg, "postgresql.refuse", "postgresql.undo", b"")], gid=gid)
         reply = await client.start_saga(saga, wait=True)  # no caller span: a trace of its own
@@ -285,12 +289,7 @@ async def test_a_two_phase_commit_traces_votes_and_phase_two_into_the_prepared_t
         etcd: DevEtcd, prefix: str, gid: str,
         exported: tuple[TracerProvider, InMemorySpanExporter]) -> None:
     provider, exporter = exported
-    async with AsyncExitStack() as stack:
-        pg = await stack.enter_async_context(host_on("postgresql", provider))
-        maria = await stack.enter_async_context(host_on("mariadb", provider))
-        server = await stack.enter_async_context(
-            running(replace(server_options(etcd, prefix), tracer_provider=provider)))
-        client = await stack.enter_async_context(client_for(server))
+    async with traced(etcd, prefix, provider, "postgresql", "mariadb") as (client, (pg, maria)):
         tx = TwoPhase([Step("debit", pg, "postgresql.do"), Step("order", maria, "mariadb.do")],
                       gid=gid)
         reply = await client.start_two_phase(tx, wait=True)
