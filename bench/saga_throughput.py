@@ -87,7 +87,9 @@ async def open_loop(rate: float, seconds: float, one: object) -> list[float]:
     return latencies
 
 
-MODES = ("unary", "batch", "batch+metrics", "batch+traces")  # a coordinator process each
+# A coordinator process each. traces: every transaction traced; traces-sampled: one in ten
+# (OTEL_TRACES_SAMPLER), as a busy production coordinator would run.
+MODES = ("unary", "batch", "batch+metrics", "batch+traces", "batch+traces-sampled")
 
 
 def _mode_flags(mode: str, metrics_port: int) -> list[str]:
@@ -99,11 +101,15 @@ def _mode_flags(mode: str, metrics_port: int) -> list[str]:
 
 
 def _mode_env(mode: str, sink_port: int) -> dict[str, str]:
-    """Traces: every span (the default sampler), exported as a collector would get them."""
-    if not mode.endswith("+traces"):
+    """Traces, exported over OTLP/gRPC as a collector would get them."""
+    _, _, extra = mode.partition("+")
+    if not extra.startswith("traces"):
         return {}
-    return {"OTEL_TRACES_EXPORTER": "otlp",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}"}
+    env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_BSP_SCHEDULE_DELAY": "500",
+           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}"}
+    if extra == "traces-sampled":
+        env |= {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
+    return env
 
 
 def run(args: argparse.Namespace) -> None:
@@ -192,9 +198,10 @@ async def measure(args: argparse.Namespace, etcd: DevEtcd, ports: Ports, meter: 
                                               args.half_seconds, saga)
             figures[f"2pc {transport}"] = await _measured(args, etcd, meter, two_phase)
     costs = {extra: await _cost_pairs(args, address, cports, pids, f"batch+{extra}")
-             for extra in ("metrics", "traces")}
+             for extra in ("metrics", "traces", "traces-sampled")}
     scraper.cancel()
     await participant.close()
+    await asyncio.sleep(1.0)  # the last spans are exported within OTEL_BSP_SCHEDULE_DELAY
     await sink.stop()
     _report(args, figures, half)
     print(f"\nspans received from the traced coordinator: {sink.spans}")
@@ -339,5 +346,5 @@ if __name__ == "__main__":
     parser.add_argument("--run", default=str(int(time.time())))
     parser.add_argument("--cost-rounds", type=int, default=6,
                         help="(off, on) pairs of --sagas sagas each for the cost of metrics, "
-                             "and as many for traces")
+                             "and as many for traces, all and sampled")
     run(parser.parse_args())

@@ -16,6 +16,7 @@ choose what ``tracestate`` and ``baggage`` hold, and the record must not grow wi
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -113,7 +114,7 @@ class _OtelTracing(Tracing):
     def _span(self, name: str, parent: Carrier | None, kind: Kind,
               attributes: Mapping[str, AttributeValue] | None,
               links: Sequence[Carrier]) -> Iterator[SpanHandle]:
-        context = propagate.extract(parent) if parent is not None else None
+        context = _extract(tuple(parent.items())) if parent is not None else None
         with self._tracer.start_as_current_span(
                 name, context=context, kind=_KINDS[kind], attributes=attributes,
                 links=_links(links)) as span:
@@ -123,7 +124,7 @@ class _OtelTracing(Tracing):
                attributes: Mapping[str, AttributeValue] | None = None) -> None:
         if TRACEPARENT not in parent:
             return
-        span = self._tracer.start_span(name, context=propagate.extract(parent),
+        span = self._tracer.start_span(name, context=_extract(tuple(parent.items())),
                                        attributes=attributes, start_time=_ns(start_s))
         span.end(end_time=_ns(max(start_s, end_s)))
 
@@ -189,7 +190,14 @@ def _links(carriers: Sequence[Carrier]) -> list[Any]:
 
 
 def _span_context(carrier: Carrier) -> Any:
-    return trace.get_current_span(propagate.extract(carrier)).get_span_context()
+    return trace.get_current_span(_extract(tuple(carrier.items()))).get_span_context()
+
+
+@functools.lru_cache(maxsize=4096)
+def _extract(carrier: tuple[tuple[str, str], ...]) -> Any:
+    """The context a carrier stands for. Cached: every span of a transaction has the same
+    parent, and parsing it again cost each span about a fifth of its own price."""
+    return propagate.extract(dict(carrier))
 
 
 def _ns(seconds: float) -> int:
