@@ -414,7 +414,9 @@ def _unexpected(ctx: BranchContext, exc: Exception) -> Reply:
     where = f"{ctx.op} {ctx.operation!r} gid={ctx.gid} branch={ctx.branch}"
     if isinstance(exc, sa_exc.StatementError):
         # Its text and traceback can carry statement parameters: log the code only.
-        log.error("%s failed: %s", where, what)
+        log.error("%s failed: %s", where, what,
+                  extra={"gid": ctx.gid, "branch": ctx.branch, "op": ctx.op, "attempt": ctx.attempt})
     else:
-        log.error("%s failed: %s", where, what, exc_info=exc)
+        log.error("%s failed: %s", where, what, exc_info=exc,
+                  extra={"gid": ctx.gid, "branch": ctx.branch, "op": ctx.op, "attempt": ctx.attempt})
     return Reply(Outcome.RETRY, message=f"unexpected error in handler: {what}")
