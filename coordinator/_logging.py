@@ -12,7 +12,7 @@ The context fields come from, in this order of precedence:
 2. :func:`log_context`, a context variable: asyncio tasks copy it when they are created,
    so what is bound where a call's work starts follows that work and nothing else;
 3. the current OpenTelemetry span (``trace_id``, ``span_id``), when the optional
-   ``opentelemetry-api`` package is installed and a span is recording.
+   ``opentelemetry-api`` package is installed and a valid span is current.
 """
 
 from __future__ import annotations
