@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+from .._logging import FORMATS
 
 
 def env_default(name: str, fallback: str) -> str:
@@ -50,6 +44,16 @@ def _env_value(action: argparse.Action, raw: str) -> Any:
     if isinstance(action, argparse._AppendAction):
         return [part.strip() for part in raw.split(",") if part.strip()]
     return raw  # argparse applies the flag's type to a string default
+
+
+def add_log_flags(parser: argparse.ArgumentParser, level: str) -> None:
+    """``--log-level`` and ``--log-format``, for a command that calls ``setup_logging``."""
+    parser.add_argument("--log-level", default=level,
+                        help="debug, info, warning or error (default %(default)s; env TXC_LOG_LEVEL)")
+    parser.add_argument("--log-format", choices=FORMATS, default=FORMATS[0],
+                        help="text (default): one readable line per record; json: one JSON "
+                             "object per line, with gid, branch, op, attempt, outcome and "
+                             "trace ids when known (env TXC_LOG_FORMAT)")
 
 
 def read_optional(command: str, flag: str, path: str) -> bytes | None:

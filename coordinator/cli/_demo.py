@@ -15,11 +15,12 @@ import grpc
 
 from .._client import CoordinatorClient, Saga, Step
 from .._demo import shop
+from .._logging import setup_logging
 from .._proto.txc.v1 import coordinator_pb2 as pb
 from .._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
 from ..log import EtcdOptions
 from ..server import CoordinatorServer, DevEtcd, ServerOptions
-from ._common import env_default, setup_logging
+from ._common import add_log_flags, defaults_from_env, env_default
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,12 +28,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                                     "compensates)")
     p.add_argument("--etcd", default=env_default("TXC_ETCD", ""),
                    help="etcd endpoint; default: a private etcd in a temporary folder")
-    p.add_argument("--log-level", default="warning")
+    add_log_flags(p, "warning")
     p.set_defaults(func=run)
+    defaults_from_env(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     dev = None if args.etcd else DevEtcd().start()
     endpoint = args.etcd or (dev.endpoint if dev else "")
     try:

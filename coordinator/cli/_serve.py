@@ -9,13 +9,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .._logging import setup_logging
 from .._metrics import parse_listen
 from .._tracing_env import TracingConfigError, tracer_provider_from_env
 from ..domain.validation import Limits
 from ..engine import EngineOptions
 from ..log import EtcdOptions
 from ..server import CoordinatorServer, DevEtcd, Operators, ServerOptions, TlsFiles
-from ._common import defaults_from_env, env_default, read_optional, setup_logging
+from ._common import add_log_flags, defaults_from_env, env_default, read_optional
 
 log = logging.getLogger("txcoord.cli")
 
@@ -85,7 +86,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    "(off by default; env TXC_METRICS_LISTEN)")
     p.add_argument("--grace", type=float, default=10.0,
                    help="seconds to let calls in flight finish on SIGTERM")
-    p.add_argument("--log-level", default=env_default("TXC_LOG_LEVEL", "info"))
+    add_log_flags(p, "info")
     p.set_defaults(func=run)
     defaults_from_env(p)
 
@@ -158,7 +159,7 @@ def _tls(args: argparse.Namespace, cert_flag: str, key_flag: str,
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     try:
         provider = tracer_provider_from_env()  # OTEL_* variables; None: no tracing
     except TracingConfigError as exc:

@@ -143,7 +143,8 @@ class Driver:
 
         run = _Run(stored)
         self._track(run)
-        log.info("adopted gid=%s state=%s", stored.record.gid, stored.record.state.name)
+        log.info("adopted gid=%s state=%s", stored.record.gid, stored.record.state.name,
+                 extra={"gid": stored.record.gid})
         spans.taken_over(self._tracing, stored.record, self._clock())
         self._after_write(run, MACHINES[stored.record.protocol].resume(stored.record).calls)
 
@@ -210,7 +211,7 @@ class Driver:
                     run.persisted(await self._persist(run, step.record))
                 except LostOwnership:
                     log.warning("lost ownership gid=%s; another coordinator drives it",
-                                run.record.gid)
+                                run.record.gid, extra={"gid": run.record.gid})
                     self._drop(run)
                     return
                 except RequestTooLarge as exc:
@@ -234,7 +235,8 @@ class Driver:
                 except LogError as exc:
                     if self._stopping:
                         raise LostOwnership(new.gid) from exc
-                    log.warning("log write failed gid=%s: %s; retrying", new.gid, exc)
+                    log.warning("log write failed gid=%s: %s; retrying", new.gid, exc,
+                                extra={"gid": new.gid})
                     span.event("retry", {"error": str(exc)[:200], "backoff_s": backoff})
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, self._opts.store_retry_max_s)
@@ -244,7 +246,7 @@ class Driver:
         its branch results (which are what grows), for an operator; never retry for ever."""
         reason = (f"the transaction's record outgrew what the log accepts in one write ({exc}); "
                   "branch results were dropped to record this")
-        log.error("gid=%s: %s", run.record.gid, reason)
+        log.error("gid=%s: %s", run.record.gid, reason, extra={"gid": run.record.gid})
         slim = tuple(replace(s, result=b"") for s in run.stored.record.branches)
         now = self._clock()
         failed = note(replace(run.stored.record, branches=slim, state=TxState.FAILED, error=reason,
@@ -253,7 +255,7 @@ class Driver:
             run.persisted(await self._persist(run, failed))
         except (LostOwnership, RequestTooLarge):
             log.error("gid=%s: could not record the failure either; left to the next owner",
-                      run.record.gid)
+                      run.record.gid, extra={"gid": run.record.gid})
             self._drop(run)
             return
         self._after_write(run, ())
@@ -408,7 +410,9 @@ class Driver:
             return GaveUp(call.branch, call.op, message, attempts=attempt)
         if answer.kind is Kind.MISCONFIGURED:
             log.error("misconfigured participant gid=%s branch=%s op=%s: %s", record.gid,
-                      call.branch, call.op, message)
+                      call.branch, call.op, message,
+                      extra={"gid": record.gid, "branch": call.branch, "op": call.op,
+                             "attempt": attempt, "outcome": "misconfigured"})
             return Misconfigured(call.branch, call.op, message, answer.may_have_run,
                                  attempts=attempt)
         return Answered(call.branch, call.op, answer.kind is Kind.OK, answer.result, message,
@@ -426,15 +430,19 @@ class Driver:
         if not log.isEnabledFor(logging.INFO):
             return
         if event is None:
-            log.info("transition gid=%s state=%s event=start", record.gid, record.state.name)
+            log.info("transition gid=%s state=%s event=start", record.gid, record.state.name,
+                     extra={"gid": record.gid})
         elif isinstance(event, DeadlinePassed):
-            log.info("transition gid=%s state=%s event=deadline", record.gid, record.state.name)
+            log.info("transition gid=%s state=%s event=deadline", record.gid, record.state.name,
+                     extra={"gid": record.gid})
         else:
             outcome = _outcome_name(event)
             attempt = event.attempt if isinstance(event, AttemptFailed) else \
                 record.status(event.branch).attempts
             log.info("transition gid=%s state=%s branch=%s op=%s attempt=%d outcome=%s",
-                     record.gid, record.state.name, event.branch, event.op, attempt, outcome)
+                     record.gid, record.state.name, event.branch, event.op, attempt, outcome,
+                     extra={"gid": record.gid, "branch": event.branch, "op": event.op,
+                            "attempt": attempt, "outcome": outcome})
 
 
 def _outcome_name(event: Answered | AttemptFailed | GaveUp | Misconfigured) -> str:

@@ -52,7 +52,8 @@ class Recovery:
         if claimed:
             self._metrics.takeovers(len(claimed))
         for stored in claimed:
-            log.info("claimed orphan gid=%s state=%s", stored.record.gid, stored.record.state.name)
+            log.info("claimed orphan gid=%s state=%s", stored.record.gid, stored.record.state.name,
+                     extra={"gid": stored.record.gid})
             self._driver.adopt(stored)
         if self._scans % UNATTENDED_EVERY == 0:  # rare, and it reads every owner key
             await self._adopt_unattended()
@@ -69,7 +70,7 @@ class Recovery:
                 continue
 
             log.warning("driving gid=%s: owned here but not driven (a create whose reply was "
-                        "lost?)", gid)
+                        "lost?)", gid, extra={"gid": gid})
             self._driver.adopt(stored)
 
     async def _loop(self) -> None:

@@ -153,7 +153,8 @@ class BatchTransport:
             result = await self._stream(address).call(KINDS[op], request, plan.timeout_s, trace)
         except Unsupported:
             if address not in self._unary_only:
-                log.info("participant %s has no Batch stream: calling it unary", address)
+                log.info("participant %s has no Batch stream: calling it unary", address,
+                         extra={"gid": gid, "branch": plan.name, "op": op, "attempt": attempt})
                 self._unary_only.add(address)
             return await self._unary.call(gid, plan, op, attempt, trace)
         except TimeoutError:

@@ -13,6 +13,8 @@
   it without the host. In-doubt branches are finished by a recovery loop that asks the
   coordinator (``HostOptions(two_phase=TwoPhaseOptions(coordinator="host:port"))``).
 * :func:`purge` keeps the tables small; :func:`upgrade` (or ``txc migrate``) creates them.
+* :func:`json_log_handler` writes JSON log lines; while a call runs, the host puts its gid,
+  branch, op and attempt on every line (the SDK configures no logging itself).
 
 The package is cut by concept: ``two_phase/`` (2PC branches and their in-doubt
 resolver), ``outbox/`` (the message table, relay and senders), ``_db/`` (database
@@ -23,6 +25,7 @@ sub-packages' private modules may move.
 See docs/participant.md.
 """
 
+from coordinator._logging import json_log_handler
 from coordinator._tls import TlsFiles
 from coordinator.participant import outbox
 from coordinator.participant._barrier import Barrier, BarrierOptions, BusinessFn
@@ -99,6 +102,7 @@ __all__ = [
     "check_two_phase",
     "create_engine",
     "is_transient",
+    "json_log_handler",
     "json_object",
     "outbox",
     "purge",

@@ -25,6 +25,7 @@ import grpc
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from coordinator._logging import log_context
 from coordinator._proto.txc.v1 import participant_pb2 as ppb
 from coordinator._shutdown import bounded
 from coordinator._tls import TlsFiles, add_port
@@ -186,7 +187,8 @@ class ParticipantHost:
     ) -> ppb.BranchReply:
         """Answer one branch call; transport-free (the gRPC methods call this). ``trace``:
         the caller's trace context (``traceparent``, ...), continued by this call's span."""
-        with spans.call(self._tracing, op, request, trace) as span:
+        with (log_context(gid=request.gid, branch=request.branch, op=op, attempt=request.attempt),
+              spans.call(self._tracing, op, request, trace) as span):
             reply = await self._answer(op, request, deadline)
             spans.answered(span, reply)
         return reply.to_proto()
@@ -414,7 +416,9 @@ def _unexpected(ctx: BranchContext, exc: Exception) -> Reply:
     where = f"{ctx.op} {ctx.operation!r} gid={ctx.gid} branch={ctx.branch}"
     if isinstance(exc, sa_exc.StatementError):
         # Its text and traceback can carry statement parameters: log the code only.
-        log.error("%s failed: %s", where, what)
+        log.error("%s failed: %s", where, what,
+                  extra={"gid": ctx.gid, "branch": ctx.branch, "op": ctx.op, "attempt": ctx.attempt})
     else:
-        log.error("%s failed: %s", where, what, exc_info=exc)
+        log.error("%s failed: %s", where, what, exc_info=exc,
+                  extra={"gid": ctx.gid, "branch": ctx.branch, "op": ctx.op, "attempt": ctx.attempt})
     return Reply(Outcome.RETRY, message=f"unexpected error in handler: {what}")

@@ -443,7 +443,8 @@ def _vote_again(row: Locked) -> Reply:
 
 
 def _conflict(key: BranchKey, message: str) -> Reply:
-    log.warning("2PC gid=%s branch=%s: %s", key.gid, key.branch, message)
+    log.warning("2PC gid=%s branch=%s: %s", key.gid, key.branch, message,
+                extra={"gid": key.gid, "branch": key.branch, "op": key.op})
     return Reply(Outcome.FAILED, message=message)
 
 

@@ -146,7 +146,8 @@ class InDoubtResolver:
             return report
         oldest = branches[0]
         log.info("2PC in-doubt branches: %d, oldest %.1fs (gid=%s branch=%s)",
-                 len(branches), report.oldest_age_s, oldest.gid, oldest.branch)
+                 len(branches), report.oldest_age_s, oldest.gid, oldest.branch,
+                 extra={"gid": oldest.gid, "branch": oldest.branch})
         if self._decisions is None:
             log.info("2PC recovery: no coordinator address configured; waiting for phase 2")
             return RecoveryReport(in_doubt=report.in_doubt, left=report.in_doubt)
@@ -165,10 +166,12 @@ class InDoubtResolver:
             verdict = await self._decisions.decide(gid)
         except Exception as exc:
             log.warning("2PC recovery: cannot ask the coordinator about gid=%s (%s); next round",
-                        gid, describe(exc) if not isinstance(exc, grpc.aio.AioRpcError) else exc.code())
+                        gid, describe(exc) if not isinstance(exc, grpc.aio.AioRpcError) else exc.code(),
+                        extra={"gid": gid})
             return None
         if verdict.decision is None:
-            log.info("2PC recovery: gid=%s undecided (%s); next round", gid, verdict.reason)
+            log.info("2PC recovery: gid=%s undecided (%s); next round", gid, verdict.reason,
+                     extra={"gid": gid})
         return verdict
 
     async def _apply(self, branch: InDoubtBranch, verdict: Verdict | None) -> XaState | None:
@@ -177,12 +180,13 @@ class InDoubtResolver:
         outcome = await self._two_phase.resolve(branch, verdict.decision)
         if outcome is None:
             log.info("2PC recovery: gid=%s branch=%s busy (a call holds it); next round",
-                     branch.gid, branch.branch)
+                     branch.gid, branch.branch, extra={"gid": branch.gid, "branch": branch.branch})
             return None
         expected = XaState.COMMITTED if verdict.decision is Decision.COMMIT else XaState.ABORTED
         level = logging.INFO if outcome is expected else logging.WARNING
         log.log(level, "2PC recovery: gid=%s branch=%s %s after %.1fs in doubt (coordinator: %s)",
-                branch.gid, branch.branch, outcome.value, branch.age_s, verdict.reason)
+                branch.gid, branch.branch, outcome.value, branch.age_s, verdict.reason,
+                extra={"gid": branch.gid, "branch": branch.branch, "outcome": outcome.value})
         return outcome
 
 
