@@ -41,12 +41,12 @@ from coordinator.participant._barrier import BarrierOptions, BusinessFn, as_resu
 from coordinator.participant._db.backoff import retrying_on
 from coordinator.participant._db.errors import Refused, describe, is_lock_timeout, is_transient
 from coordinator.participant._db.session import guard_session
+from coordinator.participant._db.sql import age
 from coordinator.participant._types import BranchKey, Op, Outcome, Reply
 from coordinator.participant.two_phase._held import Held, HeldSessions
 from coordinator.participant.two_phase._table import (
     Locked,
     XaState,
-    age,
     claim,
     exists,
     lock,
