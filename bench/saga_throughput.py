@@ -33,6 +33,7 @@ from pathlib import Path
 from _cpu import CpuMeter, format_row, process_seconds
 from _load import closed_loop, pct
 from _otlp_sink import SpanSink
+from _pairs import Round, print_pairs
 from prometheus_client import CollectorRegistry
 from txcoord_chaos.topology import wait_port
 
@@ -210,12 +211,6 @@ async def measure(args: argparse.Namespace, etcd: DevEtcd, ports: Ports, meter: 
     _report_hook_cpu(costs["metrics"], await _hook_cpu_us())
 
 
-@dataclass
-class Round:
-    rate: float
-    cpu_ms: float  # the coordinator's own CPU per saga
-
-
 async def _cost_pairs(args: argparse.Namespace, address: str, cports: dict[str, int],
                       pids: dict[str, int], on: str) -> list[tuple[Round, Round]]:
     """(batch, ``on``) rounds of sagas, alternating which goes first."""
@@ -320,14 +315,7 @@ def _report_cost(extra: str, pairs: list[tuple[Round, Round]]) -> None:
     if not pairs:
         return
     print(f"\n{extra} on vs off, sagas through batch coordinators, alternating rounds")
-    print(f"{'round':<8}{'off /s':>9}{'on /s':>9}{'ratio':>9}{'off ms':>9}{'on ms':>9}"
-          "   (ms: coordinator CPU per saga)")
-    for n, (off, on) in enumerate(pairs):
-        print(f"{n:<8}{off.rate:9.0f}{on.rate:9.0f}{on.rate / off.rate - 1:+9.1%}"
-              f"{off.cpu_ms:9.3f}{on.cpu_ms:9.3f}")
-    rate = statistics.median(on.rate / off.rate - 1 for off, on in pairs)
-    cpu = statistics.median(on.cpu_ms / off.cpu_ms - 1 for off, on in pairs)
-    print(f"median: throughput {rate:+.1%}, coordinator CPU per saga {cpu:+.1%}")
+    print_pairs(pairs, "saga", "coordinator")
 
 
 def _report_hook_cpu(pairs: list[tuple[Round, Round]], hook_us: float) -> None:

@@ -15,6 +15,9 @@
 * :func:`purge` keeps the tables small; :func:`upgrade` (or ``txc migrate``) creates them.
 * :func:`json_log_handler` writes JSON log lines; while a call runs, the host puts its gid,
   branch, op and attempt on every line (the SDK configures no logging itself).
+* ``HostOptions(metrics=m)`` and ``RelayOptions(metrics=m)`` with
+  ``m = PrometheusParticipantMetrics(registry)`` export the SDK's Prometheus metrics
+  (calls, barrier findings, outbox backlog and lag, prepared and in-doubt 2PC branches).
 
 The package is cut by concept: ``two_phase/`` (2PC branches and their in-doubt
 resolver), ``outbox/`` (the message table, relay and senders), ``_db/`` (database
@@ -40,10 +43,12 @@ from coordinator.participant._db.errors import (
 from coordinator.participant._db.migrations import MigrationError, upgrade
 from coordinator.participant._handlers import BranchContext, Decoder, Handler, json_object
 from coordinator.participant._host import HostOptions, ParticipantHost
+from coordinator.participant._metrics import ParticipantMetrics, PrometheusParticipantMetrics
 from coordinator.participant._retention import PurgeOptions, PurgeResult, purge
 from coordinator.participant._types import BranchKey, Op, Outcome, Reply
 from coordinator.participant.outbox import (
     START_SAGA,
+    OutboxBacklog,
     OutboxError,
     OutboxMessage,
     Relay,
@@ -79,12 +84,15 @@ __all__ = [
     "InDoubtBranch",
     "MigrationError",
     "Op",
+    "OutboxBacklog",
     "OutboxError",
     "OutboxMessage",
     "Outcome",
     "ParticipantError",
     "ParticipantHost",
+    "ParticipantMetrics",
     "PermanentDeliveryError",
+    "PrometheusParticipantMetrics",
     "PurgeOptions",
     "PurgeResult",
     "RecoveryReport",

@@ -37,6 +37,7 @@ from coordinator.participant._db.barrier_sql import barrier_sql
 from coordinator.participant._db.errors import Refused, describe, is_transient
 from coordinator.participant._db.session import guard_session
 from coordinator.participant._db.tables import MESSAGE_CHARS
+from coordinator.participant._metrics import OFF, ParticipantMetrics
 from coordinator.participant._types import BranchKey, Op, Outcome, Reply, forward_of
 
 BusinessFn = Callable[[AsyncConnection], Awaitable[bytes | None]]
@@ -100,9 +101,11 @@ class _Rollback(Exception):  # control flow only, never escapes this module
 class Barrier:
     """Runs branch calls exactly once against one database (``AsyncEngine``)."""
 
-    def __init__(self, engine: AsyncEngine, options: BarrierOptions | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, options: BarrierOptions | None = None, *,
+                 metrics: ParticipantMetrics = OFF) -> None:
         self._engine = engine
         self._options = options or BarrierOptions()
+        self._metrics = metrics
 
     async def call(self, key: BranchKey, fn: BusinessFn) -> Reply:
         """Run ``fn`` for ``key`` at most once; answer the reply of the run that counted.
@@ -123,16 +126,21 @@ class Barrier:
         raise AssertionError("tenacity ended without an outcome")  # pragma: no cover
 
     async def _once(self, key: BranchKey, fn: BusinessFn) -> Reply:
+        found = _UntilCommit(self._metrics)
         try:
             async with self._transaction() as conn:
                 forward = forward_of(key.op)
                 if forward is None:
-                    return await _forward(conn, key, fn)
-                return await _undo(conn, key, forward, fn)
+                    reply = await _forward(conn, key, fn, found)
+                else:
+                    reply = await _undo(conn, key, forward, fn, found)
         except _Rollback as rollback:
             if not rollback.record:
                 return rollback.reply
             refused = rollback.reply
+        else:
+            found.report()
+            return reply
         return await self._record_refusal(key, refused)
 
     async def _record_refusal(self, key: BranchKey, reply: Reply) -> Reply:
@@ -140,10 +148,13 @@ class Barrier:
         business writes were rolled back with the first one (cheaper on the common path than
         a savepoint around every handler). A twin or an undo may have written the row in
         between; then that row is the answer, as for any call that finds one."""
+        found = _UntilCommit(self._metrics)
         async with self._transaction() as conn:
             if await _insert(conn, key, key.op.value, reply):
                 return reply
-            return await _existing_forward(conn, key)
+            answer = await _existing_forward(conn, key, found)
+        found.report()
+        return answer
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -153,33 +164,62 @@ class Barrier:
                 yield conn
 
 
+class _UntilCommit(ParticipantMetrics):
+    """Holds what one attempt found (a duplicate, a null compensation, a hanging call) until
+    its transaction commits: an attempt rolled back and retried after a transient error
+    must count once, and a null compensation's rows may still roll back."""
+
+    def __init__(self, metrics: ParticipantMetrics) -> None:
+        self._metrics = metrics
+        self._found: list[tuple[Callable[[Op], None], Op]] = []
+
+    def duplicate(self, op: Op) -> None:
+        self._found.append((self._metrics.duplicate, op))
+
+    def null_compensation(self, op: Op) -> None:
+        self._found.append((self._metrics.null_compensation, op))
+
+    def hanging_refusal(self, op: Op) -> None:
+        self._found.append((self._metrics.hanging_refusal, op))
+
+    def report(self) -> None:
+        for hook, op in self._found:
+            hook(op)
+
+
 # The row an op inserts for itself already holds the reply of a handler that returns no
 # result: on the usual path nothing is written after the handler (no UPDATE). Others
 # see the row only once it commits, so it never shows a reply before there is one.
 _EMPTY_OK = Reply(Outcome.OK)
 
 
-async def _forward(conn: AsyncConnection, key: BranchKey, fn: BusinessFn) -> Reply:
+async def _forward(conn: AsyncConnection, key: BranchKey, fn: BusinessFn,
+                   metrics: ParticipantMetrics) -> Reply:
     if await _insert(conn, key, key.op.value, _EMPTY_OK):
         return await _run(conn, key, fn)
-    return await _existing_forward(conn, key)
+    return await _existing_forward(conn, key, metrics)
 
 
-async def _existing_forward(conn: AsyncConnection, key: BranchKey) -> Reply:
+async def _existing_forward(conn: AsyncConnection, key: BranchKey, metrics: ParticipantMetrics) -> Reply:
     row = await _read(conn, key)
     if row.reason != key.op.value:
+        metrics.hanging_refusal(key.op)
         return Reply(
             Outcome.FAILED,
             message=f"{key.op} refused: its undo already ran ({row.reason}); hanging request",
         )
+    metrics.duplicate(key.op)
     return row.reply()  # duplicate: the same answer as the first time
 
 
-async def _undo(conn: AsyncConnection, key: BranchKey, forward: Op, fn: BusinessFn) -> Reply:
+async def _undo(conn: AsyncConnection, key: BranchKey, forward: Op, fn: BusinessFn,
+                metrics: ParticipantMetrics) -> Reply:
     if not await _insert(conn, key, key.op.value, _EMPTY_OK):
-        return (await _read(conn, key)).reply()  # duplicate
+        metrics.duplicate(key.op)
+        return (await _read(conn, key)).reply()
     forward_key = key.with_op(forward)
     if await _insert(conn, forward_key, UNDO_REASON[key.op], None):
+        metrics.null_compensation(key.op)
         note = f"null {key.op}: {forward} never ran"
         return await _store(conn, key, Reply(Outcome.OK, message=note))
     if (await _read(conn, forward_key)).outcome != Outcome.OK:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
@@ -37,6 +38,7 @@ from coordinator.participant._db.dsn import check_connection
 from coordinator.participant._db.errors import describe, is_transient
 from coordinator.participant._handlers import BranchContext, Decoder, Handler, Registry, raw
 from coordinator.participant._health import DatabaseHealth
+from coordinator.participant._metrics import OFF, ParticipantMetrics
 from coordinator.participant._types import BranchKey, Op, Outcome, Reply
 from coordinator.participant.two_phase._branches import InDoubtBranch, TwoPhase, TwoPhaseOptions
 from coordinator.participant.two_phase._recovery import (
@@ -105,6 +107,11 @@ class HostOptions:
     """OpenTelemetry ``TracerProvider`` for the calls' spans; None: the global one, if the
     application set one before creating the host (else no tracing)."""
 
+    metrics: ParticipantMetrics = OFF
+    """Where the host, its barrier and its 2PC branches report (calls, duplicates, null
+    compensations, hanging refusals, prepared and in-doubt branches); off by default. See
+    :class:`PrometheusParticipantMetrics`."""
+
     def __post_init__(self) -> None:
         if min(self.call_timeout_s, self.health_interval_s, self.health_timeout_s) <= 0:
             raise ValueError("timeouts and intervals must be positive")
@@ -124,9 +131,11 @@ class ParticipantHost:
     def __init__(self, engine: AsyncEngine, options: HostOptions | None = None) -> None:
         self._engine = engine
         self._options = options or HostOptions()
-        self._barrier = Barrier(engine, self._options.barrier)
+        self._metrics = self._options.metrics
+        self._barrier = Barrier(engine, self._options.barrier, metrics=self._metrics)
         self._tracing = tracing_for(self._options.tracer_provider)
-        self._two_phase = TwoPhase(engine, self._options.barrier, self._options.two_phase)
+        self._two_phase = TwoPhase(engine, self._options.barrier, self._options.two_phase,
+                                   metrics=self._metrics)
         self._resolver: InDoubtResolver | None = None
         self._registry = Registry()
         self._health = DatabaseHealth(engine, (SERVICE, ""), self._options)
@@ -185,12 +194,15 @@ class ParticipantHost:
         self, op: Op, request: ppb.BranchRequest, *, deadline: float | None = None,
         trace: Mapping[str, str] | None = None,
     ) -> ppb.BranchReply:
-        """Answer one branch call; transport-free (the gRPC methods call this). ``trace``:
-        the caller's trace context (``traceparent``, ...), continued by this call's span."""
+        """Answer one branch call; transport-free (the gRPC methods, unary and ``Batch``,
+        call this). ``trace``: the caller's trace context (``traceparent``, ...), continued
+        by this call's span."""
+        started = time.perf_counter()
         with (log_context(gid=request.gid, branch=request.branch, op=op, attempt=request.attempt),
               spans.call(self._tracing, op, request, trace) as span):
             reply = await self._answer(op, request, deadline)
             spans.answered(span, reply)
+        self._metrics.call(op, reply.outcome, time.perf_counter() - started)
         return reply.to_proto()
 
     async def _answer(self, op: Op, request: ppb.BranchRequest, deadline: float | None) -> Reply:
@@ -341,13 +353,21 @@ class ParticipantHost:
         if opts.coordinator is None:
             log.warning("2PC handlers registered but no coordinator address (HostOptions.two_phase): "
                         "in-doubt branches wait for the coordinator's phase-2 retries")
-            return
-        decisions = CoordinatorDecisions(opts.coordinator, opts.coordinator_timeout_s,
-                                         opts.coordinator_tls_ca, opts.coordinator_tls_identity)
+            if not self._metrics.enabled:
+                return
+            # Metrics on: the loop still runs, listing without deciding, for the in-doubt gauges.
         round_timeout_s = self._options.barrier.session_timeout_s + 2 * opts.coordinator_timeout_s
-        self._resolver = InDoubtResolver(self._two_phase, decisions, opts.recovery_interval_s,
-                                         round_timeout_s)
+        self._resolver = InDoubtResolver(self._two_phase, self._decisions(), opts.recovery_interval_s,
+                                         round_timeout_s, metrics=self._metrics)
         self._resolver.start()
+
+    def _decisions(self) -> CoordinatorDecisions | None:
+        """Who the in-doubt resolver asks; None without a coordinator address."""
+        opts = self._options.two_phase
+        if opts.coordinator is None:
+            return None
+        return CoordinatorDecisions(opts.coordinator, opts.coordinator_timeout_s,
+                                    opts.coordinator_tls_ca, opts.coordinator_tls_identity)
 
     # -- two-phase commit: in-doubt branches ---------------------------------------------
 
@@ -358,13 +378,10 @@ class ParticipantHost:
 
     async def recover(self) -> RecoveryReport:
         """Run one recovery round now (asks the configured coordinator)."""
-        opts = self._options.two_phase
         if self._resolver is not None:
             return await self._resolver.run_once()
-        decisions = (CoordinatorDecisions(opts.coordinator, opts.coordinator_timeout_s,
-                                          opts.coordinator_tls_ca, opts.coordinator_tls_identity)
-                     if opts.coordinator else None)
-        resolver = InDoubtResolver(self._two_phase, decisions, opts.recovery_interval_s)
+        resolver = InDoubtResolver(self._two_phase, self._decisions(),
+                                   self._options.two_phase.recovery_interval_s, metrics=self._metrics)
         try:
             return await resolver.run_once()
         finally:

@@ -10,6 +10,7 @@ test's) and probed with the Dockerfile's healthcheck.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -24,6 +25,7 @@ import grpc
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
+from sqlalchemy.engine import make_url
 from txcoord_chaos.workload.services import build_parser as services_parser
 
 from coordinator import Saga, Step, tracer_provider_from_env
@@ -33,7 +35,9 @@ from coordinator.cli import build_parser
 from coordinator.cli._common import env_name
 from coordinator.cli._serve import options_from
 from coordinator.net import free_port
+from coordinator.participant import PrometheusParticipantMetrics
 from coordinator.server import DevEtcd
+from tests.support import databases
 from tests.support.processes import ROOT
 
 from .conftest import client_for
@@ -51,6 +55,15 @@ def services() -> dict[str, Any]:
 
 def coordinators() -> dict[str, Any]:
     return {name: s for name, s in services().items() if s.get("command", [])[:2] == ["txc", "serve"]}
+
+
+def participants() -> dict[str, Any]:
+    """The example participant services (chaos/txcoord_chaos/workload/services.py)."""
+    return {name: s for name, s in services().items() if s.get("command", [])[:3] == SERVICES_MODULE}
+
+
+def flag(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
 
 
 def serve_flags() -> set[str]:
@@ -79,10 +92,11 @@ def test_every_command_parses_and_every_variable_is_a_flag(monkeypatch: pytest.M
         args = build_parser().parse_args(service["command"][1:])
         options = options_from(args, [e for e in args.etcd.split(",") if e])
         assert options.metrics_listen and options.allow_participants, name
-    workload = [s for s in services().values() if s.get("command", [])[:3] == SERVICES_MODULE]
+    workload = participants().values()
     assert {s["command"][3] for s in workload} == {"accounts", "orders"}
     for service in workload:
-        services_parser().parse_args(service["command"][3:])
+        args = services_parser().parse_args(service["command"][3:])
+        assert args.metrics_listen, service["command"]
         assert_traces_configured(service["command"][3], service["environment"])
 
 
@@ -102,12 +116,16 @@ def test_prometheus_scrapes_every_coordinator_where_it_serves_metrics() -> None:
     expected = {f"{name}:{s['environment']['TXC_METRICS_LISTEN'].rpartition(':')[2]}"
                 for name, s in coordinators().items()}
     assert set(jobs["txcoord"]) == expected
+    served = {f"{name}:{flag(s['command'], '--metrics-listen').rpartition(':')[2]}"
+              for name, s in participants().items()}
+    assert set(jobs["txcoord-participants"]) == served
     assert {t.split(":")[0] for t in jobs["etcd"]} == {n for n in services() if n.startswith("etcd-")}
 
 
-def test_alerts_and_dashboard_name_only_metrics_the_coordinator_exports() -> None:
-    registry = CollectorRegistry()
+def test_alerts_and_dashboard_name_only_metrics_txcoord_exports() -> None:
+    registry = CollectorRegistry()  # the coordinator's and the participant SDK's
     PrometheusMetrics(registry)
+    PrometheusParticipantMetrics(registry)
     suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum")}
     exported = {f.name + end for f in registry.collect() for end in suffixes[f.type]}
     rules = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
@@ -116,6 +134,7 @@ def test_alerts_and_dashboard_name_only_metrics_the_coordinator_exports() -> Non
     exprs += [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     named = {m for e in exprs for m in re.findall(r"\btxc_[a-z_]+", e)}
     assert len(named) >= 10 and named <= exported, named - exported
+    assert any(m.startswith("txc_participant_") for m in named)
     assert len({r["alert"] for g in rules["groups"] for r in g["rules"]}) >= 5
 
 
@@ -127,11 +146,15 @@ def dockerfile_healthcheck() -> list[str]:
     return command
 
 
+def start(argv: list[str], env: dict[str, str] | None, log: Path) -> subprocess.Popen[bytes]:
+    """``python ARGV...`` with this test's python, its output in ``log``."""
+    return subprocess.Popen([sys.executable, *argv], env=env, cwd=ROOT, stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT)
+
+
 def start_as_the_file_says(service: dict[str, Any], env: dict[str, str],
                           log: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "coordinator.cli", *service["command"][1:]]  # txc ...
-    return subprocess.Popen(command, env=env, cwd=ROOT, stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT)
+    return start(["-m", "coordinator.cli", *service["command"][1:]], env, log)  # txc ...
 
 
 def run_healthcheck(env: dict[str, str]) -> int:
@@ -179,3 +202,32 @@ def test_promtool_accepts_the_rules_and_the_config(tmp_path: Path) -> None:
     for args in (["check", "rules", str(rules)], ["check", "config", str(config)]):
         done = subprocess.run(["promtool", *args], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def test_a_participant_service_started_as_the_file_says_serves_its_metrics(tmp_path: Path) -> None:
+    """``accounts`` with the file's command, its database moved to the test's server and its
+    addresses to free local ports (no call is made: its business tables are not needed)."""
+    command = list(participants()["accounts"]["command"])
+    server = databases.SERVERS["postgresql"]
+    name = f"txc_deploy_{os.getpid()}"
+    dsn = await databases.create_database(server, name)
+    port, metrics_port = free_port(), free_port()
+    for option, moved in (("--dsn", dsn), ("--listen", f"127.0.0.1:{port}"),
+                          ("--metrics-listen", f"127.0.0.1:{metrics_port}")):
+        command[command.index(option) + 1] = moved
+    del command[command.index("--coordinator"):command.index("--coordinator") + 2]  # no 2PC
+    log = tmp_path / "accounts.log"
+    proc = start(command[1:], None, log)  # python -m txcoord_chaos.workload.services ...
+    try:
+        samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+        for _ in range(300):
+            with contextlib.suppress(OSError):
+                samples = await scrape(metrics_port)
+                break
+            await asyncio.sleep(0.1)
+        assert ("txc_participant_calls_total",
+                frozenset({("op", "execute"), ("outcome", "ok")})) in samples, log.read_text()[-2000:]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        await databases.drop_database(server, make_url(dsn).database or name)

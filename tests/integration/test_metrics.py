@@ -9,12 +9,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator import Saga, Step, pb
 from coordinator.net import free_port
 from coordinator.server import CoordinatorServer, DevEtcd
 from tests.support.coordinators import running, server_options
+from tests.support.metrics import Samples, parse, value
 
 from .conftest import CoordinatorProcess, client_for
 from .participant import ScriptedParticipant
@@ -23,21 +23,13 @@ from .test_saga_service import FAST, steps
 
 pytestmark = pytest.mark.integration
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
 
 async def scrape(port: int) -> Samples:
     def get() -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
             return str(reply.read().decode())
 
-    text = await asyncio.to_thread(get)
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    return parse(await asyncio.to_thread(get))
 
 
 async def test_sagas_against_txc_serve_move_the_counters_and_histograms(

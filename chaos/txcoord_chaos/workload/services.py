@@ -2,7 +2,8 @@
 
     python -m txcoord_chaos.workload.services accounts --dsn postgresql+asyncpg://... --listen HOST:PORT
     python -m txcoord_chaos.workload.services orders   --dsn mysql+aiomysql://...    --listen HOST:PORT
-    (add --coordinator HOST:PORT to take 2PC branches too)
+    (add --coordinator HOST:PORT to take 2PC branches too, --metrics-listen HOST:PORT to serve
+    the SDK's Prometheus metrics)
 """
 
 from __future__ import annotations
@@ -13,14 +14,18 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry, start_http_server
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from coordinator import tracer_provider_from_env
+from coordinator._metrics import parse_listen
 from coordinator.participant import (
     BranchContext,
     HostOptions,
     ParticipantHost,
+    ParticipantMetrics,
+    PrometheusParticipantMetrics,
     Refused,
     TwoPhaseOptions,
     create_engine,
@@ -81,7 +86,7 @@ async def cancel_order(conn: AsyncConnection, t: Transfer) -> None:
 POOL = 40  # connections per service (pool_size + max_overflow)
 
 
-def _options(coordinator: str | None) -> HostOptions:
+def _options(coordinator: str | None, metrics: ParticipantMetrics | None) -> HostOptions:
     # With a coordinator address the host also takes 2PC branches and resolves in-doubt
     # ones. Calls past max_concurrent_rpcs are refused at once (RESOURCE_EXHAUSTED) rather
     # than queued for a pooled connection; prepares use two connections each and may not
@@ -92,17 +97,18 @@ def _options(coordinator: str | None) -> HostOptions:
     # services once their databases have been read, and nothing waits on their calls.
     # Traced when the OTEL_* variables say so (docker-compose.yml sends the spans to Jaeger).
     return HostOptions(call_timeout_s=4.0, max_concurrent_rpcs=POOL, two_phase=two_phase,
-                       shutdown_grace_s=1.0, tracer_provider=tracer_provider_from_env())
+                       shutdown_grace_s=1.0, tracer_provider=tracer_provider_from_env(),
+                       metrics=metrics or ParticipantMetrics())
 
 
 Step = Callable[[AsyncConnection, Transfer], Awaitable[None]]
 
 
-def _host(engine: AsyncEngine, coordinator: str | None, action: str, do: Step,
-          compensation: str, undo: Step) -> ParticipantHost:
+def _host(engine: AsyncEngine, coordinator: str | None, metrics: ParticipantMetrics | None,
+          action: str, do: Step, compensation: str, undo: Step) -> ParticipantHost:
     """One service: ``action`` as a saga step (undone by ``compensation``) and, with a
     coordinator for recovery, as the business step of a 2PC branch."""
-    host = ParticipantHost(engine, _options(coordinator))
+    host = ParticipantHost(engine, _options(coordinator, metrics))
 
     async def forward(ctx: BranchContext, conn: AsyncConnection, t: Transfer) -> None:
         await do(conn, t)
@@ -117,22 +123,38 @@ def _host(engine: AsyncEngine, coordinator: str | None, action: str, do: Step,
     return host
 
 
-def accounts_host(engine: AsyncEngine, coordinator: str | None = None) -> ParticipantHost:
-    return _host(engine, coordinator, "accounts.debit", debit, "accounts.refund", refund)
+def accounts_host(engine: AsyncEngine, coordinator: str | None = None,
+                  metrics: ParticipantMetrics | None = None) -> ParticipantHost:
+    return _host(engine, coordinator, metrics, "accounts.debit", debit, "accounts.refund", refund)
 
 
-def orders_host(engine: AsyncEngine, coordinator: str | None = None) -> ParticipantHost:
-    return _host(engine, coordinator, "orders.create", create_order, "orders.cancel", cancel_order)
+def orders_host(engine: AsyncEngine, coordinator: str | None = None,
+                metrics: ParticipantMetrics | None = None) -> ParticipantHost:
+    return _host(engine, coordinator, metrics, "orders.create", create_order, "orders.cancel",
+                 cancel_order)
 
 
 BUILDERS = {"accounts": accounts_host, "orders": orders_host}
+
+
+def _serve_metrics(listen: str | None) -> ParticipantMetrics | None:
+    """The SDK's metrics on /metrics at ``listen`` (a thread of prometheus_client's); None
+    (metrics off) without an address."""
+    if not listen:
+        return None
+    registry = CollectorRegistry()
+    metrics = PrometheusParticipantMetrics(registry)
+    host, port = parse_listen(listen)
+    start_http_server(port, host, registry=registry)
+    return metrics
 
 
 async def main(args: argparse.Namespace) -> None:
     engine = create_engine(args.dsn, pool_size=POOL // 2, max_overflow=POOL // 2, pool_timeout=5)
     try:
         await upgrade(engine)
-        await BUILDERS[args.service](engine, args.coordinator).serve(args.listen)
+        host = BUILDERS[args.service](engine, args.coordinator, _serve_metrics(args.metrics_listen))
+        await host.serve(args.listen)
     finally:
         await engine.dispose()
 
@@ -145,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--listen", required=True)
     parser.add_argument("--coordinator", default=None,
                         help="HOST:PORT for 2PC in-doubt recovery; enables 2PC branches")
+    parser.add_argument("--metrics-listen", default=None,
+                        help="HOST:PORT to serve the SDK's Prometheus metrics on (/metrics); off by default")
     return parser
 
 

@@ -38,6 +38,12 @@ def db_shifted(conn: AsyncConnection, seconds: float) -> ColumnElement[datetime]
     return db_now(conn) + timedelta(seconds=seconds)
 
 
+def age(now: datetime, then: datetime) -> float:
+    """Seconds between two server timestamps (naive UTC on MySQL, aware on PostgreSQL)."""
+    delta: timedelta = now - then
+    return max(0.0, delta.total_seconds())
+
+
 async def insert_ignore(conn: AsyncConnection, table: Table, values: Mapping[str, Any]) -> bool:
     """Insert one row unless a unique key already holds it; True when inserted.
 

@@ -13,11 +13,18 @@ from coordinator.participant.outbox._messages import (
     add,
     add_start_saga,
 )
-from coordinator.participant.outbox._relay import Relay, RelayOptions, RelayStats, Sender
+from coordinator.participant.outbox._relay import (
+    OutboxBacklog,
+    Relay,
+    RelayOptions,
+    RelayStats,
+    Sender,
+)
 from coordinator.participant.outbox._start_saga import StartSagaSender
 
 __all__ = [
     "START_SAGA",
+    "OutboxBacklog",
     "OutboxError",
     "OutboxMessage",
     "Relay",

@@ -15,12 +15,13 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tenacity import (
     AsyncRetrying,
@@ -32,8 +33,9 @@ from tenacity import (
 from coordinator.participant._db.backoff import backoff
 from coordinator.participant._db.dsn import check_connection
 from coordinator.participant._db.errors import PermanentDeliveryError, describe, is_transient
-from coordinator.participant._db.sql import db_now, db_shifted, is_mysql
+from coordinator.participant._db.sql import age, db_now, db_shifted, is_mysql
 from coordinator.participant._db.tables import outbox
+from coordinator.participant._metrics import OFF, ParticipantMetrics
 from coordinator.participant.outbox._messages import OutboxMessage, Status
 
 log = logging.getLogger("coordinator.participant.relay")
@@ -71,19 +73,39 @@ class RelayOptions:
     max_backoff_s: float = 300.0
     """Cap of the wait between claims of a failing message."""
 
+    metrics: ParticipantMetrics = OFF
+    """Where the relay reports deliveries, its backlog and its lag; off by default. See
+    :class:`PrometheusParticipantMetrics`."""
+
+    backlog_interval_s: float = 15.0
+    """With metrics on, how often :meth:`Relay.run` counts the backlog for them (a query
+    over the pending rows; Prometheus scrapes every 15 s by default)."""
+
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.send_attempts < 1:
             raise ValueError("batch_size and send_attempts must be at least 1")
         if not 0 < self.send_timeout_s < self.lease_s / 2:
             raise ValueError("send_timeout_s must be positive and under half of lease_s")
+        if self.backlog_interval_s <= 0:
+            raise ValueError("backlog_interval_s must be positive")
 
 
 @dataclass(frozen=True)
 class RelayStats:
+    """One pass: messages claimed, and what became of them."""
+
     claimed: int = 0
     sent: int = 0
     retry_later: int = 0
     failed: int = 0
+
+
+@dataclass(frozen=True)
+class OutboxBacklog:
+    """Undelivered (pending) messages of a relay's kinds, by the database's clock."""
+
+    messages: int
+    oldest_age_s: float  # since the oldest was written (0: none)
 
 
 class _Verdict(Enum):
@@ -106,7 +128,9 @@ class Relay:
         self._engine = engine
         self._senders = dict(senders)
         self._options = options or RelayOptions()
+        self._metrics = self._options.metrics
         self._wake = asyncio.Event()
+        self._backlog_due = 0.0  # time.monotonic() of the next backlog count
 
     def wake(self) -> None:
         """Look for new rows now instead of at the end of the poll interval."""
@@ -130,6 +154,7 @@ class Relay:
                     raise
                 log.warning("outbox relay: database unavailable (%s)", describe(exc))
                 stats, idle = RelayStats(), min(idle * 2, 30.0)
+            await self._count_backlog()
             if stats.claimed < self._options.batch_size:
                 await _wait_any(stop, self._wake, idle)
                 self._wake.clear()
@@ -141,12 +166,36 @@ class Relay:
         if not messages:
             return RelayStats()
         verdicts = await asyncio.gather(*(self._deliver(token, m) for m in messages))
-        return RelayStats(
+        stats = RelayStats(
             claimed=len(messages),
             sent=verdicts.count(_Verdict.SENT),
             retry_later=verdicts.count(_Verdict.RETRY),
             failed=verdicts.count(_Verdict.FAILED),
         )
+        self._metrics.relay_pass(stats)
+        return stats
+
+    async def backlog(self) -> OutboxBacklog:
+        """Count the pending messages of this relay's kinds, delayed ones included, and
+        the age of the oldest (one query over the pending rows)."""
+        async with self._engine.connect() as conn:
+            pending = select(func.count(), func.min(outbox.c.created_at), db_now(conn)).where(
+                outbox.c.status == Status.PENDING.value, outbox.c.kind.in_(sorted(self._senders)))
+            count, oldest, now = (await conn.execute(pending)).one()
+        return OutboxBacklog(int(count), age(now, oldest) if oldest is not None else 0.0)
+
+    async def _count_backlog(self) -> None:
+        """Refresh the backlog gauges when metrics are on and the interval has passed:
+        the count is a query that only they need."""
+        if not self._metrics.enabled or time.monotonic() < self._backlog_due:
+            return
+        self._backlog_due = time.monotonic() + self._options.backlog_interval_s
+        try:
+            backlog = await self.backlog()
+        except Exception as exc:  # a gauge left stale must not stop delivery
+            log.warning("outbox relay: cannot count the backlog (%s)", describe(exc))
+            return
+        self._metrics.outbox_backlog(backlog.messages, backlog.oldest_age_s)
 
     async def _claim(self, token: str) -> list[OutboxMessage]:
         async with self._engine.connect() as conn:

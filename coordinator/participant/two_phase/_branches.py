@@ -41,12 +41,13 @@ from coordinator.participant._barrier import BarrierOptions, BusinessFn, as_resu
 from coordinator.participant._db.backoff import retrying_on
 from coordinator.participant._db.errors import Refused, describe, is_lock_timeout, is_transient
 from coordinator.participant._db.session import guard_session
+from coordinator.participant._db.sql import age
+from coordinator.participant._metrics import OFF, ParticipantMetrics
 from coordinator.participant._types import BranchKey, Op, Outcome, Reply
 from coordinator.participant.two_phase._held import Held, HeldSessions
 from coordinator.participant.two_phase._table import (
     Locked,
     XaState,
-    age,
     claim,
     exists,
     lock,
@@ -140,8 +141,12 @@ class TwoPhase:
     """Prepare / commit / abort of 2PC branches on one database (``AsyncEngine``)."""
 
     def __init__(self, engine: AsyncEngine, options: BarrierOptions | None = None,
-                 two_phase: TwoPhaseOptions | None = None) -> None:
+                 two_phase: TwoPhaseOptions | None = None, *,
+                 metrics: ParticipantMetrics = OFF) -> None:
         self._engine = engine
+        # Its reports follow facts already durable (a committed claim or state, a prepared
+        # XID), so unlike the barrier's they are not held back until a commit.
+        self._metrics = metrics
         self._options = options or BarrierOptions()
         self._limits = two_phase or TwoPhaseOptions()
         self._preparing = 0
@@ -221,19 +226,31 @@ class TwoPhase:
             if row is None:
                 return await _busy_or_gone(control, xid)
             if row.state is not XaState.PREPARING:
-                return _vote_again(row)
+                return self._vote_again(row)
             # Only an attempt that found the row already claimed can follow one that died
             # after preparing; a fresh claim saves listing the server's prepared XIDs.
             if not fresh and xid in await xa_driver(control).prepared(control):
                 # An earlier attempt prepared it and died before recording the vote.
                 await self._wait_detached(control, xid)
                 await set_state(control, xid, XaState.PREPARED)
+                self._metrics.two_phase_prepared()
                 return Reply(Outcome.OK, message="already prepared")
             reply = await self._prepare_locally(key, xid, business, control)
             if reply.outcome is not Outcome.RETRY:
                 state = XaState.PREPARED if reply.outcome is Outcome.OK else XaState.REFUSED
                 await set_state(control, xid, state, reply.message, reply.result)
+                if state is XaState.PREPARED:
+                    self._metrics.two_phase_prepared()
             return reply
+
+    def _vote_again(self, row: Locked) -> Reply:
+        if row.state is XaState.ABORTED:
+            self._metrics.hanging_refusal(Op.PREPARE)
+            return Reply(Outcome.FAILED, message="prepare refused: its abort already ran; hanging request")
+        self._metrics.duplicate(Op.PREPARE)
+        if row.state is XaState.REFUSED:
+            return Reply(Outcome.FAILED, message=row.message or "refused")
+        return Reply(Outcome.OK, row.result, row.message)  # prepared (or since committed)
 
     async def _prepare_locally(self, key: BranchKey, xid: str, business: BusinessFn,
                                control: AsyncConnection) -> Reply:
@@ -303,6 +320,7 @@ class TwoPhase:
                     return _BUSY
                 return _conflict(key, "commit refused: this branch was never prepared here")
             if row.state is XaState.COMMITTED:
+                self._metrics.duplicate(Op.COMMIT)
                 return Reply(Outcome.OK, message="already committed")
             if row.state in (XaState.ABORTED, XaState.REFUSED):
                 return _conflict(key, f"commit refused: this branch is {row.state} here")
@@ -312,11 +330,13 @@ class TwoPhase:
         xid = xid_for(key.gid, key.branch)
         async with self._claimed(xid, key, operation, XaState.ABORTED) as (control, fresh):
             if fresh:
+                self._metrics.null_compensation(Op.ABORT)
                 return Reply(Outcome.OK, message="null abort: never prepared; a late prepare votes no")
             row = await lock(control, xid)
             if row is None:
                 return await _busy_or_gone(control, xid)
             if row.state is XaState.ABORTED:
+                self._metrics.duplicate(Op.ABORT)
                 return Reply(Outcome.OK, message="already aborted")
             if row.state is XaState.REFUSED:
                 return Reply(Outcome.OK, message="nothing to roll back: this branch voted no")
@@ -432,14 +452,6 @@ async def _busy_or_gone(control: AsyncConnection, xid: str) -> Reply:
     if await exists(control, xid):
         return _BUSY
     raise RuntimeError(f"txc_xa row {xid} vanished while in use")
-
-
-def _vote_again(row: Locked) -> Reply:
-    if row.state is XaState.ABORTED:
-        return Reply(Outcome.FAILED, message="prepare refused: its abort already ran; hanging request")
-    if row.state is XaState.REFUSED:
-        return Reply(Outcome.FAILED, message=row.message or "refused")
-    return Reply(Outcome.OK, row.result, row.message)  # prepared (or since committed)
 
 
 def _conflict(key: BranchKey, message: str) -> Reply:

@@ -24,6 +24,7 @@ from coordinator._client import CoordinatorClient
 from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
 from coordinator._tls import TlsFiles
 from coordinator.participant._db.errors import describe
+from coordinator.participant._metrics import OFF, ParticipantMetrics
 from coordinator.participant.two_phase._branches import Decision, InDoubtBranch, TwoPhase
 from coordinator.participant.two_phase._table import XaState
 
@@ -105,9 +106,11 @@ class InDoubtResolver:
     prepared branches, asks the coordinator for their decisions and applies them."""
 
     def __init__(self, two_phase: TwoPhase, decisions: DecisionSource | None,
-                 interval_s: float, round_timeout_s: float = 60.0) -> None:
+                 interval_s: float, round_timeout_s: float = 60.0, *,
+                 metrics: ParticipantMetrics = OFF) -> None:
         self._two_phase = two_phase
         self._decisions = decisions
+        self._metrics = metrics
         self._interval_s = interval_s
         # A round stuck on a connection the network lost would stop recovery for good
         # (no driver timeout covers a statement whose packets vanish): give up, go again.
@@ -140,6 +143,11 @@ class InDoubtResolver:
             await asyncio.sleep(self._interval_s)
 
     async def run_once(self) -> RecoveryReport:
+        report = await self._round()
+        self._metrics.recovery_round(report)  # the in-doubt gauges: what the round left
+        return report
+
+    async def _round(self) -> RecoveryReport:
         branches = await self._two_phase.in_doubt()
         report = RecoveryReport(in_doubt=tuple(branches))
         if not branches:

@@ -14,7 +14,7 @@ retried after a crash: MariaDB error 1397, PostgreSQL 42704).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import and_, select
@@ -147,12 +147,6 @@ async def set_state(
 async def server_now(conn: AsyncConnection) -> datetime:
     value: datetime = (await conn.execute(select(db_now(conn)))).scalar_one()
     return value
-
-
-def age(now: datetime, then: datetime) -> float:
-    """Seconds between two server timestamps (naive UTC on MySQL, aware on PostgreSQL)."""
-    delta: timedelta = now - then
-    return max(0.0, delta.total_seconds())
 
 
 # -- the witness: the prepare barrier row, written inside the prepared transaction -------
