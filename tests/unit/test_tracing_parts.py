@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBasedTraceIdRatio
 
 from coordinator._tracing import MAX_CARRIER_BYTES, OFF, bounded_carrier, from_metadata, tracing_for
 from coordinator._tracing_env import TracingConfigError, exporter_names, tracer_provider_from_env
@@ -56,3 +59,26 @@ def test_an_exporter_that_is_not_installed_is_refused_naming_the_variable() -> N
     with pytest.raises(TracingConfigError, match="otlp_proto_http"):
         tracer_provider_from_env({"OTEL_TRACES_EXPORTER": "otlp",
                            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+
+
+def test_spans_under_an_unsampled_parent_cost_nothing_and_pass_the_decision_on() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBasedTraceIdRatio(0.5))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = tracing_for(provider)
+    unsampled = {"traceparent": PARENT[:-2] + "00"}
+    with tracing.span("txc.execute", parent=unsampled, kind="client") as span:
+        assert span.carrier() == unsampled  # the participant sees the same trace, unsampled
+    tracing.record("txc.saga", 1.0, 2.0, parent=unsampled)
+    with tracing.span("txc.execute", parent={"traceparent": PARENT}) as span:
+        assert span.carrier()["traceparent"].split("-")[1] == PARENT.split("-")[1]
+    assert [s.name for s in exporter.get_finished_spans()] == ["txc.execute"]
+
+
+def test_a_sampler_that_records_children_of_unsampled_parents_is_obeyed() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_ON)  # not parent-based: samples every span
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with tracing_for(provider).span("txc.execute", parent={"traceparent": PARENT[:-2] + "00"}):
+        pass
+    assert [s.name for s in exporter.get_finished_spans()] == ["txc.execute"]
