@@ -78,6 +78,8 @@ class _Stream:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s + 0.5)
         except TimeoutError:
             if self.last_heard < sent:  # nothing at all came back: the stream is dead
+                # This call's own future first: nobody would read the error set on it.
+                self._waiting.pop(call_id, None)
                 self._fail(ConnectionError("no reply on the Batch stream"))
             raise
         finally:
