@@ -37,6 +37,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--insecure-listen", action="store_true",
                    help="serve plain HTTP on a non-loopback address anyway (tokens cross the "
                    "network in clear)")
+    p.add_argument("--trace-url", default=env_default("TXC_CONSOLE_TRACE_URL", ""),
+                   metavar="URL", help="a trace viewer's page with {trace_id} in it, e.g. "
+                   "http://localhost:16686/trace/{trace_id}: traced transactions link to their "
+                   "trace (env TXC_CONSOLE_TRACE_URL)")
     p.add_argument("--log-level", default=env_default("TXC_LOG_LEVEL", "info"))
     p.set_defaults(func=run)
 
@@ -84,9 +88,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.runs is not None and not args.runs.is_dir():
         raise SystemExit(f"txc console: --runs {args.runs}: not a folder")
+    if args.trace_url and not (args.trace_url.startswith(("http://", "https://"))
+                               and "{trace_id}" in args.trace_url):
+        raise SystemExit("txc console: --trace-url must be an http(s) URL with {trace_id} in it")
     settings = Settings(coordinator=args.coordinator, allow_actions=args.allow_actions,
                         runs=args.runs, tls_ca=read_optional("txc console", "--tls-ca", args.tls_ca),
-                        timeout_s=args.timeout, secure_cookie=tls)
+                        timeout_s=args.timeout, secure_cookie=tls, trace_url=args.trace_url)
     scheme = "https" if tls else "http"
     print(f"txc console: {scheme}://{args.listen}/ reading {args.coordinator}"
           f"{' (actions on)' if args.allow_actions else ' (read-only)'}", file=sys.stderr)

@@ -58,6 +58,9 @@ class Settings:
     timeout_s: float = 10.0
     secure_cookie: bool = False  # served over TLS: the cookie never travels in clear
     refresh_s: float = 5.0
+    # A trace viewer's page of one trace, "{trace_id}" standing for the id (e.g. Jaeger's
+    # "http://localhost:16686/trace/{trace_id}"): a traced transaction links to its trace.
+    trace_url: str = ""
 
 
 class Console:
@@ -180,7 +183,8 @@ async def detail_page(console: Console, request: Request) -> Response:
     async with console.reader(request.state.session) as client:
         tx = await client.get(gid)
     name = "_live.html" if "fragment" in request.query_params else "detail.html"
-    return console.page(request, name, tx=_views.detail(tx), actions=ACTIONS)
+    return console.page(request, name, tx=_views.detail(tx), actions=ACTIONS,
+                        trace_link=_views.trace_link(console.settings.trace_url, tx.trace_id))
 
 
 async def watch(console: Console, request: Request) -> Response:

@@ -405,6 +405,7 @@ class Detail:
     labels: list[tuple[str, str]]
     timeline: Timeline
     actions: list[str]  # what an operator may try in this state
+    trace_id: str = ""  # its OpenTelemetry trace; "" when untraced
 
 
 def detail(tx: pb.Transaction, now: float | None = None) -> Detail:
@@ -412,7 +413,15 @@ def detail(tx: pb.Transaction, now: float | None = None) -> Detail:
     return Detail(tx.gid, protocol_name(tx.protocol), state_name(tx.state), settled(tx),
                   when(seconds(tx.created_at)), when(seconds(tx.updated_at)),
                   span(max(0.0, line.end - line.start)), tx.error, sorted(tx.labels.items()),
-                  line, actions(tx))
+                  line, actions(tx), tx.trace_id)
+
+
+def trace_link(template: str, trace_id: str) -> str:
+    """The trace viewer's page of ``trace_id`` ("" without a template or a trace). The id is
+    32 hex digits from the coordinator; anything else is not put in a URL."""
+    if not template or not re.fullmatch(r"[0-9a-f]{32}", trace_id):
+        return ""
+    return template.replace("{trace_id}", trace_id)
 
 
 def actions(tx: pb.Transaction) -> list[str]:

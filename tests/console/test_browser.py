@@ -177,6 +177,30 @@ async def test_the_list_and_the_detail_show_a_saga_and_its_timeline(
         await participant.stop()
 
 
+async def test_a_traced_transaction_links_to_its_trace(
+        etcd: DevEtcd, prefix: str, driver: Any, tmp_path: Path) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    participant = await ScriptedParticipant().start()
+    options = replace(server_options(etcd, prefix), tracer_provider=TracerProvider())
+    try:
+        async with running(options) as server, \
+                CoordinatorClient(f"127.0.0.1:{server.port}") as client:
+            reply = await client.start_saga(shop(participant, "shop-traced", out_of_stock=False),
+                                            wait=True)
+            trace_id = reply.transaction.trace_id
+            assert len(trace_id) == 32
+            jaeger = "http://jaeger.example:16686/trace/{trace_id}"
+            async with console(server, driver, tmp_path, trace_url=jaeger) as page:
+                await page.open("/tx/shop-traced")
+                link = await page.call(lambda: page.driver.find_element(
+                    "css selector", "#trace a").get_attribute("href"))
+                assert link == f"http://jaeger.example:16686/trace/{trace_id}"
+                await page.shot("detail-traced.png")
+    finally:
+        await participant.stop()
+
+
 async def test_replay_from_the_browser_needs_the_token_and_a_reason(
         etcd: DevEtcd, prefix: str, driver: Any, tmp_path: Path) -> None:
     participant = await ScriptedParticipant().start()

@@ -163,3 +163,12 @@ def test_the_console_refuses_plain_http_off_loopback() -> None:
     assert "refusing" in (listen_refusal("console.example", tls=False, insecure=False) or "")
     assert listen_refusal("0.0.0.0", tls=True, insecure=False) is None
     assert listen_refusal("10.0.0.5", tls=False, insecure=True) is None
+
+
+def test_a_trace_links_only_with_a_template_and_a_well_formed_id() -> None:
+    jaeger = "http://localhost:16686/trace/{trace_id}"
+    trace = "0af7651916cd43dd8448eb211c80319c"
+    assert views.trace_link(jaeger, trace) == f"http://localhost:16686/trace/{trace}"
+    assert views.trace_link("", trace) == ""
+    assert views.trace_link(jaeger, "") == ""
+    assert views.trace_link(jaeger, "x/../../admin" + "0" * 19) == ""
