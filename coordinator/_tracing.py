@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 try:
+    from opentelemetry import context as otel_context
     from opentelemetry import propagate, trace
     from opentelemetry.trace import Link, SpanKind, StatusCode
 except ImportError:  # the otel extra is not installed: tracing stays off
@@ -176,6 +177,21 @@ def current_carrier() -> dict[str, str]:
     """The caller's current trace context, to send with a call (empty without one, or
     without opentelemetry)."""
     return inject(None) if trace is not None else {}
+
+
+@contextlib.contextmanager
+def as_current(carrier: Carrier) -> Iterator[None]:
+    """The context ``carrier`` stands for, made current inside the block: work done later
+    for something that was traced (an outbox message's delivery) joins its trace. Nothing
+    without a ``traceparent`` or without opentelemetry."""
+    if trace is None or TRACEPARENT not in carrier:
+        yield
+        return
+    token = otel_context.attach(_extract(tuple(carrier.items())))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def inject(context: Any) -> dict[str, str]:

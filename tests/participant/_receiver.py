@@ -23,6 +23,7 @@ class SagaReceiver:
     hold: set[str] = field(default_factory=set)
     calls: Counter[str] = field(default_factory=Counter)
     created: Counter[str] = field(default_factory=Counter)
+    traceparents: dict[str, str] = field(default_factory=dict)  # gid -> the call's, if any
     release: asyncio.Event = field(default_factory=asyncio.Event)
     server: grpc.aio.Server | None = None
     port: int = 0
@@ -30,6 +31,9 @@ class SagaReceiver:
     async def _start_saga(self, request: cpb.StartSagaRequest,
                           context: grpc.aio.ServicerContext) -> cpb.StartResponse:  # type: ignore[type-arg]
         self.calls[request.gid] += 1
+        for key, value in context.invocation_metadata() or ():
+            if key == "traceparent":
+                self.traceparents[request.gid] = str(value)
         if self.fail_first > 0:
             self.fail_first -= 1
             await context.abort(grpc.StatusCode.UNAVAILABLE, "coordinator warming up")

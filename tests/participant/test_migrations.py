@@ -85,7 +85,7 @@ def alembic(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
 async def test_alembic_command_line_runs_the_same_migrations(fresh: str) -> None:
     up = await asyncio.to_thread(alembic, fresh, "upgrade", "head")
     assert up.returncode == 0, up.stderr
-    assert "Running upgrade 0002_outbox -> 0003_two_phase" in up.stderr
+    assert "Running upgrade 0003_two_phase -> 0004_outbox_trace" in up.stderr
     engine = create_engine(fresh)
     try:
         assert await current_revision(engine) == head_revision()
@@ -111,9 +111,9 @@ def txc_migrate(*argv: str) -> int:
 async def test_txc_migrate_applies_reports_and_rolls_back(
         fresh: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert await asyncio.to_thread(txc_migrate, "--dsn", fresh) == 0
-    assert "at revision 0003_two_phase (head)" in capsys.readouterr().out
+    assert "at revision 0004_outbox_trace (head)" in capsys.readouterr().out
     assert await asyncio.to_thread(txc_migrate, "--dsn", fresh, "--down", "0001_barrier") == 0
-    assert "at revision 0001_barrier (head is 0003_two_phase)" in capsys.readouterr().out
+    assert "at revision 0001_barrier (head is 0004_outbox_trace)" in capsys.readouterr().out
     assert await asyncio.to_thread(txc_migrate, "--dsn", fresh, "--status") == 0
     assert "0001_barrier" in capsys.readouterr().out
     assert await asyncio.to_thread(txc_migrate, "--dsn", fresh, "--down", "nonsense") == 1

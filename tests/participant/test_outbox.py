@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -25,7 +26,9 @@ from coordinator.participant import (
     create_engine,
     outbox,
 )
+from coordinator.participant._db.tables import TRACE_CHARS
 from coordinator.participant._db.tables import outbox as outbox_table
+from coordinator.participant.outbox._messages import decode_trace, encode_trace
 from tests.support.processes import Child
 
 from ._outbox_child import LEASE, saga
@@ -263,3 +266,31 @@ async def test_relay_with_a_wrong_dsn_fails_at_start_naming_it() -> None:
             await Relay(engine, {START_SAGA: send}).run()
     finally:
         await engine.dispose()
+
+
+async def test_a_saga_started_from_the_outbox_joins_the_trace_its_message_was_written_in(
+        db: Db, relay_for: Relaying) -> None:
+    r, sender = relay_for
+    await clear_due(db.engine)
+    traced, untraced = gids(2)
+    tracer = TracerProvider().get_tracer("shop")
+    with tracer.start_as_current_span("checkout") as checkout:
+        (traced_id,) = await queue(db.engine, traced)
+    (untraced_id,) = await queue(db.engine, untraced)
+    assert (await row(db.engine, untraced_id))["trace"] is None
+    # The relay runs outside any span, later: the message brings its own.
+    stats = await Relay(db.engine, {START_SAGA: sender}, FAST).run_once()
+    assert stats.sent == 2
+    trace_id = f"{checkout.get_span_context().trace_id:032x}"
+    assert r.traceparents[traced].split("-")[1] == trace_id
+    assert untraced not in r.traceparents
+    assert trace_id in str((await row(db.engine, traced_id))["trace"])
+
+
+def test_a_stored_trace_never_outgrows_its_column_and_a_damaged_one_is_none() -> None:
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    wide = {"traceparent": parent, "baggage": "k=" + "\u00e9" * 900}  # 6 characters each, escaped
+    encoded = encode_trace(wide)
+    assert encoded is not None and len(encoded) <= TRACE_CHARS
+    assert decode_trace(encoded) == {"traceparent": parent}
+    assert decode_trace("not json") == decode_trace('["a"]') == decode_trace(None) == {}

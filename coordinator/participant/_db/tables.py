@@ -37,6 +37,7 @@ OUTBOX_TABLE = "txc_outbox"
 XA_TABLE = "txc_xa"
 OPERATION_CHARS = 128
 MESSAGE_CHARS = 512
+TRACE_CHARS = 2048  # a carrier's 1 KiB of keys and values, JSON-quoted
 
 _MYSQL = ("mysql", "mariadb")
 
@@ -114,6 +115,8 @@ outbox = Table(
     Column("last_error", String(MESSAGE_CHARS), nullable=True),
     Column("created_at", timestamp(), nullable=False),
     Column("sent_at", timestamp(), nullable=True),
+    # The trace context the message was written in (JSON; see coordinator._tracing).
+    Column("trace", String(TRACE_CHARS), nullable=True),
     Index("ix_txc_outbox_due", "status", "available_at"),
     Index("ix_txc_outbox_sent", "status", "sent_at"),
     mysql_engine="InnoDB",

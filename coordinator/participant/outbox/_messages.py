@@ -7,16 +7,18 @@ loses nothing: the row is still pending when a relay next looks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
+from coordinator._tracing import TRACEPARENT, bounded_carrier, current_carrier
 from coordinator.participant._db.errors import ParticipantError
 from coordinator.participant._db.sql import blob, db_now, db_shifted
-from coordinator.participant._db.tables import outbox
+from coordinator.participant._db.tables import TRACE_CHARS, outbox
 
 __all__ = ["START_SAGA", "OutboxError", "OutboxMessage", "Status", "add", "add_start_saga"]
 
@@ -44,6 +46,10 @@ class OutboxMessage:
     kind: str
     payload: bytes
     attempts: int  # deliveries tried so far, this one included
+    # The trace context the message was written in; the relay makes it current while the
+    # sender runs, so a saga started from the outbox joins the trace of the business
+    # transaction that wrote it.
+    trace: dict[str, str] = field(default_factory=dict)
 
 
 async def add(conn: AsyncConnection, kind: str, payload: bytes, *, delay_s: float = 0.0) -> int:
@@ -64,6 +70,7 @@ async def add(conn: AsyncConnection, kind: str, payload: bytes, *, delay_s: floa
         attempts=0,
         available_at=db_shifted(conn, delay_s) if delay_s else db_now(conn),
         created_at=db_now(conn),
+        trace=encode_trace(current_carrier()),
     )
     result = await conn.execute(stmt)
     key = result.inserted_primary_key
@@ -86,3 +93,27 @@ async def add_start_saga(conn: AsyncConnection, request: cpb.StartSagaRequest) -
     message.CopyFrom(request)
     message.wait = False
     return await add(conn, START_SAGA, message.SerializeToString())
+
+
+def encode_trace(carrier: dict[str, str]) -> str | None:
+    """The column's value for a carrier (None: written outside any trace). Never longer
+    than the column: a carrier whose JSON would be (non-ASCII baggage, escaped) keeps only
+    its traceparent, so writing a message never fails for its trace."""
+    if not carrier:
+        return None
+    encoded = json.dumps(carrier, separators=(",", ":"))
+    if len(encoded) <= TRACE_CHARS:
+        return encoded
+    kept = {k: v for k, v in carrier.items() if k == TRACEPARENT}
+    return json.dumps(kept, separators=(",", ":"))[:TRACE_CHARS] if kept else None
+
+
+def decode_trace(stored: str | None) -> dict[str, str]:
+    """A carrier from the column; a value that is not one (edited by hand) means none."""
+    try:
+        value = json.loads(stored) if stored else {}
+    except ValueError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return bounded_carrier({k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)})

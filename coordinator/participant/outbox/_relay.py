@@ -30,13 +30,14 @@ from tenacity import (
     stop_after_attempt,
 )
 
+from coordinator._tracing import as_current
 from coordinator.participant._db.backoff import backoff
 from coordinator.participant._db.dsn import check_connection
 from coordinator.participant._db.errors import PermanentDeliveryError, describe, is_transient
 from coordinator.participant._db.sql import age, db_now, db_shifted, is_mysql
 from coordinator.participant._db.tables import outbox
 from coordinator.participant._metrics import OFF, ParticipantMetrics
-from coordinator.participant.outbox._messages import OutboxMessage, Status
+from coordinator.participant.outbox._messages import OutboxMessage, Status, decode_trace
 
 log = logging.getLogger("coordinator.participant.relay")
 
@@ -204,7 +205,8 @@ class Relay:
             conn = await conn.execution_options(isolation_level="READ COMMITTED")
             async with conn.begin():
                 due = (
-                    select(outbox.c.id, outbox.c.kind, outbox.c.payload, outbox.c.attempts)
+                    select(outbox.c.id, outbox.c.kind, outbox.c.payload, outbox.c.attempts,
+                           outbox.c.trace)
                     .where(
                         outbox.c.status == Status.PENDING.value,
                         outbox.c.available_at <= db_now(conn),
@@ -225,7 +227,8 @@ class Relay:
                             attempts=outbox.c.attempts + 1,
                         )
                     )
-        return [OutboxMessage(r.id, r.kind, r.payload, r.attempts + 1) for r in rows]
+        return [OutboxMessage(r.id, r.kind, r.payload, r.attempts + 1, decode_trace(r.trace))
+                for r in rows]
 
     async def _deliver(self, token: str, message: OutboxMessage) -> _Verdict:
         verdict, error = await self._send(message)
@@ -255,7 +258,8 @@ class Relay:
                 async for attempt in retrying:
                     with attempt:
                         async with asyncio.timeout(opts.send_timeout_s):
-                            await sender(message)
+                            with as_current(message.trace):
+                                await sender(message)
         except PermanentDeliveryError as exc:
             return _Verdict.FAILED, str(exc)[:_ERROR_CHARS]
         except Exception as exc:
