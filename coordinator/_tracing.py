@@ -32,8 +32,6 @@ Kind = Literal["internal", "server", "client"]
 AttributeValue = str | int | float | bool
 MAX_CARRIER_BYTES = 1024
 TRACEPARENT = "traceparent"
-# The trace-flags values of a sampled traceparent (bit 0 set), as it ends ("-01", ...).
-SAMPLED_FLAGS = tuple(f"-{flags:02x}" for flags in range(256) if flags & 1)
 
 
 class SpanHandle:
@@ -66,9 +64,12 @@ class Tracing:
 
     def span(self, name: str, *, parent: Carrier | None = None, kind: Kind = "internal",
              attributes: Mapping[str, AttributeValue] | None = None,
-             links: Sequence[Carrier] = ()) -> contextlib.AbstractContextManager[SpanHandle]:
+             links: Sequence[Carrier] = (),
+             quiet: tuple[type[BaseException], ...] = ()) -> contextlib.AbstractContextManager[SpanHandle]:
         """A span around a block, made current inside it. ``parent``: a stored carrier (an
-        empty one means no trace: nothing is recorded); None: the current context."""
+        empty or malformed one means no trace: nothing is recorded); None: the current
+        context. An exception leaving the block marks the span failed with its type (never
+        its text), unless it is one of ``quiet`` (a business refusal)."""
         return contextlib.nullcontext(_NOOP)
 
     def record(self, name: str, start_s: float, end_s: float, *, parent: Carrier,
@@ -104,11 +105,11 @@ class _PassOn(SpanHandle):
     """A span not recorded, in a trace not sampled: its calls carry the parent's context on,
     so that participants see the trace's decision instead of starting traces of their own."""
 
-    def __init__(self, parent: Carrier) -> None:
-        self._parent = parent
+    def __init__(self, carrier: dict[str, str]) -> None:
+        self._carrier = carrier
 
     def carrier(self) -> dict[str, str]:
-        return dict(self._parent)
+        return dict(self._carrier)
 
 
 class _OtelTracing(Tracing):
@@ -120,36 +121,66 @@ class _OtelTracing(Tracing):
 
     def span(self, name: str, *, parent: Carrier | None = None, kind: Kind = "internal",
              attributes: Mapping[str, AttributeValue] | None = None,
-             links: Sequence[Carrier] = ()) -> contextlib.AbstractContextManager[SpanHandle]:
-        if parent is not None and TRACEPARENT not in parent:
-            return contextlib.nullcontext(_NOOP)  # a transaction without a trace
-        if parent is not None and self._unsampled(parent):
-            return contextlib.nullcontext(_PassOn(parent))
-        return self._span(name, parent, kind, attributes, links)
-
-    def _unsampled(self, parent: Carrier) -> bool:
-        """The sampler would drop this span anyway: most transactions of a sampled service.
-        Skipping the SDK's work for them is most of what sampling saves (measured ~27 of
-        ~30 us per span)."""
-        return self._follows_parent and not parent[TRACEPARENT].endswith(SAMPLED_FLAGS)
+             links: Sequence[Carrier] = (),
+             quiet: tuple[type[BaseException], ...] = ()) -> contextlib.AbstractContextManager[SpanHandle]:
+        if parent is None:
+            return self._span(name, None, kind, attributes, links, quiet)
+        context = _extract(tuple(parent.items())) if TRACEPARENT in parent else None
+        span_context = _span_of(context)
+        if span_context is None:
+            return contextlib.nullcontext(_NOOP)  # a transaction without a (valid) trace
+        if self._follows_parent and not span_context.trace_flags.sampled:
+            return self._passing_on(context, span_context)
+        return self._span(name, context, kind, attributes, links, quiet)
 
     @contextlib.contextmanager
-    def _span(self, name: str, parent: Carrier | None, kind: Kind,
-              attributes: Mapping[str, AttributeValue] | None,
-              links: Sequence[Carrier]) -> Iterator[SpanHandle]:
-        context = _extract(tuple(parent.items())) if parent is not None else None
+    def _passing_on(self, context: Any, span_context: Any) -> Iterator[SpanHandle]:
+        """The sampler would drop this span anyway, as most of a sampled service's: skip the
+        SDK's work (~27 of ~30 us a span), but keep the unsampled context current, so that
+        spans started inside (the participant's barrier, the handler, the service's own)
+        follow the trace's decision instead of starting traces of their own."""
+        token = otel_context.attach(context)
+        try:
+            yield _PassOn(inject(trace.set_span_in_context(trace.NonRecordingSpan(span_context))))
+        finally:
+            otel_context.detach(token)
+
+    @contextlib.contextmanager
+    def _span(self, name: str, context: Any, kind: Kind,
+              attributes: Mapping[str, AttributeValue] | None, links: Sequence[Carrier],
+              quiet: tuple[type[BaseException], ...]) -> Iterator[SpanHandle]:
+        # Exceptions are not recorded as the SDK would (message and stack trace): their text
+        # may quote SQL parameters or payloads. The span says the exception's type only.
         with self._tracer.start_as_current_span(
                 name, context=context, kind=_KINDS[kind], attributes=attributes,
-                links=_links(links)) as span:
-            yield _OtelSpan(span)
+                links=_links(links), record_exception=False,
+                set_status_on_exception=False) as span:
+            handle = _OtelSpan(span)
+            try:
+                yield handle
+            except quiet:
+                raise
+            except Exception as exc:
+                handle.fail(type(exc).__name__)
+                raise
 
     def record(self, name: str, start_s: float, end_s: float, *, parent: Carrier,
                attributes: Mapping[str, AttributeValue] | None = None) -> None:
-        if TRACEPARENT not in parent or self._unsampled(parent):
+        context = _extract(tuple(parent.items())) if TRACEPARENT in parent else None
+        span_context = _span_of(context)
+        if span_context is None or (self._follows_parent and not span_context.trace_flags.sampled):
             return
-        span = self._tracer.start_span(name, context=_extract(tuple(parent.items())),
-                                       attributes=attributes, start_time=_ns(start_s))
+        span = self._tracer.start_span(name, context=context, attributes=attributes,
+                                       start_time=_ns(start_s))
         span.end(end_time=_ns(max(start_s, end_s)))
+
+
+def _span_of(context: Any) -> Any:
+    """The valid span context in ``context``, or None (no traceparent, or a malformed one)."""
+    if context is None:
+        return None
+    span_context = trace.get_current_span(context).get_span_context()
+    return span_context if span_context.is_valid else None
 
 
 if trace is not None:

@@ -8,8 +8,11 @@ record, then act on it.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field, replace
 from enum import IntEnum, StrEnum
+
+_TRACE_ID = re.compile(r"(?!0{32})[0-9a-f]{32}")  # a W3C trace id: 32 lowercase hex digits, not all 0
 
 
 class Protocol(IntEnum):
@@ -149,9 +152,10 @@ class TxRecord:
 
     @property
     def trace_id(self) -> str:
-        """The W3C trace id in ``trace`` (32 hex digits); "" when untraced."""
+        """The W3C trace id in ``trace`` (32 hex digits); "" when untraced (or unreadable)."""
         parts = dict(self.trace).get("traceparent", "").split("-")
-        return parts[1] if len(parts) == 4 else ""
+        found = parts[1] if len(parts) == 4 else ""
+        return found if _TRACE_ID.fullmatch(found) else ""
 
     def status(self, name: str) -> BranchStatus:
         return self.branches[self.index(name)]

@@ -39,7 +39,7 @@ from coordinator.participant._db.errors import describe, is_transient
 from coordinator.participant._handlers import BranchContext, Decoder, Handler, Registry, raw
 from coordinator.participant._health import DatabaseHealth
 from coordinator.participant._metrics import OFF, ParticipantMetrics
-from coordinator.participant._types import BranchKey, Op, Outcome, Reply
+from coordinator.participant._types import MAX_ID_CHARS, BranchKey, Op, Outcome, Reply
 from coordinator.participant.two_phase._branches import InDoubtBranch, TwoPhase, TwoPhaseOptions
 from coordinator.participant.two_phase._recovery import (
     CoordinatorDecisions,
@@ -198,7 +198,8 @@ class ParticipantHost:
         call this). ``trace``: the caller's trace context (``traceparent``, ...), continued
         by this call's span."""
         started = time.perf_counter()
-        with (log_context(gid=request.gid, branch=request.branch, op=op, attempt=request.attempt),
+        with (log_context(gid=request.gid[:MAX_ID_CHARS], branch=request.branch[:MAX_ID_CHARS],
+                          op=op, attempt=request.attempt),
               spans.call(self._tracing, op, request, trace) as span):
             reply = await self._answer(op, request, deadline)
             spans.answered(span, reply)

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from coordinator._proto.txc.v1 import participant_pb2 as ppb
 from coordinator._tracing import TRACEPARENT, SpanHandle, Tracing
 from coordinator.participant._barrier import BusinessFn
+from coordinator.participant._db.errors import Refused
 from coordinator.participant._handlers import BranchContext
 from coordinator.participant._types import MAX_ID_CHARS, Op, Outcome, Reply
 
@@ -46,7 +47,8 @@ def handler(tracing: Tracing, ctx: BranchContext, business: BusinessFn | None) -
     traced = business
 
     async def in_span(conn: AsyncConnection) -> bytes | None:
-        with tracing.span(ctx.operation, attributes={"txc.op": str(ctx.op)}):
+        # A refusal is the business saying no, not a failure of the span.
+        with tracing.span(ctx.operation, attributes={"txc.op": str(ctx.op)}, quiet=(Refused,)):
             return await traced(conn)
 
     return in_span

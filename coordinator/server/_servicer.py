@@ -172,7 +172,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             actor = self._actor(context)
             with self._server_span("ReplayTransaction", context, request.gid) as span:
                 # The replayed steps join the operator's trace, linked to the original one.
-                span.link(dict((await self._core.get(request.gid)).record.trace))
+                if self._tracing.enabled:
+                    span.link(dict((await self._core.get(request.gid)).record.trace))
                 trace = tuple(sorted(span.carrier().items()))
                 stored = await self._core.replay(request.gid, actor, request.reason, trace)
             return convert.transaction(stored.record)

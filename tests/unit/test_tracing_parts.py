@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBasedTraceIdRatio
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, ParentBasedTraceIdRatio
+from opentelemetry.trace import StatusCode
 
-from coordinator._tracing import MAX_CARRIER_BYTES, OFF, bounded_carrier, from_metadata, tracing_for
+from coordinator._tracing import (
+    MAX_CARRIER_BYTES,
+    OFF,
+    Tracing,
+    bounded_carrier,
+    from_metadata,
+    tracing_for,
+)
 from coordinator._tracing_env import TracingConfigError, exporter_names, tracer_provider_from_env
+from coordinator.domain.records import BranchPlan, Protocol, new_record
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -82,3 +93,42 @@ def test_a_sampler_that_records_children_of_unsampled_parents_is_obeyed() -> Non
     with tracing_for(provider).span("txc.execute", parent={"traceparent": PARENT[:-2] + "00"}):
         pass
     assert [s.name for s in exporter.get_finished_spans()] == ["txc.execute"]
+
+
+def exporting(sampler: Any) -> tuple[Tracing, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return tracing_for(provider), exporter
+
+
+def test_spans_started_inside_an_unsampled_call_follow_its_decision() -> None:
+    tracing, exporter = exporting(ParentBased(ALWAYS_ON))  # would record any new root
+    with tracing.span("txc.participant.execute", parent={"traceparent": PARENT[:-2] + "00"}), \
+            tracing.span("txc.barrier"), tracing.span("accounts.debit"):
+        pass
+    assert exporter.get_finished_spans() == ()
+
+
+def test_an_exception_marks_its_span_by_type_only_and_a_refusal_not_at_all() -> None:
+    tracing, exporter = exporting(ALWAYS_ON)
+    with pytest.raises(ValueError), tracing.span("accounts.debit"):
+        raise ValueError("INSERT ... VALUES ('4111 1111 1111 1111')")
+    with pytest.raises(KeyError), tracing.span("orders.create", quiet=(KeyError,)):
+        raise KeyError("out of stock")
+    failed, refused = exporter.get_finished_spans()
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.status.description == "ValueError" and not failed.events
+    assert refused.status.status_code is StatusCode.UNSET and not refused.events
+
+
+def test_a_malformed_traceparent_is_no_trace() -> None:
+    tracing, exporter = exporting(ALWAYS_ON)
+    for bad in ("00-zz<script>-x-01", "00-" + "0" * 32 + "-" + "0" * 16 + "-01"):
+        with tracing.span("txc.execute", parent={"traceparent": bad}) as span:
+            assert span.carrier() == {}
+        tracing.record("txc.saga", 1.0, 2.0, parent={"traceparent": bad})
+        record = new_record(gid="g", protocol=Protocol.SAGA, plan=(BranchPlan("a", "h:1", "a.do"),),
+                            now=1.0, timeout_s=1, trace=(("traceparent", bad),))
+        assert record.trace_id == ""
+    assert exporter.get_finished_spans() == ()
