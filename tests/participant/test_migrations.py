@@ -14,12 +14,17 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
 from coordinator.cli import _migrate
 from coordinator.participant import (
+    START_SAGA,
+    Relay,
+    StartSagaSender,
     create_engine,
+    outbox,
     upgrade,
 )
 from coordinator.participant._db.migrations import (
@@ -30,6 +35,9 @@ from coordinator.participant._db.migrations import (
 )
 from coordinator.participant._db.tables import metadata
 from tests.support.databases import SERVERS, create_database, drop_database
+
+from ._outbox_child import saga
+from ._receiver import SagaReceiver
 
 pytestmark = pytest.mark.integration
 
@@ -128,3 +136,24 @@ async def test_txc_migrate_names_a_wrong_dsn_without_its_password(
     assert "postgresql+asyncpg://app:***@127.0.0.1:1/shop" in err and "s3cret" not in err
     assert await asyncio.to_thread(txc_migrate, "--dsn", "sqlite:///x.db") == 2
     assert "supported" in capsys.readouterr().err
+
+
+async def test_the_outbox_keeps_working_on_a_database_not_yet_migrated_to_its_trace_column(
+        fresh: str) -> None:
+    """The SDK deployed before ``txc migrate``: traced messages are written and delivered,
+    without their trace, instead of failing the business transaction."""
+    receiver = SagaReceiver()
+    sender = StartSagaSender(await receiver.start(), timeout_s=1.0)
+    engine = create_engine(fresh)
+    try:
+        assert await upgrade(engine, "0003_two_phase") == "0003_two_phase"
+        with TracerProvider().get_tracer("shop").start_as_current_span("checkout"):
+            async with engine.begin() as conn:
+                await outbox.add_start_saga(conn, saga("before-0004"))
+        stats = await Relay(engine, {START_SAGA: sender}).run_once()
+        assert stats.sent == 1 and receiver.calls["before-0004"] == 1
+        assert "before-0004" not in receiver.traceparents
+    finally:
+        await sender.close()
+        await receiver.stop()
+        await engine.dispose()

@@ -8,19 +8,23 @@ loses nothing: the row is still pending when a relay next looks.
 from __future__ import annotations
 
 import json
+import logging
+import weakref
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from sqlalchemy import insert
+from sqlalchemy import Engine, insert, inspect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
 from coordinator._tracing import TRACEPARENT, bounded_carrier, current_carrier
 from coordinator.participant._db.errors import ParticipantError
 from coordinator.participant._db.sql import blob, db_now, db_shifted
-from coordinator.participant._db.tables import TRACE_CHARS, outbox
+from coordinator.participant._db.tables import OUTBOX_TABLE, TRACE_CHARS, outbox
 
 __all__ = ["START_SAGA", "OutboxError", "OutboxMessage", "Status", "add", "add_start_saga"]
+
+log = logging.getLogger("coordinator.participant.relay")
 
 START_SAGA = "txc.start_saga"
 """Kind of the messages that carry a txc.v1.StartSagaRequest."""
@@ -70,8 +74,10 @@ async def add(conn: AsyncConnection, kind: str, payload: bytes, *, delay_s: floa
         attempts=0,
         available_at=db_shifted(conn, delay_s) if delay_s else db_now(conn),
         created_at=db_now(conn),
-        trace=encode_trace(current_carrier()),
     )
+    trace = encode_trace(current_carrier())
+    if trace is not None and await has_trace_column(conn):
+        stmt = stmt.values(trace=trace)
     result = await conn.execute(stmt)
     key = result.inserted_primary_key
     assert key is not None  # single-row INSERT into a table with a primary key
@@ -93,6 +99,25 @@ async def add_start_saga(conn: AsyncConnection, request: cpb.StartSagaRequest) -
     message.CopyFrom(request)
     message.wait = False
     return await add(conn, START_SAGA, message.SerializeToString())
+
+
+_TRACE_COLUMN: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()
+
+
+async def has_trace_column(conn: AsyncConnection) -> bool:
+    """Whether this database's outbox has the ``trace`` column (revision 0004_outbox_trace).
+    A service may run this SDK before ``txc migrate`` has: its messages must keep flowing,
+    without their traces until then. Asked once per engine (and process)."""
+    engine = conn.sync_engine
+    known = _TRACE_COLUMN.get(engine)
+    if known is None:
+        known = await conn.run_sync(
+            lambda sync: any(c["name"] == "trace" for c in inspect(sync).get_columns(OUTBOX_TABLE)))
+        _TRACE_COLUMN[engine] = known
+        if not known:
+            log.warning("%s has no trace column: run txc migrate; until then outbox messages "
+                        "do not carry their trace", OUTBOX_TABLE)
+    return known
 
 
 def encode_trace(carrier: dict[str, str]) -> str | None:

@@ -37,7 +37,12 @@ from coordinator.participant._db.errors import PermanentDeliveryError, describe,
 from coordinator.participant._db.sql import age, db_now, db_shifted, is_mysql
 from coordinator.participant._db.tables import outbox
 from coordinator.participant._metrics import OFF, ParticipantMetrics
-from coordinator.participant.outbox._messages import OutboxMessage, Status, decode_trace
+from coordinator.participant.outbox._messages import (
+    OutboxMessage,
+    Status,
+    decode_trace,
+    has_trace_column,
+)
 
 log = logging.getLogger("coordinator.participant.relay")
 
@@ -204,9 +209,11 @@ class Relay:
             # transactions never waits for a claim.
             conn = await conn.execution_options(isolation_level="READ COMMITTED")
             async with conn.begin():
+                columns = [outbox.c.id, outbox.c.kind, outbox.c.payload, outbox.c.attempts]
+                if await has_trace_column(conn):
+                    columns.append(outbox.c.trace)
                 due = (
-                    select(outbox.c.id, outbox.c.kind, outbox.c.payload, outbox.c.attempts,
-                           outbox.c.trace)
+                    select(*columns)
                     .where(
                         outbox.c.status == Status.PENDING.value,
                         outbox.c.available_at <= db_now(conn),
@@ -227,8 +234,8 @@ class Relay:
                             attempts=outbox.c.attempts + 1,
                         )
                     )
-        return [OutboxMessage(r.id, r.kind, r.payload, r.attempts + 1, decode_trace(r.trace))
-                for r in rows]
+        return [OutboxMessage(r.id, r.kind, r.payload, r.attempts + 1,
+                              decode_trace(getattr(r, "trace", None))) for r in rows]
 
     async def _deliver(self, token: str, message: OutboxMessage) -> _Verdict:
         verdict, error = await self._send(message)
