@@ -18,7 +18,7 @@ from tenacity import RetryCallState
 
 from .._metrics import OFF, Metrics
 from .._tracing import OFF as TRACING_OFF
-from .._tracing import Tracing
+from .._tracing import Tracing, as_current
 from ..domain import saga, two_phase
 from ..domain._common import clip, note
 from ..domain.durability import must_persist
@@ -333,14 +333,17 @@ class Driver:
 
     # -- participant calls ---------------------------------------------------------------
     async def _perform(self, run: _Run, call: Call) -> None:
-        try:
-            event = await self._call_with_retries(run, call)
-        except Handover:
-            return
-        finally:
-            if run.calls.get(call) is asyncio.current_task():
-                del run.calls[call]
-        await self._handle(run, event)
+        # The transaction's trace is current for the call and its consequences, whichever
+        # task started it (a takeover, an operator's action): log lines carry its trace id.
+        with as_current(dict(run.record.trace)):
+            try:
+                event = await self._call_with_retries(run, call)
+            except Handover:
+                return
+            finally:
+                if run.calls.get(call) is asyncio.current_task():
+                    del run.calls[call]
+            await self._handle(run, event)
 
     async def _call_with_retries(self, run: _Run, call: Call) -> Event:
         record = run.record

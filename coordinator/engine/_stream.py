@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import logging
 import time
@@ -58,7 +59,10 @@ class _Stream:
         self._ready = asyncio.Event()
         self.broken: BaseException | None = None
         self.last_heard = time.monotonic()
-        self._tasks = {asyncio.create_task(self._write_loop()), asyncio.create_task(self._read_loop())}
+        # A context of their own: the loops outlive the call that opened the stream, and
+        # must not carry its trace (or log context) into every later call's lines.
+        self._tasks = {asyncio.create_task(self._write_loop(), context=contextvars.Context()),
+                       asyncio.create_task(self._read_loop(), context=contextvars.Context())}
 
     async def call(self, kind: ppb.CallKind.ValueType, request: ppb.BranchRequest,
                    timeout_s: float, trace: Mapping[str, str]) -> ppb.BranchResult:
