@@ -220,28 +220,34 @@ class TwoPhase:
                 yield conn, fresh
 
     async def _prepare(self, key: BranchKey, operation: str, business: BusinessFn) -> Reply:
+        reply, recorded = await self._vote(key, operation, business)
+        if recorded:  # counted once the vote is committed: a failed commit is retried
+            self._metrics.two_phase_prepared()
+        return reply
+
+    async def _vote(self, key: BranchKey, operation: str,
+                    business: BusinessFn) -> tuple[Reply, bool]:
+        """The vote, and whether this call recorded a new PREPARED one."""
         xid = xid_for(key.gid, key.branch)
         async with self._claimed(xid, key, operation, XaState.PREPARING) as (control, fresh):
             row = await lock(control, xid)
             if row is None:
-                return await _busy_or_gone(control, xid)
+                return await _busy_or_gone(control, xid), False
             if row.state is not XaState.PREPARING:
-                return self._vote_again(row)
+                return self._vote_again(row), False
             # Only an attempt that found the row already claimed can follow one that died
             # after preparing; a fresh claim saves listing the server's prepared XIDs.
             if not fresh and xid in await xa_driver(control).prepared(control):
                 # An earlier attempt prepared it and died before recording the vote.
                 await self._wait_detached(control, xid)
                 await set_state(control, xid, XaState.PREPARED)
-                self._metrics.two_phase_prepared()
-                return Reply(Outcome.OK, message="already prepared")
+                return Reply(Outcome.OK, message="already prepared"), True
             reply = await self._prepare_locally(key, xid, business, control)
-            if reply.outcome is not Outcome.RETRY:
-                state = XaState.PREPARED if reply.outcome is Outcome.OK else XaState.REFUSED
-                await set_state(control, xid, state, reply.message, reply.result)
-                if state is XaState.PREPARED:
-                    self._metrics.two_phase_prepared()
-            return reply
+            if reply.outcome is Outcome.RETRY:
+                return reply, False
+            state = XaState.PREPARED if reply.outcome is Outcome.OK else XaState.REFUSED
+            await set_state(control, xid, state, reply.message, reply.result)
+            return reply, state is XaState.PREPARED
 
     def _vote_again(self, row: Locked) -> Reply:
         if row.state is XaState.ABORTED:
