@@ -71,7 +71,7 @@ class CallLimiter:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self._release(address, gate)  # woken and cancelled in one turn: pass it on
-            else:
+            elif waiter in queue:  # not yet passed over by a release (_wake skips it then)
                 queue.remove(waiter)
             raise
 

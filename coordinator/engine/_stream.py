@@ -131,6 +131,10 @@ class _Stream:
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(exc)
+                # Read here: a caller that gave up on the call (cancelled, timed out)
+                # never will, and asyncio would log the error as lost. Waiting callers
+                # still get it.
+                future.exception()
 
     async def close(self) -> None:
         self._fail(ConnectionError("closed"))

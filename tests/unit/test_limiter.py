@@ -75,3 +75,22 @@ async def test_woken_then_cancelled_passes_its_slot_on() -> None:
 def test_a_bound_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="per_participant"):
         CallLimiter(0)
+
+
+async def test_a_waiter_cancelled_just_before_its_turn_leaves_with_the_cancellation() -> None:
+    """Cancelled, then passed over by a release in the same turn of the loop: it must leave
+    as cancelled (it once raised ValueError from removing itself a second time)."""
+    limiter = CallLimiter(1)
+
+    async def waiting() -> None:
+        async with limiter.slot("p:1", "execute"):
+            raise AssertionError("never gets the slot")
+
+    async with limiter.slot("p:1", "execute"):
+        waiter = asyncio.create_task(waiting())
+        await asyncio.sleep(0)  # queued behind us
+        assert limiter.queued("p:1") == 1
+        waiter.cancel()  # cancels its future now; its handler runs after our release
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert (limiter.in_flight("p:1"), limiter.queued("p:1")) == (0, 0)
