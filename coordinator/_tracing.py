@@ -93,9 +93,9 @@ class _OtelSpan(SpanHandle):
         self._span.set_status(StatusCode.ERROR, message)
 
     def link(self, carrier: Carrier) -> None:
-        context = _span_context(carrier)
-        if context.is_valid:
-            self._span.add_link(context)
+        found = _parent(carrier)
+        if found is not None:
+            self._span.add_link(found[1])
 
     def carrier(self) -> dict[str, str]:
         return inject(trace.set_span_in_context(self._span))
@@ -125,13 +125,17 @@ class _OtelTracing(Tracing):
              quiet: tuple[type[BaseException], ...] = ()) -> contextlib.AbstractContextManager[SpanHandle]:
         if parent is None:
             return self._span(name, None, kind, attributes, links, quiet)
-        context = _extract(tuple(parent.items())) if TRACEPARENT in parent else None
-        span_context = _span_of(context)
-        if span_context is None:
+        found = _parent(parent)
+        if found is None:
             return contextlib.nullcontext(_NOOP)  # a transaction without a (valid) trace
-        if self._follows_parent and not span_context.trace_flags.sampled:
+        context, span_context = found
+        if self._dropped(span_context):
             return self._passing_on(context, span_context)
         return self._span(name, context, kind, attributes, links, quiet)
+
+    def _dropped(self, span_context: Any) -> bool:
+        """The sampler would drop a child of ``span_context``: it follows unsampled parents."""
+        return self._follows_parent and not span_context.trace_flags.sampled
 
     @contextlib.contextmanager
     def _passing_on(self, context: Any, span_context: Any) -> Iterator[SpanHandle]:
@@ -166,21 +170,22 @@ class _OtelTracing(Tracing):
 
     def record(self, name: str, start_s: float, end_s: float, *, parent: Carrier,
                attributes: Mapping[str, AttributeValue] | None = None) -> None:
-        context = _extract(tuple(parent.items())) if TRACEPARENT in parent else None
-        span_context = _span_of(context)
-        if span_context is None or (self._follows_parent and not span_context.trace_flags.sampled):
+        found = _parent(parent)
+        if found is None or self._dropped(found[1]):
             return
-        span = self._tracer.start_span(name, context=context, attributes=attributes,
+        span = self._tracer.start_span(name, context=found[0], attributes=attributes,
                                        start_time=_ns(start_s))
         span.end(end_time=_ns(max(start_s, end_s)))
 
 
-def _span_of(context: Any) -> Any:
-    """The valid span context in ``context``, or None (no traceparent, or a malformed one)."""
-    if context is None:
+def _parent(carrier: Carrier) -> tuple[Any, Any] | None:
+    """The context ``carrier`` stands for and its span's context; None when it names no
+    valid span (no traceparent, or a malformed one)."""
+    if TRACEPARENT not in carrier:
         return None
+    context = _extract(tuple(carrier.items()))
     span_context = trace.get_current_span(context).get_span_context()
-    return span_context if span_context.is_valid else None
+    return (context, span_context) if span_context.is_valid else None
 
 
 if trace is not None:
@@ -266,12 +271,8 @@ def _drops_children_of_unsampled(provider: Any) -> bool:
 
 
 def _links(carriers: Sequence[Carrier]) -> list[Any]:
-    contexts = (_span_context(carrier) for carrier in carriers)
-    return [Link(context) for context in contexts if context.is_valid]
-
-
-def _span_context(carrier: Carrier) -> Any:
-    return trace.get_current_span(_extract(tuple(carrier.items()))).get_span_context()
+    found = (_parent(carrier) for carrier in carriers)
+    return [Link(parent[1]) for parent in found if parent is not None]
 
 
 @functools.lru_cache(maxsize=4096)

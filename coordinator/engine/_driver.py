@@ -335,7 +335,7 @@ class Driver:
     async def _perform(self, run: _Run, call: Call) -> None:
         # The transaction's trace is current for the call and its consequences, whichever
         # task started it (a takeover, an operator's action): log lines carry its trace id.
-        with as_current(dict(run.record.trace)):
+        with as_current(dict(run.record.trace) if self._tracing.enabled else {}):
             try:
                 event = await self._call_with_retries(run, call)
             except Handover:

@@ -317,8 +317,8 @@ class ParticipantHost:
             # As for a unary call whose caller gives up: answer at the deadline, but let the
             # work finish so that the retry with the same key finds its stored reply.
             async with asyncio.timeout(timeout):
-                reply = await asyncio.shield(self._spawn(op, call.request, timeout,
-                                                         bounded_carrier(call.metadata)))
+                trace = bounded_carrier(call.metadata) if self._tracing.enabled else None
+                reply = await asyncio.shield(self._spawn(op, call.request, timeout, trace))
         except TimeoutError:
             return failed(call.id, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
         finally:

@@ -99,7 +99,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         with self._server_span(method, context) as span:
             # The transaction's trace is this call's: the spans of its steps, wherever they
             # run, are children of this one.
-            start = replace(start, trace=tuple(sorted(span.carrier().items())))
+            start = replace(start, trace=_stored(span))
             try:
                 stored, created = await self._core.start(start)
             except Overloaded:
@@ -174,8 +174,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 # The replayed steps join the operator's trace, linked to the original one.
                 if self._tracing.enabled:
                     span.link(dict((await self._core.get(request.gid)).record.trace))
-                trace = tuple(sorted(span.carrier().items()))
-                stored = await self._core.replay(request.gid, actor, request.reason, trace)
+                stored = await self._core.replay(request.gid, actor, request.reason,
+                                                 _stored(span))
             return convert.transaction(stored.record)
 
         return await self._operator_action("replay", context, work)
@@ -233,6 +233,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         return max(0.0, min(remaining - margin, self._defaults.max_wait_s))
 
 
+
+
+def _stored(span: SpanHandle) -> tuple[tuple[str, str], ...]:
+    """``span``'s context as the record keeps it (sorted pairs; empty when untraced)."""
+    return tuple(sorted(span.carrier().items()))
 
 
 def _claimed_actor(context: Context) -> str | None:
