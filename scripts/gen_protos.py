@@ -8,6 +8,7 @@ Usage: python scripts/gen_protos.py [OUT_DIR]
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,8 +18,7 @@ DEFAULT_OUT = ROOT / "coordinator" / "_proto"
 
 
 def generate(out_dir: Path) -> list[Path]:
-    import grpc_tools
-    from grpc_tools import protoc  # dev dependency: imported only when generating
+    import grpc_tools  # dev dependency: imported only when generating
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     sources = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
@@ -26,7 +26,9 @@ def generate(out_dir: Path) -> list[Path]:
     target.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent  # mypy-protobuf's plugins sit beside python
     args = [
-        "protoc",
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
         f"-I{PROTO_DIR}",
         f"-I{include}",
         f"--plugin=protoc-gen-mypy={bin_dir / 'protoc-gen-mypy'}",
@@ -37,8 +39,12 @@ def generate(out_dir: Path) -> list[Path]:
         f"--mypy_grpc_out={out_dir}",
         *sources,
     ]
-    if protoc.main(args) != 0:
-        raise SystemExit("protoc failed")
+    # protoc forks its plugins. Run it in a process of its own: forking from a caller that
+    # has live gRPC threads (a pytest run, say) can crash the child (seen: SIGSEGV in
+    # protoc-gen-mypy_grpc after "Other threads are currently calling into gRPC").
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"protoc failed ({done.returncode}): {done.stderr.strip()}")
     written = sorted(target.glob("*_pb2*.py*"))
     for path in written:
         # protoc writes absolute imports ("from txc.v1 import x_pb2"); the package lives
