@@ -32,8 +32,10 @@ CASES: tuple[Case, ...] = (
          saga.compensate_twice),
     Case("saga.refused_not_undone", "a refused Execute keeps its FAILED; its Compensate undoes nothing",
          "saga", saga.refused_not_undone, needs_refused=True),
-    Case("saga.concurrent_twins", "concurrent twins of Execute, then of Compensate, apply once",
-         "saga", saga.concurrent_twins),
+    Case("saga.concurrent_twins", "concurrent first Executes apply once; concurrent first "
+         "Compensates (another gid) undo once", "saga", saga.concurrent_twins),
+    Case("saga.racing_compensate", "a Compensate sent while its Execute runs: the state ends as "
+         "before", "saga", saga.racing_compensate),
     Case("saga.unknown_outcome", "calls cut short by a deadline, or answered RETRY, repeated with the "
          "same key apply once", "saga", saga.unknown_outcome),
     Case("saga.stable_replies", "delayed duplicates get the stored replies and result bytes",
@@ -49,8 +51,8 @@ CASES: tuple[Case, ...] = (
          "two_phase", tpc.commit_unknown),
     Case("2pc.refused_vote", "a no vote is kept on repeat; its Abort changes nothing", "two_phase",
          tpc.refused_vote, needs_refused=True),
-    Case("2pc.concurrent_twins", "concurrent twins of Prepare and of Commit apply once", "two_phase",
-         tpc.concurrent_twins),
+    Case("2pc.concurrent_twins", "concurrent first Prepares, then first Commits: same answers, "
+         "applied once", "two_phase", tpc.concurrent_twins),
     Case("2pc.unknown_outcome", "Prepare and Commit cut short by a deadline, or answered RETRY, "
          "repeated with the same key apply once", "two_phase", tpc.unknown_outcome),
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import grpc
@@ -13,12 +14,14 @@ from ._driver import Answer, Driver
 from ._scenario import SagaSpec
 
 TWINS = 6  # concurrent copies of one call: enough to overlap on a small server
+RACE_DELAYS_S = (0.0, 0.002, 0.01)  # how long after an Execute its racing Compensate is sent
 
 APPLIED_TWICE = "a retried or duplicated call applied again: money debited twice"
 REPLY_CHANGED = ("the coordinator may record either answer for the branch: a saga can commit "
                  "or compensate on a reply the service did not mean")
 UNDO_FAILED = "the saga cannot finish rolling back: it is left FAILED for an operator"
 UNDO_WRONG = "the undo did not restore the state: money lost or created on rollback"
+TWINS_APPLIED = "concurrent deliveries of one call applied more than once: money debited twice"
 
 
 @dataclass
@@ -132,22 +135,75 @@ async def refused_not_undone(run: SagaRun) -> None:
                            "a refused debit was refunded anyway: money created")
 
 
+async def _reference(run: SagaRun) -> tuple[bytes, bytes] | None:
+    """The state before and after one clean Execute (then undone): what one application
+    does, for the cases that count applications."""
+    gid = run.gid("-ref")
+    _, before, after = await _applied(run, gid)
+    expect_ok(await run.compensate(gid), "Compensate after Execute", UNDO_FAILED)
+    await run.fx.unchanged(before, "after Compensate (as before the action)", UNDO_WRONG)
+    return None if before is None or after is None else (before, after)
+
+
 async def concurrent_twins(run: SagaRun) -> None:
+    """First calls racing: the twins are all first deliveries, none has finished before the
+    others start (repeats of a finished call are saga.compensate_twice's)."""
+    reference = await _reference(run)
     gid = run.gid()
-    before = await run.fx.snapshot()
+    base = await run.fx.snapshot()
     answers = await asyncio.gather(*(run.execute(gid) for _ in range(TWINS)))
     expect_ok(answers[0], "concurrent twin Executes")
+    await run.fx.one_more(base, reference, f"after {TWINS} concurrent first Executes", TWINS_APPLIED)
     for twin in answers[1:]:
         expect_same(answers[0], twin, "a concurrent twin Execute", REPLY_CHANGED)
-    await run.fx.changed(before, "after the twins", "the observe operation does not show the action")
-    expect_ok(await run.compensate(gid), "Compensate after the twins", UNDO_FAILED)
-    # One undo restores the state only if the twins applied once.
-    await run.fx.unchanged(before, "after one Compensate of the twins",
-                           "concurrent deliveries of one call applied more than once: money debited twice")
-    undos = await asyncio.gather(*(run.compensate(gid, attempt=2) for _ in range(TWINS)))
-    for undo in undos:
-        expect_ok(undo, "concurrent twin Compensates", UNDO_FAILED)
-    await run.fx.unchanged(before, "after concurrent twin Compensates", "money refunded twice")
+    await _concurrent_undos(run, run.gid("-undo"))
+    expect_ok(await run.compensate(gid), "Compensate after the twin Executes", UNDO_FAILED)
+    # One undo restores the state only if the twins applied once (the check when the
+    # observation is not a number).
+    await run.fx.unchanged(base, "after one Compensate of the twin Executes", TWINS_APPLIED)
+
+
+async def _concurrent_undos(run: SagaRun, gid: str) -> None:
+    """An Execute, then concurrent first Compensates of it: undone once."""
+    _, before, _ = await _applied(run, gid)
+    undos = await asyncio.gather(*(run.compensate(gid) for _ in range(TWINS)))
+    expect_ok(undos[0], "concurrent twin Compensates", UNDO_FAILED)
+    await run.fx.unchanged(before, f"after {TWINS} concurrent first Compensates (as before the "
+                           "action)", "concurrent deliveries of one undo applied more than once: "
+                           "money refunded twice")
+    for undo in undos[1:]:
+        expect_same(undos[0], undo, "a concurrent twin Compensate", REPLY_CHANGED)
+
+
+async def racing_compensate(run: SagaRun) -> None:
+    """A Compensate arriving while its Execute may still run (the coordinator timed the
+    Execute out and rolls back): whichever goes first, the state ends as before. A few
+    rounds, the Compensate sent a little later each time, to meet the Execute at another
+    point of its work."""
+    for number, delay_s in enumerate(RACE_DELAYS_S):
+        gid = run.gid(f"-{number}")
+        before = await run.fx.snapshot()
+        _, undo = await _both(run.execute(gid), _later(delay_s, run.compensate(gid)))
+        expect_ok(undo, "a Compensate sent while its Execute runs", UNDO_FAILED)
+        await run.fx.unchanged(before, "after an Execute and its Compensate sent at once",
+                               "an action still running when its undo arrived was applied and "
+                               "never undone: money debited and never refunded")
+
+
+async def _later(delay_s: float, call: Awaitable[Answer]) -> Answer:
+    await asyncio.sleep(delay_s)
+    return await call
+
+
+async def _both(first: Awaitable[Answer], second: Awaitable[Answer]) -> tuple[Answer, Answer]:
+    """Both calls at once; both finish before an error of either is raised."""
+    answers = await asyncio.gather(first, second, return_exceptions=True)
+    for answer in answers:
+        if isinstance(answer, BaseException):
+            raise answer
+    one, two = answers
+    assert isinstance(one, Answer) and isinstance(two, Answer)
+    return one, two
 
 
 async def unknown_outcome(run: SagaRun) -> None:

@@ -4,13 +4,13 @@
       "branch": "conformance",                      (optional: the branch name used)
       "saga": {
         "action": "accounts.debit", "compensation": "accounts.refund",
-        "payload": {"account": "check", "amount": 1},
-        "refused_payload": {"account": "check", "amount": 1000000000},     (optional)
-        "observe": {"operation": "accounts.balance", "payload": {"account": "check"},
-                    "field": "balance"}                                     (optional)
+        "payload": {"account": "check-saga", "amount": 1},
+        "refused_payload": {"account": "check-saga", "amount": 1000000000},  (optional)
+        "observe": {"operation": "accounts.balance", "payload": {"account": "check-saga"},
+                    "field": "balance"}                                       (optional)
       },
       "two_phase": {"operation": "accounts.debit", "payload": ..., "refused_payload": ...,
-                    "observe": ...}                                         (optional)
+                    "observe": ...}     (optional; best on an account of its own, "check-2pc")
     }
 
 A payload is any JSON value, sent as compact JSON with sorted keys (a string is sent as its

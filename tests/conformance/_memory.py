@@ -13,6 +13,9 @@ from coordinator import ppb, ppb_grpc
 
 OK, FAILED = ppb.OUTCOME_OK, ppb.OUTCOME_FAILED
 UNDO_REASON = {"compensate": ("execute", "null-compensation"), "abort": ("prepare", "rollback")}
+# A broken participant's gap between looking for a call's row and writing it: one database
+# round trip of a service that checks, then inserts, without an atomic claim.
+CLAIM_GAP_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,9 @@ class Breaks:
     null_compensation: bool = False  # compensate refunds even when the debit never ran
     hanging_guard: bool = False      # a late execute runs after its compensate
     commit_idempotency: bool = False  # every Commit applies the prepared debit again
+    compensate_claim: bool = False   # a first Compensate checks for its row, then refunds: no claim
+    late_hanging_guard: bool = False  # a first Execute looks for its undo's row a round trip
+                                      # before it claims its own (twins still apply once)
 
 
 @dataclass
@@ -32,13 +38,17 @@ class Accounts:
     rows: dict[tuple[str, str, str], tuple[str, ppb.BranchReply]] = field(default_factory=dict)
     prepared: dict[tuple[str, str], int] = field(default_factory=dict)
 
-    def forward(self, op: str, req: ppb.BranchRequest) -> ppb.BranchReply:
+    async def forward(self, op: str, req: ppb.BranchRequest) -> ppb.BranchReply:
         key = (req.gid, req.branch, op)
         if key in self.rows and not self.breaks.idempotency:
             reason, reply = self.rows[key]
             if reason == op or self.breaks.hanging_guard:
                 return reply if reason == op else self._run(op, req, key)
             return ppb.BranchReply(outcome=FAILED, message=f"{op} after its undo: hanging request")
+        if op == "execute" and self.breaks.late_hanging_guard:
+            await asyncio.sleep(CLAIM_GAP_S)  # found no undo; its own claim comes later
+            if key in self.rows and self.rows[key][0] == op:  # and that claim is atomic
+                return self.rows[key][1]
         return self._run(op, req, key)
 
     def _run(self, op: str, req: ppb.BranchRequest, key: tuple[str, str, str]) -> ppb.BranchReply:
@@ -54,10 +64,12 @@ class Accounts:
         self.rows[key] = (op, reply)
         return reply
 
-    def undo(self, op: str, req: ppb.BranchRequest) -> ppb.BranchReply:
+    async def undo(self, op: str, req: ppb.BranchRequest) -> ppb.BranchReply:
         key = (req.gid, req.branch, op)
         if key in self.rows and not self.breaks.idempotency:
             return self.rows[key][1]
+        if op == "compensate" and self.breaks.compensate_claim:
+            await asyncio.sleep(CLAIM_GAP_S)  # found no row; a round trip before writing one
         forward, reason = UNDO_REASON[op]
         fkey = (req.gid, req.branch, forward)
         ran = fkey in self.rows and self.rows[fkey][0] == forward and self.rows[fkey][1].outcome == OK
@@ -100,19 +112,19 @@ class Servicer(ppb_grpc.ParticipantServicer):
         await asyncio.sleep(0)
         if request.operation == "accounts.balance":  # the read-only observe operation
             return ppb.BranchReply(outcome=OK, result=json.dumps({"balance": self.accounts.balance}).encode())
-        return self.accounts.forward("execute", request)
+        return await self.accounts.forward("execute", request)
 
     async def Compensate(self, request: ppb.BranchRequest, context: object) -> ppb.BranchReply:
-        return self.accounts.undo("compensate", request)
+        return await self.accounts.undo("compensate", request)
 
     async def Prepare(self, request: ppb.BranchRequest, context: object) -> ppb.BranchReply:
-        return self.accounts.forward("prepare", request)
+        return await self.accounts.forward("prepare", request)
 
     async def Commit(self, request: ppb.BranchRequest, context: object) -> ppb.BranchReply:
         return self.accounts.commit(request)
 
     async def Abort(self, request: ppb.BranchRequest, context: object) -> ppb.BranchReply:
-        return self.accounts.undo("abort", request)
+        return await self.accounts.undo("abort", request)
 
 
 async def serve(accounts: Accounts) -> tuple[grpc.aio.Server, str]:

@@ -65,14 +65,16 @@ async def node_service(pg: databases.Db) -> AsyncIterator[str]:
         await service.stop()
 
 
-def scenario(account: str) -> dict[str, object]:
-    """The scenario both reference services answer: debits of 1 from ``account``."""
-    observe = {"operation": "accounts.balance", "payload": {"account": account}, "field": "balance"}
-    debit = {"account": account, "amount": 1}
-    refused = {"account": account, "amount": 10**12}
-    return {
-        "saga": {"action": "accounts.debit", "compensation": "accounts.refund", "payload": debit,
-                 "refused_payload": refused, "observe": observe},
-        "two_phase": {"operation": "accounts.debit", "payload": debit, "refused_payload": refused,
-                      "observe": observe},
-    }
+def scenario(saga: str, two_phase: str) -> dict[str, object]:
+    """The scenario both reference services answer: debits of 1, from one account per
+    section (a saga case's leftover cannot show in a 2PC case's balance)."""
+    return {"saga": {"action": "accounts.debit", "compensation": "accounts.refund",
+                     **_debits(saga)},
+            "two_phase": {"operation": "accounts.debit", **_debits(two_phase)}}
+
+
+def _debits(account: str) -> dict[str, object]:
+    return {"payload": {"account": account, "amount": 1},
+            "refused_payload": {"account": account, "amount": 10**12},
+            "observe": {"operation": "accounts.balance", "payload": {"account": account},
+                        "field": "balance"}}

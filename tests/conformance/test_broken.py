@@ -39,6 +39,8 @@ async def test_a_conforming_participant_passes_every_case() -> None:
     (Breaks(null_compensation=True), "saga.null_compensation", "never debited"),
     (Breaks(hanging_guard=True), "saga.hanging_execute", "never refunded"),
     (Breaks(commit_idempotency=True), "2pc.commit_twice", "debited twice"),
+    (Breaks(compensate_claim=True), "saga.concurrent_twins", "money refunded twice"),
+    (Breaks(late_hanging_guard=True), "saga.racing_compensate", "never refunded"),
 ])
 async def test_a_broken_rule_fails_its_case(breaks: Breaks, case: str, impact: str) -> None:
     report, _ = await run_check(breaks)

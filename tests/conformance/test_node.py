@@ -22,12 +22,13 @@ pytestmark = pytest.mark.integration
 
 
 async def test_the_node_reference_conforms(pg: databases.Db, node_service: str) -> None:
-    account = await new_account(pg)
-    report = await check(node_service, parse_scenario(scenario(account)))
+    saga, two_phase = await new_account(pg), await new_account(pg)
+    report = await check(node_service, parse_scenario(scenario(saga, two_phase)))
     assert report.passed, report.to_text()
     assert {c.status for c in report.cases} == {"pass"}, report.to_text()
     assert not any(c.notes for c in report.cases), report.to_text()
-    assert await balance(pg, account) == 1_000 - 6  # 6 committed 2PC debits; sagas undone
+    # Sagas undone; 6 committed 2PC debits.
+    assert (await balance(pg, saga), await balance(pg, two_phase)) == (1_000, 1_000 - 6)
 
 
 @pytest.fixture
