@@ -72,9 +72,32 @@ class UncoordinatedClient:
             async with asyncio.timeout(self._timeout):
                 async with self._orders.begin() as conn:
                     await create_order(conn, t)
+        except Refused as exc:
+            return "failed", f"order refused after the debit: {exc}"
         except Exception as exc:
             return "failed", f"order failed after the debit: {type(exc).__name__}"
         return "ok", ""
+
+
+def told_for(code: grpc.StatusCode) -> tuple[Told, str]:
+    """A start that ended in an error. A coordinator answers RESOURCE_EXHAUSTED before it
+    writes anything: failed, and by the fault, not the business. (Should an earlier
+    attempt of the library's have started the transfer elsewhere, the checker counts it
+    as a phantom.) Any other error may or may not have started it: unknown."""
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return "failed", "refused: coordinator at capacity"
+    return "unknown", code.name
+
+
+def verdict_of(tx: pb.Transaction) -> tuple[Told, str]:
+    """What a start's reply says: ok, failed with the transaction's error (a business
+    refusal, or a deadline that compensated or aborted it), or unknown (the wait ran out
+    before it settled)."""
+    if tx.state == pb.TX_STATE_COMMITTED:
+        return "ok", ""
+    if tx.state in (pb.TX_STATE_COMPENSATED, pb.TX_STATE_ABORTED):
+        return "failed", tx.error[:120]
+    return "unknown", f"still {pb.TxState.Name(tx.state)} at the deadline"
 
 
 class CoordinatedClient:
@@ -111,15 +134,10 @@ class CoordinatedClient:
                     # Refused before anything was written, and no other request for this
                     # transfer was ever sent: it did not happen. After an UNAVAILABLE the
                     # first coordinator may have started it, so a refusal proves nothing.
-                    return "failed", "refused: coordinator at capacity"
+                    return told_for(exc.code())
                 if exc.code() != grpc.StatusCode.UNAVAILABLE or i == len(self._clients) - 1:
                     return "unknown", exc.code().name
-        state = reply.transaction.state
-        if state == pb.TX_STATE_COMMITTED:
-            return "ok", ""
-        if state in (pb.TX_STATE_COMPENSATED, pb.TX_STATE_ABORTED):
-            return "failed", reply.transaction.error[:120]
-        return "unknown", pb.TxState.Name(state)
+        return verdict_of(reply.transaction)
 
     def _steps(self, t: Transfer, saga: bool) -> list[Step]:
         retry = Retry(initial_backoff_s=0.05, max_backoff_s=1.0)

@@ -21,6 +21,7 @@ PICTURES = {
 
 COLUMNS = [
     ("issued", "issued"), ("ok", "ok"), ("failed", "failed"), ("unknown", "unknown"),
+    ("served_fraction", "served"),
     ("violations", "violations"), ("lost", "lost"), ("phantom", "phantom"),
     ("not_terminal", "not terminal"), ("throughput", "transfers/s"),
     ("latency_p50_ms", "p50 ms"), ("latency_p99_ms", "p99 ms"),
@@ -62,7 +63,7 @@ def markdown(summary: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any]
              "| mode | " + " | ".join(title for _, title in COLUMNS) + " |",
              "|---|" + "---|" * len(COLUMNS)]
     for mode, row in summary.items():
-        cells = [_cell(row.get(key)) for key, _ in COLUMNS]
+        cells = [_cell(row.get(key), key) for key, _ in COLUMNS]
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
     lines += ["", "Violations after convergence (first few per mode):", ""]
     for mode, row in summary.items():
@@ -70,6 +71,7 @@ def markdown(summary: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any]
         lines.append(f"- **{mode}**: " + ("none" if not found else "; ".join(
             f"{v.get('kind')} {v.get('transfer_id') or ''} {v.get('detail', '')}".strip()
             for v in found[:5])))
+    lines += _served(summary)
     lines += _by_fault(summary)
     if skipped:
         lines += ["", "Skipped: " + "; ".join(skipped)]
@@ -77,6 +79,37 @@ def markdown(summary: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any]
         lines += ["", f"![{title}]({name}.png)"]
     lines.append("")
     return "\n".join(lines)
+
+
+SERVED_COLUMNS = [
+    ("issued", "issued"), ("served", "served"), ("served_ok", "ok"), ("refused", "refused by the business"),
+    ("failed_by_fault", "failed by the fault"), ("unknown", "unknown"), ("wrong", "wrong answer"),
+]
+
+
+def _served(summary: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Per mode: served (the business' own answer in time), and what the faults cost."""
+    lines = ["", "## Served", "",
+             "Served: answered within the client's timeout with the answer the business would "
+             "have given with no faults (ok, or its own refusal: insufficient funds, out of "
+             "stock). Failed by the fault: told failed for another reason (capacity, a "
+             "deadline, a participant out of reach). Unknown: no answer in time.", "",
+             "| mode | " + " | ".join(t for _, t in SERVED_COLUMNS) + " | not served, by cause |",
+             "|---|" + "---|" * (len(SERVED_COLUMNS) + 1)]
+    for mode, row in summary.items():
+        if "served" not in row:
+            continue
+        cells = [_count_share(row, key) for key, _ in SERVED_COLUMNS]
+        causes = ", ".join(f"{k} {n}" for k, n in (row.get("not_served_causes") or {}).items())
+        lines.append(f"| {mode} | " + " | ".join(cells) + f" | {causes or '-'} |")
+    return lines
+
+
+def _count_share(row: Mapping[str, Any], key: str) -> str:
+    count, issued = row.get(key), row.get("issued")
+    if key == "issued" or not isinstance(count, int) or not issued:
+        return _cell(count)
+    return f"{count} ({count / issued:.1%})".replace("%", " %")
 
 
 def _by_fault(summary: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -90,7 +123,9 @@ def _by_fault(summary: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, key: str = "") -> str:
+    if isinstance(value, float) and key.endswith("_fraction"):
+        return f"{value:.1%}".replace("%", " %")
     if isinstance(value, float):
         return f"{value:.3f}" if value < 10 else f"{value:.0f}"
     if isinstance(value, list):

@@ -20,11 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from coordinator import TERMINAL_STATES, CoordinatorClient, ListFilter
 from coordinator.participant import create_engine
 
-from . import checker, faultstats, isolation, netns, report
+from . import checker, faultstats, isolation, netns, report, serving
 from .client import CoordinatedClient, Mode, Outcome, UncoordinatedClient, issue, transfers
 from .databases import Databases, drop_databases, ensure_databases, release_in_doubt, xid_text
 from .nemesis import DEFAULT_SCHEDULE, AppliedWindow, FaultEvent, Nemesis, parse, timeline
 from .netns import PacketNet
+from .serving import Serving
 from .topology import LEASE_TTL_S, LINKS, PROCESSES, SERVICES, Topology
 from .workload.schema import accounts, ledger, orders, reset_accounts, reset_orders
 
@@ -59,6 +60,7 @@ class ModeResult:
     windows: list[tuple[float, float]]
     ttc: list[float]
     by_fault: dict[str, faultstats.FaultRow] = field(default_factory=dict)
+    serving: Serving | None = None  # served / refused / failed by the fault / unknown
 
 
 class RunFailed(RuntimeError):
@@ -141,7 +143,7 @@ class Runner:
             self.say(f"[{mode}] {int(cfg.rate * cfg.duration_s)} transfers "
                      f"over {cfg.duration_s:.0f}s with faults")
             results[mode] = await self._run_mode(mode)  # type: ignore[arg-type]
-            self.say(f"[{mode}] {_one_line(results[mode].report)}")
+            self.say(f"[{mode}] {_one_line(results[mode])}")
         self._at("writing the report")
         self._write(results)
 
@@ -226,8 +228,10 @@ class Runner:
                             mode=mode, reads=observations, ttc=settled)
         ttc = list(settled.values())
         by_fault = faultstats.by_kind(run.transfers, _labelled(nemesis.windows, ended), result)
+        served = serving.tally((serving.Answer(o.transfer.transfer_id, o.told, o.detail)
+                                for o in outcomes), serving.business_answers(plan, balances))
         return ModeResult(outcomes, result, [(a - started, b - started) for a, b in windows], ttc,
-                          by_fault)
+                          by_fault, served)
 
     def _prefix(self, mode: str) -> str:
         # The run id keeps gids, and so 2PC XIDs (server-wide on both databases), apart
@@ -435,6 +439,7 @@ def _summary_row(r: ModeResult) -> dict[str, Any]:
         "violation_list": [asdict(v) for v in rep.violations[:20]],
         "unknown_outcomes": dict(rep.unknown_outcomes),
         "by_fault": {kind: row.to_dict() for kind, row in r.by_fault.items()},
+        **(r.serving.to_dict() if r.serving else {}),
         "clean": rep.clean,
         "detail": rep.to_dict(),
     }
@@ -444,8 +449,11 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000
 
 
-def _one_line(rep: checker.Report) -> str:
-    return (f"issued {rep.issued} ok {rep.ok} failed {rep.failed} unknown {rep.unknown} | "
+def _one_line(result: ModeResult) -> str:
+    rep, served = result.report, result.serving
+    share = served.share(served.served) if served else None
+    return (f"issued {rep.issued} ok {rep.ok} failed {rep.failed} unknown {rep.unknown}"
+            + (f" served {share:.1%}" if share is not None else "") + " | "
             f"violations {len(rep.violations)} lost {len(rep.lost)} phantom {len(rep.phantom)} "
             f"not terminal {len(rep.not_terminal)}")
 

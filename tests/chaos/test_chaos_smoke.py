@@ -39,12 +39,19 @@ async def test_none_breaks_saga_and_2pc_hold(tmp_path: Path) -> None:
     assert summary["run"]["databases"].startswith("txc_chaos_")
     for mode in ("none", "saga", "2pc"):
         for key in ("issued", "ok", "failed", "unknown", "violations", "lost", "phantom",
-                    "not_terminal", "throughput", "latency_p50_ms", "latency_p99_ms", "by_fault"):
+                    "not_terminal", "throughput", "latency_p50_ms", "latency_p99_ms", "by_fault",
+                    "served", "served_fraction", "refused", "failed_by_fault", "unknown_fraction"):
             assert key in summary["modes"][mode]
+        row = summary["modes"][mode]
+        assert row["served"] + row["failed_by_fault"] + row["unknown"] + row["wrong"] == row["issued"]
+        assert row["served"] == row["served_ok"] + row["refused"] and row["served_ok"] <= row["ok"]
         by_fault = summary["modes"][mode]["by_fault"]
         assert by_fault["kill coordinator"]["windows"] == 1
         assert by_fault["kill etcd"]["transfers"] > 0
     assert "## By fault" in (tmp_path / "report.md").read_text()
+    assert "## Served" in (tmp_path / "report.md").read_text()
+    # the workload's own refusals (3 % overdrafts, 1 in 13 out of stock) are served, not failures
+    assert all(summary["modes"][m]["refused"] > 0 for m in ("none", "saga", "2pc"))
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").open()]
     # transfers and fault windows, and what the console plots: reads and time to consistency
     assert {e["type"] for e in events} == {"transfer", "fault", "read", "consistency"}

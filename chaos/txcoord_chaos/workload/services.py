@@ -35,6 +35,10 @@ from coordinator.participant import (
 from .schema import accounts, ledger, orders
 
 OUT_OF_STOCK_EVERY = 13  # amounts divisible by this are refused by the order service
+INSUFFICIENT_FUNDS = "insufficient funds"
+OUT_OF_STOCK = "out of stock"
+REFUSALS = (INSUFFICIENT_FUNDS, OUT_OF_STOCK)
+"""The business' own refusals: what the workload asks for, whatever the faults."""
 
 
 @dataclass(frozen=True)
@@ -53,13 +57,25 @@ class Transfer:
                            "amount": self.amount}).encode()
 
 
+def funds_refusal(balance: int | None, amount: int) -> str | None:
+    """The accounts service's rule: no debit beyond the balance (or on no account)."""
+    return INSUFFICIENT_FUNDS if balance is None or balance < amount else None
+
+
+def stock_refusal(amount: int) -> str | None:
+    """The order service's rule: some amounts stand for goods that are out of stock."""
+    return OUT_OF_STOCK if amount % OUT_OF_STOCK_EVERY == 0 else None
+
+
 async def debit(conn: AsyncConnection, t: Transfer) -> None:
     """The business rule, shared by the saga handler and the uncoordinated client."""
     row = await conn.execute(select(accounts.c.balance).where(accounts.c.account == t.account)
                              .with_for_update())
     balance = row.scalar_one_or_none()
-    if balance is None or balance < t.amount:
-        raise Refused("insufficient funds")
+    refused = funds_refusal(balance, t.amount)
+    if refused:
+        raise Refused(refused)
+    assert balance is not None  # no account: refused above
     await conn.execute(update(accounts).where(accounts.c.account == t.account)
                        .values(balance=balance - t.amount))
     await conn.execute(insert(ledger).values(transfer_id=t.transfer_id, account=t.account,
@@ -73,8 +89,9 @@ async def refund(conn: AsyncConnection, t: Transfer) -> None:
 
 
 async def create_order(conn: AsyncConnection, t: Transfer) -> None:
-    if t.amount % OUT_OF_STOCK_EVERY == 0:
-        raise Refused("out of stock")
+    refused = stock_refusal(t.amount)
+    if refused:
+        raise Refused(refused)
     await conn.execute(insert(orders).values(transfer_id=t.transfer_id, account=t.account,
                                              amount=t.amount))
 
