@@ -1,9 +1,12 @@
 """``txc migrate``: create/upgrade the participant tables, or roll them back, and purge.
 
-txc migrate --dsn postgresql+asyncpg://app@db/app            # up to head
+txc migrate --dsn postgresql://app@db/app                    # up to head
 txc migrate --dsn ... --down 0001_barrier                    # down to a revision (or base)
 txc migrate --dsn ... --purge-older-than-days 30             # up, then retention
 txc migrate --dsn ... --status                               # only report the revision
+
+A DSN naming no driver (postgresql://, postgres://, mysql://, mariadb://) runs on the SDK's
+async drivers, asyncpg and aiomysql, as everywhere the SDK takes a DSN.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--dsn",
         default=os.environ.get("TXC_DSN", ""),
-        help="SQLAlchemy URL: postgresql+asyncpg://... or mysql+aiomysql://... (env TXC_DSN)",
+        help="the database's URL: postgresql://, postgres://, mysql:// or mariadb:// (run with "
+        "asyncpg and aiomysql; +asyncpg / +aiomysql may be named) (env TXC_DSN)",
     )
     what = p.add_mutually_exclusive_group()
     what.add_argument("--down", metavar="REV", help="migrate down to REV ('base' drops the tables)")

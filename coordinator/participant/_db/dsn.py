@@ -14,6 +14,17 @@ from coordinator.participant._db.errors import DsnError, describe
 # Async drivers the SDK is tested with. (SQLAlchemy names MariaDB "mysql" or "mariadb".)
 SUPPORTED_DRIVERS = frozenset({"postgresql+asyncpg", "mysql+aiomysql", "mariadb+aiomysql"})
 
+# The URLs libpq, psql and most tools use name a database but no driver: the SDK's async
+# driver for it is meant ("postgres" is libpq's other spelling, which SQLAlchemy dropped).
+ASYNC_DRIVERS = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "mysql": "mysql+aiomysql",
+    "mariadb": "mariadb+aiomysql",
+}
+ACCEPTED = ("postgresql://, postgres://, mysql://, mariadb:// (run with asyncpg and aiomysql), "
+            "or with the driver named: postgresql+asyncpg, mysql+aiomysql, mariadb+aiomysql")
+
 
 def mask(dsn: str | URL) -> str:
     """The DSN with its password replaced by ``***`` (unparseable input is shown cut short)."""
@@ -26,18 +37,29 @@ def mask(dsn: str | URL) -> str:
 
 
 def parse(dsn: str) -> URL:
-    """Parse and check a DSN; :class:`DsnError` names it (password hidden) when it is wrong."""
+    """Parse and check a DSN (one naming no driver gets the async one, see
+    :func:`with_async_driver`); :class:`DsnError` names it (password hidden) when it is wrong."""
     if not dsn:
         raise DsnError("no DSN given (pass --dsn or set TXC_DSN)")
     try:
-        url = make_url(dsn)
+        url = with_async_driver(make_url(dsn))
     except ArgumentError as exc:
         raise DsnError(f"cannot parse DSN {mask(dsn)!r}: {exc}") from None
     if url.drivername not in SUPPORTED_DRIVERS:
-        supported = ", ".join(sorted(SUPPORTED_DRIVERS))
-        raise DsnError(f"DSN {mask(url)!r} uses driver {url.drivername!r}; supported: {supported}")
+        raise DsnError(f"DSN {mask(url)!r} uses driver {url.drivername!r}; supported: {ACCEPTED}")
     if not url.database:
         raise DsnError(f"DSN {mask(url)!r} names no database")
+    return url
+
+
+def with_async_driver(url: URL) -> URL:
+    """``url`` with the SDK's async driver when it names none (``postgresql://app@db/app``
+    runs on asyncpg, ``mysql://`` and ``mariadb://`` on aiomysql). On asyncpg, libpq's
+    ``sslmode`` is passed as ``ssl``, which takes the same values."""
+    url = url.set(drivername=ASYNC_DRIVERS.get(url.drivername, url.drivername))
+    if url.drivername == "postgresql+asyncpg" and "sslmode" in url.query:
+        query = {k: v for k, v in url.query.items() if k != "sslmode"}
+        url = url.set(query={**query, "ssl": url.query["sslmode"]})
     return url
 
 
