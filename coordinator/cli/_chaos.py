@@ -1,4 +1,5 @@
-"""``txc chaos run``: the transfer workload under faults, per mode, with a report."""
+"""``txc chaos run``: the transfer workload under faults, per mode, with a report.
+``txc chaos matrix``: each kind of fault alone, per mode, in one table."""
 
 from __future__ import annotations
 
@@ -19,27 +20,51 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     chaos = sub.add_parser("chaos", help="fault-injection runs of the transfer workload")
     cmds = chaos.add_subparsers(dest="chaos_command", required=True)
     run = cmds.add_parser("run", help="run none / saga / 2pc under the same faults and compare")
-    run.add_argument("--modes", default="none,saga,2pc", help="comma-separated: none,saga,2pc")
     run.add_argument("--duration", type=float, default=60.0, help="seconds of load per mode")
-    run.add_argument("--rate", type=float, default=20.0, help="transfers per second")
-    run.add_argument("--seed", type=int, default=1)
     run.add_argument("--faults", default=None,
                      help="nemesis schedule, or @FILE (default: a mix of partitions, resets, "
                           "latency, bandwidth, kills and pauses on every link and process)")
-    run.add_argument("--packet", choices=("auto", "on", "off"), default="auto",
+    run.add_argument("--out", type=Path, default=Path("chaos-out"))
+    _shared(run)
+    run.set_defaults(func=_run)
+    matrix = cmds.add_parser("matrix", help="each fault kind alone, per mode: served, unknown, "
+                                            "failed by the fault, p99 to answer, violations")
+    matrix.add_argument("--kinds", default="all",
+                        help="comma-separated fault kinds (default all): " + _kind_keys())
+    matrix.add_argument("--duration", type=float, default=40.0,
+                        help="seconds of load per kind and mode")
+    matrix.add_argument("--timeout", type=float, default=8.0,
+                        help="the client's timeout per transfer, seconds")
+    matrix.add_argument("--out", type=Path, default=Path("chaos-matrix"),
+                        help="matrix.md, matrix.json, and one run's folder per kind")
+    _shared(matrix)
+    matrix.set_defaults(func=_matrix)
+
+
+def _shared(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--modes", default="none,saga,2pc", help="comma-separated: none,saga,2pc")
+    cmd.add_argument("--rate", type=float, default=20.0, help="transfers per second")
+    cmd.add_argument("--seed", type=int, default=1)
+    cmd.add_argument("--packet", choices=("auto", "on", "off"), default="auto",
                      help="packet-level faults (network namespaces + iptables; root only): "
                           "auto = when this machine allows them (default)")
-    run.add_argument("--out", type=Path, default=Path("chaos-out"))
-    run.add_argument("--converge", type=float, default=60.0,
+    cmd.add_argument("--converge", type=float, default=60.0,
                      help="seconds to wait for recovery after healing")
-    run.add_argument("--keep-databases", action="store_true",
+    cmd.add_argument("--keep-databases", action="store_true",
                      help="keep the run's own databases (txc_chaos_<run id>) for inspection; "
                           "by default the run drops them")
-    run.add_argument("--pg", default="postgres@127.0.0.1:5432", metavar="USER@HOST:PORT",
+    cmd.add_argument("--pg", default="postgres@127.0.0.1:5432", metavar="USER@HOST:PORT",
                      help="the PostgreSQL server the run makes its database on")
-    run.add_argument("--maria", default="root@127.0.0.1:3306", metavar="USER@HOST:PORT",
+    cmd.add_argument("--maria", default="root@127.0.0.1:3306", metavar="USER@HOST:PORT",
                      help="the MariaDB server the run makes its database on")
-    run.set_defaults(func=_run)
+
+
+def _kind_keys() -> str:
+    try:
+        from txcoord_chaos.matrix import KINDS
+    except ImportError:
+        return "(the chaos harness is not installed)"
+    return ", ".join(k.key for k in KINDS)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -67,6 +92,30 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _matrix(args: argparse.Namespace) -> int:
+    """Exits 0 when every kind ran and saga and 2PC kept every invariant and finished every
+    transaction, 1 otherwise; the table holds what was measured either way."""
+    try:
+        from txcoord_chaos import matrix
+    except ImportError as exc:
+        return _fail(f"the chaos harness is not installed ({exc})", 2)
+    try:
+        chosen = matrix.choose(args.kinds)
+        matrix.check(chosen)
+        config = _config(args, faults="")
+    except (ValueError, OSError) as exc:
+        return _fail(str(exc), 2)
+    try:
+        result = asyncio.run(_until_signalled(matrix.run(config, chosen)))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return _fail(f"interrupted (the table so far in {args.out / 'matrix.md'})", 130)
+    print(f"matrix: {args.out / 'matrix.md'}")
+    bad = {k: r["status"] for k, r in result.runs.items() if r["status"] != "ok"}
+    if bad:
+        return _fail("; ".join(f"{k}: {s}" for k, s in bad.items()), 1)
+    return 0
+
+
 async def _until_signalled(run: Coroutine[Any, Any, T]) -> T:
     """SIGTERM cancels the run like Ctrl-C does (asyncio.run cancels on SIGINT itself), so
     the harness stops what it started and says why. A handler that raised
@@ -77,7 +126,7 @@ async def _until_signalled(run: Coroutine[Any, Any, T]) -> T:
     return await run
 
 
-def _config(args: argparse.Namespace) -> Any:
+def _config(args: argparse.Namespace, faults: str | None = None) -> Any:
     from txcoord_chaos.databases import Databases
     from txcoord_chaos.nemesis import DEFAULT_SCHEDULE
     from txcoord_chaos.runner import RunConfig
@@ -86,7 +135,8 @@ def _config(args: argparse.Namespace) -> Any:
     bad = [m for m in modes if m not in ("none", "saga", "2pc")]
     if bad or not modes:
         raise ValueError(f"--modes takes none, saga, 2pc (got {args.modes!r})")
-    faults = args.faults or DEFAULT_SCHEDULE
+    if faults is None:
+        faults = args.faults or DEFAULT_SCHEDULE
     if faults.startswith("@"):
         faults = Path(faults[1:]).read_text()
     pg_user, pg_host, pg_port = _server(args.pg, "--pg")
@@ -96,7 +146,8 @@ def _config(args: argparse.Namespace) -> Any:
     return RunConfig(out=args.out, modes=modes, duration_s=args.duration, rate=args.rate,
                      seed=args.seed, faults=faults, converge_s=args.converge,
                      packet={"auto": None, "on": True, "off": False}[args.packet], dbs=dbs,
-                     keep_databases=args.keep_databases)
+                     keep_databases=args.keep_databases,
+                     **({"timeout_s": args.timeout} if "timeout" in args else {}))
 
 
 def _server(text: str, flag: str) -> tuple[str, str, int]:
