@@ -10,16 +10,22 @@ import argparse
 import ipaddress
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._common import env_default, read_optional
 
+if TYPE_CHECKING:  # the console's packages are an extra: imported by run() only
+    from ..console import Settings
+
 INSTALL = "txc console needs its extra: pip install 'txcoord[console]'"
+DEFAULT_COORDINATOR = "127.0.0.1:7070"
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("console", help="web console: transactions, timelines, actions, chaos runs")
-    p.add_argument("--coordinator", default=env_default("TXC_COORDINATOR", "127.0.0.1:7070"),
-                   help="HOST:PORT of any coordinator (env TXC_COORDINATOR)")
+    p.add_argument("--coordinator", default=env_default("TXC_COORDINATOR", ""),
+                   help=f"HOST:PORT of any coordinator (env TXC_COORDINATOR; default "
+                   f"{DEFAULT_COORDINATOR}, none when only --runs is given)")
     p.add_argument("--listen", default=env_default("TXC_CONSOLE_LISTEN", "127.0.0.1:8080"),
                    help="HOST:PORT to serve the console on (env TXC_CONSOLE_LISTEN)")
     p.add_argument("--allow-actions", action="store_true",
@@ -70,6 +76,14 @@ def listen_refusal(host: str, tls: bool, insecure: bool) -> str | None:
             "on 127.0.0.1, or pass --insecure-listen")
 
 
+def coordinator_of(args: argparse.Namespace) -> str | None:
+    """The coordinator to read: the one given, else the default one, unless the console was
+    given chaos runs only (then it opens on the runs and has no transaction pages)."""
+    if args.coordinator:
+        return str(args.coordinator)
+    return None if args.runs is not None else DEFAULT_COORDINATOR
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -78,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"{INSTALL} ({exc.name} is missing)", file=sys.stderr)
         return 2
+    coordinator = coordinator_of(args)
+    if coordinator is None and args.allow_actions:
+        raise SystemExit("txc console: --allow-actions needs --coordinator (given only --runs, "
+                         "the console shows chaos runs and no transactions)")
     host, port = split_listen(args.listen)
     tls = bool(args.tls_cert or args.tls_key)
     if tls and not (args.tls_cert and args.tls_key):
@@ -91,12 +109,19 @@ def run(args: argparse.Namespace) -> int:
     if args.trace_url and not (args.trace_url.startswith(("http://", "https://"))
                                and "{trace_id}" in args.trace_url):
         raise SystemExit("txc console: --trace-url must be an http(s) URL with {trace_id} in it")
-    settings = Settings(coordinator=args.coordinator, allow_actions=args.allow_actions,
+    settings = Settings(coordinator=coordinator, allow_actions=args.allow_actions,
                         runs=args.runs, tls_ca=read_optional("txc console", "--tls-ca", args.tls_ca),
                         timeout_s=args.timeout, secure_cookie=tls, trace_url=args.trace_url)
-    scheme = "https" if tls else "http"
-    print(f"txc console: {scheme}://{args.listen}/ reading {args.coordinator}"
-          f"{' (actions on)' if args.allow_actions else ' (read-only)'}", file=sys.stderr)
+    print(f"txc console: {'https' if tls else 'http'}://{args.listen}/ {_showing(settings)}",
+          file=sys.stderr)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=args.log_level.lower(),
                 ssl_certfile=args.tls_cert or None, ssl_keyfile=args.tls_key or None)
     return 0
+
+
+def _showing(settings: Settings) -> str:
+    if settings.coordinator is None:
+        return (f"showing the chaos runs under {settings.runs} (no coordinator: --coordinator "
+                "HOST:PORT adds the transactions)")
+    return (f"reading {settings.coordinator}"
+            f"{' (actions on)' if settings.allow_actions else ' (read-only)'}")

@@ -49,9 +49,9 @@ HEADERS = {
 
 @dataclass(frozen=True)
 class Settings:
-    """What ``txc console`` was started with."""
+    """What ``txc console`` was started with: a coordinator, chaos runs, or both."""
 
-    coordinator: str
+    coordinator: str | None = None  # None: the chaos runs only (no transaction pages)
     allow_actions: bool = False
     runs: Path | None = None
     tls_ca: bytes | None = None
@@ -61,6 +61,15 @@ class Settings:
     # A trace viewer's page of one trace, "{trace_id}" standing for the id (e.g. Jaeger's
     # "http://localhost:16686/trace/{trace_id}"): a traced transaction links to its trace.
     trace_url: str = ""
+
+    def __post_init__(self) -> None:
+        if self.coordinator is None and self.runs is None:
+            raise ValueError("the console needs a coordinator, chaos runs, or both")
+
+    @property
+    def home(self) -> str:
+        """The page "/" opens: the transactions, or the runs when there is no coordinator."""
+        return "/tx" if self.coordinator is not None else "/runs"
 
 
 class Console:
@@ -75,6 +84,8 @@ class Console:
         self._reader: CoordinatorClient | None = None
 
     def client(self, token: str | None = None) -> CoordinatorClient:
+        if self.settings.coordinator is None:  # pages that read it are behind coordinated()
+            raise RuntimeError("this console has no coordinator")
         return CoordinatorClient(self.settings.coordinator, timeout_s=self.settings.timeout_s,
                                  tls_ca=self.settings.tls_ca, token=token)
 
@@ -106,6 +117,18 @@ class Console:
 Page = Callable[[Console, Request], Awaitable[Response]]
 
 
+def coordinated(fn: Page) -> Page:
+    """A page that reads the coordinator; a console given only ``--runs`` has none, and
+    says so instead of trying one."""
+    async def page(console: Console, request: Request) -> Response:
+        if console.settings.coordinator is None:
+            return console.page(request, "error.html", 404, title="No coordinator",
+                                message="this console shows chaos runs only: start it with "
+                                        "--coordinator HOST:PORT to see transactions")
+        return await fn(console, request)
+    return page
+
+
 def create_app(settings: Settings) -> Starlette:
     console = Console(settings)
 
@@ -123,13 +146,13 @@ def create_app(settings: Settings) -> Starlette:
         return endpoint
 
     routes = [
-        Route("/", lambda r: RedirectResponse("/tx", 302)),
-        Route("/tx", bind(list_page)),
-        Route("/tx/{gid}", bind(detail_page)),
-        Route("/tx/{gid}/watch", bind(watch)),
-        Route("/tx/{gid}/{action}", bind(act), methods=["POST"]),
-        Route("/session/token", bind(set_token), methods=["POST"]),
-        Route("/session/forget", bind(forget_token), methods=["POST"]),
+        Route("/", lambda r: RedirectResponse(settings.home, 302)),
+        Route("/tx", bind(coordinated(list_page))),
+        Route("/tx/{gid}", bind(coordinated(detail_page))),
+        Route("/tx/{gid}/watch", bind(coordinated(watch))),
+        Route("/tx/{gid}/{action}", bind(coordinated(act)), methods=["POST"]),
+        Route("/session/token", bind(coordinated(set_token)), methods=["POST"]),
+        Route("/session/forget", bind(coordinated(forget_token)), methods=["POST"]),
         Route("/runs", bind(_runs.runs_page)),
         Route("/runs/{name}", bind(_runs.run_page)),
         Route("/runs/{name}/{plot}.png", bind(_runs.plot)),

@@ -110,15 +110,17 @@ class Page:
 
 
 @asynccontextmanager
-async def console(server: CoordinatorServer, driver: Any, tmp: Path,
+async def console(server: CoordinatorServer | None, driver: Any, tmp: Path,
                   **settings: Any) -> AsyncIterator[Page]:
-    """``txc console`` for ``server``, in this process (uvicorn on a free port)."""
+    """``txc console`` for ``server`` (None: the chaos runs only), in this process (uvicorn
+    on a free port)."""
     import uvicorn
 
     from coordinator.console import Settings, create_app
 
     port = free_port()
-    app = create_app(Settings(coordinator=f"127.0.0.1:{server.port}", **settings))
+    coordinator = None if server is None else f"127.0.0.1:{server.port}"
+    app = create_app(Settings(coordinator=coordinator, **settings))
     web = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                         timeout_graceful_shutdown=1))
     task = asyncio.create_task(web.serve())
@@ -263,3 +265,20 @@ async def test_a_chaos_run_folder_renders_with_its_plots(
                                  "return [...document.images].map(i => i.complete && i.naturalWidth)")
         assert len(loaded) == 4 and all(w > 0 for w in loaded), loaded
         await page.shot("run.png")
+
+
+async def test_a_console_given_only_runs_opens_on_them(driver: Any, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    shutil.copytree(FIXTURE, runs / "run-1")
+    async with console(None, driver, tmp_path, runs=runs) as page:
+        await page.open("/")
+        assert await page.call(lambda: page.driver.current_url) == page.base + "/runs"
+        assert "run-1" in await page.text("table.runs")
+        header = await page.text("header.top")
+        assert "no coordinator: chaos runs only" in header and "Transactions" not in header
+        await page.shot("runs-only.png")
+        await page.open("/tx")
+        assert "No coordinator" in await page.text("section.error h1")
+        await page.shot("runs-only-tx.png")
+        await page.click("section.error a")
+        assert "run-1" in await page.text("table.runs")
