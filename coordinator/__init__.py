@@ -1,14 +1,16 @@
 """txcoord: a distributed transaction coordinator (sagas and two-phase commit on etcd).
 
-Public API: the client for services that start transactions (``CoordinatorClient``), a
-client for calling one participant directly (``ParticipantClient``), the server for
-embedding a coordinator, and the generated messages as ``coordinator.pb`` (Coordinator
-service) and ``coordinator.ppb`` (Participant service; ``coordinator.ppb_grpc`` holds its
-servicer base class for a participant written without the SDK). Participants import from
+Public API: the client for services that start transactions (``CoordinatorClient``, with
+``Saga``, ``TwoPhase``, ``Step`` and ``Retry`` to describe them), a client for calling one
+participant directly (``ParticipantClient``), the server for embedding a coordinator
+(``CoordinatorServer``, ``ServerOptions``, ``DevEtcd``), ``TlsFiles`` for a certificate and
+its key, ``tracer_provider_from_env`` for traces, and the generated messages as
+``coordinator.pb`` (Coordinator service) and ``coordinator.ppb`` (Participant service;
+``coordinator.ppb_grpc`` holds its servicer base class for a participant written without
+the SDK).
 
-
-``coordinator.participant``. The server parts load on first use, so a participant service
-does not pay for importing them.
+Participants import from ``coordinator.participant``. The server parts load on first use,
+so a participant service does not pay for importing them.
 """
 
 from __future__ import annotations
@@ -46,8 +48,24 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["SETTLED_STATES", "TERMINAL_STATES", "CoordinatorClient",
- "CoordinatorServer", "DevEtcd", "ListFilter",
-           "ParticipantClient", "Retry", "Saga", "ServerOptions", "Step", "TlsFiles",
-           "TracingConfigError", "TwoPhase", "pb", "ppb", "ppb_grpc", "settled",
-           "tracer_provider_from_env"]
+__all__ = [
+    "SETTLED_STATES",
+    "TERMINAL_STATES",
+    "CoordinatorClient",
+    "CoordinatorServer",
+    "DevEtcd",
+    "ListFilter",
+    "ParticipantClient",
+    "Retry",
+    "Saga",
+    "ServerOptions",
+    "Step",
+    "TlsFiles",
+    "TracingConfigError",
+    "TwoPhase",
+    "pb",
+    "ppb",
+    "ppb_grpc",
+    "settled",
+    "tracer_provider_from_env",
+]
