@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-from ._channel import channel
+from ._coordinators import Failover, coordinator_channel, split_addresses
 from ._proto.txc.v1 import coordinator_pb2 as pb
 from ._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
 from ._tls import TlsFiles
@@ -163,19 +163,25 @@ def default_actor() -> str:
 class CoordinatorClient:
     """``async with CoordinatorClient("127.0.0.1:7070") as c: await c.start_saga(saga)``.
 
-    ``timeout_s`` bounds every call (``wait=True`` starts may pass their own);
-    ``tls_ca`` (PEM) talks TLS to a coordinator serving it; ``tls_identity`` is the client
-    certificate to present to one that requires it (``txc serve --tls-client-ca``);
-    ``token`` is sent as ``authorization: Bearer`` on operator actions and reads
-    (``txc serve --operator-tokens``); ``actor`` is recorded in the history beside the
-    operator's name.
+    ``addresses``: one coordinator or several (a list, or ``"a:7070,b:7070"``), or a DNS
+    name that resolves to several. Calls are spread over all of them; a start or read
+    that meets a coordinator which is gone, paused or cut from etcd is sent again to
+    another one within the call's deadline (``failover`` tunes how; see
+    ``coordinator._coordinators``). ``timeout_s`` bounds every call (``wait=True``
+    starts may pass their own); ``tls_ca`` (PEM) talks TLS to coordinators serving it;
+    ``tls_identity`` is the client certificate to present to one that requires it
+    (``txc serve --tls-client-ca``); ``token`` is sent as ``authorization: Bearer`` on
+    operator actions and reads (``txc serve --operator-tokens``); ``actor`` is recorded
+    in the history beside the operator's name.
     """
 
-    def __init__(self, address: str, *, timeout_s: float = 10.0, tls_ca: bytes | None = None,
-                 tls_identity: TlsFiles | None = None, token: str | None = None,
-                 actor: str | None = None) -> None:
-        self.address = address
-        self._channel = channel(address, tls_ca, tls_identity)
+    def __init__(self, addresses: str | Sequence[str], *, timeout_s: float = 10.0,
+                 tls_ca: bytes | None = None, tls_identity: TlsFiles | None = None,
+                 token: str | None = None, actor: str | None = None,
+                 failover: Failover | None = None) -> None:
+        self.addresses = tuple(split_addresses(addresses))
+        self.address = ",".join(self.addresses)
+        self._channel = coordinator_channel(self.addresses, tls_ca, tls_identity, failover)
         # The token rides on reads too: a coordinator may protect them (--protect-reads).
         self._read_metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._stub = pb_grpc.CoordinatorStub(self._channel)

@@ -58,6 +58,7 @@ class _Run:
     recovery would only repeat (domain.durability), written with the next needed write."""
 
     stored: Stored
+    epoch: int  # the log's lease epoch it is owned under: a later lease owns none of it
     record: TxRecord = field(init=False)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     calls: dict[Call, asyncio.Task[None]] = field(default_factory=dict)
@@ -122,6 +123,7 @@ class Driver:
     async def start(self, record: TxRecord) -> Created:
         """Persist a new transaction with its first intents, then drive it."""
         step = MACHINES[record.protocol].start(record, self._clock())
+        epoch = self._log.lease_epoch
         self._creating.add(record.gid)
         try:
             with spans.write(self._tracing, step.record, "create"):
@@ -129,19 +131,23 @@ class Driver:
         finally:
             self._creating.discard(record.gid)
         if created.created:
-            run = _Run(created.stored)
+            run = _Run(created.stored, epoch)
             self._track(run)
             self._metrics.tx_started(record.protocol)
             self._log_transition(run.record, None)
             self._after_write(run, step.calls)
         return created
 
-    def adopt(self, stored: Stored) -> None:
-        """Drive a transaction loaded from the log (claimed orphan)."""
-        if stored.record.gid in self._runs or stored.record.state.settled:
+    def adopt(self, stored: Stored, epoch: int) -> None:
+        """Drive a transaction loaded from the log (claimed orphan) under the lease of
+        ``epoch`` (the one current when it was claimed)."""
+        held = self._runs.get(stored.record.gid)
+        if held is not None and held.epoch != epoch:
+            self._drop(held)  # driven under a lease that ended; claimed again now
+            held = None
+        if held is not None or stored.record.state.settled:
             return  # FAILED ones wait, unowned, for an operator
-
-        run = _Run(stored)
+        run = _Run(stored, epoch)
         self._track(run)
         log.info("adopted gid=%s state=%s", stored.record.gid, stored.record.state.name,
                  extra={"gid": stored.record.gid})
@@ -154,7 +160,8 @@ class Driver:
         previous owner, whose next write then fails."""
         run = self._runs.get(stored.record.gid)
         if run is None:
-            run = _Run(await self._log.claim(stored))
+            epoch = self._log.lease_epoch
+            run = _Run(await self._log.claim(stored), epoch)
             self._track(run)
         async with run.lock:
             if run.dropped:
@@ -356,6 +363,13 @@ class Driver:
             if self._stopping or run.dropped:
                 raise Handover
             await self._wait_for_lease()
+            if self._log.lease_epoch != run.epoch:
+                # Owned under a lease that ended (a pause, a partition): another
+                # coordinator may drive it now. Fenced: no call, no write from here.
+                log.warning("lease lost: leaving gid=%s to its next owner", run.record.gid,
+                            extra={"gid": run.record.gid})
+                self._drop(run)
+                raise Handover
             async with self._limiter.slot(plan.participant, call.op):
                 attempt += 1
                 self._attempts_in_flight += 1

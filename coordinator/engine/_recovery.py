@@ -48,19 +48,21 @@ class Recovery:
         """Claim and adopt one batch of orphans; returns how many were claimed."""
         if not self._log.lease_alive():
             return 0
+        epoch = self._log.lease_epoch
         claimed = await self._log.claim_orphans(self._batch)
         if claimed:
             self._metrics.takeovers(len(claimed))
         for stored in claimed:
             log.info("claimed orphan gid=%s state=%s", stored.record.gid, stored.record.state.name,
                      extra={"gid": stored.record.gid})
-            self._driver.adopt(stored)
+            self._driver.adopt(stored, epoch)
         if self._scans % UNATTENDED_EVERY == 0:  # rare, and it reads every owner key
             await self._adopt_unattended()
         self._scans += 1
         return len(claimed)
 
     async def _adopt_unattended(self) -> None:
+        epoch = self._log.lease_epoch
         for gid in await self._log.mine():
             if self._driver.owns(gid):
                 continue
@@ -71,7 +73,7 @@ class Recovery:
 
             log.warning("driving gid=%s: owned here but not driven (a create whose reply was "
                         "lost?)", gid, extra={"gid": gid})
-            self._driver.adopt(stored)
+            self._driver.adopt(stored, epoch)
 
     async def _loop(self) -> None:
         while True:

@@ -10,6 +10,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 
 from ..domain import operator
@@ -32,12 +33,16 @@ from ..domain.validation import (
     check_timeout,
     growth_bytes,
 )
-from ..log import LostOwnership, Stored, TxLog
+from ..log import Created, LostOwnership, Stored, TxLog
 from ._driver import Driver
 
 MAX_SCAN_PAGES = 20  # bounds the work one ListTransactions call may do
 SCAN_BATCH = 64  # records per log read: bounds what one read may bring (records <= ~1.5 MiB)
 MAX_PAGE_BYTES = 2 * 1024 * 1024  # a reply stays under gRPC's default 4 MiB receive limit
+# A start whose creation has not landed in the log by then is answered UNAVAILABLE (the
+# creation goes on): the client asks another coordinator, which finds it or creates it.
+CREATE_ANSWER_S = 2.0
+REMOTE_WAIT_S = 2.0  # a wait on a record driven elsewhere re-reads it at least this often
 
 
 
@@ -80,6 +85,7 @@ class CoordinatorCore:
         """Create and drive a transaction; idempotent on gid (same plan: the existing one)."""
         if not self.accepting:
             raise Unavailable("coordinator is shutting down; retry on another instance")
+        self._check_reachable()
         gid = req.gid or uuid.uuid4().hex
         if req.gid:
             check_gid(req.gid)
@@ -94,8 +100,26 @@ class CoordinatorCore:
         self._check_fits(record)
         if self._driver.active >= self._limits.max_active:
             return _same(await self._existing_or_refuse(record, bool(req.gid)), record), False
-        created = await self._driver.start(record)
+        created = await self._create(record)
         return _same(created.stored, record), created.created
+
+    async def _create(self, record: TxRecord) -> Created:
+        """The driver's start, answered within CREATE_ANSWER_S: a log that is slow or gone
+        must not hold the caller to its deadline while another coordinator could answer.
+        The creation goes on unanswered; if it lands, this coordinator drives it."""
+        creation = asyncio.ensure_future(self._driver.start(record))
+        done, _ = await asyncio.wait({creation}, timeout=CREATE_ANSWER_S)
+        if done:
+            return creation.result()
+        creation.add_done_callback(_quietly)
+        raise Unavailable(f"the transaction log did not take transaction {record.gid!r} within "
+                          f"{CREATE_ANSWER_S:g} s; retry here or on another coordinator (the "
+                          "start is idempotent on its gid)")
+
+    def _check_reachable(self) -> None:
+        if not self._log.reachable():
+            raise Unavailable("this coordinator cannot reach the transaction log (etcd) now; "
+                              "retry on another coordinator")
 
     def _check_fits(self, record: TxRecord) -> None:
         """Refuse at the start what the log could not store later: the creation (state and
@@ -160,16 +184,37 @@ class CoordinatorCore:
                                      "retry") from exc
 
     async def wait_settled(self, gid: str, timeout_s: float) -> Stored:
-        """The record once terminal or FAILED, or as it stands when ``timeout_s`` runs out."""
+        """The record once terminal or FAILED, or as it stands when ``timeout_s`` runs out.
+        Raises Unavailable when this coordinator loses the log meanwhile: another one can
+        answer (the caller asks it again)."""
         end = time.monotonic() + timeout_s
         stored = await self.get(gid)
-        while True:
+        while not stored.record.state.settled:
             remaining = end - time.monotonic()
-            if stored.record.state.settled or remaining <= 0:
-                return stored
-            # Local writes hand us the record at once; one driven elsewhere is re-read.
-            changed = await self._driver.wait_changed(gid, min(remaining, 0.5))
-            stored = changed or await self.get(gid)
+            if remaining <= 0:
+                break
+            self._check_reachable()
+            stored = await self._next_version(stored, min(remaining, REMOTE_WAIT_S))
+        return stored
+
+    async def _next_version(self, stored: Stored, within_s: float) -> Stored:
+        """The record once it changes (or as it stands after ``within_s``): handed over by
+        the driver when driven here, from an etcd watch when driven elsewhere."""
+        gid = stored.record.gid
+        if self._driver.owns(gid):
+            # Short: the check for a lost log above must come round again soon.
+            changed = await self._driver.wait_changed(gid, min(within_s, 0.5))
+            return changed or await self.get(gid)
+        try:
+            async with asyncio.timeout(within_s), aclosing(self._log.watch(gid)) as versions:
+                async for version in versions:
+                    if version is None or version.revision > stored.revision:
+                        return version or stored
+                    if self._driver.owns(gid):  # taken over here meanwhile
+                        break
+        except TimeoutError:
+            pass
+        return await self.get(gid)
 
     async def watch(self, gid: str) -> AsyncIterator[Stored]:
         await self.get(gid)
@@ -224,6 +269,12 @@ def _rough_bytes(record: TxRecord) -> int:
     labels += sum(len(k) + len(v) for k, v in record.trace)
     return (6 * (text + labels + len(record.gid)) + sum(len(p.payload) for p in record.plan)
             + 512 * (len(record.plan) + len(record.labels)) + 2048)
+
+
+def _quietly(creation: asyncio.Future[Created]) -> None:
+    """Collect an unanswered creation's outcome (a failure is the driver's to log)."""
+    if not creation.cancelled():
+        creation.exception()
 
 
 def _matches(record: TxRecord, query: ListQuery) -> bool:

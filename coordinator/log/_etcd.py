@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -101,12 +101,14 @@ class EtcdLog:
         self._client = etcd3aio.Etcd3Client(list(options.endpoints), rpc_max_attempts=3)
         # etcd3aio takes no channel options; its connection manager holds the list it opens
         # the channel with. Without this, listing large records fails past gRPC's 4 MiB.
-        self._client._manager.grpc_options.append(
-            ("grpc.max_receive_message_length", options.max_receive_bytes))
+        self._client._manager.grpc_options[:] = _etcd_channel_options(
+            self._client._manager.grpc_options, options.max_receive_bytes)
 
         self._p = options.prefix.rstrip("/")
         self._lease_id = 0
+        self.lease_epoch = 0  # counts the leases taken: what a run was driven under
         self._lease_expires = 0.0
+        self._last_answer = 0.0  # monotonic time etcd last answered this process
         self._keepalive: asyncio.Task[None] | None = None
         self._retention = _RetentionLeases(self, options.retention_s)
         budget = options.max_request_bytes - _REQUEST_OVERHEAD
@@ -144,6 +146,7 @@ class EtcdLog:
         await self._client.connect()
         grant = await self._call(self._kv_lease().grant(self._opts.lease_ttl_s), "lease")
         self._lease_id = grant.ID
+        self.lease_epoch += 1
         self._lease_expires = time.monotonic() + grant.TTL
         await self._announce()
         self._keepalive = asyncio.create_task(self._keep_alive(), name="txc-lease-keepalive")
@@ -181,10 +184,20 @@ class EtcdLog:
     def lease_alive(self) -> bool:
         return time.monotonic() < self._lease_expires
 
+    def reachable(self) -> bool:
+        """The lease holds and etcd answered within the last few keep-alives: false soon
+        after this process is cut from etcd, long before the lease runs out."""
+        quiet = time.monotonic() - self._last_answer
+        return self.lease_alive() and quiet < max(1.0, 3 * self._keepalive_interval)
+
+    @property
+    def _keepalive_interval(self) -> float:
+        return max(0.2, self._opts.lease_ttl_s / 6)
+
     async def _keep_alive(self) -> None:
         # Often, so that a lease has most of its TTL left whenever this process stops: a
         # pause shorter than ~5/6 of the TTL is no takeover.
-        interval = max(0.2, self._opts.lease_ttl_s / 6)
+        interval = self._keepalive_interval
         while True:
             await asyncio.sleep(interval)
             sent = time.monotonic()
@@ -195,6 +208,7 @@ class EtcdLog:
                 continue
             if ttl > 0:
                 self._lease_expires = sent + ttl
+                self._last_answer = time.monotonic()
                 continue
             log.error("lease %x expired; its transactions are orphans now and will be claimed "
                       "again", self._lease_id)
@@ -219,6 +233,7 @@ class EtcdLog:
                 await asyncio.sleep(0.5)
                 continue
             self._lease_id = grant.ID
+            self.lease_epoch += 1
             self._lease_expires = time.monotonic() + grant.TTL
             try:
                 await self._announce()
@@ -244,6 +259,7 @@ class EtcdLog:
         try:
             reply = await awaitable
             outcome = "ok"
+            self._last_answer = time.monotonic()
             return reply
         except (TimeoutError, etcd3aio.EtcdError) as exc:
             self._lease_gone_if(str(exc))
@@ -459,7 +475,7 @@ class EtcdLog:
                                                 timeout=self._opts.request_timeout_s), "keys")
         return [(kv.key[len(prefix):].decode(), kv.value) for kv in reply.kvs]
 
-    async def watch(self, gid: str) -> AsyncIterator[Stored | None]:
+    async def watch(self, gid: str) -> AsyncGenerator[Stored | None, None]:
         current = await self.get(gid)
         yield current
         start = (current.revision + 1) if current else 0
@@ -474,6 +490,22 @@ class EtcdLog:
                     yield Stored(decode(event.kv.value), event.kv.mod_revision)
 
 
+
+
+ETCD_KEEPALIVE_MS = 5000  # etcd refuses pings more often (--grpc-keepalive-min-time, 5 s)
+ETCD_PING_TIMEOUT_MS = 1000
+
+
+def _etcd_channel_options(given: list[Any], max_receive_bytes: int) -> list[Any]:
+    """etcd3aio's channel options, with: the reply size a page of records needs, and a
+    member that stops answering (paused, black-holed) dropped about a second after a
+    keepalive ping goes unanswered, so its requests move to another member (gRPC's
+    default waits a minute for a ping that is not the keepalive's own)."""
+    ours = {"grpc.max_receive_message_length": max_receive_bytes,
+            "grpc.keepalive_time_ms": ETCD_KEEPALIVE_MS,
+            "grpc.keepalive_timeout_ms": ETCD_PING_TIMEOUT_MS,
+            "grpc.http2.ping_timeout_ms": ETCD_PING_TIMEOUT_MS}
+    return [(k, v) for k, v in given if k not in ours] + list(ours.items())
 
 
 def _full(state: Any, payloads: Any) -> Stored | None:

@@ -8,7 +8,7 @@ time in one request (group commit); each still succeeds or fails on its own.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -61,8 +61,16 @@ class TxLog(Protocol):
     async def close(self, *, release: bool = True) -> None:
         """Disconnect; ``release`` revokes the lease so others take over at once."""
 
+    lease_epoch: int
+    """How many leases this coordinator has taken. Everything owned under one lease is
+    lost with it: work started under an earlier epoch must never act again."""
+
     def lease_alive(self) -> bool:
         """False once the lease has expired: owned transactions are then orphans."""
+
+    def reachable(self) -> bool:
+        """The lease is alive and the store answers now: false as soon as this process is
+        cut from the store, before the lease runs out (new work should go elsewhere)."""
 
     async def create(self, record: TxRecord) -> Created:
         """Store a new record owned by this coordinator, unless the gid exists."""
@@ -103,7 +111,7 @@ class TxLog(Protocol):
         """Ids of coordinators whose lease ended, as it happens (a hint to scan for
         orphans now; the periodic scan stays the guarantee)."""
 
-    def watch(self, gid: str) -> AsyncIterator[Stored | None]:
+    def watch(self, gid: str) -> AsyncGenerator[Stored | None, None]:
 
         """The current record, then every change (payloads may be left out); None when it
         is removed."""

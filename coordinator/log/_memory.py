@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from ..domain.records import TxRecord, TxState
 from ._codec import encode, encode_payloads
-from ._interface import Created, LostOwnership, Stored
+from ._interface import Created, LogError, LostOwnership, Stored
 
 
 @dataclass
@@ -26,6 +26,8 @@ class MemoryStore:
     requests: int = 0  # how many store round-trips were made, as etcd would count them
     max_request_bytes: int = 1536 * 1024 - 64 * 1024  # as EtcdLog's default
     departed: list[str] = field(default_factory=list)  # owners whose lease ended, in order
+    cut_off: set[str] = field(default_factory=set)  # owners that cannot reach the store
+    epochs: dict[str, int] = field(default_factory=dict)  # owner -> leases it has taken
 
 
     def expire(self, owner_id: str) -> None:
@@ -45,11 +47,16 @@ class MemoryLog:
         self._owner_id = owner_id
 
     @property
+    def lease_epoch(self) -> int:
+        return self.store.epochs.get(self._owner_id, 0)
+
+    @property
     def owner_id(self) -> str:
         return self._owner_id
 
     async def open(self) -> None:
         self.store.live_owners.add(self._owner_id)
+        self.store.epochs[self._owner_id] = self.lease_epoch + 1
 
     async def close(self, *, release: bool = True) -> None:
         if release:
@@ -58,8 +65,17 @@ class MemoryLog:
     def lease_alive(self) -> bool:
         return self._owner_id in self.store.live_owners
 
-    async def create(self, record: TxRecord) -> Created:
+    def reachable(self) -> bool:
+        return self.lease_alive() and self._owner_id not in self.store.cut_off
+
+    def _request(self) -> None:
+        """One round trip to the store: refused while this owner is cut off from it."""
+        if self._owner_id in self.store.cut_off:
+            raise LogError(f"store unreachable from {self._owner_id}")
         self.store.requests += 1
+
+    async def create(self, record: TxRecord) -> Created:
+        self._request()
         existing = self.store.records.get(record.gid)
         if existing is not None:
             return Created(existing, created=False)
@@ -80,7 +96,7 @@ class MemoryLog:
         self, writes: Sequence[tuple[Stored, TxRecord]]
     ) -> list[Stored | LostOwnership]:
 
-        self.store.requests += 1
+        self._request()
         results: list[Stored | LostOwnership] = []
         for prev, new in writes:
             current = self.store.records.get(new.gid)
@@ -104,18 +120,18 @@ class MemoryLog:
         return self.store.max_request_bytes
 
     async def get(self, gid: str) -> Stored | None:
-        self.store.requests += 1
+        self._request()
         return self.store.records.get(gid)
 
     async def scan(self, *, start_after: str = "", limit: int = 100, prefix: str = "") -> list[Stored]:
-        self.store.requests += 1
+        self._request()
         gids = sorted(g for g in self.store.records if g > start_after and g.startswith(prefix))
         gids = gids[:limit]
 
         return [self.store.records[g] for g in gids]
 
     async def claim(self, stored: Stored) -> Stored:
-        self.store.requests += 1
+        self._request()
         current = self.store.records.get(stored.record.gid)
         if current is None or current.revision != stored.revision:
             raise LostOwnership(stored.record.gid, current)
@@ -123,7 +139,7 @@ class MemoryLog:
         return stored
 
     async def claim_orphans(self, limit: int = 100) -> list[Stored]:
-        self.store.requests += 1
+        self._request()
         claimed: list[Stored] = []
         for gid, stored in sorted(self.store.records.items()):
             if len(claimed) >= limit:
@@ -136,14 +152,14 @@ class MemoryLog:
         return claimed
 
     async def count_failed(self) -> int:
-        self.store.requests += 1
+        self._request()
         return sum(1 for s in self.store.records.values() if s.record.state is TxState.FAILED)
 
     async def mine(self) -> list[str]:
-        self.store.requests += 1
+        self._request()
         return sorted(g for g, o in self.store.owners.items() if o == self._owner_id)
 
-    async def watch(self, gid: str) -> AsyncIterator[Stored | None]:
+    async def watch(self, gid: str) -> AsyncGenerator[Stored | None, None]:
         last: Stored | None = None
         while True:
             current = self.store.records.get(gid)

@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
+from .._coordinators import SERVER_KEEPALIVE_OPTIONS
 from .._metrics import OFF, Metrics, PrometheusMetrics
 from .._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
 from .._shutdown import bounded
@@ -40,6 +41,7 @@ from ._servicer import SERVICE, CoordinatorServicer, Defaults
 
 log = logging.getLogger("txcoord.server")
 STEP_S = 5.0  # longest any one shutdown step may take past its own grace
+HEALTH_EVERY_S = 0.25  # how often the log's reachability is turned into health status
 
 
 
@@ -109,6 +111,7 @@ class CoordinatorServer:
                                          options.failed_count_interval_s)
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._server: grpc.aio.Server | None = None
+        self._health_task: asyncio.Task[None] | None = None
         self.port = 0
 
     @property
@@ -124,6 +127,7 @@ class CoordinatorServer:
         server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", max_message),
+            *SERVER_KEEPALIVE_OPTIONS,
         ])
         add_servicer(server, pb_grpc.add_CoordinatorServicer_to_server,
                      CoordinatorServicer(self.core, self.options.defaults, self.options.operators,
@@ -142,9 +146,26 @@ class CoordinatorServer:
         self.recovery.start()
         for name in ("", SERVICE):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._health_task = asyncio.create_task(self._report_health(), name="txc-health")
         log.info("coordinator %s listening on %s (port %d, %s)", self.options.node_id,
                  self.options.listen, self.port, "TLS" if self.options.tls else "plaintext")
         self._warn_exposure()
+
+    async def _report_health(self) -> None:
+        """``txc.v1.Coordinator`` is NOT_SERVING while the log is out of reach: clients'
+        health checks then send their calls to the other coordinators (nothing can be
+        started or decided here meanwhile; the process itself stays up and comes back)."""
+        serving = True
+        while True:
+            await asyncio.sleep(HEALTH_EVERY_S)
+            reachable = self.log.reachable()
+            if reachable == serving:
+                continue
+            serving = reachable
+            log.warning("transaction log %s: %s", "reachable again" if serving else "out of reach",
+                        "serving" if serving else "NOT_SERVING until it is back")
+            await self._health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING if serving
+                                   else health_pb2.HealthCheckResponse.NOT_SERVING)
 
     def _warn_exposure(self) -> None:
         opts = self.options
@@ -162,6 +183,8 @@ class CoordinatorServer:
         """Stop taking work, let attempts in flight finish, then hand everything over."""
         grace = self.options.grace_s if grace_s is None else grace_s
         self.core.accepting = False
+        if self._health_task is not None:
+            self._health_task.cancel()
         await bounded(self._health.enter_graceful_shutdown(), STEP_S, "health NOT_SERVING")
         await bounded(self.recovery.stop(), STEP_S, "takeover scan")
         await self.driver.stop(grace)

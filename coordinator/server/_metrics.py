@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -59,13 +60,13 @@ class MetricsExport:
             await asyncio.sleep(self._every_s)
 
 
-def _code(context: Any, failed: bool) -> str:
-    """The status the call ends with: what the handler set (abort sets it), else OK, or
-    UNKNOWN for an exception that set none."""
+def _code(context: Any, fallback: str) -> str:
+    """The status the call ends with: what the handler set (abort sets it), else
+    ``fallback`` (OK, CANCELLED, or UNKNOWN for an exception that set none)."""
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return code.name
-    return "UNKNOWN" if failed else "OK"
+    return fallback
 
 
 if TYPE_CHECKING:  # generic in grpc-stubs only
@@ -94,24 +95,32 @@ class MetricsInterceptor(_Interceptor):
 
     def _unary(self, method: str, behaviour: Any) -> Any:
         async def timed(request: Any, context: Any) -> Any:
-            started, failed = time.perf_counter(), True
+            started, ending = time.perf_counter(), "UNKNOWN"
             try:
                 reply = await behaviour(request, context)
-                failed = False
+                ending = "OK"
                 return reply
+            except asyncio.CancelledError:  # the caller went away (a health Watch ends so)
+                ending = "CANCELLED"
+                raise
             finally:
-                self._metrics.grpc_request(method, _code(context, failed),
+                self._metrics.grpc_request(method, _code(context, ending),
                                            time.perf_counter() - started)
         return timed
 
     def _streamed(self, method: str, behaviour: Any) -> Any:
+        if not inspect.isasyncgenfunction(behaviour):
+            # A handler that writes with context.write (grpc's health Watch) rather than
+            # yielding: timed like a unary one (wrapping it in ``async for`` broke it).
+            return self._unary(method, behaviour)
+
         async def timed(request: Any, context: Any) -> AsyncIterator[Any]:
-            started, failed = time.perf_counter(), True
+            started, ending = time.perf_counter(), "UNKNOWN"
             try:
                 async for reply in behaviour(request, context):
                     yield reply
-                failed = False
+                ending = "OK"
             finally:
-                self._metrics.grpc_request(method, _code(context, failed),
+                self._metrics.grpc_request(method, _code(context, ending),
                                            time.perf_counter() - started)
         return timed

@@ -51,11 +51,14 @@ async def participant() -> AsyncIterator[ScriptedParticipant]:
 class CoordinatorProcess:
     """``txc serve`` as a real process, to be killed with SIGKILL."""
 
-    def __init__(self, etcd: DevEtcd, prefix: str, tmp: Path, env: dict[str, str] | None = None):
+    def __init__(self, etcd: DevEtcd | str, prefix: str, tmp: Path,
+                 env: dict[str, str] | None = None):
+        """``etcd``: the session's etcd, or an endpoint that leads to it (a fault proxy)."""
+        endpoint = etcd if isinstance(etcd, str) else etcd.endpoint
         self.port = free_port()
         self.log_path = tmp / f"coordinator-{self.port}.log"
         cmd = [sys.executable, "-m", "coordinator.cli", "serve", "--listen",
-               f"127.0.0.1:{self.port}", "--etcd", etcd.endpoint, "--prefix", prefix,
+               f"127.0.0.1:{self.port}", "--etcd", endpoint, "--prefix", prefix,
                "--lease-ttl", "2", "--grace", "2"]
         self.proc = subprocess.Popen(cmd, stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})})

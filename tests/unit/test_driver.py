@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
+from coordinator.domain.errors import Unavailable
 from coordinator.domain.records import (
     BranchPlan,
     Protocol,
@@ -18,7 +19,16 @@ from coordinator.domain.records import (
     TxState,
     new_record,
 )
-from coordinator.engine import Answer, Driver, EngineOptions, Kind, Recovery, idempotency_key
+from coordinator.engine import (
+    Answer,
+    CoordinatorCore,
+    Driver,
+    EngineOptions,
+    Kind,
+    Recovery,
+    StartRequest,
+    idempotency_key,
+)
 from coordinator.log import Created, LogError, MemoryLog, MemoryStore
 
 FAST = RetryPolicy(max_attempts=0, initial_backoff_s=0.001, max_backoff_s=0.005)
@@ -244,3 +254,36 @@ async def test_the_scan_leaves_a_transaction_being_created_alone() -> None:
     await started
     assert await settle(log, "fresh") is TxState.COMMITTED
     assert [c for c, _ in p.calls].count("fresh/a/execute") == 1
+
+
+async def test_work_held_under_a_lease_that_ended_is_never_acted_on_again() -> None:
+    """A pause or a partition long enough for the lease to end: when this coordinator
+    gets a new lease, the transactions it drove under the old one are fenced (another
+    coordinator may have claimed them meanwhile): no call, no write from here."""
+    store = MemoryStore()
+    p = ScriptedParticipant(script={("a", "execute"): [Kind.UNKNOWN]})  # retried for ever
+    log, driver = await new_driver(store, "A", p)
+    await driver.start(saga_record("fenced"))
+    while not p.calls:
+        await asyncio.sleep(0.001)
+    store.expire("A")  # the lease ends while attempts wait in backoff
+    await asyncio.sleep(0.02)
+    await log.open()  # a new lease: the keep-alive loop's regrant
+    made = len(p.calls)
+    await asyncio.sleep(0.1)
+    assert len(p.calls) == made, "attempts made under the new lease"
+    assert not driver.owns("fenced")
+
+
+async def test_a_start_is_refused_at_once_while_the_log_is_out_of_reach() -> None:
+    store, p = MemoryStore(), ScriptedParticipant()
+    log, driver = await new_driver(store, "A", p)
+    core = CoordinatorCore(log, driver)
+    store.cut_off.add("A")
+    with pytest.raises(Unavailable, match="cannot reach the transaction log"):
+        await core.start(StartRequest("cut-1", Protocol.SAGA, saga_record("x").plan, 30.0))
+    assert p.calls == [] and "cut-1" not in store.records
+    store.cut_off.clear()
+    _, created = await core.start(StartRequest("cut-1", Protocol.SAGA,
+                                                    saga_record("x").plan, 30.0))
+    assert created and await settle(log, "cut-1") is TxState.COMMITTED
