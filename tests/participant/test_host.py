@@ -250,8 +250,8 @@ async def test_wrong_dsn_at_startup_names_it_without_the_password() -> None:
     assert "postgresql+asyncpg://app:***@127.0.0.1:1/shop" in str(err.value)
     assert "s3cret" not in str(err.value)
     await engine.dispose()
-    with pytest.raises(DsnError, match="supported"):
-        create_engine("postgresql://app:s3cret@db/shop")
+    with pytest.raises(DsnError, match="supported"):  # a synchronous driver
+        create_engine("postgresql+psycopg2://app:s3cret@db/shop")
 
 
 async def test_stop_lets_calls_in_flight_finish(db: Db, gid: str) -> None:
