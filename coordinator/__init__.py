@@ -29,6 +29,7 @@ from ._client import (
     TwoPhase,
     settled,
 )
+from ._coordinators import Failover
 from ._participant_client import ParticipantClient
 from ._proto.txc.v1 import coordinator_pb2 as pb
 from ._proto.txc.v1 import participant_pb2 as ppb
@@ -54,6 +55,7 @@ __all__ = [
     "CoordinatorClient",
     "CoordinatorServer",
     "DevEtcd",
+    "Failover",
     "ListFilter",
     "ParticipantClient",
     "Retry",

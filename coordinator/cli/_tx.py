@@ -35,7 +35,8 @@ def _client_flags(p: argparse.ArgumentParser, defaults: bool) -> None:
         return value if defaults else argparse.SUPPRESS
 
     p.add_argument("--coordinator", default=default(env_default("TXC_COORDINATOR", "127.0.0.1:7070")),
-                   help="HOST:PORT of any coordinator (env TXC_COORDINATOR)")
+                   help="HOST:PORT of any coordinator, or several comma-separated (calls fail "
+                        "over between them; env TXC_COORDINATOR)")
     p.add_argument("--timeout", type=float, default=default(10.0), help="seconds per request")
     p.add_argument("--tls-ca", default=default(env_default("TXC_TLS_CA", "")), metavar="FILE",
                    help="PEM CA certificates: talk TLS to a coordinator serving it (env TXC_TLS_CA)")

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from coordinator import CoordinatorClient, Failover
 from coordinator import pb as cpb
 from coordinator.participant import (
     START_SAGA,
@@ -121,25 +122,34 @@ async def test_relay_delivers_once_and_marks_sent(db: Db, relay_for: Relaying) -
         assert state["attempts"] == 1 and state["claim_token"] is None
 
 
-async def test_relay_retries_with_backoff_until_delivered(db: Db, relay_for: Relaying) -> None:
-    r, sender = relay_for
+async def test_relay_retries_with_backoff_until_delivered(
+        db: Db, receiver: tuple[SagaReceiver, str]) -> None:
+    r, target = receiver
     await clear_due(db.engine)
     (name,) = gids(1)
     (message_id,) = await queue(db.engine, name)
-    r.fail_first = 5
-    relay = Relay(db.engine, {START_SAGA: sender},
+    # Each send is one client call, which gRPC itself sends again on UNAVAILABLE
+    # (Failover.max_attempts): the first claim's two sends all fail, the next claim's
+    # first send gets through on its second attempt.
+    failover = Failover(max_attempts=2, initial_backoff_s=0.01, max_backoff_s=0.01)
+    r.fail_first = 2 * failover.max_attempts + 1
+    client = CoordinatorClient(target, failover=failover)
+    relay = Relay(db.engine, {START_SAGA: StartSagaSender(client, timeout_s=5.0)},
                   RelayOptions(**{**FAST.__dict__, "send_attempts": 2}))
-    first = await relay.run_once()
-    assert first.retry_later == 1
-    state = await row(db.engine, message_id)
-    assert state["status"] == "pending" and "UNAVAILABLE" in str(state["last_error"])
-    for _ in range(40):
-        if (await relay.run_once()).sent:
-            break
-        await asyncio.sleep(0.03)
+    try:
+        first = await relay.run_once()
+        assert first.retry_later == 1
+        state = await row(db.engine, message_id)
+        assert state["status"] == "pending" and "UNAVAILABLE" in str(state["last_error"])
+        for _ in range(40):
+            if (await relay.run_once()).sent:
+                break
+            await asyncio.sleep(0.03)
+    finally:
+        await client.close()
     state = await row(db.engine, message_id)
     assert state["status"] == "sent" and state["last_error"] is None
-    assert r.calls[name] == 6 and state["attempts"] == 3  # 3 claims of 2 tries each
+    assert r.calls[name] == 2 * failover.max_attempts + 2 and state["attempts"] == 2  # 2 claims
 
 
 async def test_permanent_refusal_is_kept_as_failed(db: Db, relay_for: Relaying) -> None:
