@@ -101,42 +101,31 @@ def verdict_of(tx: pb.Transaction) -> tuple[Told, str]:
 
 
 class CoordinatedClient:
-    """Starts each transfer as a saga or a 2PC transaction and waits for the verdict."""
+    """Starts each transfer as a saga or a 2PC transaction and waits for the verdict.
+
+    One :class:`CoordinatorClient` over every coordinator: the library fails a start over
+    to another coordinator when the first cannot be reached or stops answering (a start is
+    idempotent on the gid), so one call per transfer is all the client makes.
+    """
 
     def __init__(self, coordinators: Sequence[str], accounts: str, orders: str, mode: Mode,
                  timeout_s: float) -> None:
-        self._clients = [CoordinatorClient(a, timeout_s=timeout_s) for a in coordinators]
+        self._client = CoordinatorClient(list(coordinators), timeout_s=timeout_s)
         self._accounts, self._orders, self._mode, self._timeout = accounts, orders, mode, timeout_s
-        self._next = 0
 
     async def close(self) -> None:
-        for client in self._clients:
-            await client.close()
+        await self._client.close()
 
     async def transfer(self, t: Transfer) -> tuple[Told, str]:
-        """Start on the next coordinator; one that cannot be reached is passed over for
-        the other (a start is idempotent on the gid, so asking twice is safe)."""
-        first = self._next
-        self._next += 1
-        end = time.monotonic() + self._timeout
-        for i in range(len(self._clients)):
-            client = self._clients[(first + i) % len(self._clients)]
-            left = end - time.monotonic()
-            try:
-                if self._mode == "saga":
-                    reply = await client.start_saga(self._saga(t), wait=True, timeout_s=left)
-                else:
-                    reply = await client.start_two_phase(self._two_phase(t), wait=True,
-                                                         timeout_s=left)
-                break
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and i == 0:
-                    # Refused before anything was written, and no other request for this
-                    # transfer was ever sent: it did not happen. After an UNAVAILABLE the
-                    # first coordinator may have started it, so a refusal proves nothing.
-                    return told_for(exc.code())
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or i == len(self._clients) - 1:
-                    return "unknown", exc.code().name
+        try:
+            if self._mode == "saga":
+                reply = await self._client.start_saga(self._saga(t), wait=True,
+                                                      timeout_s=self._timeout)
+            else:
+                reply = await self._client.start_two_phase(self._two_phase(t), wait=True,
+                                                           timeout_s=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            return told_for(exc.code())
         return verdict_of(reply.transaction)
 
     def _steps(self, t: Transfer, saga: bool) -> list[Step]:

@@ -167,9 +167,9 @@ class Topology:
     def _define_processes(self, two_phase: bool) -> None:
         py = sys.executable
         # 2PC participants resolve in-doubt branches by asking a coordinator directly
-        # (gRPC's ipv4: target with both: the first that answers).
+        # (both, past the proxies: the client fails over from one that cannot answer).
         both = ",".join("{}:{}".format(*self.address(c)) for c in ("c1", "c2"))
-        ask = ["--coordinator", f"ipv4:{both}"] if two_phase else []
+        ask = ["--coordinator", both] if two_phase else []
         listen = {n: f"{'0.0.0.0' if self.packet else '127.0.0.1'}:{self.ports[n]}" for n in SERVICES}
         for c in ("c1", "c2"):
             self._define(c, [
