@@ -62,9 +62,10 @@ class EtcdOptions:
     max_request_bytes: int = 1536 * 1024
     # Largest reply the client accepts (a page of listed records); gRPC's default is 4 MiB.
     max_receive_bytes: int = 64 * 1024 * 1024
-    # Group-commit requests in flight at once, per kind (creates, writes): more than one,
-    # so that a request stuck on an unreachable member holds up no other write.
-    max_in_flight: int = 2
+    # Group-commit requests in flight at once: one while requests are quick (so that
+    # writes accumulate under load), more once one has been in flight 20 ms, so that a
+    # request stuck on a slow or unreachable member holds up no other write.
+    max_in_flight: int = 4
 
 
 _REQUEST_OVERHEAD = 64 * 1024  # keys, compares and framing around a request's values
@@ -86,6 +87,11 @@ class _Write:
 
 
 _Written = Stored | LostOwnership | RequestTooLarge  # a write's own outcome in a batch
+_Committed = Created | _Written  # a create's or a write's own outcome in a batch
+
+
+def _item_bytes(item: _Create | _Write) -> int:
+    return len(item.state) + len(item.payloads) if isinstance(item, _Create) else len(item.state)
 
 
 def _write(prev: Stored, new: TxRecord) -> _Write:
@@ -112,13 +118,11 @@ class EtcdLog:
         self._keepalive: asyncio.Task[None] | None = None
         self._retention = _RetentionLeases(self, options.retention_s)
         budget = options.max_request_bytes - _REQUEST_OVERHEAD
-        self._writes: Batcher[_Write, _Written] = Batcher(
-            self._write_batch, options.max_batch, key=lambda w: w.record.gid,
-            max_in_flight=options.max_in_flight, size=lambda w: len(w.state), max_bytes=budget)
-        self._creates: Batcher[_Create, Created] = Batcher(
-            self._create_batch, options.max_batch, key=lambda c: c.record.gid,
-            max_in_flight=options.max_in_flight, size=lambda c: len(c.state) + len(c.payloads),
-            max_bytes=budget)
+        # Creates and writes share one group commit: one request carries both, so a loaded
+        # coordinator sends one request where it sent one per kind.
+        self._commits: Batcher[_Create | _Write, _Committed] = Batcher(
+            self._commit_batch, options.max_batch, key=lambda item: item.record.gid,
+            max_in_flight=options.max_in_flight, size=_item_bytes, max_bytes=budget)
         self.requests = 0  # etcd requests made (bench: writes per transaction)
 
     @property
@@ -289,20 +293,18 @@ class EtcdLog:
     # -- create ----------------------------------------------------------------------
     async def create(self, record: TxRecord) -> Created:
         first = replace(record, seq=1)
-        return await self._creates.submit(_Create(first, encode(first), encode_payloads(first)))
+        result = await self._commits.submit(_Create(first, encode(first), encode_payloads(first)))
+        if isinstance(result, Exception):
+            raise result
+        assert isinstance(result, Created)
+        return result
 
-    async def _create_batch(self, creates: Sequence[_Create]) -> list[Created]:
-        reply = await self._txn([RequestOp(request_txn=self._create_op(c)) for c in creates], "create")
-        results = []
-        for create, resp in zip(creates, reply.responses, strict=True):
-            nested = resp.response_txn
-            if nested.succeeded:
-                results.append(Created(Stored(create.record, reply.header.revision), created=True))
-            else:
-                existing = _full(nested.responses[0], nested.responses[1])
-                assert existing is not None  # the compare failed: the record exists
-                results.append(Created(existing, created=False))
-        return results
+    def _created(self, create: _Create, nested: Any, revision: int) -> Created:
+        if nested.succeeded:
+            return Created(Stored(create.record, revision), created=True)
+        existing = _full(nested.responses[0], nested.responses[1])
+        assert existing is not None  # the compare failed: the record exists
+        return Created(existing, created=False)
 
     def _create_op(self, create: _Create) -> TxnRequest:
         gid = create.record.gid
@@ -332,41 +334,49 @@ class EtcdLog:
 
     # -- write -----------------------------------------------------------------------
     async def write(self, prev: Stored, new: TxRecord) -> Stored:
-        result = await self._writes.submit(_write(prev, new))
+        result = await self._commits.submit(_write(prev, new))
         if isinstance(result, Exception):
             raise result
+        assert isinstance(result, Stored)
         return result
 
-
-    async def _write_batch(self, writes: Sequence[_Write]) -> list[_Written]:
+    async def _commit_batch(self, items: Sequence[_Create | _Write]) -> list[_Committed]:
         try:
-            return await self._write_together(writes)
+            return await self._commit_together(items)
         except RequestTooLarge:
-            if len(writes) == 1:
+            if len(items) == 1:
                 raise
         # The store's limit is below this log's (etcd --max-request-bytes): alone, only
-        # the write that is too large fails.
-        results: list[_Written] = []
-        for w in writes:
+        # the item that is too large fails.
+        results: list[_Committed] = []
+        for item in items:
             try:
-                results.extend(await self._write_together([w]))
+                results.extend(await self._commit_together([item]))
             except RequestTooLarge as exc:
                 results.append(exc)
         return results
 
-    async def _write_together(self, writes: Sequence[_Write]) -> list[_Written]:
+    async def _commit_together(self, items: Sequence[_Create | _Write]) -> list[_Committed]:
         ops = []
-        for w in writes:
-            lease = await self._retention.lease_for(w.record) if w.record.state.terminal else 0
-            ops.append(RequestOp(request_txn=self._write_op(w, lease)))
-        reply = await self._txn(ops, "write")
-        results: list[_Written] = []
-        for w, resp in zip(writes, reply.responses, strict=True):
+        for item in items:
+            if isinstance(item, _Create):
+                ops.append(RequestOp(request_txn=self._create_op(item)))
+                continue
+            lease = await self._retention.lease_for(item.record) if item.record.state.terminal else 0
+            ops.append(RequestOp(request_txn=self._write_op(item, lease)))
+        # Named in the metrics by what it carries: "create" for creates alone, else "write".
+        kind = "create" if all(isinstance(i, _Create) for i in items) else "write"
+        reply = await self._txn(ops, kind)
+        revision = reply.header.revision
+        results: list[_Committed] = []
+        for item, resp in zip(items, reply.responses, strict=True):
             nested = resp.response_txn
-            if nested.succeeded:
-                results.append(Stored(w.record, reply.header.revision))
+            if isinstance(item, _Create):
+                results.append(self._created(item, nested, revision))
+            elif nested.succeeded:
+                results.append(Stored(item.record, revision))
             else:
-                results.append(self._explain_conflict(w, nested))
+                results.append(self._explain_conflict(item, nested))
         return results
 
     def _write_op(self, w: _Write, lease: int) -> TxnRequest:

@@ -117,15 +117,44 @@ async def test_batcher_a_stuck_request_holds_up_neither_other_keys_nor_reorders_
     batcher: Batcher[int, int] = Batcher(flush, max_batch=8, key=lambda i: i // 10,
                                          max_in_flight=4)
     stuck = asyncio.ensure_future(batcher.submit(1))
-    await asyncio.sleep(0)
+    while not in_flight:  # the stuck request is on the wire
+        await asyncio.sleep(0)
     later = await asyncio.wait_for(asyncio.gather(batcher.submit(21), batcher.submit(31)), 1)
-    assert later == [21, 31]  # went past the stuck request
+    assert later == [21, 31]  # went past the stuck request (once it was in flight stall_s)
     same_key = asyncio.ensure_future(batcher.submit(2))  # key 0, like the stuck one
     await asyncio.sleep(0.01)
     assert not same_key.done()
     release.set()
     assert await stuck == 1 and await same_key == 2
     assert flushed.index([1]) < flushed.index([2])
+
+
+async def test_batcher_under_load_sends_one_request_at_a_time_and_groups_what_waits() -> None:
+    """While requests are quick only one is in flight: what arrives meanwhile waits and
+    goes together (a second request at once would carry one item each)."""
+    in_flight = 0
+    most = 0
+    flushed: list[int] = []
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.002)
+        in_flight -= 1
+        flushed.append(len(items))
+        return list(items)
+
+    batcher: Batcher[int, int] = Batcher(flush, max_batch=64, key=lambda i: i, max_in_flight=4)
+
+    async def writer(first: int) -> None:
+        for i in range(first, first + 20):
+            await batcher.submit(i)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(writer(100 * w) for w in range(16)))
+    assert most == 1
+    assert sum(flushed) == 320 and len(flushed) <= 320 / 8  # at least 8 writes a request
 
 
 @pytest.mark.parametrize("in_flight", [1, 2, 4])
