@@ -16,6 +16,7 @@ from ..domain.validation import Limits
 from ..engine import EngineOptions
 from ..log import EtcdOptions
 from ..server import CoordinatorServer, DevEtcd, Operators, ServerOptions, TlsFiles
+from ..server._workers import check_workers, serve_workers
 from ._common import add_log_flags, defaults_from_env, env_default, read_optional
 
 log = logging.getLogger("txcoord.cli")
@@ -86,6 +87,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    "(off by default; env TXC_METRICS_LISTEN)")
     p.add_argument("--grace", type=float, default=10.0,
                    help="seconds to let calls in flight finish on SIGTERM")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="coordinator processes sharing the --listen port (SO_REUSEPORT), each a "
+                        "member with its own etcd lease; worker i serves metrics on the "
+                        "--metrics-listen port + i (default 1; env TXC_WORKERS)")
     add_log_flags(p, "info")
     p.set_defaults(func=run)
     defaults_from_env(p)
@@ -172,7 +177,15 @@ def run(args: argparse.Namespace) -> int:
             provider.shutdown()  # exports the spans still queued
 
 
+def _check_workers(args: argparse.Namespace) -> None:
+    try:
+        check_workers(args.workers, args.listen, args.metrics_listen)
+    except ValueError as exc:
+        raise SystemExit(f"txc serve: {exc}") from None
+
+
 def _serve(args: argparse.Namespace, tracer_provider: Any) -> int:
+    _check_workers(args)
     endpoints = [e.strip() for e in args.etcd.split(",") if e.strip()]
     dev: DevEtcd | None = None
     if not endpoints:
@@ -182,8 +195,10 @@ def _serve(args: argparse.Namespace, tracer_provider: Any) -> int:
         dev = DevEtcd().start()
         endpoints = [dev.endpoint]
         log.info("dev mode: private etcd at %s (data in %s)", dev.endpoint, dev.data_dir)
-    options = replace(options_from(args, endpoints), tracer_provider=tracer_provider)
-    try:
+    try:  # options_from exits on a bad flag: the private etcd is stopped then too
+        options = replace(options_from(args, endpoints), tracer_provider=tracer_provider)
+        if args.workers > 1:  # each worker is a coordinator; they share the private etcd
+            return serve_workers(options, args.workers, args.log_level, args.log_format)
         asyncio.run(CoordinatorServer(options).serve())
     finally:
         if dev is not None:
