@@ -20,6 +20,7 @@ from google.protobuf.duration_pb2 import Duration
 from ._coordinators import Failover, coordinator_channel, split_addresses
 from ._proto.txc.v1 import coordinator_pb2 as pb
 from ._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
+from ._start_stream import StartStreams
 from ._tls import TlsFiles
 from ._tracing import current_carrier
 
@@ -172,19 +173,24 @@ class CoordinatorClient:
     ``tls_identity`` is the client certificate to present to one that requires it
     (``txc serve --tls-client-ca``); ``token`` is sent as ``authorization: Bearer`` on
     operator actions and reads (``txc serve --operator-tokens``); ``actor`` is recorded
-    in the history beside the operator's name.
+    in the history beside the operator's name. ``stream_starts``: starts go over the
+    coordinator's ``Starts`` stream when it has one (cheaper for both sides under load;
+    unary otherwise, remembered).
     """
 
     def __init__(self, addresses: str | Sequence[str], *, timeout_s: float = 10.0,
                  tls_ca: bytes | None = None, tls_identity: TlsFiles | None = None,
                  token: str | None = None, actor: str | None = None,
-                 failover: Failover | None = None) -> None:
+                 failover: Failover | None = None, stream_starts: bool = True) -> None:
         self.addresses = tuple(split_addresses(addresses))
         self.address = ",".join(self.addresses)
+        failover = failover or Failover()
         self._channel = coordinator_channel(self.addresses, tls_ca, tls_identity, failover)
         # The token rides on reads too: a coordinator may protect them (--protect-reads).
         self._read_metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._stub = pb_grpc.CoordinatorStub(self._channel)
+        self._starts = (StartStreams(self._stub, len(self.addresses), failover) if stream_starts
+                        else None)
         self._timeout_s = timeout_s
         operator = [("x-txc-actor", actor or default_actor())]
         if token:
@@ -198,6 +204,8 @@ class CoordinatorClient:
         await self.close()
 
     async def close(self) -> None:
+        if self._starts is not None:
+            await self._starts.close()
         await self._channel.close(None)
 
     # -- starts ---------------------------------------------------------------------------
@@ -207,16 +215,27 @@ class CoordinatorClient:
         shortly before ``timeout_s`` with the saga as it stands. A request message is sent
         as it is (its own ``wait`` applies)."""
         request = saga.to_proto(wait) if isinstance(saga, Saga) else saga
-        response: pb.StartResponse = await self._stub.StartSaga(
-            request, timeout=timeout_s or self._timeout_s, metadata=_traced(()))
-        return response
+        return await self._start(request, timeout_s or self._timeout_s)
 
     async def start_two_phase(self, tx: TwoPhase | pb.StartTwoPhaseRequest, *, wait: bool = False,
                               timeout_s: float | None = None) -> pb.StartResponse:
         """Start a 2PC transaction (idempotent on gid); ``wait`` as in ``start_saga``."""
         request = tx.to_proto(wait) if isinstance(tx, TwoPhase) else tx
-        response: pb.StartResponse = await self._stub.StartTwoPhase(
-            request, timeout=timeout_s or self._timeout_s, metadata=_traced(()))
+        return await self._start(request, timeout_s or self._timeout_s)
+
+    async def _start(self, request: pb.StartSagaRequest | pb.StartTwoPhaseRequest,
+                     timeout_s: float) -> pb.StartResponse:
+        """Over the Starts stream where the coordinator has it, else unary. A start waits
+        for a coordinator that serves (wait_for_ready): while every one says NOT_SERVING,
+        as during an etcd leader election, it waits instead of failing at once."""
+        if self._starts is not None and not self._starts.unsupported:
+            streamed = await self._starts.start(request, timeout_s, current_carrier())
+            if streamed is not None:
+                return streamed
+        method = (self._stub.StartSaga if isinstance(request, pb.StartSagaRequest)
+                  else self._stub.StartTwoPhase)
+        response: pb.StartResponse = await method(request, timeout=timeout_s,  # type: ignore[arg-type]
+                                                  metadata=_traced(()), wait_for_ready=True)
         return response
 
     # -- reads ----------------------------------------------------------------------------

@@ -492,12 +492,16 @@ class EtcdLog:
         watch = self._client.watch
         if watch is None:
             raise LogError("etcd client is not connected")
-        async for response in watch.watch(self._tx(gid), start_revision=start):
-            for event in response.events:
-                if event.type == event.DELETE:
-                    yield None
-                else:
-                    yield Stored(decode(event.kv.value), event.kv.mod_revision)
+        # Closed with this generator, not left to the garbage collector (whose aclose of a
+        # generator still running logs "Task exception was never retrieved").
+        responses: Any = watch.watch(self._tx(gid), start_revision=start)  # a generator
+        async with contextlib.aclosing(responses) as events:
+            async for response in events:
+                for event in response.events:
+                    if event.type == event.DELETE:
+                        yield None
+                    else:
+                        yield Stored(decode(event.kv.value), event.kv.mod_revision)
 
 
 

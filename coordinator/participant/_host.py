@@ -33,7 +33,7 @@ from coordinator._tls import TlsFiles, add_port
 from coordinator._tracing import bounded_carrier, from_metadata, tracing_for
 from coordinator.participant import _spans as spans
 from coordinator.participant._barrier import Barrier, BarrierOptions
-from coordinator.participant._batch import BatchStream, StreamContext, failed
+from coordinator.participant._batch import BatchStream, StreamContext, batch_stream, failed
 from coordinator.participant._db.dsn import check_connection
 from coordinator.participant._db.errors import describe, is_transient
 from coordinator.participant._handlers import BranchContext, Decoder, Handler, Registry, raw
@@ -292,7 +292,7 @@ class ParticipantHost:
         return limit is not None and self._answering >= limit
 
     async def _batch(self, requests: AsyncIterable[bytes], context: StreamContext) -> None:
-        stream = BatchStream(self._answer_call, context)
+        stream = batch_stream(self._answer_call, context)
         self._streams.add(stream)
         if self._stopping:
             stream.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -11,6 +12,7 @@ from typing import TypeVar
 import grpc
 
 from .._metrics import OFF, Metrics
+from .._multiplex import status_of
 from .._proto.txc.v1 import coordinator_pb2 as pb
 from .._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
 from .._tls import peer_common_name
@@ -33,10 +35,12 @@ from ..log import LogError
 from . import _convert as convert
 from ._context import Context
 from ._operators import ACT, READ, Operators
+from ._starts import Metadata, start_failed, starts_stream
 
 log = logging.getLogger("txcoord.server")
 T = TypeVar("T")
 SERVICE = pb.DESCRIPTOR.services_by_name["Coordinator"].full_name
+STARTS_METHOD = f"/{SERVICE}/Starts"
 
 _STATUS: dict[type[TxcError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -88,15 +92,22 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self, request: pb.StartSagaRequest, context: Context
     ) -> pb.StartResponse:
         async def work() -> pb.StartResponse:
-            start = convert.start_saga(request, self._defaults.saga_timeout_s,
-                                       self._defaults.branch_timeout_s)
-            return await self._start("StartSaga", start, request.wait, context)
+            return await self._start("StartSaga", self._saga(request), request.wait,
+                                     context.invocation_metadata(), self._wait_budget(context))
 
         return await _guard(context, work)
 
+    def _saga(self, request: pb.StartSagaRequest) -> StartRequest:
+        return convert.start_saga(request, self._defaults.saga_timeout_s,
+                                  self._defaults.branch_timeout_s)
+
+    def _two_phase(self, request: pb.StartTwoPhaseRequest) -> StartRequest:
+        return convert.start_two_phase(request, self._defaults.two_phase_timeout_s,
+                                       self._defaults.branch_timeout_s)
+
     async def _start(self, method: str, start: StartRequest, wait: bool,
-                     context: Context) -> pb.StartResponse:
-        with self._server_span(method, context) as span:
+                     metadata: Metadata, budget_s: float) -> pb.StartResponse:
+        with self._server_span(method, metadata) as span:
             # The transaction's trace is this call's: the spans of its steps, wherever they
             # run, are children of this one.
             start = replace(start, trace=_stored(span))
@@ -108,16 +119,15 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             span.set("txc.gid", stored.record.gid)
             span.set("txc.created", created)
             if wait:
-                stored = await self._core.wait_settled(stored.record.gid, self._wait_budget(context))
+                stored = await self._core.wait_settled(stored.record.gid, budget_s)
             span.set("txc.state", stored.record.state.name)
             return pb.StartResponse(transaction=convert.transaction(stored.record), created=created)
 
-    def _server_span(self, method: str, context: Context,
+    def _server_span(self, method: str, metadata: Metadata,
                      gid: str = "") -> AbstractContextManager[SpanHandle]:
         """A span for one call of this service: the caller's trace (``traceparent`` in the
         call's metadata) if it sent one, else a new trace."""
-        parent = (from_metadata(context.invocation_metadata()) or None) if self._tracing.enabled \
-            else None
+        parent = (from_metadata(metadata) or None) if self._tracing.enabled else None
         attributes = {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": method}
         if gid:
             attributes["txc.gid"] = gid
@@ -128,11 +138,49 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self, request: pb.StartTwoPhaseRequest, context: Context
     ) -> pb.StartResponse:
         async def work() -> pb.StartResponse:
-            start = convert.start_two_phase(request, self._defaults.two_phase_timeout_s,
-                                            self._defaults.branch_timeout_s)
-            return await self._start("StartTwoPhase", start, request.wait, context)
+            return await self._start("StartTwoPhase", self._two_phase(request), request.wait,
+                                     context.invocation_metadata(), self._wait_budget(context))
 
         return await _guard(context, work)
+
+    async def Starts(self, requests: AsyncIterator[pb.StartCallBatch],
+                     context: Context) -> AsyncIterator[pb.StartResultBatch]:
+        """Many starts on one stream; each answered as its unary method would answer it."""
+        stream = starts_stream(self._start_call, context)
+        await stream.run(requests)
+        return
+        yield  # an async generator that writes through context.write
+
+    async def _start_call(self, call: pb.StartCall) -> pb.StartResult:
+        """One start of the stream; counted in the metrics as a call of ``Starts`` with the
+        status its unary method would have ended with."""
+        started = time.perf_counter()
+        result = await self._start_result(call)
+        code = status_of(result.status_code).name if result.status_code else "OK"
+        self._metrics.grpc_request(STARTS_METHOD, code, time.perf_counter() - started)
+        return result
+
+    async def _start_result(self, call: pb.StartCall) -> pb.StartResult:
+        try:
+            return pb.StartResult(id=call.id, response=await self._streamed_start(call))
+        except TxcError as exc:
+            return start_failed(call.id, _STATUS.get(type(exc), grpc.StatusCode.UNKNOWN), str(exc))
+        except LogError as exc:
+            log.warning("log unavailable: %s", exc)
+            return start_failed(call.id, grpc.StatusCode.UNAVAILABLE,
+                                "transaction log unavailable; retry")
+
+    async def _streamed_start(self, call: pb.StartCall) -> pb.StartResponse:
+        budget = self._budget(call.timeout_ms / 1000 if call.timeout_ms else None)
+        metadata = tuple(call.metadata.items())
+        which = call.WhichOneof("start")
+        if which == "saga":
+            return await self._start("StartSaga", self._saga(call.saga), call.saga.wait,
+                                     metadata, budget)
+        if which == "two_phase":
+            return await self._start("StartTwoPhase", self._two_phase(call.two_phase),
+                                     call.two_phase.wait, metadata, budget)
+        raise InvalidArgument("start", "a StartCall holds saga or two_phase")
 
     async def GetTransaction(
         self, request: pb.GetTransactionRequest, context: Context
@@ -170,7 +218,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     async def ReplayTransaction(self, request: pb.ReplayRequest, context: Context) -> pb.Transaction:
         async def work() -> pb.Transaction:
             actor = self._actor(context)
-            with self._server_span("ReplayTransaction", context, request.gid) as span:
+            with self._server_span("ReplayTransaction", context.invocation_metadata(),
+                                   request.gid) as span:
                 # The replayed steps join the operator's trace, linked to the original one.
                 if self._tracing.enabled:
                     span.link(dict((await self._core.get(request.gid)).record.trace))
@@ -223,10 +272,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                                      peer_common_name(context.auth_context()), READ)
 
     def _wait_budget(self, context: Context) -> float:
+        return self._budget(context.time_remaining())
+
+    def _budget(self, remaining: float | None) -> float:
         """How long a ``wait=true`` start may wait: up to the cap, and short of the caller's
         deadline by a margin that grows with it (a busy loop must still get the reply out
         in time, or the caller sees DEADLINE_EXCEEDED instead of the transaction)."""
-        remaining = context.time_remaining()
         if remaining is None:
             return self._defaults.max_wait_s
         margin = min(1.0, max(0.2, remaining * 0.1))

@@ -184,7 +184,7 @@ async def test_a_coordinator_started_as_the_file_says_serves_and_is_healthy(
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         samples = await scrape(metrics_port)
         assert value(samples, "txc_grpc_server_requests_total",
-                     method="/txc.v1.Coordinator/StartSaga", code="INVALID_ARGUMENT") == 1
+                     method="/txc.v1.Coordinator/Starts", code="INVALID_ARGUMENT") == 1
     finally:
         proc.terminate()
         proc.wait(30)

@@ -68,10 +68,11 @@ async def test_sagas_against_txc_serve_move_the_counters_and_histograms(
     assert value(after, "txc_etcd_requests_total", kind="create", outcome="ok") >= 1
     assert value(after, "txc_etcd_requests_total", kind="write", outcome="ok") >= 2
     assert value(after, "txc_etcd_request_duration_seconds_count", kind="write") >= 2
-    assert value(after, "txc_grpc_server_requests_total", method="/txc.v1.Coordinator/StartSaga",
+    # The client starts over the Starts stream: each start counts as a call of Starts.
+    assert value(after, "txc_grpc_server_requests_total", method="/txc.v1.Coordinator/Starts",
                  code="OK") == 2
     assert value(after, "txc_grpc_server_handling_seconds_count",
-                 method="/txc.v1.Coordinator/StartSaga") == 2
+                 method="/txc.v1.Coordinator/Starts") == 2
 
 
 async def test_failed_gauge_operator_actions_and_admission_refusals(
@@ -100,7 +101,7 @@ async def test_failed_gauge_operator_actions_and_admission_refusals(
     assert value(samples, "txc_operator_actions_total", action="replay", outcome="done") == 1
     assert value(samples, "txc_operator_actions_total", action="abort", outcome="refused") == 1
     assert value(samples, "txc_transactions_finished_total", protocol="saga", state="FAILED") == 1
-    assert value(samples, "txc_grpc_server_requests_total", method="/txc.v1.Coordinator/StartSaga",
+    assert value(samples, "txc_grpc_server_requests_total", method="/txc.v1.Coordinator/Starts",
                  code="RESOURCE_EXHAUSTED") == 1
 
 

@@ -79,6 +79,11 @@ class CoordinatorStub:
                 request_serializer=txc_dot_v1_dot_coordinator__pb2.AbortRequest.SerializeToString,
                 response_deserializer=txc_dot_v1_dot_coordinator__pb2.Transaction.FromString,
                 _registered_method=True)
+        self.Starts = channel.stream_stream(
+                '/txc.v1.Coordinator/Starts',
+                request_serializer=txc_dot_v1_dot_coordinator__pb2.StartCallBatch.SerializeToString,
+                response_deserializer=txc_dot_v1_dot_coordinator__pb2.StartResultBatch.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -144,6 +149,16 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Starts(self, request_iterator, context):
+        """Many starts on one stream, for clients that start many transactions: each StartCall is
+        answered by one StartResult carrying its id, in the order they finish (a wait=true start
+        when its transaction settles). Each start means exactly what the unary method means.
+        A coordinator without it answers UNIMPLEMENTED; the unary methods always work.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +201,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.AbortTransaction,
                     request_deserializer=txc_dot_v1_dot_coordinator__pb2.AbortRequest.FromString,
                     response_serializer=txc_dot_v1_dot_coordinator__pb2.Transaction.SerializeToString,
+            ),
+            'Starts': grpc.stream_stream_rpc_method_handler(
+                    servicer.Starts,
+                    request_deserializer=txc_dot_v1_dot_coordinator__pb2.StartCallBatch.FromString,
+                    response_serializer=txc_dot_v1_dot_coordinator__pb2.StartResultBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -409,6 +429,33 @@ class Coordinator:
             '/txc.v1.Coordinator/AbortTransaction',
             txc_dot_v1_dot_coordinator__pb2.AbortRequest.SerializeToString,
             txc_dot_v1_dot_coordinator__pb2.Transaction.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Starts(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/txc.v1.Coordinator/Starts',
+            txc_dot_v1_dot_coordinator__pb2.StartCallBatch.SerializeToString,
+            txc_dot_v1_dot_coordinator__pb2.StartResultBatch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -62,6 +62,12 @@ class CoordinatorStub:
     """mark a branch done by hand"""
     AbortTransaction: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.AbortRequest, _coordinator_pb2.Transaction]
     """saga: compensate; 2PC: abort if undecided"""
+    Starts: _grpc.StreamStreamMultiCallable[_coordinator_pb2.StartCallBatch, _coordinator_pb2.StartResultBatch]
+    """Many starts on one stream, for clients that start many transactions: each StartCall is
+    answered by one StartResult carrying its id, in the order they finish (a wait=true start
+    when its transaction settles). Each start means exactly what the unary method means.
+    A coordinator without it answers UNIMPLEMENTED; the unary methods always work.
+    """
 
 @_typing.type_check_only
 class CoordinatorAsyncStub(CoordinatorStub):
@@ -89,6 +95,12 @@ class CoordinatorAsyncStub(CoordinatorStub):
     """mark a branch done by hand"""
     AbortTransaction: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.AbortRequest, _coordinator_pb2.Transaction]  # type: ignore[assignment]
     """saga: compensate; 2PC: abort if undecided"""
+    Starts: _aio.StreamStreamMultiCallable[_coordinator_pb2.StartCallBatch, _coordinator_pb2.StartResultBatch]  # type: ignore[assignment]
+    """Many starts on one stream, for clients that start many transactions: each StartCall is
+    answered by one StartResult carrying its id, in the order they finish (a wait=true start
+    when its transaction settles). Each start means exactly what the unary method means.
+    A coordinator without it answers UNIMPLEMENTED; the unary methods always work.
+    """
 
 class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
     """Idempotent starts: a second start with a gid that exists answers the existing transaction
@@ -161,5 +173,17 @@ class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.Transaction, _abc.Awaitable[_coordinator_pb2.Transaction]]:
         """saga: compensate; 2PC: abort if undecided"""
+
+    @_abc_1.abstractmethod
+    def Starts(
+        self,
+        request_iterator: _MaybeAsyncIterator[_coordinator_pb2.StartCallBatch],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_coordinator_pb2.StartResultBatch], _abc.AsyncIterator[_coordinator_pb2.StartResultBatch]]:
+        """Many starts on one stream, for clients that start many transactions: each StartCall is
+        answered by one StartResult carrying its id, in the order they finish (a wait=true start
+        when its transaction settles). Each start means exactly what the unary method means.
+        A coordinator without it answers UNIMPLEMENTED; the unary methods always work.
+        """
 
 def add_CoordinatorServicer_to_server(servicer: CoordinatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
