@@ -184,6 +184,7 @@ async def measure(args: argparse.Namespace, etcd: DevEtcd, ports: Ports, meter: 
     rate, lat, _ = await closed_loop(range(args.sagas), args.concurrency, direct)
     figures["baseline"] = Figures(rate, lat, cpu=meter.ms_per(args.sagas))
     half: dict[str, list[float]] = {}
+    half_requests: dict[str, float] = {}  # etcd requests per saga at half rate
     for transport, port in cports.items():
         async with CoordinatorClient(f"127.0.0.1:{port}", timeout_s=60) as client:
             await client.start_saga(_saga(address, f"warm-{transport.replace('+', '-')}"), wait=True)
@@ -195,8 +196,10 @@ async def measure(args: argparse.Namespace, etcd: DevEtcd, ports: Ports, meter: 
                 await client.start_two_phase(_two_phase(address, f"t{args.run}-{i}"), wait=True)
 
             figures[f"saga {transport}"] = await _measured(args, etcd, meter, saga)
+            before = etcd_requests(etcd)
             half[transport] = await open_loop(figures[f"saga {transport}"].rate / 2,
                                               args.half_seconds, saga)
+            half_requests[transport] = (etcd_requests(etcd) - before) / len(half[transport])
             figures[f"2pc {transport}"] = await _measured(args, etcd, meter, two_phase)
     costs = {extra: await _cost_pairs(args, address, cports, pids, f"batch+{extra}")
              for extra in ("metrics", "traces", "traces-sampled")}
@@ -204,7 +207,7 @@ async def measure(args: argparse.Namespace, etcd: DevEtcd, ports: Ports, meter: 
     await participant.close()
     await asyncio.sleep(1.0)  # the last spans are exported within OTEL_BSP_SCHEDULE_DELAY
     await sink.stop()
-    _report(args, figures, half)
+    _report(args, figures, half, half_requests)
     print(f"\nspans received from the traced coordinator: {sink.spans}")
     for extra, pairs in costs.items():
         _report_cost(extra, pairs)
@@ -254,7 +257,7 @@ def _two_phase(address: str, gid: str) -> TwoPhase:
 
 
 def _report(args: argparse.Namespace, figures: dict[str, Figures],
-            half: dict[str, list[float]]) -> None:
+            half: dict[str, list[float]], half_requests: dict[str, float]) -> None:
     ms = 1000.0
     base = figures["baseline"].rate
     print(f"transactions={args.sagas} concurrency={args.concurrency} (2 branches, no-op participant)")
@@ -266,7 +269,8 @@ def _report(args: argparse.Namespace, figures: dict[str, Figures],
     for transport, latencies in half.items():
         rate = figures[f"saga {transport}"].rate / 2
         print(f"saga {transport} at half its max rate ({rate:.0f}/s): p50 "
-              f"{pct(latencies, 50) * ms:.2f} ms  p99 {pct(latencies, 99) * ms:.2f} ms")
+              f"{pct(latencies, 50) * ms:.2f} ms  p99 {pct(latencies, 99) * ms:.2f} ms  "
+              f"etcd req/tx {half_requests[transport]:.2f}")
     names = ["load generator", "coordinator", "participant", "etcd", "machine"]
     print("\nCPU ms per transaction (machine = every process, both cores)")
     print(format_row("", {}, []) + "".join(f"{n[:9]:>10}" for n in names))
