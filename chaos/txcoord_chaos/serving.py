@@ -6,10 +6,10 @@ given with no faults at all. Pure, like the checker.
   "out of stock") when it would have refused it;
 - **refused** (by the business): the served transfers told ``failed`` with that refusal.
   The workload asks for these; they are not a fault's doing;
-- **failed by the fault**: told ``failed`` for any other reason: the coordinator at
-  capacity, a deadline that passed, a participant that could not be reached or gave no
-  answer, a 2PC prepare that found its rows locked by a branch waiting for phase 2.
-  Nothing happened, but the business would have served it;
+- **failed by the fault**: told ``failed`` for any other reason: a coordinator or a
+  participant at capacity, a deadline that passed, a participant that could not be
+  reached or gave no answer, a 2PC prepare that found its rows locked by a branch waiting
+  for phase 2. Nothing happened, but the business would have served it;
 - **unknown**: no answer within the timeout, or an answer that does not say how it ended;
 - **wrong**: an answer that is not the business' (``ok`` for a transfer it would have
   refused, a refusal it would not have given). Never expected: the checker's invariants
@@ -34,7 +34,7 @@ OK = "ok"
 
 # What a failed or unknown answer's detail says, first match wins (lower case).
 _CAUSES: tuple[tuple[Cause, tuple[str, ...]], ...] = (
-    ("capacity", ("capacity", "resource_exhausted", "overloaded")),
+    ("capacity", ("capacity", "resource_exhausted", "overloaded", "busy")),
     ("locked", ("rows locked", "lock wait")),  # a 2PC prepare behind a prepared branch's locks
     ("deadline", ("deadline", "gave no answer", "no answer in time", "timed out", "timeout")),
     ("unreachable", ("unavailable", "unreachable", "connect", "refused the connection")),

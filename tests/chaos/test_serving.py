@@ -91,6 +91,7 @@ def test_the_none_clients_order_refusal_is_the_business_answer() -> None:
 
 @pytest.mark.parametrize("detail,why", [
     ("refused: coordinator at capacity", "capacity"),
+    ("branch debit did not vote: busy: 10 prepares in flight here", "capacity"),
     (saga_error_gave_up(), "deadline"),
     ("saga deadline exceeded", "deadline"),
     ("branch order: participant unreachable", "unreachable"),
