@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from tenacity import RetryCallState
 
@@ -103,6 +104,7 @@ class Driver:
         self._runs: dict[str, _Run] = {}
         self._changed: dict[str, asyncio.Future[Stored]] = {}
         self._creating: set[str] = set()
+        self._chores: set[asyncio.Task[None]] = set()  # background work, kept referenced
         self._stopping = False
         self._attempts_in_flight = 0
         self._limiter = CallLimiter(self._opts.max_calls_per_participant)
@@ -128,6 +130,11 @@ class Driver:
         try:
             with spans.write(self._tracing, step.record, "create"):
                 created = await self._log.create(step.record)
+        except LogError:
+            # The create may have landed all the same (its reply was lost): look again
+            # soon, and drive it if it is ours, rather than leave it to the rare scan.
+            self._background(self._adopt_if_created(step.record, epoch))
+            raise
         finally:
             self._creating.discard(record.gid)
         if created.created:
@@ -137,6 +144,29 @@ class Driver:
             self._log_transition(run.record, None)
             self._after_write(run, step.calls)
         return created
+
+    async def _adopt_if_created(self, record: TxRecord, epoch: int) -> None:
+        for pause in (0.5, 2.0, 5.0):
+            await asyncio.sleep(pause)
+            try:
+                stored = await self._log.get(record.gid)
+            except LogError:
+                continue
+            if stored is None or self.owns(record.gid):
+                continue
+            # This coordinator's create (another's has its own created_at): owned here,
+            # under the lease of ``epoch`` if that lease still holds.
+            ours = stored.record.created_at == record.created_at and stored.record.same_plan(record)
+            if ours and self._log.lease_epoch == epoch and not self._stopping:
+                log.warning("gid=%s: its create's reply was lost; driving it", record.gid,
+                            extra={"gid": record.gid})
+                self.adopt(stored, epoch)
+            return
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
 
     def adopt(self, stored: Stored, epoch: int) -> None:
         """Drive a transaction loaded from the log (claimed orphan) under the lease of
@@ -202,6 +232,8 @@ class Driver:
             await asyncio.sleep(0.02)
         for run in list(self._runs.values()):
             self._drop(run)
+        for chore in list(self._chores):
+            chore.cancel()
 
     # -- event handling ----------------------------------------------------------------
     async def _handle(self, run: _Run, event: Event) -> None:

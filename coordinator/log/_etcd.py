@@ -56,6 +56,10 @@ class EtcdOptions:
 
     retention_s: int = 7 * 24 * 3600
     request_timeout_s: float = 5.0
+    # A transition's request (create, write, claim) that has no answer by then is given up
+    # and sent again (the CAS makes that safe): one stuck on a member that just died must
+    # not hold its transactions for the whole request timeout.
+    txn_timeout_s: float = 2.0
     max_batch: int = 64
     # etcd's --max-request-bytes (its default): one request, a batch included, stays under
     # it; a transaction that could outgrow it is refused at its start.
@@ -287,7 +291,7 @@ class EtcdLog:
             self._lease_expires = 0.0
 
     async def _txn(self, success: Sequence[RequestOp], kind: str) -> Any:
-        return await self._call(self._kv().txn([], list(success), timeout=self._opts.request_timeout_s,
+        return await self._call(self._kv().txn([], list(success), timeout=self._opts.txn_timeout_s,
                                                max_attempts=1), kind)
 
     # -- create ----------------------------------------------------------------------

@@ -287,3 +287,47 @@ async def test_a_start_is_refused_at_once_while_the_log_is_out_of_reach() -> Non
     _, created = await core.start(StartRequest("cut-1", Protocol.SAGA,
                                                     saga_record("x").plan, 30.0))
     assert created and await settle(log, "cut-1") is TxState.COMMITTED
+
+
+class ReplyLostLog(MemoryLog):
+    """A log whose first create lands and then fails, as a request whose reply was lost."""
+
+    lost = 1
+
+    async def create(self, record: TxRecord) -> Created:
+        created = await super().create(record)
+        if self.lost:
+            self.lost -= 1
+            raise LogError("etcd: request timed out")
+        return created
+
+
+async def test_a_create_whose_reply_was_lost_is_driven_all_the_same() -> None:
+    store, p = MemoryStore(), ScriptedParticipant()
+    log = ReplyLostLog(store, "A")
+    await log.open()
+    driver = Driver(log, p)
+    with pytest.raises(LogError):
+        await driver.start(saga_record("lost-reply"))
+    assert await settle(log, "lost-reply", within=3.0) is TxState.COMMITTED
+    assert p.effects["lost-reply/a/execute"] == 1
+
+
+async def test_another_coordinators_create_is_not_taken_for_ours() -> None:
+    store, p = MemoryStore(), ScriptedParticipant()
+    theirs_log, _ = await new_driver(store, "B", p)
+    log = ReplyLostLog(store, "A")
+    log.lost = 0
+    await log.open()
+    driver = Driver(log, p)
+    ours = saga_record("raced")
+    await theirs_log.create(replace(ours, created_at=ours.created_at - 1))  # B's, not driven
+    log.lost = 1
+
+    async def failing_create(record: TxRecord) -> Created:
+        raise LogError("etcd: request timed out")
+    log.create = failing_create  # type: ignore[method-assign]
+    with pytest.raises(LogError):
+        await driver.start(ours)
+    await asyncio.sleep(0.7)
+    assert not driver.owns("raced") and p.calls == []
