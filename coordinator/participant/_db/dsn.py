@@ -10,6 +10,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from coordinator.participant._db.errors import DsnError, describe
+from coordinator.participant._db.pool import mysql_pool_options, tune_mysql_pool
 
 # Async drivers the SDK is tested with. (SQLAlchemy names MariaDB "mysql" or "mariadb".)
 SUPPORTED_DRIVERS = frozenset({"postgresql+asyncpg", "mysql+aiomysql", "mariadb+aiomysql"})
@@ -66,19 +67,24 @@ def with_async_driver(url: URL) -> URL:
 def create_engine(dsn: str, **engine_options: Any) -> AsyncEngine:
     """An AsyncEngine for ``dsn``; statement parameters stay out of error messages.
 
-    ``pool_pre_ping`` (a round trip on every checkout) only for MySQL/MariaDB, whose idle
-    pooled connections the SDK's session guard (``wait_timeout``) has the server close; the
-    ping costs a MariaDB 2PC branch nothing measurable. On PostgreSQL it cost ~20 % of a
+    No ``pool_pre_ping`` (a round trip on every checkout): on PostgreSQL it cost ~20 % of a
     2PC branch's CPU and buys the SDK nothing: every transaction it runs is retried when it
     meets a connection the server dropped (restart), and that failure makes SQLAlchemy
-    replace every older pooled connection. Pass ``pool_pre_ping=True`` for an engine your
-    own code shares without such retries.
+    replace every older pooled connection. On MySQL/MariaDB, whose idle pooled connections
+    the SDK's session guard (``wait_timeout``) has the server close, a connection is pinged
+    only when it sat idle, and rolled back on return only when it holds a transaction
+    (``pool.tune_mysql_pool``). Pass ``pool_pre_ping=True`` for an engine your own code
+    shares without such retries.
     """
     url = parse(dsn)
     mysql = url.get_backend_name() in ("mysql", "mariadb")
-    options: dict[str, Any] = {"hide_parameters": True, "pool_pre_ping": mysql}
-    options.update(engine_options)
-    return create_async_engine(url, **options)
+    options: dict[str, Any] = {"hide_parameters": True, **engine_options}
+    if mysql:
+        options = mysql_pool_options(options)
+    engine = create_async_engine(url, **options)
+    if mysql:
+        tune_mysql_pool(engine, options)
+    return engine
 
 
 async def select_one(engine: AsyncEngine) -> None:
