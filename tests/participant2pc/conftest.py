@@ -22,6 +22,7 @@ from sqlalchemy import select, text, update
 
 from coordinator import CoordinatorClient, pb, ppb
 from coordinator.participant import HostOptions, Op, ParticipantHost, TwoPhase, xid_for
+from coordinator.participant._db.tables import barrier
 from coordinator.participant._db.tables import xa as xa_table
 from coordinator.server import DevEtcd
 from tests.support import databases
@@ -91,9 +92,20 @@ class Db(databases.Db):
                     await conn.invalidate()  # drop the session setting with the connection
 
     async def xa_state(self, gid: str, branch: str) -> str | None:
+        """The branch's ``txc_xa`` state as stored (a committed branch stays "prepared")."""
         async with self.engine.connect() as conn:
             found = await conn.execute(select(xa_table.c.state).where(xa_table.c.xid == xid_for(gid, branch)))
             return found.scalar_one_or_none()
+
+    async def outcome(self, gid: str, branch: str) -> str | None:
+        """What became of the branch: its stored state, or "committed" once the witness row
+        written inside its prepared transaction is visible."""
+        async with self.engine.connect() as conn:
+            witness = await conn.execute(select(barrier.c.id).where(
+                barrier.c.gid == gid, barrier.c.branch == branch, barrier.c.op == "prepare"))
+            if witness.first() is not None:
+                return "committed"
+        return await self.xa_state(gid, branch)
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,7 @@ def maria(dbs: dict[str, Db]) -> Db:
 
 
 def kept(host: ParticipantHost) -> int:
-    return len(host._two_phase._held)
+    return len(host._two_phase.sessions.held)
 
 
 async def prepare_commit(host: ParticipantHost, db: Db, gid: str) -> str:
@@ -52,7 +52,7 @@ async def test_300_kept_sessions_commit_their_own_xids_and_none_is_lost(maria: D
     left = await maria.prepared()
     assert not [g for g in gids if xid_for(g, "a") in left]  # none left prepared, listed or not
     assert [await maria.value(row) for row in made] == [1] * len(made)  # every commit landed
-    assert [await maria.xa_state(g, "a") for g in gids] == ["committed"] * len(gids)
+    assert [await maria.outcome(g, "a") for g in gids] == ["committed"] * len(gids)
 
 
 async def test_kept_sessions_are_bounded(maria: Db) -> None:
@@ -85,7 +85,7 @@ async def test_a_lost_kept_session_is_waited_out_then_finished_elsewhere(maria: 
     for decision, expected in ((Op.COMMIT, 1), (Op.ABORT, None)):
         gid = f"lost-{uuid.uuid4().hex[:8]}"
         assert (await call(host, Op.PREPARE, gid, "a", {"id": gid})).outcome == OK
-        session = host._two_phase._held._held[xid_for(gid, "a")].session
+        session = host._two_phase.sessions.held._held[xid_for(gid, "a")].session
         async with maria.engine.connect() as admin:
             await admin.exec_driver_sql(f"KILL CONNECTION {session}")
         reply = await call(host, decision, gid, "a", {})

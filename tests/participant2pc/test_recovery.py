@@ -47,7 +47,7 @@ class StubDecisions:
 
 async def test_round_applies_decisions_and_leaves_the_undecided(
         db: Db, host: ParticipantHost, gid: str, caplog: pytest.LogCaptureFixture) -> None:
-    gids = {d: f"{gid}-{d}" for d in ("commit", "abort", "open", "busy")}
+    gids = {d: f"{gid}-{d}" for d in ("commit", "abort", "open", "locked")}
     for g in gids.values():
         assert (await call(host, Op.PREPARE, g, "a", {"id": g})).outcome == ppb.OUTCOME_OK
     # The resolver below is another process's: MariaDB lets it finish an XID only once the
@@ -59,11 +59,12 @@ async def test_round_applies_decisions_and_leaves_the_undecided(
     await host._two_phase.close()  # what the host's stop (or death) does: its sessions end
     stub = StubDecisions({gids["commit"]: Verdict(Decision.COMMIT, "TX_STATE_COMMITTING"),
                           gids["abort"]: Verdict(Decision.ABORT, "NOT_FOUND: presumed abort"),
-                          gids["busy"]: Verdict(Decision.COMMIT, "TX_STATE_COMMITTING")})
+                          gids["locked"]: Verdict(Decision.COMMIT, "TX_STATE_COMMITTING")})
     caplog.set_level(logging.INFO, logger="coordinator.participant.recovery")
     async with db.engine.connect() as holder, holder.begin():
-        # A call in progress for "busy" holds its row: recovery skips it this round.
-        await holder.execute(select(xa_table.c.xid).where(xa_table.c.xid == xid_for(gids["busy"], "a"))
+        # Nothing holds a txc_xa row's lock for long any more: a row locked by someone
+        # else does not keep recovery from finishing its branch.
+        await holder.execute(select(xa_table.c.xid).where(xa_table.c.xid == xid_for(gids["locked"], "a"))
                              .with_for_update())
         report = await InDoubtResolver(TwoPhase(db.engine), stub, 1.0).run_once()
 
@@ -71,19 +72,22 @@ async def test_round_applies_decisions_and_leaves_the_undecided(
         return {b.gid for b in branches if b.gid in gids.values()}  # type: ignore[attr-defined]
 
     assert ours(report.in_doubt) == set(gids.values())
-    assert ours(report.committed) == {gids["commit"]}
+    assert ours(report.committed) == {gids["commit"], gids["locked"]}
     assert ours(report.aborted) == {gids["abort"]}
-    assert ours(report.left) == {gids["open"], gids["busy"]}
+    assert ours(report.left) == {gids["open"]}
     assert report.oldest_age_s >= 0
     assert (await db.value(gids["commit"]), await db.value(gids["abort"])) == (1, None)
     assert "2PC in-doubt branches: " in caplog.text
     assert f"gid={gids['commit']} branch=a committed" in caplog.text
     assert f"gid={gids['abort']} branch=a aborted" in caplog.text
+    assert await db.xa_state(gids["abort"], "a") == "aborted"
 
     still = {b.gid for b in await host.in_doubt()}
-    assert {gids["open"], gids["busy"]} <= still and gids["commit"] not in still
-    for g in (gids["open"], gids["busy"]):
-        assert (await call(host, Op.ABORT, g, "a", {})).outcome == ppb.OUTCOME_OK
+    assert gids["open"] in still and gids["commit"] not in still
+    assert (await call(host, Op.ABORT, gids["open"], "a", {})).outcome == ppb.OUTCOME_OK
+    # The coordinator's own phase 2, after recovery: the same answers as without it.
+    assert (await call(host, Op.COMMIT, gids["commit"], "a", {})).message == "already committed"
+    assert (await call(host, Op.ABORT, gids["abort"], "a", {})).message == "already aborted"
 
 
 def _tx(state: int, *decides: str, protocol: int = pb.PROTOCOL_TWO_PHASE) -> pb.Transaction:
@@ -152,16 +156,22 @@ async def test_purge_removes_only_old_finished_rows(db: Db, host: ParticipantHos
     from coordinator.participant import purge_two_phase
     from coordinator.participant._db.sql import db_shifted
 
-    done, open_ = f"{gid}-done", f"{gid}-open"
-    for g in (done, open_):
+    # Finished: committed (its row stays "prepared", its XID is gone), aborted, refused.
+    done, open_, young = f"{gid}-done", f"{gid}-open", f"{gid}-young"
+    aborted, refused = f"{gid}-aborted", f"{gid}-refused"
+    for g in (done, open_, young):
         assert (await call(host, Op.PREPARE, g, "a", {"id": g})).outcome == ppb.OUTCOME_OK
-    assert (await call(host, Op.COMMIT, done, "a", {})).outcome == ppb.OUTCOME_OK
+    for g in (done, young):
+        assert (await call(host, Op.COMMIT, g, "a", {})).outcome == ppb.OUTCOME_OK
+    assert (await call(host, Op.ABORT, aborted, "a", {})).outcome == ppb.OUTCOME_OK
+    assert (await call(host, Op.PREPARE, refused, "a", {"refuse": True})).outcome == ppb.OUTCOME_FAILED
     async with db.engine.begin() as conn:
-        aged = [xid_for(done, "a"), xid_for(open_, "a")]
+        aged = [xid_for(g, "a") for g in (done, open_, aborted, refused)]
         await conn.execute(update(xa_table).where(xa_table.c.xid.in_(aged))
                            .values(updated_at=db_shifted(conn, -40 * 86_400.0)))
-    assert await purge_two_phase(db.engine, older_than_days=30) == 1
-    assert (await db.xa_state(done, "a"), await db.xa_state(open_, "a")) == (None, "prepared")
+    assert await purge_two_phase(db.engine, older_than_days=30) == 3
+    assert [await db.xa_state(g, "a") for g in (done, open_, young, aborted, refused)] == [
+        None, "prepared", "prepared", None, None]
     assert (await call(host, Op.ABORT, open_, "a", {})).outcome == ppb.OUTCOME_OK
 
 

@@ -6,14 +6,10 @@ branch (XA on MySQL/MariaDB, PREPARE TRANSACTION on PostgreSQL), named by
 coordinator; :func:`purge_two_phase` deletes finished rows of ``txc_xa``.
 """
 
-from coordinator.participant.two_phase._branches import (
-    Decision,
-    InDoubtBranch,
-    TwoPhase,
-    TwoPhaseOptions,
-)
+from coordinator.participant.two_phase._branches import InDoubtBranch, TwoPhase, TwoPhaseOptions
 from coordinator.participant.two_phase._recovery import RecoveryReport
 from coordinator.participant.two_phase._retention import purge_two_phase
+from coordinator.participant.two_phase._sessions import Decision
 from coordinator.participant.two_phase._xa import TwoPhaseUnavailable, check_two_phase
 from coordinator.participant.two_phase._xid import xid_for
 

@@ -1,26 +1,30 @@
 """Two-phase commit branches on the service's own database, exactly once.
 
-Per branch (gid, branch) there is one XID (:func:`xid_for`) and one ``txc_xa`` row. Every
-call first locks that row, so twins and reordered calls for one branch run one at a time:
+Per branch (gid, branch) there is one XID (:func:`xid_for`), one ``txc_xa`` row and, inside
+the branch's local transaction, one witness row (the prepare barrier row). A branch costs
+three local transactions: the row (with the vote) committed just before the ``PREPARE``,
+the prepared transaction itself, and its ``COMMIT PREPARED`` / ``ROLLBACK PREPARED``.
+docs/two_phase.md has the crash analysis: what the database holds when a process dies at
+each point, and what the next call or the recovery loop does with it.
 
-* **prepare** claims the row (committed on its own, so recovery can map the XID back even
-  if this process dies right after ``XA PREPARE``), then locks it in a second transaction
-  on the same connection, then by state: aborted ->
-  vote no (the abort came first); refused/prepared/committed -> the same vote again;
-  preparing -> if the XID is already prepared (an earlier attempt died before recording
-  its vote) vote yes, else run the business function in a fresh local transaction on an
-  autocommit connection, write the branch's barrier row in it, and prepare it. On
-  MySQL/MariaDB that connection is kept for phase 2 (``_held``), which then finishes the
-  XID on the session that prepared it.
-* **commit** / **abort** lock the row and finish the prepared XID. An XID that is gone is
-  told apart by the barrier row written inside it: visible = it committed, absent = it
-  rolled back or never prepared. An abort with no row leaves one (state aborted), so a
-  late prepare votes no; a commit with no row is refused (never prepared here).
-* calls never queue: a call that finds its branch's row locked by a twin answers RETRY
-  at once, as does a prepare past ``max_concurrent_prepares`` or one whose business
-  function waited ``lock_timeout`` for a row lock. Prepared transactions hold their locks
-  until phase 2, and phase 2 needs pooled connections to release them: prepares that
-  queued for locks or connections could take them all and never be released.
+* **prepare** reads the row. None: open the local transaction (XA START / BEGIN), insert
+  the witness first (the branch lock: a twin waits for it, or fails XA START at once),
+  run the business function, then commit the row ``prepared`` with the result, then
+  ``PREPARE`` and vote yes. A refusal rolls back and commits the row ``refused``; an
+  abort that inserted the row first makes the prepare roll back and vote no (hanging).
+  A row found: ``refused`` / ``aborted`` answer no again; ``prepared`` answers the stored
+  vote when the XID is prepared or its witness shows it committed; otherwise the prepare
+  that wrote it stopped before its ``PREPARE`` (no yes vote was ever sent): under the
+  branch lock the row becomes ``refused`` and the answer is no.
+* **commit** finishes the XID (no row read on the usual path); gone, its witness tells
+  "committed earlier" (OK) from "rolled back / never prepared" (FAILED, a conflict).
+  The row keeps ``prepared`` and the vote's result: a late duplicate prepare answers it.
+* **abort** reads the row: none inserts it ``aborted`` (a null abort: a late prepare
+  votes no); ``prepared`` rolls the XID back, then marks the row ``aborted``.
+* calls never wait for each other, except a prepare for its twin's witness row, up to
+  the lock timeout (the business function's own row locks wait as long). A prepare past
+  ``max_concurrent_prepares`` answers RETRY at once: prepared transactions hold their
+  locks until phase 2, and phase 2 needs pooled connections to release them.
 * conflicting requests (commit of a rolled back branch, abort of a committed one) answer
   FAILED, so the coordinator shows the transaction FAILED for an operator.
 """
@@ -31,7 +35,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from enum import StrEnum
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -41,32 +44,32 @@ from coordinator.participant._barrier import BarrierOptions, BusinessFn, as_resu
 from coordinator.participant._db.backoff import retrying_on
 from coordinator.participant._db.errors import Refused, describe, is_lock_timeout, is_transient
 from coordinator.participant._db.session import guard_session
-from coordinator.participant._db.sql import age
+from coordinator.participant._db.sql import age, is_mysql
 from coordinator.participant._metrics import OFF, ParticipantMetrics
 from coordinator.participant._types import BranchKey, Op, Outcome, Reply
-from coordinator.participant.two_phase._held import Held, HeldSessions
+from coordinator.participant.two_phase._sessions import (
+    Busy,
+    Decision,
+    Finished,
+    Probe,
+    Sessions,
+    StillAttached,
+    discard,
+)
 from coordinator.participant.two_phase._table import (
-    Locked,
+    Found,
     XaState,
     claim,
-    exists,
-    lock,
+    move,
+    read,
     rows,
     server_now,
-    set_state,
     witness_committed,
-    write_witness,
 )
-from coordinator.participant.two_phase._xa import wait_session_gone, xa_driver
+from coordinator.participant.two_phase._xa import xa_driver
 from coordinator.participant.two_phase._xid import xid_for
 
 log = logging.getLogger("coordinator.participant.two_phase")
-
-
-class Decision(StrEnum):
-    COMMIT = "commit"
-    ABORT = "abort"
-
 
 @dataclass(frozen=True)
 class TwoPhaseOptions:
@@ -89,11 +92,10 @@ class TwoPhaseOptions:
     coordinator_tls_identity: TlsFiles | None = None
     """Client certificate presented to a coordinator that requires one (mutual TLS)."""
 
-
     lock_timeout_s: float = 2.0
-    """How long a prepare's business function may wait for a row lock before the branch
-    answers RETRY (the coordinator retries until its prepare deadline). Whole seconds on
-    MySQL/MariaDB (rounded up)."""
+    """How long a prepare may wait for a row lock (its business function's, or its twin's
+    witness row) before the branch answers RETRY (the coordinator retries until its
+    prepare deadline). Whole seconds on MySQL/MariaDB (rounded up)."""
 
     max_concurrent_prepares: int = 6
     """Prepares running at once; more answer RETRY at once. Each holds two pooled
@@ -101,11 +103,12 @@ class TwoPhaseOptions:
     phase 2."""
 
     max_held_sessions: int = 6
-    """MySQL/MariaDB: prepared branches whose preparing connection is kept, checked out of
-    the pool, until phase 2 finishes the XID on it (at most ``session_timeout_s / 2``).
-    That removes the wait for the preparing session to end, and MariaDB's lost-commit race
-    with it. Past this many, a prepare closes its connection and waits as before; 0 never
-    keeps one. Count them in the pool size. (PostgreSQL lets go at PREPARE: not used.)"""
+    """MySQL/MariaDB: sessions kept checked out of the pool by 2PC, at most
+    ``session_timeout_s / 2`` each: prepared branches' preparing sessions, kept until phase
+    2 finishes the XID on them (no wait for the preparing session to end, and no MariaDB
+    lost-commit race), then kept as spares for the next branch (its session settings
+    already made). Past this many, a prepare closes its connection and waits as before; 0
+    never keeps one. Count them in the pool size. (PostgreSQL lets go at PREPARE: not used.)"""
 
     def __post_init__(self) -> None:
         if min(self.recovery_interval_s, self.coordinator_timeout_s, self.lock_timeout_s) <= 0:
@@ -125,16 +128,24 @@ class InDoubtBranch:
     gid: str
     branch: str
     operation: str
-    state: str  # the txc_xa state: "prepared", or "preparing" if the vote was never recorded
+    state: str  # the txc_xa state: "prepared" (or "preparing", written by older versions)
     age_s: float  # seconds since its prepare started (database clock)
-
-
-class StillAttached(Exception):
-    """MySQL/MariaDB: the XID is prepared but its connection has not let go of it yet."""
 
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, StillAttached) or is_transient(exc)
+
+
+_BUSY = Reply(Outcome.RETRY, message="busy: another call for this branch is in progress")
+UNFINISHED = ("prepare refused: an earlier attempt stopped before its PREPARE (no yes vote was "
+              "sent); voting no")
+
+
+@dataclass(frozen=True)
+class _Vote:
+    reply: Reply
+    recorded: bool = False  # this call recorded a new yes vote
+    prepared: bool = False  # the branch connection now holds the prepared XID
 
 
 class TwoPhase:
@@ -144,24 +155,31 @@ class TwoPhase:
                  two_phase: TwoPhaseOptions | None = None, *,
                  metrics: ParticipantMetrics = OFF) -> None:
         self._engine = engine
-        # Its reports follow facts already durable (a committed claim or state, a prepared
-        # XID), so unlike the barrier's they are not held back until a commit.
+        # Its reports follow facts already durable (a committed row, a prepared XID), so
+        # unlike the barrier's they are not held back until a commit.
         self._metrics = metrics
         self._options = options or BarrierOptions()
         self._limits = two_phase or TwoPhaseOptions()
         self._preparing = 0
-        self._detaching: dict[str, int] = {}  # xid -> the session that prepared it, still ending
-        self._held = HeldSessions(self._limits.max_held_sessions, self._options.session_timeout_s / 2,
-                                  self._release)
+        self._sessions = Sessions(engine, self._options, self._limits.lock_timeout_s,
+                                  self._limits.max_held_sessions)
+
+    @property
+    def sessions(self) -> Sessions:
+        return self._sessions
 
     @contextlib.asynccontextmanager
-    async def _guarded(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction the server ends by itself if this process goes quiet in it (a lost
-        connection can leave the session open, holding its row locks, for hours)."""
+    async def _control(self) -> AsyncIterator[AsyncConnection]:
+        """The connection that reads and writes ``txc_xa`` rows, one statement at a time:
+        autocommit on PostgreSQL (free with asyncpg); on MySQL/MariaDB a transaction that
+        is committed after each write and at the end (there, switching a pooled connection
+        to autocommit and back costs four round trips)."""
         async with self._engine.connect() as conn:
+            if not is_mysql(conn):
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
             await guard_session(conn, self._options.session_timeout_s)
-            async with conn.begin():
-                yield conn
+            yield conn
+            await conn.commit()
 
     async def call(self, key: BranchKey, operation: str, business: BusinessFn | None) -> Reply:
         """Answer a Prepare (``business`` required), Commit or Abort for ``key.op``.
@@ -202,223 +220,195 @@ class TwoPhase:
             return Reply(Outcome.RETRY, message=f"busy: {limit} prepares in flight here")
         self._preparing += 1
         try:
-            return await self._prepare(key, operation, business)
+            vote = await self._vote(key, operation, business)
         finally:
             self._preparing -= 1
-
-    @contextlib.asynccontextmanager
-    async def _claimed(self, xid: str, key: BranchKey, operation: str,
-                       state: XaState) -> AsyncIterator[tuple[AsyncConnection, bool]]:
-        """Claim the branch's row (committed on its own: recovery must be able to map the
-        XID back before anything is prepared), then open the control transaction on the
-        same connection; yields it and whether the claim inserted the row."""
-        async with self._engine.connect() as conn:
-            await guard_session(conn, self._options.session_timeout_s)
-            async with conn.begin():
-                fresh = await claim(conn, xid, key, operation, state)
-            async with conn.begin():
-                yield conn, fresh
-
-    async def _prepare(self, key: BranchKey, operation: str, business: BusinessFn) -> Reply:
-        reply, recorded = await self._vote(key, operation, business)
-        if recorded:  # counted once the vote is committed: a failed commit is retried
+        if vote.recorded:  # counted once the vote is durable: a failed attempt is retried
             self._metrics.two_phase_prepared()
-        return reply
+        return vote.reply
 
-    async def _vote(self, key: BranchKey, operation: str,
-                    business: BusinessFn) -> tuple[Reply, bool]:
-        """The vote, and whether this call recorded a new PREPARED one."""
+    async def _vote(self, key: BranchKey, operation: str, business: BusinessFn) -> _Vote:
         xid = xid_for(key.gid, key.branch)
-        async with self._claimed(xid, key, operation, XaState.PREPARING) as (control, fresh):
-            row = await lock(control, xid)
-            if row is None:
-                return await _busy_or_gone(control, xid), False
-            if row.state is not XaState.PREPARING:
-                return self._vote_again(row), False
-            # Only an attempt that found the row already claimed can follow one that died
-            # after preparing; a fresh claim saves listing the server's prepared XIDs.
-            if not fresh and xid in await xa_driver(control).prepared(control):
-                # An earlier attempt prepared it and died before recording the vote.
-                await self._wait_detached(control, xid)
-                await set_state(control, xid, XaState.PREPARED)
-                return Reply(Outcome.OK, message="already prepared"), True
-            reply = await self._prepare_locally(key, xid, business, control)
-            if reply.outcome is Outcome.RETRY:
-                return reply, False
-            state = XaState.PREPARED if reply.outcome is Outcome.OK else XaState.REFUSED
-            await set_state(control, xid, state, reply.message, reply.result)
-            return reply, state is XaState.PREPARED
+        async with self._control() as control:
+            found = await read(control, xid)
+            if found is not None:
+                return await self._vote_again(control, key, xid, found)
+            return await self._vote_first(control, key, xid, operation, business)
 
-    def _vote_again(self, row: Locked) -> Reply:
-        if row.state is XaState.ABORTED:
+    async def _vote_again(self, control: AsyncConnection, key: BranchKey, xid: str,
+                          found: Found) -> _Vote:
+        """A prepare that finds the branch's row: the vote it records, if it still stands."""
+        if found.state not in (XaState.PREPARING, XaState.PREPARED):
+            return _Vote(self._stored(found))
+        if await xa_driver(control).is_prepared(control, xid):
+            if found.state is XaState.PREPARING:
+                # Written by an older version that died after PREPARE, before the vote.
+                await self._sessions.wait_detached(control, xid)
+                await move(control, xid, XaState.PREPARED)
+                return _Vote(Reply(Outcome.OK, message="already prepared"), recorded=True)
+            return _Vote(self._stored(found))
+        if await witness_committed(control, key):
+            return _Vote(self._stored(found))
+        return _Vote(await self._vote_no(control, key, xid, found))
+
+    def _stored(self, found: Found) -> Reply:
+        """The answer a row stands for (duplicates get the first answer again)."""
+        if found.state is XaState.ABORTED:
             self._metrics.hanging_refusal(Op.PREPARE)
             return Reply(Outcome.FAILED, message="prepare refused: its abort already ran; hanging request")
         self._metrics.duplicate(Op.PREPARE)
-        if row.state is XaState.REFUSED:
-            return Reply(Outcome.FAILED, message=row.message or "refused")
-        return Reply(Outcome.OK, row.result, row.message)  # prepared (or since committed)
+        if found.state is XaState.REFUSED:
+            return Reply(Outcome.FAILED, message=found.message or "refused")
+        return Reply(Outcome.OK, found.result, found.message)  # prepared (or since committed)
 
-    async def _prepare_locally(self, key: BranchKey, xid: str, business: BusinessFn,
-                               control: AsyncConnection) -> Reply:
-        conn = await self._engine.connect()
-        kept = False
-        try:
-            reply, kept = await self._prepare_on(conn, key, xid, business, control)
-            return reply
-        finally:
-            if not kept:
-                await conn.close()
+    async def _vote_no(self, control: AsyncConnection, key: BranchKey, xid: str,
+                       found: Found) -> Reply:
+        """The row says prepared, yet the XID is neither prepared nor committed: the prepare
+        that wrote it stopped before its PREPARE (or an abort rolled it back and died before
+        marking the row). No yes vote was sent for it, or phase 2 has decided abort: under
+        the branch lock, vote no."""
+        async with self._sessions.probe(key, xid) as probe:
+            if probe is Probe.BUSY:
+                return _BUSY
+            if probe is Probe.COMMITTED:
+                return self._stored(found)
+            if await move(control, xid, XaState.REFUSED, UNFINISHED):
+                await control.commit()
+                return Reply(Outcome.FAILED, message=UNFINISHED)
+        return self._stored(await self._latest(control, xid))  # another call moved it first
 
-    async def _prepare_on(self, conn: AsyncConnection, key: BranchKey, xid: str, business: BusinessFn,
-                          control: AsyncConnection) -> tuple[Reply, bool]:
-        """The local transaction on ``conn``; the reply, and whether ``conn`` is now kept
-        for phase 2."""
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        driver = xa_driver(conn)
+    async def _vote_first(self, control: AsyncConnection, key: BranchKey, xid: str,
+                          operation: str, business: BusinessFn) -> _Vote:
+        conn = await self._sessions.branch()
         try:
-            await driver.begin(conn, xid, self._limits.lock_timeout_s, self._options.session_timeout_s)
-            try:
-                result = as_result(await business(conn), "a prepare handler")
-            except Refused as exc:
-                await driver.rollback_active(conn, xid)
-                return refusal(exc), False
-            await write_witness(conn, key)
-            await driver.prepare(conn, xid)
+            vote = await self._run(conn, control, key, xid, operation, business)
         except BaseException as exc:
             # Whatever state the local transaction is in, closing the connection makes
-            # the server roll it back; never hand a half-done XA session to the pool.
-            await _discard(conn)
+            # the server roll it back.
+            await discard(conn)
+            if isinstance(exc, Busy):
+                return _Vote(_BUSY)
             if isinstance(exc, Exception) and is_lock_timeout(exc):
-                return self._locked_out(), False
+                return _Vote(self._locked_out())
             raise
-        session = await driver.preparing_session(conn)
-        if session is not None:
-            if self._held.has_room():
-                # Phase 2 finishes the XID on this very session: none ends in between.
-                self._held.keep(xid, conn, session)
-                return Reply(Outcome.OK, result), True
-            self._detaching[xid] = session
-            await _discard(conn)
-            await self._wait_detached(control, xid)
-        return Reply(Outcome.OK, result), False
+        if vote.prepared:
+            await self._sessions.prepared(conn, xid, control)
+        else:
+            await self._sessions.done(conn)
+        return vote
+
+    async def _run(self, conn: AsyncConnection, control: AsyncConnection, key: BranchKey,
+                   xid: str, operation: str, business: BusinessFn) -> _Vote:
+        """The branch's local transaction on ``conn``: witness, business, row, PREPARE."""
+        driver = xa_driver(conn)
+        try:
+            await self._sessions.begin(conn, xid)
+        except Exception as exc:
+            if not (isinstance(exc, sa_exc.DBAPIError) and driver.taken(exc)):
+                raise
+            return _Vote(_BUSY)  # MySQL: a twin has the XID open, or prepared it since
+        if not await self._sessions.witness(conn, key):
+            await driver.rollback_active(conn, xid)  # committed since we read no row
+            return await self._answer_found(control, key, xid)
+        try:
+            result = as_result(await business(conn), "a prepare handler")
+        except Refused as exc:
+            await driver.rollback_active(conn, xid)
+            return await self._record_refusal(control, key, xid, operation, refusal(exc))
+        if not await claim(control, xid, key, operation, XaState.PREPARED, result=result):
+            await driver.rollback_active(conn, xid)  # an abort came first
+            return await self._answer_found(control, key, xid)
+        await control.commit()  # durable before PREPARE: recovery maps the XID back
+        await driver.prepare(conn, xid)
+        return _Vote(Reply(Outcome.OK, result), recorded=True, prepared=True)
+
+    async def _record_refusal(self, control: AsyncConnection, key: BranchKey, xid: str,
+                              operation: str, reply: Reply) -> _Vote:
+        if await claim(control, xid, key, operation, XaState.REFUSED, message=reply.message):
+            await control.commit()
+            return _Vote(reply)
+        return await self._answer_found(control, key, xid)  # an abort came first
+
+    async def _answer_found(self, control: AsyncConnection, key: BranchKey, xid: str) -> _Vote:
+        """The row another call wrote after this one read none (this call's local
+        transaction already rolled back): answer as a prepare that found it."""
+        return await self._vote_again(control, key, xid, await self._latest(control, xid))
+
+    async def _latest(self, control: AsyncConnection, xid: str) -> Found:
+        found = await read(control, xid, latest=True)
+        await control.commit()  # MySQL: lets go of the shared lock the read took
+        if found is None:  # pragma: no cover - only a purge run with a tiny age could do this
+            raise RuntimeError(f"txc_xa row {xid} vanished while in use")
+        return found
 
     def _locked_out(self) -> Reply:
         return Reply(Outcome.RETRY, message=f"rows locked by another transaction for "
                      f"{self._limits.lock_timeout_s:g}s (a prepared branch waiting for phase 2?)")
 
-    async def _wait_detached(self, observer: AsyncConnection, xid: str) -> None:
-        """A yes vote waits until the session that prepared ``xid`` has ended (MySQL/MariaDB;
-        see :func:`wait_session_gone`). An attempt cut short while waiting leaves the session
-        here, so the retry's "already prepared" vote waits for it too."""
-        session = self._detaching.get(xid)
-        if session is not None:
-            await wait_session_gone(observer, session)
-            self._detaching.pop(xid, None)
-
     # -- phase 2 -------------------------------------------------------------------------
 
     async def commit(self, key: BranchKey) -> Reply:
+        """Finish the XID; only when it is gone does the row say why."""
         xid = xid_for(key.gid, key.branch)
-        async with self._guarded() as control:
-            row = await lock(control, xid)
-            if row is None:
-                if await exists(control, xid):
-                    return _BUSY
-                return _conflict(key, "commit refused: this branch was never prepared here")
-            if row.state is XaState.COMMITTED:
-                self._metrics.duplicate(Op.COMMIT)
-                return Reply(Outcome.OK, message="already committed")
-            if row.state in (XaState.ABORTED, XaState.REFUSED):
-                return _conflict(key, f"commit refused: this branch is {row.state} here")
-            return await self._finish(control, key, xid, Decision.COMMIT)
+        finished = await self._sessions.finish(key, xid, Decision.COMMIT)
+        if finished is Finished.NOW:
+            return Reply(Outcome.OK)
+        if finished is Finished.COMMITTED:
+            self._metrics.duplicate(Op.COMMIT)
+            return Reply(Outcome.OK, message="already committed")
+        async with self._control() as control:
+            found = await read(control, xid)
+        if found is None:
+            return _conflict(key, "commit refused: this branch was never prepared here")
+        state = found.state if found.state is XaState.REFUSED else XaState.ABORTED
+        return _conflict(key, f"commit refused: this branch is {state} here")
 
     async def abort(self, key: BranchKey, operation: str) -> Reply:
         xid = xid_for(key.gid, key.branch)
-        async with self._claimed(xid, key, operation, XaState.ABORTED) as (control, fresh):
-            if fresh:
-                self._metrics.null_compensation(Op.ABORT)
-                return Reply(Outcome.OK, message="null abort: never prepared; a late prepare votes no")
-            row = await lock(control, xid)
-            if row is None:
-                return await _busy_or_gone(control, xid)
-            if row.state is XaState.ABORTED:
-                self._metrics.duplicate(Op.ABORT)
-                return Reply(Outcome.OK, message="already aborted")
-            if row.state is XaState.REFUSED:
-                return Reply(Outcome.OK, message="nothing to roll back: this branch voted no")
-            if row.state is XaState.COMMITTED:
+        async with self._control() as control:
+            found = await read(control, xid)
+            if found is None:
+                if await claim(control, xid, key, operation, XaState.ABORTED):
+                    await control.commit()
+                    self._metrics.null_compensation(Op.ABORT)
+                    return Reply(Outcome.OK, message="null abort: never prepared; a late prepare votes no")
+                found = await self._latest(control, xid)  # a prepare wrote it meanwhile
+            if found.state is XaState.COMMITTED:
                 return _conflict(key, "abort refused: this branch already committed")
-            return await self._finish(control, key, xid, Decision.ABORT)
+            if found.state not in (XaState.PREPARING, XaState.PREPARED):
+                return self._already_aborted(found)
+            return await self._abort_open(control, key, xid)
 
-    async def _finish(self, control: AsyncConnection, key: BranchKey, xid: str, decision: Decision) -> Reply:
-        outcome = await self._apply(key, xid, decision)
-        await set_state(control, xid, outcome)
-        if (outcome is XaState.COMMITTED) != (decision is Decision.COMMIT):
-            return _conflict(key, f"{decision} impossible: the branch is already {outcome} here")
-        return Reply(Outcome.OK)
+    def _already_aborted(self, found: Found) -> Reply:
+        if found.state is XaState.REFUSED:
+            return Reply(Outcome.OK, message="nothing to roll back: this branch voted no")
+        self._metrics.duplicate(Op.ABORT)
+        return Reply(Outcome.OK, message="already aborted")
 
-    async def _apply(self, key: BranchKey, xid: str, decision: Decision) -> XaState:
-        """Commit or roll back the prepared XID; the state the branch ends in."""
-        held = self._held.take(xid)
-        if held is not None:
-            outcome = await self._apply_held(held, xid, decision)
-            if outcome is not None:
-                return outcome
-        async with self._engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            # A preparing session given back (expired, host stop) or lost must be gone
-            # before another session finishes its XID: that race is the lost commit.
-            await self._wait_detached(conn, xid)
-            driver = xa_driver(conn)
-            try:
-                if decision is Decision.COMMIT:
-                    await driver.commit_prepared(conn, xid)
-                    return XaState.COMMITTED
-                await driver.rollback_prepared(conn, xid)
-                return XaState.ABORTED
-            except sa_exc.DBAPIError as exc:
-                if not driver.gone(exc):
-                    raise
-            # No such prepared XID. Still listed: the connection that prepared it has not
-            # let go yet (MySQL), so try again; otherwise its barrier row tells the outcome.
-            if xid in await driver.prepared(conn):
-                raise StillAttached(f"{xid} is still attached to the connection that prepared it")
-            return XaState.COMMITTED if await witness_committed(conn, key) else XaState.ABORTED
+    async def _abort_open(self, control: AsyncConnection, key: BranchKey, xid: str) -> Reply:
+        finished = await self._sessions.finish(key, xid, Decision.ABORT)
+        if finished is Finished.COMMITTED:
+            return _conflict(key, "abort refused: this branch already committed")
+        if finished is Finished.NOW:
+            return await self._mark_aborted(control, xid)
+        # Not prepared: rolled back before, or a prepare is between its row and its PREPARE.
+        async with self._sessions.probe(key, xid) as probe:
+            if probe is Probe.BUSY:
+                return _BUSY
+            if probe is Probe.COMMITTED:
+                return _conflict(key, "abort refused: this branch already committed")
+            return await self._mark_aborted(control, xid)
 
-    async def _apply_held(self, held: Held, xid: str, decision: Decision) -> XaState | None:
-        """Finish ``xid`` on the session that prepared it; None if that session failed (then
-        the XID is finished from another one, once this session is gone)."""
-        driver = xa_driver(held.conn)
-        try:
-            if decision is Decision.COMMIT:
-                await driver.commit_prepared(held.conn, xid)
-            else:
-                await driver.rollback_prepared(held.conn, xid)
-        except BaseException as exc:
-            # Committed or not, the outcome is read later from another session (the XID, or
-            # the witness row if it is gone), after this one has ended.
-            self._detaching[xid] = held.session
-            await _discard(held.conn)
-            if not isinstance(exc, Exception):
-                raise
-            log.info("2PC: the session that prepared %s failed in phase 2 (%s); finishing it from "
-                     "another session", xid, describe(exc))
-            return None
-        await _recycle(held.conn)
-        return XaState.COMMITTED if decision is Decision.COMMIT else XaState.ABORTED
-
-    async def _release(self, xid: str, held: Held) -> None:
-        """Give a kept preparing session back: close it and wait until the server has ended
-        it, so that another session may finish the XID without racing its end."""
-        self._detaching[xid] = held.session  # before any await: phase 2 now waits for it
-        await _discard(held.conn)
-        async with self._engine.connect() as observer:
-            await observer.execution_options(isolation_level="AUTOCOMMIT")
-            await self._wait_detached(observer, xid)
+    async def _mark_aborted(self, control: AsyncConnection, xid: str) -> Reply:
+        if await move(control, xid, XaState.ABORTED):
+            await control.commit()
+            return Reply(Outcome.OK)
+        # Another call finished it first (a twin abort, or a duplicate prepare voting no).
+        return self._already_aborted(await self._latest(control, xid))
 
     async def close(self) -> None:
-        """Give back every kept preparing session (the host calls this when it stops)."""
-        await self._held.release_all()
+        """Give back every kept session (the host calls this when it stops)."""
+        await self._sessions.close()
 
     # -- recovery ------------------------------------------------------------------------
 
@@ -433,52 +423,24 @@ class TwoPhase:
         ]
 
     async def resolve(self, branch: InDoubtBranch, decision: Decision) -> XaState | None:
-        """Apply the coordinator's decision to an in-doubt branch; None when a call for the
-        branch holds its row right now (that call finishes it, or the next round does), or
-        when the session that prepared it is still attached (MySQL: another process keeps it
-        for its phase 2, or it is still ending)."""
+        """Apply the coordinator's decision to an in-doubt branch; the state it ends in, or
+        None when the session that prepared it is still attached (MySQL: another process
+        keeps it for its phase 2, or it is still ending): the next round tries again."""
         key = BranchKey(branch.gid, branch.branch, Op.COMMIT if decision is Decision.COMMIT else Op.ABORT)
-        async with self._guarded() as control:
-            if await lock(control, branch.xid) is None:
-                return None
-            try:
-                outcome = await self._apply(key, branch.xid, decision)
-            except StillAttached:
-                return None
-            await set_state(control, branch.xid, outcome)
-            return outcome
-
-
-_BUSY = Reply(Outcome.RETRY, message="busy: another call for this branch is in progress")
-
-
-async def _busy_or_gone(control: AsyncConnection, xid: str) -> Reply:
-    """The row claimed a moment ago could not be locked: a twin holds it (the usual case),
-    or a purge running with a tiny age removed it."""
-    if await exists(control, xid):
-        return _BUSY
-    raise RuntimeError(f"txc_xa row {xid} vanished while in use")
+        try:
+            finished = await self._sessions.finish(key, branch.xid, decision)
+        except StillAttached:
+            return None
+        if finished is Finished.COMMITTED or (finished is Finished.NOW and decision is Decision.COMMIT):
+            return XaState.COMMITTED
+        if finished is Finished.NOW:
+            async with self._control() as control:
+                await move(control, branch.xid, XaState.ABORTED)
+        # Not prepared any more and not committed: a call rolled it back meanwhile.
+        return XaState.ABORTED
 
 
 def _conflict(key: BranchKey, message: str) -> Reply:
     log.warning("2PC gid=%s branch=%s: %s", key.gid, key.branch, message,
                 extra={"gid": key.gid, "branch": key.branch, "op": key.op})
     return Reply(Outcome.FAILED, message=message)
-
-
-async def _discard(conn: AsyncConnection) -> None:
-    with contextlib.suppress(Exception):
-        await conn.invalidate()
-    with contextlib.suppress(Exception):
-        await conn.close()
-
-
-async def _recycle(conn: AsyncConnection) -> None:
-    """Hand a kept session back to the pool once its XID is finished, with the server's
-    default lock wait again (the prepare shortened it)."""
-    try:
-        await conn.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = DEFAULT")
-    except Exception:
-        await _discard(conn)
-        return
-    await conn.close()

@@ -25,7 +25,8 @@ from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
 from coordinator._tls import TlsFiles
 from coordinator.participant._db.errors import describe
 from coordinator.participant._metrics import OFF, ParticipantMetrics
-from coordinator.participant.two_phase._branches import Decision, InDoubtBranch, TwoPhase
+from coordinator.participant.two_phase._branches import InDoubtBranch, TwoPhase
+from coordinator.participant.two_phase._sessions import Decision
 from coordinator.participant.two_phase._table import XaState
 
 log = logging.getLogger("coordinator.participant.recovery")

@@ -48,6 +48,10 @@ class XaDriver(ABC):
     @abstractmethod
     async def rollback_active(self, conn: AsyncConnection, xid: str) -> None: ...
     @abstractmethod
+    async def release(self, conn: AsyncConnection) -> None:
+        """Undo what :meth:`begin` set on ``conn``'s session, before it goes back to the pool."""
+
+    @abstractmethod
     async def commit_prepared(self, conn: AsyncConnection, xid: str) -> None: ...
     @abstractmethod
     async def rollback_prepared(self, conn: AsyncConnection, xid: str) -> None: ...
@@ -56,9 +60,17 @@ class XaDriver(ABC):
         """XIDs with our prefix the server holds prepared (MySQL: server-wide; the
         ``txc_xa`` rows of this database tell which of them are ours)."""
 
+    async def is_prepared(self, conn: AsyncConnection, xid: str) -> bool:
+        return xid in await self.prepared(conn)
+
     @abstractmethod
     def gone(self, exc: sa_exc.DBAPIError) -> bool:
         """True when a commit/rollback failed because no such prepared XID exists."""
+
+    def taken(self, exc: sa_exc.DBAPIError) -> bool:
+        """True when :meth:`begin` failed because another session has the XID open or
+        prepared (MySQL/MariaDB; PostgreSQL learns that only at ``PREPARE``)."""
+        return False
 
     @abstractmethod
     async def check(self, conn: AsyncConnection) -> None:
@@ -80,6 +92,9 @@ class PostgresXa(XaDriver):
     async def rollback_active(self, conn: AsyncConnection, xid: str) -> None:
         await _simple(conn, "ROLLBACK")
 
+    async def release(self, conn: AsyncConnection) -> None:
+        pass  # SET LOCAL: the settings ended with the transaction
+
     async def commit_prepared(self, conn: AsyncConnection, xid: str) -> None:
         await _simple(conn, f"COMMIT PREPARED {literal(xid)}")
 
@@ -91,6 +106,10 @@ class PostgresXa(XaDriver):
             "SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND gid LIKE :prefix"
         ).bindparams(prefix=XID_PREFIX + "%")
         return [gid for (gid,) in await conn.execute(stmt) if is_txc_xid(gid)]
+
+    async def is_prepared(self, conn: AsyncConnection, xid: str) -> bool:
+        stmt = text("SELECT 1 FROM pg_prepared_xacts WHERE gid = :xid AND database = current_database()")
+        return (await conn.execute(stmt.bindparams(xid=xid))).first() is not None
 
     def gone(self, exc: sa_exc.DBAPIError) -> bool:
         state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
@@ -109,6 +128,8 @@ class PostgresXa(XaDriver):
 
 # MariaDB/MySQL: XAER_NOTA (unknown XID), and the XA_RB* family (the branch was rolled back).
 _MYSQL_GONE = {1397, 1402, 1612, 1613, 1614}
+_MYSQL_DUPID = 1440  # XAER_DUPID: XA START of an XID another session has open or prepared
+_XA_SESSION = "txc_xa_session"  # key in a connection's info: the session settings begin() made
 
 
 class MysqlXa(XaDriver):
@@ -120,15 +141,22 @@ class MysqlXa(XaDriver):
 
     async def begin(self, conn: AsyncConnection, xid: str, lock_timeout_s: float,
                     session_timeout_s: float) -> None:
-        # Whole seconds only; the lock wait is reset when the connection goes back to the
-        # pool (rollback_active) or the connection is closed (after prepare).
-        # One statement for both: this connection is closed after the prepare, so the
-        # guard would never be remembered for long.
+        # The lock wait (whole seconds) is a session setting: made with the guard in one
+        # statement, once for as long as the 2PC code keeps the connection (see _held),
+        # and reset by release() before it goes back to the pool.
         seconds = max(1, math.ceil(lock_timeout_s))
         guard = guard_statement(conn, session_timeout_s)
-        await conn.exec_driver_sql(f"{guard}, innodb_lock_wait_timeout = {seconds}")
-        mark_guarded(conn, guard)
+        setting = f"{guard}, innodb_lock_wait_timeout = {seconds}"
+        if conn.info.get(_XA_SESSION) != setting:
+            await conn.exec_driver_sql(setting)
+            mark_guarded(conn, guard)
+            conn.info[_XA_SESSION] = setting
+        # Works with autocommit off too, as long as no local transaction is open.
         await conn.exec_driver_sql(f"XA START {literal(xid)}")
+
+    async def release(self, conn: AsyncConnection) -> None:
+        if conn.info.pop(_XA_SESSION, None) is not None:
+            await conn.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = DEFAULT")
 
     async def prepare(self, conn: AsyncConnection, xid: str) -> None:
         await conn.exec_driver_sql(f"XA END {literal(xid)}")
@@ -137,7 +165,6 @@ class MysqlXa(XaDriver):
     async def rollback_active(self, conn: AsyncConnection, xid: str) -> None:
         await conn.exec_driver_sql(f"XA END {literal(xid)}")
         await conn.exec_driver_sql(f"XA ROLLBACK {literal(xid)}")
-        await conn.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = DEFAULT")
 
     async def commit_prepared(self, conn: AsyncConnection, xid: str) -> None:
         await conn.exec_driver_sql(f"XA COMMIT {literal(xid)}")
@@ -158,6 +185,10 @@ class MysqlXa(XaDriver):
     def gone(self, exc: sa_exc.DBAPIError) -> bool:
         args: tuple[object, ...] = getattr(exc.orig, "args", ())
         return bool(args) and args[0] in _MYSQL_GONE
+
+    def taken(self, exc: sa_exc.DBAPIError) -> bool:
+        args: tuple[object, ...] = getattr(exc.orig, "args", ())
+        return bool(args) and args[0] == _MYSQL_DUPID
 
     async def check(self, conn: AsyncConnection) -> None:
         try:
