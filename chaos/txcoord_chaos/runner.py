@@ -26,7 +26,7 @@ from .databases import Databases, drop_databases, ensure_databases, release_in_d
 from .nemesis import DEFAULT_SCHEDULE, AppliedWindow, FaultEvent, Nemesis, parse, timeline
 from .netns import PacketNet
 from .serving import Serving
-from .topology import LEASE_TTL_S, LINKS, PROCESSES, SERVICES, Topology
+from .topology import LEASE_TTL_S, LINKS, PROCESSES, SERVICES, Topology, max_active_for
 from .workload.schema import accounts, ledger, orders, reset_accounts, reset_orders
 
 COORDS = ("c1", "c2")
@@ -133,7 +133,8 @@ class Runner:
         self._pg = create_engine(self.dbs.pg(), pool_pre_ping=True)
         self._maria = create_engine(self.dbs.maria(), pool_pre_ping=True)
         self._at("starting etcd, the coordinators and the services")
-        self._topology = Topology(cfg.out, ident, etcd_dir, self.dbs, self._packet_net(ident.slot))
+        self._topology = Topology(cfg.out, ident, etcd_dir, self.dbs, self._packet_net(ident.slot),
+                                  max_active=max_active_for(cfg.rate, cfg.timeout_s))
         await self.topology.start(two_phase="2pc" in cfg.modes, packet_required=bool(cfg.packet))
         self.packet_skipped = self.packet_skipped or self.topology.packet_error
         self.say(f"run {ident.run_id}: databases {self.dbs.name}, slot {ident.slot}, "

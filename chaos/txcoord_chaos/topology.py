@@ -9,6 +9,7 @@ restarted, paused and resumed by name.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import shutil
 import signal
@@ -97,6 +98,13 @@ LEASE_TTL_S = 5  # the coordinators' lease: pauses longer than this are split-br
 STOP_WAIT_S = 10.0
 
 
+def max_active_for(rate: float, timeout_s: float) -> int:
+    """An admission limit sized for the workload (Little's law): one coordinator alone can
+    hold every transfer a client may still be waiting for (rate x timeout), so a participant
+    that is down for a few seconds delays transfers instead of having them refused."""
+    return max(40, math.ceil(rate * timeout_s))
+
+
 @dataclass
 class Topology:
     """``packet``: run each service in a network namespace of its own, so that iptables
@@ -108,6 +116,7 @@ class Topology:
     dbs: Databases = field(default_factory=Databases)
     packet: PacketNet | None = None
     packet_error: str | None = None  # why the packet network fell back to loopback
+    max_active: int = 40  # each coordinator's --max-active (admission limit)
     links: dict[str, FaultProxy] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
@@ -176,7 +185,8 @@ class Topology:
                 py, "-m", "coordinator.cli", "serve", "--listen", listen[c],
                 "--etcd", ",".join(self.link(f"{c}->{m}") for m in MEMBERS), "--lease-ttl", str(LEASE_TTL_S),
                 "--prefix", self.identity.etcd_prefix,
-                "--max-calls-per-participant", "16", "--max-active", "40", "--grace", "1",
+                "--max-calls-per-participant", "16", "--max-active", str(self.max_active),
+                "--grace", "1",
                 "--log-level", "warning"])
         pg_host, pg_port = self.link("accounts->pg").rsplit(":", 1)
         maria_host, maria_port = self.link("orders->maria").rsplit(":", 1)
