@@ -13,9 +13,18 @@ import asyncio
 import uuid
 
 import pytest
+from sqlalchemy.pool import NullPool
 
 from coordinator import ppb
-from coordinator.participant import BarrierOptions, HostOptions, Op, ParticipantHost, TwoPhaseOptions, xid_for
+from coordinator.participant import (
+    BarrierOptions,
+    HostOptions,
+    Op,
+    ParticipantHost,
+    TwoPhaseOptions,
+    create_engine,
+    xid_for,
+)
 
 from ._service import build
 from .conftest import Db, call
@@ -65,6 +74,32 @@ async def test_kept_sessions_are_bounded(maria: Db) -> None:
         assert (await call(host, Op.COMMIT, gid, "a", {})).outcome == OK
         assert await maria.value(gid) == 1
     assert kept(host) == 0
+
+
+def test_by_default_half_the_pool_may_be_kept() -> None:
+    def held(**pool: int) -> int:
+        return TwoPhaseOptions().held_sessions(create_engine("mysql://svc@db/shop", **pool))
+
+    assert held(pool_size=20, max_overflow=20) == 20
+    assert held() == 7  # SQLAlchemy's 5 + 10
+    assert held(pool_size=4, max_overflow=0) == 6  # never fewer than 6
+    assert held(poolclass=NullPool) == 6
+    assert TwoPhaseOptions(max_held_sessions=0).held_sessions(create_engine("mysql://svc@db/shop")) == 0
+
+
+async def test_concurrent_branches_keep_their_sessions_within_the_default(maria: Db) -> None:
+    """The test engine's pool is 20 + 10: up to 15 prepared branches keep their sessions."""
+    host = build(maria.engine, HostOptions(two_phase=TwoPhaseOptions(max_concurrent_prepares=12)))
+    gids = [f"many-{uuid.uuid4().hex[:8]}" for _ in range(12)]
+    votes = await asyncio.gather(*(call(host, Op.PREPARE, g, "a", {"id": g}) for g in gids))
+    assert {v.outcome for v in votes} == {OK}
+    assert kept(host) == 12
+    for gid in gids:
+        assert (await call(host, Op.COMMIT, gid, "a", {})).outcome == OK
+    assert kept(host) == 0 and host._two_phase.sessions.held.spares == 12  # for the next branches
+    assert [await maria.value(g) for g in gids] == [1] * 12
+    await host._two_phase.close()
+    assert host._two_phase.sessions.held.spares == 0
 
 
 async def test_a_kept_session_is_given_back_after_its_hold(maria: Db) -> None:

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import QueuePool
 
 from coordinator._tls import TlsFiles
 from coordinator.participant._barrier import BarrierOptions, BusinessFn, as_result, refusal
@@ -102,13 +103,17 @@ class TwoPhaseOptions:
     connections, so keep twice this well below the engine's pool size, leaving room for
     phase 2."""
 
-    max_held_sessions: int = 6
+    max_held_sessions: int | None = None
     """MySQL/MariaDB: sessions kept checked out of the pool by 2PC, at most
     ``session_timeout_s / 2`` each: prepared branches' preparing sessions, kept until phase
     2 finishes the XID on them (no wait for the preparing session to end, and no MariaDB
     lost-commit race), then kept as spares for the next branch (its session settings
-    already made). Past this many, a prepare closes its connection and waits as before; 0
-    never keeps one. Count them in the pool size. (PostgreSQL lets go at PREPARE: not used.)"""
+    already made). Past this many, a prepare closes its connection and waits for its
+    session to end before it votes, and the next branch opens a new connection: keep room
+    for the branches that wait for phase 2 at once (rate x the coordinator's time from vote
+    to commit). None (the default): half the engine's pool (``pool_size + max_overflow``),
+    at least 6 (6 for a pool of no fixed size); 0 never keeps one. Count them in the pool
+    size. (PostgreSQL lets go at PREPARE: not used.)"""
 
     def __post_init__(self) -> None:
         if min(self.recovery_interval_s, self.coordinator_timeout_s, self.lock_timeout_s) <= 0:
@@ -116,8 +121,18 @@ class TwoPhaseOptions:
                              "be positive")
         if self.max_concurrent_prepares < 1:
             raise ValueError("max_concurrent_prepares must be at least 1")
-        if self.max_held_sessions < 0:
+        if self.max_held_sessions is not None and self.max_held_sessions < 0:
             raise ValueError("max_held_sessions must not be negative")
+
+    def held_sessions(self, engine: AsyncEngine) -> int:
+        """:attr:`max_held_sessions`, or its default for ``engine``'s pool."""
+        if self.max_held_sessions is not None:
+            return self.max_held_sessions
+        pool = engine.sync_engine.pool
+        if not isinstance(pool, QueuePool):
+            return _MIN_HELD
+        overflow = max(0, getattr(pool, "_max_overflow", 0))  # -1: no bound; not public
+        return max(_MIN_HELD, (pool.size() + overflow) // 2)
 
 
 @dataclass(frozen=True)
@@ -136,6 +151,7 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, StillAttached) or is_transient(exc)
 
 
+_MIN_HELD = 6
 _BUSY = Reply(Outcome.RETRY, message="busy: another call for this branch is in progress")
 UNFINISHED = ("prepare refused: an earlier attempt stopped before its PREPARE (no yes vote was "
               "sent); voting no")
@@ -162,7 +178,7 @@ class TwoPhase:
         self._limits = two_phase or TwoPhaseOptions()
         self._preparing = 0
         self._sessions = Sessions(engine, self._options, self._limits.lock_timeout_s,
-                                  self._limits.max_held_sessions)
+                                  self._limits.held_sessions(engine))
 
     @property
     def sessions(self) -> Sessions:
