@@ -138,6 +138,10 @@ class CallStream(Generic[C, R]):
                 # still get it.
                 future.exception()
 
+    def abandon(self) -> None:
+        """End the stream now: calls still waiting on it fail (ConnectionError)."""
+        self._fail(ConnectionError("closed"))
+
     async def close(self) -> None:
         self._fail(ConnectionError("closed"))
         for task in self._tasks:

@@ -46,6 +46,7 @@ class StartStreams:
         self._failover = failover
         self._streams: list[CallStream[pb.StartCall, pb.StartResult] | None] = [None] * streams
         self._next = 0
+        self._retired: set[CallStream[pb.StartCall, pb.StartResult]] = set()
         self.unsupported = False
 
     async def start(self, request: Start, timeout_s: float,
@@ -60,8 +61,9 @@ class StartStreams:
             if remaining <= 0:
                 raise _error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
             message = functools.partial(_call, request, max(1, int(remaining * 1000)), metadata)
+            stream = self._stream()
             try:
-                result = await self._stream().call(message, remaining, grace_s=0.0)
+                result = await stream.call(message, remaining, grace_s=0.0)
             except Unsupported:
                 self.unsupported = True
                 return None
@@ -76,11 +78,27 @@ class StartStreams:
                     return result.response
                 if code is not grpc.StatusCode.UNAVAILABLE or last:
                     raise _error(code, result.status_message)
+                self._retire(stream)
             await asyncio.sleep(random.uniform(0, pause))
             pause = min(pause * 2, self._failover.max_backoff_s)
         raise AssertionError("unreachable")
 
+    def _retire(self, stream: CallStream[pb.StartCall, pb.StartResult]) -> None:
+        """Its coordinator answered UNAVAILABLE (no etcd, stopping): send no more starts
+        there. A new stream goes where the channel's health checks now point; this one is
+        closed once the starts waiting on it are answered."""
+        self._streams = [None if s is stream else s for s in self._streams]
+        self._retired.add(stream)
+        self._reap()
+
+    def _reap(self) -> None:
+        for stream in list(self._retired):
+            if stream.waiting == 0 or stream.broken is not None:
+                self._retired.discard(stream)
+                stream.abandon()
+
     def _stream(self) -> CallStream[pb.StartCall, pb.StartResult]:
+        self._reap()
         index = self._next % len(self._streams)
         self._next += 1
         stream = self._streams[index]
@@ -94,7 +112,7 @@ class StartStreams:
         return stream
 
     async def close(self) -> None:
-        for stream in self._streams:
+        for stream in [*self._streams, *self._retired]:
             if stream is not None:
                 await stream.close()
 
