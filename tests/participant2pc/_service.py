@@ -32,10 +32,13 @@ rows = Table(
     Column("v", Integer, nullable=False),
 )
 RUNS: Counter[str] = Counter()
+BUILT: list[ParticipantHost] = []
+"""Every host built in this process: the tests give their kept MariaDB sessions back."""
 
 
 def build(engine: AsyncEngine, options: HostOptions | None = None) -> ParticipantHost:
     host = ParticipantHost(engine, options or HostOptions(call_timeout_s=10.0))
+    BUILT.append(host)
 
     @host.prepare("rows.put", decode=json_object)
     async def put(ctx: BranchContext, conn: AsyncConnection, body: dict[str, Any]) -> bytes:

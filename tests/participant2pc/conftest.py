@@ -29,7 +29,7 @@ from tests.support import databases
 from tests.support.coordinators import running, server_options
 
 from ._pg import PrivatePostgres
-from ._service import build, business, rows
+from ._service import BUILT, build, business, rows
 
 pytestmark = pytest.mark.integration
 
@@ -135,6 +135,15 @@ async def _roll_back_leftovers(db: Db) -> None:
 @pytest.fixture(params=KINDS)
 def db(request: pytest.FixtureRequest, dbs: dict[str, Db]) -> Db:
     return dbs[request.param]
+
+
+@pytest.fixture(autouse=True)
+async def _sessions_given_back() -> AsyncIterator[None]:
+    """MariaDB: the sessions the test's hosts keep (prepared branches', spares) go back to
+    the pool after each test, as a host's stop does; none is left for the engine's dispose."""
+    yield
+    for host in BUILT:
+        await host._two_phase.close()
 
 
 # -- participant hosts ----------------------------------------------------------------

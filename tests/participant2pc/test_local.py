@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coordinator import ppb
 from coordinator.participant import (
+    Decision,
     HostOptions,
     Op,
     ParticipantHost,
@@ -24,6 +26,7 @@ from coordinator.participant import (
 )
 from coordinator.participant._db.session import guard_session
 from coordinator.participant._db.tables import xa as xa_table
+from coordinator.participant.two_phase._table import XaState
 from coordinator.participant.two_phase._xa import XaDriver, wait_session_gone, xa_driver
 
 from ._service import RUNS, build
@@ -305,3 +308,33 @@ async def _finish_later(driver: XaDriver, conn: AsyncConnection, xid: str) -> No
             await driver.commit_prepared(conn, xid)
             return
         await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("decision", [Decision.COMMIT, Decision.ABORT])
+async def test_phase_two_twins_and_recovery_finish_a_branch_once(
+        db: Db, gid: str, decision: Decision, caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing locks a branch in phase 2: twin Commits or Aborts (the coordinator's retry
+    while the first runs) and the recovery loop finish the same XIDs at once. Whoever comes
+    second finds the XID gone (and its witness tells how it ended), or finds another
+    session finishing it right now and answers RETRY: never FAILED, never an error."""
+    op, value, state = ((Op.COMMIT, 1, XaState.COMMITTED) if decision is Decision.COMMIT
+                        else (Op.ABORT, None, XaState.ABORTED))
+    host = build(db.engine, HostOptions(two_phase=TwoPhaseOptions(max_concurrent_prepares=20)))
+    gids = [f"{gid}-{i}" for i in range(20)]
+    assert {(await call(host, Op.PREPARE, g, "a", {"id": g})).outcome for g in gids} == {OK}
+    await host._two_phase.close()  # MariaDB: the sessions end, so any session may finish them
+    caplog.set_level(logging.WARNING)
+    doubt = {b.gid: b for b in await host.in_doubt() if b.gid in gids}
+    twins = [call(host, op, g, "a", {}) for g in gids for _ in range(3)]
+    resolved = [host._two_phase.resolve(doubt[g], decision) for g in gids]
+    replies = await asyncio.gather(*twins, *resolved)
+    answers = [r for r in replies if isinstance(r, ppb.BranchReply)]
+    assert {r.outcome for r in answers} <= {OK, RETRY}
+    assert not [r.message for r in answers if r.outcome == RETRY and "busy" not in r.message]
+    assert {r for r in replies if not isinstance(r, ppb.BranchReply)} <= {state, None}
+    assert not [rec.message for rec in caplog.records if rec.levelno >= logging.ERROR]
+    for g in gids:
+        again = await call(host, op, g, "a", {})
+        assert (again.outcome, again.message) == (OK, f"already {state.value}")
+        assert await db.value(g) == value
+    assert not [b for b in await host.in_doubt() if b.gid in gids]

@@ -307,15 +307,19 @@ class TwoPhase:
             if isinstance(exc, Exception) and is_lock_timeout(exc):
                 return _Vote(self._locked_out())
             raise
-        if vote.prepared:
+        if vote is not None and vote.prepared:
             await self._sessions.prepared(conn, xid, control)
-        else:
-            await self._sessions.done(conn)
+            return vote
+        await self._sessions.done(conn)
+        if vote is None:  # another call wrote the row since: answer as a prepare that found it
+            return await self._vote_again(control, key, xid, await self._latest(control, xid))
         return vote
 
     async def _run(self, conn: AsyncConnection, control: AsyncConnection, key: BranchKey,
-                   xid: str, operation: str, business: BusinessFn) -> _Vote:
-        """The branch's local transaction on ``conn``: witness, business, row, PREPARE."""
+                   xid: str, operation: str, business: BusinessFn) -> _Vote | None:
+        """The branch's local transaction on ``conn``: witness, business, row, PREPARE.
+        None when another call wrote the row meanwhile (an abort that came first, or the
+        branch committed): this one rolled back."""
         driver = xa_driver(conn)
         try:
             await self._sessions.begin(conn, xid)
@@ -325,7 +329,7 @@ class TwoPhase:
             return _Vote(_BUSY)  # MySQL: a twin has the XID open, or prepared it since
         if not await self._sessions.witness(conn, key):
             await driver.rollback_active(conn, xid)  # committed since we read no row
-            return await self._answer_found(control, key, xid)
+            return None
         try:
             result = as_result(await business(conn), "a prepare handler")
         except Refused as exc:
@@ -333,22 +337,17 @@ class TwoPhase:
             return await self._record_refusal(control, key, xid, operation, refusal(exc))
         if not await claim(control, xid, key, operation, XaState.PREPARED, result=result):
             await driver.rollback_active(conn, xid)  # an abort came first
-            return await self._answer_found(control, key, xid)
+            return None
         await control.commit()  # durable before PREPARE: recovery maps the XID back
         await driver.prepare(conn, xid)
         return _Vote(Reply(Outcome.OK, result), recorded=True, prepared=True)
 
     async def _record_refusal(self, control: AsyncConnection, key: BranchKey, xid: str,
-                              operation: str, reply: Reply) -> _Vote:
+                              operation: str, reply: Reply) -> _Vote | None:
         if await claim(control, xid, key, operation, XaState.REFUSED, message=reply.message):
             await control.commit()
             return _Vote(reply)
-        return await self._answer_found(control, key, xid)  # an abort came first
-
-    async def _answer_found(self, control: AsyncConnection, key: BranchKey, xid: str) -> _Vote:
-        """The row another call wrote after this one read none (this call's local
-        transaction already rolled back): answer as a prepare that found it."""
-        return await self._vote_again(control, key, xid, await self._latest(control, xid))
+        return None  # an abort came first
 
     async def _latest(self, control: AsyncConnection, xid: str) -> Found:
         found = await read(control, xid, latest=True)
@@ -380,20 +379,41 @@ class TwoPhase:
         return _conflict(key, f"commit refused: this branch is {state} here")
 
     async def abort(self, key: BranchKey, operation: str) -> Reply:
+        """Read the row; roll back a prepared XID, then mark the row. One connection at a
+        time (phase 2 is not bounded like prepares: a call holding one connection while
+        waiting for a second could leave none for the others)."""
         xid = xid_for(key.gid, key.branch)
         async with self._control() as control:
-            found = await read(control, xid)
-            if found is None:
-                if await claim(control, xid, key, operation, XaState.ABORTED):
-                    await control.commit()
-                    self._metrics.null_compensation(Op.ABORT)
-                    return Reply(Outcome.OK, message="null abort: never prepared; a late prepare votes no")
-                found = await self._latest(control, xid)  # a prepare wrote it meanwhile
-            if found.state is XaState.COMMITTED:
+            found = await self._row_or_null_abort(control, key, xid, operation)
+        if found is None:
+            self._metrics.null_compensation(Op.ABORT)
+            return Reply(Outcome.OK, message="null abort: never prepared; a late prepare votes no")
+        if found.state is XaState.COMMITTED:
+            return _conflict(key, "abort refused: this branch already committed")
+        if found.state not in (XaState.PREPARING, XaState.PREPARED):
+            return self._already_aborted(found)
+        finished = await self._sessions.finish(key, xid, Decision.ABORT)
+        if finished is Finished.COMMITTED:
+            return _conflict(key, "abort refused: this branch already committed")
+        if finished is Finished.NOW:
+            return await self._mark_aborted(xid)
+        # Not prepared: rolled back before, or a prepare is between its row and its PREPARE.
+        async with self._probe(key, xid) as probe:
+            if probe is Probe.BUSY:
+                return _BUSY
+            if probe is Probe.COMMITTED:
                 return _conflict(key, "abort refused: this branch already committed")
-            if found.state not in (XaState.PREPARING, XaState.PREPARED):
-                return self._already_aborted(found)
-            return await self._abort_open(control, key, xid)
+            return await self._mark_aborted(xid)
+
+    async def _row_or_null_abort(self, control: AsyncConnection, key: BranchKey, xid: str,
+                                 operation: str) -> Found | None:
+        """The branch's row; None when there was none and this abort inserted it."""
+        found = await read(control, xid)
+        if found is not None:
+            return found
+        if await claim(control, xid, key, operation, XaState.ABORTED):
+            return None
+        return await self._latest(control, xid)  # a prepare wrote it meanwhile
 
     def _already_aborted(self, found: Found) -> Reply:
         if found.state is XaState.REFUSED:
@@ -401,26 +421,27 @@ class TwoPhase:
         self._metrics.duplicate(Op.ABORT)
         return Reply(Outcome.OK, message="already aborted")
 
-    async def _abort_open(self, control: AsyncConnection, key: BranchKey, xid: str) -> Reply:
-        finished = await self._sessions.finish(key, xid, Decision.ABORT)
-        if finished is Finished.COMMITTED:
-            return _conflict(key, "abort refused: this branch already committed")
-        if finished is Finished.NOW:
-            return await self._mark_aborted(control, xid)
-        # Not prepared: rolled back before, or a prepare is between its row and its PREPARE.
-        async with self._sessions.probe(key, xid) as probe:
-            if probe is Probe.BUSY:
-                return _BUSY
-            if probe is Probe.COMMITTED:
-                return _conflict(key, "abort refused: this branch already committed")
-            return await self._mark_aborted(control, xid)
+    @contextlib.asynccontextmanager
+    async def _probe(self, key: BranchKey, xid: str) -> AsyncIterator[Probe]:
+        """The branch lock for a call that is not a prepare: it counts against
+        ``max_concurrent_prepares`` (it holds a connection while it writes the row on
+        another, as a prepare does), and past it the answer is busy."""
+        if self._preparing >= self._limits.max_concurrent_prepares:
+            yield Probe.BUSY
+            return
+        self._preparing += 1
+        try:
+            async with self._sessions.probe(key, xid) as probe:
+                yield probe
+        finally:
+            self._preparing -= 1
 
-    async def _mark_aborted(self, control: AsyncConnection, xid: str) -> Reply:
-        if await move(control, xid, XaState.ABORTED):
-            await control.commit()
-            return Reply(Outcome.OK)
-        # Another call finished it first (a twin abort, or a duplicate prepare voting no).
-        return self._already_aborted(await self._latest(control, xid))
+    async def _mark_aborted(self, xid: str) -> Reply:
+        async with self._control() as control:
+            if await move(control, xid, XaState.ABORTED):
+                return Reply(Outcome.OK)
+            # Another call finished it first (a twin abort, or a duplicate prepare voting no).
+            return self._already_aborted(await self._latest(control, xid))
 
     async def close(self) -> None:
         """Give back every kept session (the host calls this when it stops)."""

@@ -57,7 +57,8 @@ class Probe(Enum):
 
 
 class StillAttached(Exception):
-    """MySQL/MariaDB: the XID is prepared but its connection has not let go of it yet."""
+    """Another session holds the prepared XID: MySQL/MariaDB, the one that prepared it has
+    not let go of it yet; PostgreSQL, one is committing or rolling it back right now."""
 
 
 class Busy(Exception):
@@ -202,12 +203,14 @@ class Sessions:
                     await driver.rollback_prepared(conn, xid)
                 return Finished.NOW
             except sa_exc.DBAPIError as exc:
+                if driver.busy(exc):  # a twin or the recovery loop: try again
+                    raise StillAttached(f"busy: another session is finishing {xid}") from exc
                 if not driver.gone(exc):
                     raise
             # No such prepared XID. Still listed: the connection that prepared it has not
             # let go yet (MySQL), so try again; otherwise its witness tells the outcome.
             if await driver.is_prepared(conn, xid):
-                raise StillAttached(f"{xid} is still attached to the connection that prepared it")
+                raise StillAttached(f"busy: {xid} is still attached to the session that prepared it")
             return Finished.COMMITTED if await witness_committed(conn, key) else Finished.NOT_PREPARED
 
     async def _finish_held(self, held: Held, xid: str, decision: Decision) -> bool:

@@ -72,6 +72,11 @@ class XaDriver(ABC):
         prepared (MySQL/MariaDB; PostgreSQL learns that only at ``PREPARE``)."""
         return False
 
+    def busy(self, exc: sa_exc.DBAPIError) -> bool:
+        """True when a commit/rollback failed because another session is finishing the
+        same prepared XID at this moment (PostgreSQL)."""
+        return False
+
     @abstractmethod
     async def check(self, conn: AsyncConnection) -> None:
         """Raise :class:`TwoPhaseUnavailable` if prepared transactions cannot work."""
@@ -112,8 +117,10 @@ class PostgresXa(XaDriver):
         return (await conn.execute(stmt.bindparams(xid=xid))).first() is not None
 
     def gone(self, exc: sa_exc.DBAPIError) -> bool:
-        state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-        return state == "42704"  # prepared transaction with identifier ... does not exist
+        return _sqlstate(exc) == "42704"  # prepared transaction with identifier ... does not exist
+
+    def busy(self, exc: sa_exc.DBAPIError) -> bool:
+        return _sqlstate(exc) == "55000"  # prepared transaction with identifier ... is busy
 
     async def check(self, conn: AsyncConnection) -> None:
         value = (await conn.execute(text("SHOW max_prepared_transactions"))).scalar_one()
@@ -244,6 +251,10 @@ async def _simple(conn: AsyncConnection, sql: str) -> None:
             await conn.invalidate()
         raise sa_exc.DBAPIError(sql, None, exc, hide_parameters=True,
                                 connection_invalidated=lost) from exc
+
+
+def _sqlstate(exc: sa_exc.DBAPIError) -> object:
+    return getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
 
 
 def _ms(seconds: float) -> int:
