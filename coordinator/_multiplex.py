@@ -124,6 +124,10 @@ class CallStream(Generic[C, R]):
     def _fail(self, exc: BaseException) -> None:
         if isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNIMPLEMENTED:
             exc = Unsupported(self.address)
+        elif not isinstance(exc, grpc.aio.AioRpcError | ConnectionError):
+            # A write on a call that has just ended (InvalidStateError) and the like: to the
+            # callers, the stream broke.
+            exc = ConnectionError(f"the {self._name} stream broke: {exc!r}")
         if self.broken is None:
             self.broken = exc
             self._call.cancel()

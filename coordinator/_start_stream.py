@@ -34,10 +34,9 @@ from ._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
 Start = pb.StartSagaRequest | pb.StartTwoPhaseRequest
 
 
-# Under gRPC's default 4 MiB receive limit, which a coordinator raises only for one large
-# start (its payload limit): several starts share a message up to this, a larger one goes
-# alone.
-MAX_MESSAGE_BYTES = 3 * 1024 * 1024
+# A coordinator receives a message up to its payload limit plus 1 MiB (2 MiB by default):
+# several starts share a message up to this, a larger one goes alone.
+MAX_MESSAGE_BYTES = 1024 * 1024
 
 
 class StartStreams:
