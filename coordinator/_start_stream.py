@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import random
 import time
 from collections.abc import Mapping
@@ -54,8 +53,12 @@ class StartStreams:
         Raises grpc.aio.AioRpcError as the unary method would."""
         end = time.monotonic() + timeout_s
         pause = self._failover.initial_backoff_s
-        for attempt in itertools.count(1):
-            last = attempt >= self._failover.max_attempts or not request.gid
+        refusals = 0
+        while True:
+            # A start with a gid goes again until its deadline when its stream breaks (the
+            # coordinators may be coming back), and up to max_attempts when a coordinator
+            # answers it UNAVAILABLE; one without a gid is never sent twice.
+            last = refusals + 1 >= self._failover.max_attempts or not request.gid
             remaining = end - time.monotonic()
             if remaining <= 0:
                 raise _error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
@@ -68,19 +71,19 @@ class StartStreams:
                 return None
             except TimeoutError:
                 raise _error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
-            except (grpc.aio.AioRpcError, ConnectionError) as exc:
-                if last:
+            except (grpc.aio.AioRpcError, ConnectionError) as exc:  # its stream broke
+                if not request.gid:
                     raise _as_rpc_error(exc) from None
-            else:  # its stream broke: another one, as gRPC's retry policy would
+            else:
                 code = status_of(result.status_code) if result.status_code else grpc.StatusCode.OK
                 if code is grpc.StatusCode.OK:
                     return result.response
                 if code is not grpc.StatusCode.UNAVAILABLE or last:
                     raise _error(code, result.status_message)
+                refusals += 1
                 self._retire(stream)
             await asyncio.sleep(random.uniform(0, pause))
             pause = min(pause * 2, self._failover.max_backoff_s)
-        raise AssertionError("unreachable")
 
     def _retire(self, stream: CallStream[pb.StartCall, pb.StartResult]) -> None:
         """Its coordinator answered UNAVAILABLE (no etcd, stopping): send no more starts
