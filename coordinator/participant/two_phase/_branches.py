@@ -24,7 +24,8 @@ each point, and what the next call or the recovery loop does with it.
 * calls never wait for each other, except a prepare for its twin's witness row, up to
   the lock timeout (the business function's own row locks wait as long). A prepare past
   ``max_concurrent_prepares`` answers RETRY at once: prepared transactions hold their
-  locks until phase 2, and phase 2 needs pooled connections to release them.
+  locks until phase 2, and phase 2 needs pooled connections to release them. Commit and
+  Abort, which are not bounded so, hold one pooled connection at a time.
 * conflicting requests (commit of a rolled back branch, abort of a committed one) answer
   FAILED, so the coordinator shows the transaction FAILED for an operator.
 """
@@ -461,8 +462,9 @@ class TwoPhase:
 
     async def resolve(self, branch: InDoubtBranch, decision: Decision) -> XaState | None:
         """Apply the coordinator's decision to an in-doubt branch; the state it ends in, or
-        None when the session that prepared it is still attached (MySQL: another process
-        keeps it for its phase 2, or it is still ending): the next round tries again."""
+        None when another session holds the XID (MySQL: the one that prepared it, kept by
+        another process for its phase 2 or still ending; PostgreSQL: one finishing it right
+        now): the next round tries again."""
         key = BranchKey(branch.gid, branch.branch, Op.COMMIT if decision is Decision.COMMIT else Op.ABORT)
         try:
             finished = await self._sessions.finish(key, branch.xid, decision)
