@@ -63,15 +63,21 @@ class Defaults:
     max_wait_s: float = 300.0
 
 
+def _failure(exc: TxcError | LogError) -> tuple[grpc.StatusCode, str]:
+    """The status a core error ends a call with, and its message: the one mapping every
+    handler, the Starts stream's included, uses."""
+    if isinstance(exc, TxcError):
+        return _STATUS.get(type(exc), grpc.StatusCode.UNKNOWN), str(exc)
+    log.warning("log unavailable: %s", exc)
+    return grpc.StatusCode.UNAVAILABLE, "transaction log unavailable; retry"
+
+
 async def _guard(context: Context, work: Callable[[], Awaitable[T]]) -> T:
     """Run ``work``; map core errors to status codes so no handler repeats the mapping."""
     try:
         return await work()
-    except TxcError as exc:
-        await context.abort(_STATUS.get(type(exc), grpc.StatusCode.UNKNOWN), str(exc))
-    except LogError as exc:
-        log.warning("log unavailable: %s", exc)
-        await context.abort(grpc.StatusCode.UNAVAILABLE, "transaction log unavailable; retry")
+    except (TxcError, LogError) as exc:
+        await context.abort(*_failure(exc))
     raise AssertionError("unreachable: context.abort raises")
 
 
@@ -163,12 +169,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     async def _start_result(self, call: pb.StartCall) -> pb.StartResult:
         try:
             return pb.StartResult(id=call.id, response=await self._streamed_start(call))
-        except TxcError as exc:
-            return start_failed(call.id, _STATUS.get(type(exc), grpc.StatusCode.UNKNOWN), str(exc))
-        except LogError as exc:
-            log.warning("log unavailable: %s", exc)
-            return start_failed(call.id, grpc.StatusCode.UNAVAILABLE,
-                                "transaction log unavailable; retry")
+        except (TxcError, LogError) as exc:
+            return start_failed(call.id, *_failure(exc))
 
     async def _streamed_start(self, call: pb.StartCall) -> pb.StartResponse:
         budget = self._budget(call.timeout_ms / 1000 if call.timeout_ms else None)
@@ -210,10 +212,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             self._may_read(context)
             async for stored in self._core.watch(request.gid):
                 yield convert.transaction(stored.record)
-        except TxcError as exc:
-            await context.abort(_STATUS.get(type(exc), grpc.StatusCode.UNKNOWN), str(exc))
-        except LogError:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "transaction log unavailable; retry")
+        except (TxcError, LogError) as exc:
+            await context.abort(*_failure(exc))
 
     async def ReplayTransaction(self, request: pb.ReplayRequest, context: Context) -> pb.Transaction:
         async def work() -> pb.Transaction:

@@ -15,13 +15,12 @@ from typing import Any
 
 import grpc
 
-from .._multiplex import AnswerStream, BadMessage
+from .._multiplex import MAX_CALLS_PER_MESSAGE, AnswerStream, BadMessage
 from .._proto.txc.v1 import coordinator_pb2 as pb
 
 log = logging.getLogger("txcoord.server")
 
 Metadata = Iterable[tuple[str, str | bytes]] | None
-MAX_CALLS_PER_MESSAGE = 256
 MAX_PENDING_PER_STREAM = 4096  # starts one stream may have waiting at once (memory bound)
 # A message of replies stays under gRPC's default 4 MiB receive limit (a reply to a large
 # start goes alone, as its unary reply would).
