@@ -25,7 +25,7 @@ from _load import closed_loop
 from txcoord_chaos.topology import wait_port
 
 from coordinator import CoordinatorClient, Saga, Step
-from coordinator.net import free_port
+from coordinator.rpc.net import free_port
 from coordinator.server import DevEtcd
 
 HERE = Path(__file__).resolve().parent

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from coordinator import CoordinatorClient, Saga, Step
-from coordinator.net import free_port
+from coordinator.rpc.net import free_port
 from coordinator.server import DevEtcd
 
 HERE = Path(__file__).resolve().parent

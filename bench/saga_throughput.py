@@ -38,11 +38,11 @@ from prometheus_client import CollectorRegistry
 from txcoord_chaos.topology import wait_port
 
 from coordinator import CoordinatorClient, ParticipantClient, Saga, Step, TwoPhase
-from coordinator._metrics import Metrics, PrometheusMetrics
 from coordinator.domain.records import Protocol, TxState
-from coordinator.net import free_port
+from coordinator.rpc.net import free_port
 from coordinator.server import DevEtcd
 from coordinator.server._metrics import MetricsInterceptor
+from coordinator.telemetry._metrics import Metrics, PrometheusMetrics
 
 HERE = Path(__file__).resolve().parent
 

@@ -30,7 +30,7 @@ import grpc
 from txcoord_chaos.topology import wait_port
 
 from coordinator import CoordinatorClient, Retry, Saga, Step, ppb, ppb_grpc
-from coordinator.net import free_port
+from coordinator.rpc.net import free_port
 from coordinator.server import Context, DevEtcd
 
 

@@ -39,8 +39,8 @@ from txcoord_chaos.workload.schema import ledger, orders, reset_accounts, reset_
 from txcoord_chaos.workload.services import OUT_OF_STOCK_EVERY, Transfer
 
 from coordinator import ParticipantClient, ppb
-from coordinator.net import free_port
 from coordinator.participant import create_engine
+from coordinator.rpc.net import free_port
 from coordinator.server import DevEtcd
 
 MODES = ("none", "direct", "saga-unary", "saga", "2pc-unary", "2pc")

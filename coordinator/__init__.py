@@ -18,7 +18,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._client import (
+from ._proto.txc.v1 import coordinator_pb2 as pb
+from ._proto.txc.v1 import participant_pb2 as ppb
+from ._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
+from .client._coordinator import (
     SETTLED_STATES,
     TERMINAL_STATES,
     CoordinatorClient,
@@ -29,13 +32,10 @@ from ._client import (
     TwoPhase,
     settled,
 )
-from ._coordinators import Failover
-from ._participant_client import ParticipantClient
-from ._proto.txc.v1 import coordinator_pb2 as pb
-from ._proto.txc.v1 import participant_pb2 as ppb
-from ._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
-from ._tls import TlsFiles
-from ._tracing_env import TracingConfigError, tracer_provider_from_env
+from .client._failover import Failover
+from .client._participant import ParticipantClient
+from .rpc._tls import TlsFiles
+from .telemetry._tracing_env import TracingConfigError, tracer_provider_from_env
 
 if TYPE_CHECKING:
     from .server import CoordinatorServer, DevEtcd, ServerOptions

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coordinator.net import free_port
+from coordinator.rpc.net import free_port
 from coordinator.server import etcd_binary
 
 MEMBERS = ("etcd1", "etcd2", "etcd3")

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import grpc
 
-from .._participant_client import ParticipantClient, idempotency_key
 from .._proto.txc.v1 import participant_pb2 as ppb
+from ..client._participant import ParticipantClient
+from ..domain.records import idempotency_key
 from ._scenario import Observe
 
 OUTCOMES: dict[int, str] = {ppb.OUTCOME_OK: "OK", ppb.OUTCOME_FAILED: "FAILED",

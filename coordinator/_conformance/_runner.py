@@ -6,8 +6,8 @@ import asyncio
 import time
 import uuid
 
-from .._participant_client import ParticipantClient
-from .._tls import TlsFiles
+from ..client._participant import ParticipantClient
+from ..rpc._tls import TlsFiles
 from ._cases import CASES, Case
 from ._checks import Effects
 from ._driver import Driver, Violation

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._client import encode_payload
+from ..client._coordinator import encode_payload
 
 
 class ScenarioError(ValueError):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .._logging import FORMATS
+from ..telemetry._logging import FORMATS
 
 
 def env_default(name: str, fallback: str) -> str:

@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from .._client import CoordinatorClient, Saga, Step
 from .._demo import shop
-from .._logging import setup_logging
 from .._proto.txc.v1 import coordinator_pb2 as pb
 from .._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
+from ..client._coordinator import CoordinatorClient, Saga, Step
 from ..log import EtcdOptions
 from ..server import CoordinatorServer, DevEtcd, ServerOptions
+from ..telemetry._logging import setup_logging
 from ._common import add_log_flags, defaults_from_env, env_default
 
 

@@ -10,7 +10,7 @@ import argparse
 import asyncio
 
 from .._conformance import CASES, ScenarioError, check, load_scenario
-from .._tls import TlsFiles
+from ..rpc._tls import TlsFiles
 from ._common import env_default, read_optional
 
 EXIT_FAILED, EXIT_USAGE = 1, 2

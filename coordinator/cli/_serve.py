@@ -9,14 +9,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .._logging import setup_logging
-from .._metrics import parse_listen
-from .._tracing_env import TracingConfigError, tracer_provider_from_env
 from ..domain.validation import Limits
 from ..engine import EngineOptions
 from ..log import EtcdOptions
 from ..server import CoordinatorServer, DevEtcd, Operators, ServerOptions, TlsFiles
 from ..server._workers import check_workers, serve_workers
+from ..telemetry._logging import setup_logging
+from ..telemetry._metrics import parse_listen
+from ..telemetry._tracing_env import TracingConfigError, tracer_provider_from_env
 from ._common import add_log_flags, defaults_from_env, env_default, read_optional
 
 log = logging.getLogger("txcoord.cli")

@@ -18,9 +18,9 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from .._client import CoordinatorClient, ListFilter, settled
 from .._proto.txc.v1 import coordinator_pb2 as pb
-from .._tls import TlsFiles
+from ..client._coordinator import CoordinatorClient, ListFilter, settled
+from ..rpc._tls import TlsFiles
 from ._common import add_shared_flags, env_default, read_optional
 from ._render import render_list, render_show
 

@@ -28,8 +28,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from .._client import CoordinatorClient, settled
-from .._names import state_name
+from ..client._coordinator import CoordinatorClient, settled
+from ..client._names import state_name
 from . import _runs, _views
 from ._sessions import COOKIE, Session, Sessions
 

@@ -18,9 +18,9 @@ from urllib.parse import urlencode
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from .._client import ListFilter, settled
-from .._names import branch_state_name, protocol_name, state_name
 from .._proto.txc.v1 import coordinator_pb2 as pb
+from ..client._coordinator import ListFilter, settled
+from ..client._names import branch_state_name, protocol_name, state_name
 
 STATES = {n.removeprefix("TX_STATE_").lower(): v for n, v in pb.TxState.items() if v}
 PROTOCOLS = {"saga": pb.PROTOCOL_SAGA, "2pc": pb.PROTOCOL_TWO_PHASE}

@@ -74,6 +74,12 @@ class Op(StrEnum):
     ABORT = "abort"
 
 
+def idempotency_key(gid: str, branch: str, op: str) -> str:
+    """The key a participant deduplicates one call by: ``{gid}/{branch}/{op}``. Every attempt
+    of the same call carries the same key (the protocol's exactly-once rests on it)."""
+    return f"{gid}/{branch}/{op}"
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Retry budget for one branch; applies to its action and its compensation alike."""

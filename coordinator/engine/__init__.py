@@ -1,6 +1,6 @@
 """Drives transactions: the driver (write-ahead), participant calls, takeover, service core."""
 
-from ._dispatch import Answer, GrpcTransport, Kind, Transport, idempotency_key
+from ._dispatch import Answer, GrpcTransport, Kind, Transport
 from ._driver import Driver, EngineOptions
 from ._recovery import Recovery
 from ._service import CoordinatorCore, ListQuery, StartRequest
@@ -19,5 +19,4 @@ __all__ = [
     "Recovery",
     "StartRequest",
     "Transport",
-    "idempotency_key",
 ]

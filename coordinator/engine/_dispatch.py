@@ -14,10 +14,10 @@ from typing import Protocol
 
 import grpc
 
-from .._participant_client import METHODS, ParticipantClient, idempotency_key
 from .._proto.txc.v1 import participant_pb2 as ppb
-from .._tls import TlsFiles
-from ..domain.records import BranchPlan, Op
+from ..client._participant import METHODS, ParticipantClient
+from ..domain.records import BranchPlan, Op, idempotency_key
+from ..rpc._tls import TlsFiles
 
 __all__ = ["Answer", "GrpcTransport", "Kind", "Transport", "idempotency_key"]
 

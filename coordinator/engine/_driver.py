@@ -17,9 +17,6 @@ from typing import Any
 
 from tenacity import RetryCallState
 
-from .._metrics import OFF, Metrics
-from .._tracing import OFF as TRACING_OFF
-from .._tracing import Tracing, as_current
 from ..domain import saga, two_phase
 from ..domain._common import clip, note
 from ..domain.durability import must_persist
@@ -28,6 +25,9 @@ from ..domain.machine import Machine
 from ..domain.records import BranchPlan, Call, Protocol, Transition, TxRecord, TxState
 from ..domain.validation import Limits
 from ..log import Created, LogError, LostOwnership, RequestTooLarge, Stored, TxLog
+from ..telemetry._metrics import OFF, Metrics
+from ..telemetry._tracing import OFF as TRACING_OFF
+from ..telemetry._tracing import Tracing, as_current
 from . import _spans as spans
 from ._dispatch import Answer, Kind, Transport
 from ._limiter import CallLimiter

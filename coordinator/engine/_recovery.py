@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 import logging
 
-from .._metrics import OFF, Metrics
 from ..log import LogError, TxLog
+from ..telemetry._metrics import OFF, Metrics
 from ._driver import Driver
 
 log = logging.getLogger("txcoord.recovery")

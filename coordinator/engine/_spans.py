@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 
-from .._metrics import protocol_label
-from .._tracing import SpanHandle, Tracing
 from ..domain.records import BranchPlan, TxRecord
+from ..telemetry._metrics import protocol_label
+from ..telemetry._tracing import SpanHandle, Tracing
 from ._dispatch import Answer, Kind, operation
 
 

@@ -1,4 +1,4 @@
-"""Participant calls over the ``Batch`` stream (``coordinator._multiplex``): many calls
+"""Participant calls over the ``Batch`` stream (``coordinator.rpc._multiplex``): many calls
 per message, one stream per participant address. A unary call costs this process ~190 µs
 of CPU as the caller; on the stream, calls that are ready together share one message.
 
@@ -16,10 +16,10 @@ from collections.abc import Mapping, Sequence
 
 import grpc
 
-from .._multiplex import CallStream, Unsupported, status_of
 from .._proto.txc.v1 import participant_pb2 as ppb
-from .._tls import TlsFiles
 from ..domain.records import BranchPlan, Op
+from ..rpc._multiplex import CallStream, Unsupported, status_of
+from ..rpc._tls import TlsFiles
 from ._dispatch import Answer, GrpcTransport, Kind, branch_request, read_reply, read_status
 
 log = logging.getLogger("txcoord.engine")

@@ -36,8 +36,8 @@ import etcd3aio
 import grpc
 from etcd3aio.proto.etcd.api.etcdserverpb.rpc_pb2 import Compare, RequestOp, TxnRequest
 
-from .._metrics import OFF, Metrics
 from ..domain.records import TxRecord, TxState
+from ..telemetry._metrics import OFF, Metrics
 from ._batch import Batcher
 from ._codec import decode, encode, encode_payloads, has_payloads, with_payloads
 from ._interface import Created, LogError, LostOwnership, RequestTooLarge, Stored

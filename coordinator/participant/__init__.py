@@ -28,8 +28,6 @@ sub-packages' private modules may move.
 See docs/participant.md.
 """
 
-from coordinator._logging import json_log_handler
-from coordinator._tls import TlsFiles
 from coordinator.participant import outbox
 from coordinator.participant._barrier import Barrier, BarrierOptions, BusinessFn
 from coordinator.participant._db.dsn import create_engine
@@ -38,7 +36,6 @@ from coordinator.participant._db.errors import (
     ParticipantError,
     PermanentDeliveryError,
     Refused,
-    is_transient,
 )
 from coordinator.participant._db.migrations import MigrationError, upgrade
 from coordinator.participant._handlers import BranchContext, Decoder, Handler, json_object
@@ -47,7 +44,6 @@ from coordinator.participant._metrics import ParticipantMetrics, PrometheusParti
 from coordinator.participant._retention import PurgeOptions, PurgeResult, purge
 from coordinator.participant._types import BranchKey, Op, Outcome, Reply
 from coordinator.participant.outbox import (
-    START_SAGA,
     OutboxBacklog,
     OutboxError,
     OutboxMessage,
@@ -66,11 +62,11 @@ from coordinator.participant.two_phase import (
     TwoPhaseUnavailable,
     check_two_phase,
     purge_two_phase,
-    xid_for,
 )
+from coordinator.rpc._tls import TlsFiles
+from coordinator.telemetry._logging import json_log_handler
 
 __all__ = [
-    "START_SAGA",
     "Barrier",
     "BarrierOptions",
     "BranchContext",
@@ -109,12 +105,10 @@ __all__ = [
     "TwoPhaseUnavailable",
     "check_two_phase",
     "create_engine",
-    "is_transient",
     "json_log_handler",
     "json_object",
     "outbox",
     "purge",
     "purge_two_phase",
     "upgrade",
-    "xid_for",
 ]

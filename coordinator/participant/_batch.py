@@ -2,7 +2,7 @@
 
 Each :class:`~coordinator._proto.txc.v1.participant_pb2.BranchCall` is answered by the host
 exactly as its unary method would answer it; how the stream reads, batches its writes and
-ends is ``coordinator._multiplex.AnswerStream``. A caller that cancels the stream loses
+ends is ``coordinator.rpc._multiplex.AnswerStream``. A caller that cancels the stream loses
 only the results: work already started finishes and is recorded, so the unary retry with
 the same key gets its reply.
 """
@@ -16,8 +16,8 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from coordinator._multiplex import AnswerStream, BadMessage
 from coordinator._proto.txc.v1 import participant_pb2 as ppb
+from coordinator.rpc._multiplex import AnswerStream, BadMessage
 
 log = logging.getLogger("coordinator.participant.host")
 

@@ -26,11 +26,7 @@ import grpc
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from coordinator._logging import log_context
 from coordinator._proto.txc.v1 import participant_pb2 as ppb
-from coordinator._shutdown import bounded
-from coordinator._tls import TlsFiles, add_port
-from coordinator._tracing import bounded_carrier, from_metadata, tracing_for
 from coordinator.participant import _spans as spans
 from coordinator.participant._barrier import Barrier, BarrierOptions
 from coordinator.participant._batch import BatchStream, StreamContext, batch_stream, failed
@@ -47,6 +43,10 @@ from coordinator.participant.two_phase._recovery import (
     RecoveryReport,
 )
 from coordinator.participant.two_phase._xa import check_two_phase
+from coordinator.rpc._shutdown import bounded
+from coordinator.rpc._tls import TlsFiles, add_port
+from coordinator.telemetry._logging import log_context
+from coordinator.telemetry._tracing import bounded_carrier, from_metadata, tracing_for
 
 log = logging.getLogger("coordinator.participant.host")
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from coordinator._metrics import CALL_BUCKETS
 from coordinator.participant._types import Op, Outcome
+from coordinator.telemetry._metrics import CALL_BUCKETS
 
 if TYPE_CHECKING:
     from coordinator.participant.outbox._relay import RelayStats

@@ -1,6 +1,6 @@
 """The gRPC front end and the process wiring."""
 
-from .._tls import TlsFiles
+from ..rpc._tls import TlsFiles
 from ._app import CoordinatorServer, ServerOptions
 from ._context import Context
 from ._dev_etcd import DevEtcd, etcd_binary

@@ -16,13 +16,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
-from .._coordinators import SERVER_KEEPALIVE_OPTIONS
-from .._metrics import OFF, Metrics, PrometheusMetrics
 from .._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
-from .._shutdown import bounded
-from .._strict_server import add_servicer
-from .._tls import TlsFiles, add_port
-from .._tracing import tracing_for
+from ..client._failover import SERVER_KEEPALIVE_OPTIONS
 from ..domain.addresses import AllowList
 from ..domain.validation import Limits
 from ..engine import (
@@ -35,9 +30,14 @@ from ..engine import (
     Transport,
 )
 from ..log import EtcdLog, EtcdOptions, TxLog
+from ..rpc._shutdown import bounded
+from ..rpc._tls import TlsFiles, add_port
+from ..telemetry._metrics import OFF, Metrics, PrometheusMetrics
+from ..telemetry._tracing import tracing_for
 from ._metrics import MetricsExport, MetricsInterceptor
 from ._operators import Operators
 from ._servicer import SERVICE, CoordinatorServicer, Defaults
+from ._strict import add_servicer
 
 log = logging.getLogger("txcoord.server")
 STEP_S = 5.0  # longest any one shutdown step may take past its own grace

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..net import free_port
+from ..rpc.net import free_port
 
 
 def etcd_binary() -> str:

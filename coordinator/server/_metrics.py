@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from .._metrics import Metrics, MetricsEndpoint, PrometheusMetrics, serve
 from ..log import LogError, TxLog
+from ..telemetry._metrics import Metrics, MetricsEndpoint, PrometheusMetrics, serve
 
 log = logging.getLogger("txcoord.metrics")
 

@@ -11,13 +11,8 @@ from typing import TypeVar
 
 import grpc
 
-from .._metrics import OFF, Metrics
-from .._multiplex import status_of
 from .._proto.txc.v1 import coordinator_pb2 as pb
 from .._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
-from .._tls import peer_common_name
-from .._tracing import OFF as TRACING_OFF
-from .._tracing import SpanHandle, Tracing, from_metadata
 from ..domain.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -32,6 +27,11 @@ from ..domain.errors import (
 from ..domain.records import Protocol, TxState
 from ..engine import CoordinatorCore, ListQuery, StartRequest
 from ..log import LogError
+from ..rpc._multiplex import status_of
+from ..rpc._tls import peer_common_name
+from ..telemetry._metrics import OFF, Metrics
+from ..telemetry._tracing import OFF as TRACING_OFF
+from ..telemetry._tracing import SpanHandle, Tracing, from_metadata
 from . import _convert as convert
 from ._context import Context
 from ._operators import ACT, READ, Operators

@@ -2,7 +2,7 @@
 
 Each StartCall is answered exactly as StartSaga or StartTwoPhase would answer it, as the
 servicer's ``answer`` gives it; reading, batching the replies and ending the stream are
-``coordinator._multiplex.AnswerStream``'s. A caller that cancels the stream loses only the
+``coordinator.rpc._multiplex.AnswerStream``'s. A caller that cancels the stream loses only the
 replies: the transactions it started run on, and a start sent again finds them (idempotent
 on gid).
 """
@@ -15,8 +15,8 @@ from typing import Any
 
 import grpc
 
-from .._multiplex import MAX_CALLS_PER_MESSAGE, AnswerStream, BadMessage
 from .._proto.txc.v1 import coordinator_pb2 as pb
+from ..rpc._multiplex import MAX_CALLS_PER_MESSAGE, AnswerStream, BadMessage
 
 log = logging.getLogger("txcoord.server")
 

@@ -50,9 +50,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from .._logging import setup_logging
-from .._metrics import parse_listen
-from .._tracing_env import tracer_provider_from_env
+from ..telemetry._logging import setup_logging
+from ..telemetry._metrics import parse_listen
+from ..telemetry._tracing_env import tracer_provider_from_env
 from ._app import CoordinatorServer, ServerOptions
 
 log = logging.getLogger("txcoord.workers")

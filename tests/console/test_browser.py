@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from coordinator import CoordinatorClient, Retry, Saga, Step, pb
-from coordinator.net import free_port
+from coordinator.rpc.net import free_port
 from coordinator.server import CoordinatorServer, DevEtcd, Operators
 from tests.integration.participant import ScriptedParticipant
 from tests.support.coordinators import running, server_options

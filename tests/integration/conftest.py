@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from coordinator import CoordinatorClient
-from coordinator.net import free_port
+from coordinator.rpc.net import free_port
 from coordinator.server import CoordinatorServer, DevEtcd
 
 from .participant import ScriptedParticipant

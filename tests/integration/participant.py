@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from coordinator import TlsFiles, ppb, ppb_grpc
-from coordinator.net import add_port
+from coordinator.rpc.net import add_port
 from coordinator.server import Context
 
 

@@ -29,14 +29,14 @@ from sqlalchemy.engine import make_url
 from txcoord_chaos.workload.services import build_parser as services_parser
 
 from coordinator import Saga, Step, tracer_provider_from_env
-from coordinator._metrics import PrometheusMetrics
-from coordinator._tracing_env import exporter_names
 from coordinator.cli import build_parser
 from coordinator.cli._common import env_name
 from coordinator.cli._serve import options_from
-from coordinator.net import free_port
 from coordinator.participant import PrometheusParticipantMetrics
+from coordinator.rpc.net import free_port
 from coordinator.server import DevEtcd
+from coordinator.telemetry._metrics import PrometheusMetrics
+from coordinator.telemetry._tracing_env import exporter_names
 from tests.support import databases
 from tests.support.processes import ROOT
 

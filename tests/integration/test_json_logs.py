@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from coordinator import Saga, Step, pb
-from coordinator.net import free_port
+from coordinator.rpc.net import free_port
 from tests.support.processes import ROOT
 
 from .conftest import client_for

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from coordinator import Saga, Step, pb
-from coordinator.net import free_port
+from coordinator.rpc.net import free_port
 from coordinator.server import CoordinatorServer, DevEtcd
 from tests.support.coordinators import running, server_options
 from tests.support.metrics import Samples, parse, value

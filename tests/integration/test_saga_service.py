@@ -108,7 +108,7 @@ async def test_invalid_plans_get_invalid_argument_naming_the_field(
 
 async def test_participant_down_for_a_while(etcd: DevEtcd, prefix: str) -> None:
     late = ScriptedParticipant()
-    from coordinator.net import free_port
+    from coordinator.rpc.net import free_port
     port = free_port()
     saga = Saga([Step("a", f"127.0.0.1:{port}", "a.do", "a.undo", {}, retry=FAST, timeout_s=0.5)],
                 gid="down")

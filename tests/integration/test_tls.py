@@ -10,7 +10,8 @@ import grpc
 import pytest
 
 from coordinator import CoordinatorClient, Saga, Step, pb
-from coordinator.participant import START_SAGA, OutboxMessage, StartSagaSender
+from coordinator.participant import OutboxMessage, StartSagaSender
+from coordinator.participant.outbox import START_SAGA
 from coordinator.server import DevEtcd, TlsFiles
 from tests.support.coordinators import running, server_options
 

@@ -22,7 +22,7 @@ import pytest
 
 from coordinator import CoordinatorClient, Retry, Saga, Step, pb
 from coordinator._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
-from coordinator.net import free_port
+from coordinator.rpc.net import free_port
 from coordinator.server import DevEtcd
 from tests.support.metrics import value
 from tests.support.processes import ROOT

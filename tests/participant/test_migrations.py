@@ -19,14 +19,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
 from coordinator.cli import _migrate
-from coordinator.participant import (
-    START_SAGA,
-    Relay,
-    StartSagaSender,
-    create_engine,
-    outbox,
-    upgrade,
-)
+from coordinator.participant import Relay, StartSagaSender, create_engine, outbox, upgrade
 from coordinator.participant._db.migrations import (
     VERSION_TABLE,
     current_revision,
@@ -34,6 +27,7 @@ from coordinator.participant._db.migrations import (
     head_revision,
 )
 from coordinator.participant._db.tables import metadata
+from coordinator.participant.outbox import START_SAGA
 from tests.support.databases import SERVERS, create_database, drop_database
 
 from ._outbox_child import saga

@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from coordinator import CoordinatorClient, Failover
 from coordinator import pb as cpb
 from coordinator.participant import (
-    START_SAGA,
     DsnError,
     OutboxError,
     OutboxMessage,
@@ -29,6 +28,7 @@ from coordinator.participant import (
 )
 from coordinator.participant._db.tables import TRACE_CHARS
 from coordinator.participant._db.tables import outbox as outbox_table
+from coordinator.participant.outbox import START_SAGA
 from coordinator.participant.outbox._messages import decode_trace, encode_trace
 from tests.support.processes import Child
 

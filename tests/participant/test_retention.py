@@ -12,18 +12,11 @@ import pytest
 from sqlalchemy import func, select, update
 
 from coordinator.cli import _migrate
-from coordinator.participant import (
-    START_SAGA,
-    Barrier,
-    BranchKey,
-    Op,
-    PurgeOptions,
-    outbox,
-    purge,
-)
+from coordinator.participant import Barrier, BranchKey, Op, PurgeOptions, outbox, purge
 from coordinator.participant._db.migrations import head_revision
 from coordinator.participant._db.tables import barrier as barrier_table
 from coordinator.participant._db.tables import outbox as outbox_table
+from coordinator.participant.outbox import START_SAGA
 
 from .conftest import Db
 

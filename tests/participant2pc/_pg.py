@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from coordinator.net import free_port
+from coordinator.rpc.net import free_port
 
 
 def pg_bindir() -> Path:

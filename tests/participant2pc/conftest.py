@@ -21,9 +21,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, text, update
 
 from coordinator import CoordinatorClient, pb, ppb
-from coordinator.participant import HostOptions, Op, ParticipantHost, TwoPhase, xid_for
+from coordinator.participant import HostOptions, Op, ParticipantHost, TwoPhase
 from coordinator.participant._db.tables import barrier
 from coordinator.participant._db.tables import xa as xa_table
+from coordinator.participant.two_phase import xid_for
 from coordinator.server import DevEtcd
 from tests.support import databases
 from tests.support.coordinators import running, server_options

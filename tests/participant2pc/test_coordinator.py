@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from coordinator import pb
-from coordinator.participant import xid_for
+from coordinator.participant.two_phase import xid_for
 
 from .conftest import Db, Served, branch, start_two_phase
 

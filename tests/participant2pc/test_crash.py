@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from coordinator import CoordinatorClient, pb, ppb, ppb_grpc
-from coordinator.participant import xid_for
+from coordinator.participant.two_phase import xid_for
 from tests.support.processes import Child
 
 from .conftest import Db, branch, start_two_phase

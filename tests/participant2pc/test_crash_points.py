@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from coordinator import ppb
-from coordinator.participant import Op, ParticipantHost, xid_for
+from coordinator.participant import Op, ParticipantHost
+from coordinator.participant.two_phase import xid_for
 from coordinator.participant.two_phase._branches import UNFINISHED
 from tests.support.processes import Child
 

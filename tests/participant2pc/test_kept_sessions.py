@@ -23,8 +23,8 @@ from coordinator.participant import (
     ParticipantHost,
     TwoPhaseOptions,
     create_engine,
-    xid_for,
 )
+from coordinator.participant.two_phase import xid_for
 
 from ._service import build
 from .conftest import Db, call

@@ -16,16 +16,10 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coordinator import ppb
-from coordinator.participant import (
-    Decision,
-    HostOptions,
-    Op,
-    ParticipantHost,
-    TwoPhaseOptions,
-    xid_for,
-)
+from coordinator.participant import Decision, HostOptions, Op, ParticipantHost, TwoPhaseOptions
 from coordinator.participant._db.session import guard_session
 from coordinator.participant._db.tables import xa as xa_table
+from coordinator.participant.two_phase import xid_for
 from coordinator.participant.two_phase._table import XaState
 from coordinator.participant.two_phase._xa import XaDriver, wait_session_gone, xa_driver
 

@@ -19,9 +19,9 @@ from coordinator.participant import (
     TwoPhaseUnavailable,
     check_two_phase,
     create_engine,
-    xid_for,
 )
 from coordinator.participant._db.tables import xa as xa_table
+from coordinator.participant.two_phase import xid_for
 from coordinator.participant.two_phase._recovery import InDoubtResolver, Verdict, verdict_of
 from coordinator.participant.two_phase._xid import XID_PREFIX, is_txc_xid, literal
 from tests.support import databases

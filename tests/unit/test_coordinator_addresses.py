@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from coordinator._coordinators import Failover, split_addresses, target
+from coordinator.client._failover import Failover, split_addresses, target
 
 
 def test_a_list_or_a_comma_separated_string_names_the_same_coordinators() -> None:

@@ -17,6 +17,7 @@ from coordinator.domain.records import (
     RetryPolicy,
     TxRecord,
     TxState,
+    idempotency_key,
     new_record,
 )
 from coordinator.engine import (
@@ -27,7 +28,6 @@ from coordinator.engine import (
     Kind,
     Recovery,
     StartRequest,
-    idempotency_key,
 )
 from coordinator.log import Created, LogError, MemoryLog, MemoryStore
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from coordinator._logging import _opentelemetry_trace, json_log_handler, log_context
 from coordinator.cli import build_parser
 from coordinator.domain.records import Op
+from coordinator.telemetry._logging import _opentelemetry_trace, json_log_handler, log_context
 from tests.support.processes import ROOT
 
 Lines = Callable[[], list[dict[str, Any]]]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator._metrics import parse_listen
 from coordinator.cli import build_parser
 from coordinator.cli._serve import options_from
+from coordinator.telemetry._metrics import parse_listen
 
 
 def test_every_serve_flag_has_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from coordinator._shutdown import bounded
+from coordinator.rpc._shutdown import bounded
 
 
 async def test_a_step_that_finishes_in_time_counts_as_done() -> None:

@@ -11,7 +11,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, ParentBasedTraceIdRatio
 from opentelemetry.trace import StatusCode
 
-from coordinator._tracing import (
+from coordinator.domain.records import BranchPlan, Protocol, new_record
+from coordinator.telemetry._tracing import (
     MAX_CARRIER_BYTES,
     OFF,
     Tracing,
@@ -19,8 +20,7 @@ from coordinator._tracing import (
     from_metadata,
     tracing_for,
 )
-from coordinator._tracing_env import TracingConfigError, exporter_names, tracer_provider_from_env
-from coordinator.domain.records import BranchPlan, Protocol, new_record
+from coordinator.telemetry._tracing_env import TracingConfigError, exporter_names, tracer_provider_from_env
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 

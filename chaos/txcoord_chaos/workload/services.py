@@ -19,7 +19,6 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from coordinator import tracer_provider_from_env
-from coordinator._metrics import parse_listen
 from coordinator.participant import (
     BranchContext,
     HostOptions,
@@ -31,6 +30,7 @@ from coordinator.participant import (
     create_engine,
     upgrade,
 )
+from coordinator.telemetry._metrics import parse_listen
 
 from .schema import accounts, ledger, orders
 

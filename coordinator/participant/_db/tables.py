@@ -115,7 +115,7 @@ outbox = Table(
     Column("last_error", String(MESSAGE_CHARS), nullable=True),
     Column("created_at", timestamp(), nullable=False),
     Column("sent_at", timestamp(), nullable=True),
-    # The trace context the message was written in (JSON; see coordinator._tracing).
+    # The trace context the message was written in (JSON; see coordinator.telemetry._tracing).
     Column("trace", String(TRACE_CHARS), nullable=True),
     Index("ix_txc_outbox_due", "status", "available_at"),
     Index("ix_txc_outbox_sent", "status", "sent_at"),

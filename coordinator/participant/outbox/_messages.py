@@ -17,10 +17,10 @@ from sqlalchemy import Engine, insert, inspect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
-from coordinator._tracing import TRACEPARENT, bounded_carrier, current_carrier
 from coordinator.participant._db.errors import ParticipantError
 from coordinator.participant._db.sql import blob, db_now, db_shifted
 from coordinator.participant._db.tables import OUTBOX_TABLE, TRACE_CHARS, outbox
+from coordinator.telemetry._tracing import TRACEPARENT, bounded_carrier, current_carrier
 
 __all__ = ["START_SAGA", "OutboxError", "OutboxMessage", "Status", "add", "add_start_saga"]
 

@@ -30,7 +30,6 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from coordinator._tracing import as_current
 from coordinator.participant._db.backoff import backoff
 from coordinator.participant._db.dsn import check_connection
 from coordinator.participant._db.errors import PermanentDeliveryError, describe, is_transient
@@ -43,6 +42,7 @@ from coordinator.participant.outbox._messages import (
     decode_trace,
     has_trace_column,
 )
+from coordinator.telemetry._tracing import as_current
 
 log = logging.getLogger("coordinator.participant.relay")
 

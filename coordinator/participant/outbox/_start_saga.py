@@ -5,11 +5,11 @@ from __future__ import annotations
 import grpc
 from google.protobuf.message import DecodeError
 
-from coordinator._client import CoordinatorClient
 from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
-from coordinator._tls import TlsFiles
+from coordinator.client._coordinator import CoordinatorClient
 from coordinator.participant._db.errors import PermanentDeliveryError
 from coordinator.participant.outbox._messages import OutboxMessage
+from coordinator.rpc._tls import TlsFiles
 
 # The coordinator will give the same answer however often it is asked: a malformed plan,
 # or a gid already used by a different plan. Everything else (UNAVAILABLE, deadlines,

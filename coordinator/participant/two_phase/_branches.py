@@ -41,7 +41,6 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import QueuePool
 
-from coordinator._tls import TlsFiles
 from coordinator.participant._barrier import BarrierOptions, BusinessFn, as_result, refusal
 from coordinator.participant._db.backoff import retrying_on
 from coordinator.participant._db.errors import Refused, describe, is_lock_timeout, is_transient
@@ -70,6 +69,7 @@ from coordinator.participant.two_phase._table import (
 )
 from coordinator.participant.two_phase._xa import xa_driver
 from coordinator.participant.two_phase._xid import xid_for
+from coordinator.rpc._tls import TlsFiles
 
 log = logging.getLogger("coordinator.participant.two_phase")
 

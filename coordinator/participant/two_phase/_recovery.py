@@ -20,14 +20,14 @@ from typing import Protocol
 
 import grpc
 
-from coordinator._client import CoordinatorClient
 from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
-from coordinator._tls import TlsFiles
+from coordinator.client._coordinator import CoordinatorClient
 from coordinator.participant._db.errors import describe
 from coordinator.participant._metrics import OFF, ParticipantMetrics
 from coordinator.participant.two_phase._branches import InDoubtBranch, TwoPhase
 from coordinator.participant.two_phase._sessions import Decision
 from coordinator.participant.two_phase._table import XaState
+from coordinator.rpc._tls import TlsFiles
 
 log = logging.getLogger("coordinator.participant.recovery")
 

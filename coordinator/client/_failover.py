@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from ._channel import RECONNECT_OPTIONS
-from ._tls import TlsFiles
+from ..rpc._channel import RECONNECT_OPTIONS
+from ..rpc._tls import TlsFiles
 
 SERVICE = "txc.v1.Coordinator"
 IDEMPOTENT_METHODS = ("StartSaga", "StartTwoPhase", "GetTransaction", "ListTransactions",

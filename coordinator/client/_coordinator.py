@@ -17,12 +17,12 @@ from typing import Any
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-from ._coordinators import Failover, coordinator_channel, split_addresses
-from ._proto.txc.v1 import coordinator_pb2 as pb
-from ._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
+from .._proto.txc.v1 import coordinator_pb2 as pb
+from .._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
+from ..rpc._tls import TlsFiles
+from ..telemetry._tracing import current_carrier
+from ._failover import Failover, coordinator_channel, split_addresses
 from ._start_stream import StartStreams
-from ._tls import TlsFiles
-from ._tracing import current_carrier
 
 Payload = bytes | str | Mapping[str, Any] | None
 
@@ -168,7 +168,7 @@ class CoordinatorClient:
     name that resolves to several. Calls are spread over all of them; a start or read
     that meets a coordinator which is gone, paused or cut from etcd is sent again to
     another one within the call's deadline (``failover`` tunes how; see
-    ``coordinator._coordinators``). ``timeout_s`` bounds every call (``wait=True``
+    ``coordinator.client._failover``). ``timeout_s`` bounds every call (``wait=True``
     starts may pass their own); ``tls_ca`` (PEM) talks TLS to coordinators serving it;
     ``tls_identity`` is the client certificate to present to one that requires it
     (``txc serve --tls-client-ca``); ``token`` is sent as ``authorization: Bearer`` on

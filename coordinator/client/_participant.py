@@ -7,19 +7,16 @@ from collections.abc import Mapping
 
 import grpc
 
-from ._channel import channel
-from ._client import Payload, encode_payload
-from ._proto.txc.v1 import participant_pb2 as ppb
-from ._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
-from ._tls import TlsFiles
+from .._proto.txc.v1 import participant_pb2 as ppb
+from .._proto.txc.v1 import participant_pb2_grpc as ppb_grpc
+from ..domain.records import idempotency_key
+from ..rpc._channel import channel
+from ..rpc._tls import TlsFiles
+from ._coordinator import Payload, encode_payload
 
 METHODS = {"execute": "Execute", "compensate": "Compensate", "prepare": "Prepare",
            "commit": "Commit", "abort": "Abort"}
 """Participant method per operation kind (the last part of an idempotency key)."""
-
-
-def idempotency_key(gid: str, branch: str, op: str) -> str:
-    return f"{gid}/{branch}/{op}"
 
 
 class ParticipantClient:

@@ -25,10 +25,10 @@ from typing import Any
 
 import grpc
 
-from ._coordinators import Failover
-from ._multiplex import CallStream, Unsupported, status_of
-from ._proto.txc.v1 import coordinator_pb2 as pb
-from ._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
+from .._proto.txc.v1 import coordinator_pb2 as pb
+from .._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
+from ..rpc._multiplex import CallStream, Unsupported, status_of
+from ._failover import Failover
 
 Start = pb.StartSagaRequest | pb.StartTwoPhaseRequest
 

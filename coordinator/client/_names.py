@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._proto.txc.v1 import coordinator_pb2 as pb
+from .._proto.txc.v1 import coordinator_pb2 as pb
 
 
 def state_name(value: int) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from .domain.records import Protocol, TxState
+from ..domain.records import Protocol, TxState
 
 log = logging.getLogger("txcoord.metrics")
 
