@@ -29,17 +29,17 @@ See docs/participant.md.
 """
 
 from coordinator.participant import outbox
-from coordinator.participant._barrier import Barrier, BarrierOptions, BusinessFn
+from coordinator.participant._barrier import Barrier
 from coordinator.participant._db.dsn import create_engine
 from coordinator.participant._db.errors import (
     DsnError,
     ParticipantError,
     PermanentDeliveryError,
-    Refused,
 )
 from coordinator.participant._db.migrations import MigrationError, upgrade
 from coordinator.participant._handlers import BranchContext, Decoder, Handler, json_object
 from coordinator.participant._host import HostOptions, ParticipantHost
+from coordinator.participant._local import BarrierOptions, BusinessFn, Refused
 from coordinator.participant._metrics import ParticipantMetrics, PrometheusParticipantMetrics
 from coordinator.participant._retention import PurgeOptions, PurgeResult, purge
 from coordinator.participant._types import BranchKey, Op, Outcome, Reply

@@ -27,53 +27,23 @@ Rules (after DTM's client/dtmcli/barrier.go, plus stored replies):
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from coordinator.participant._db.backoff import retrying_on
 from coordinator.participant._db.barrier_sql import barrier_sql
-from coordinator.participant._db.errors import Refused, describe, is_transient
+from coordinator.participant._db.errors import describe, is_transient
 from coordinator.participant._db.session import guard_session
-from coordinator.participant._db.tables import MESSAGE_CHARS
+from coordinator.participant._local import BarrierOptions, BusinessFn, Refused, as_result, refusal
 from coordinator.participant._metrics import OFF, ParticipantMetrics
 from coordinator.participant._types import BranchKey, Op, Outcome, Reply, forward_of
-
-BusinessFn = Callable[[AsyncConnection], Awaitable[bytes | None]]
-"""The service's business step: gets the barrier's connection (inside its transaction),
-returns the result bytes for the reply. Must not commit or roll back itself."""
 
 # Reason written on the forward op's row when an undo inserts it first.
 UNDO_REASON = {Op.COMPENSATE: "null-compensation", Op.ABORT: "rollback"}
 # Ops whose refusal is an answer worth keeping (a vote / a failed action).
 _RECORDED_REFUSALS = frozenset({Op.EXECUTE, Op.PREPARE})
-
-
-@dataclass(frozen=True)
-class BarrierOptions:
-    """Options of every local transaction the SDK runs (saga barrier and 2PC alike)."""
-
-    attempts: int = 3
-    """Whole-transaction tries on transient database errors before answering RETRY."""
-
-    initial_backoff_s: float = 0.01
-    """Wait before the second try; doubles per try, with jitter."""
-
-    max_backoff_s: float = 0.5
-    """Cap of the wait between tries."""
-
-    session_timeout_s: float = 30.0
-    """Seconds of silence after which the database ends a session of the SDK's (PostgreSQL
-    ``idle_in_transaction_session_timeout``, MySQL ``wait_timeout``), so that a connection
-    lost mid-call cannot hold its row locks, or a prepared XID, for hours. Must exceed
-    :attr:`HostOptions.call_timeout_s`."""
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError("attempts must be at least 1")
-        if self.session_timeout_s <= 0:
-            raise ValueError("session_timeout_s must be positive")
 
 
 @dataclass(frozen=True)
@@ -239,20 +209,6 @@ async def _run(conn: AsyncConnection, key: BranchKey, fn: BusinessFn) -> Reply:
     if reply.result:  # the row already says OK with no result
         await _store(conn, key, reply)
     return reply
-
-
-def refusal(exc: Refused) -> Reply:
-    """The FAILED reply a :class:`Refused` stands for (its message fits the table's column)."""
-    return Reply(Outcome.FAILED, message=(str(exc) or "refused")[:MESSAGE_CHARS])
-
-
-def as_result(result: object, what: str = "a business function") -> bytes:
-    """A business function's return value as the reply's result bytes."""
-    if result is None:
-        return b""
-    if isinstance(result, bytes):
-        return result
-    raise TypeError(f"{what} must return bytes or None, not {type(result).__name__}")
 
 
 async def _insert(conn: AsyncConnection, key: BranchKey, reason: str, reply: Reply | None) -> bool:

@@ -14,8 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from coordinator.participant._barrier import BusinessFn
-from coordinator.participant._db.errors import PayloadError
+from coordinator.participant._local import BusinessFn, PayloadError
 from coordinator.participant._types import Op
 
 T = TypeVar("T")

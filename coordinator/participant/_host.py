@@ -28,12 +28,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from coordinator._proto.txc.v1 import participant_pb2 as ppb
 from coordinator.participant import _spans as spans
-from coordinator.participant._barrier import Barrier, BarrierOptions
+from coordinator.participant._barrier import Barrier
 from coordinator.participant._batch import BatchStream, StreamContext, batch_stream, failed
 from coordinator.participant._db.dsn import check_connection
 from coordinator.participant._db.errors import describe, is_transient
 from coordinator.participant._handlers import BranchContext, Decoder, Handler, Registry, raw
 from coordinator.participant._health import DatabaseHealth
+from coordinator.participant._local import BarrierOptions
 from coordinator.participant._metrics import OFF, ParticipantMetrics
 from coordinator.participant._types import MAX_ID_CHARS, BranchKey, Op, Outcome, Reply
 from coordinator.participant.two_phase._branches import InDoubtBranch, TwoPhase, TwoPhaseOptions

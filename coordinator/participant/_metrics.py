@@ -14,16 +14,12 @@ delivery verdicts. No gid, branch, operation name or message kind is a label.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from coordinator.participant._types import Op, Outcome
 from coordinator.telemetry._metrics import CALL_BUCKETS
-
-if TYPE_CHECKING:
-    from coordinator.participant.outbox._relay import RelayStats
-    from coordinator.participant.two_phase._recovery import RecoveryReport
 
 __all__ = ["OFF", "ParticipantMetrics", "PrometheusParticipantMetrics"]
 
@@ -58,11 +54,13 @@ class ParticipantMetrics:
     def two_phase_prepared(self) -> None:
         """A 2PC branch was prepared here (its yes vote recorded)."""
 
-    def recovery_round(self, report: RecoveryReport) -> None:
-        """An in-doubt recovery round ended; ``report.left`` is what is still in doubt."""
+    def recovery_round(self, committed: int, aborted: int, in_doubt: int,
+                       oldest_in_doubt_s: float) -> None:
+        """An in-doubt recovery round ended: it committed and aborted so many branches, and
+        left ``in_doubt`` still in doubt, the oldest prepared ``oldest_in_doubt_s`` ago."""
 
-    def relay_pass(self, stats: RelayStats) -> None:
-        """One relay pass claimed and tried to deliver ``stats.claimed`` messages."""
+    def relay_pass(self, sent: int, retry_later: int, failed: int) -> None:
+        """One relay pass ended: so many messages delivered, put back for later, failed."""
 
     def outbox_backlog(self, messages: int, oldest_age_s: float) -> None:
         """Undelivered messages of a relay's kinds and the age of the oldest, as last counted."""
@@ -161,16 +159,17 @@ class PrometheusParticipantMetrics(ParticipantMetrics):
     def two_phase_prepared(self) -> None:
         self._prepared.inc()
 
-    def recovery_round(self, report: RecoveryReport) -> None:
-        self._committed.inc(len(report.committed))
-        self._aborted.inc(len(report.aborted))
-        self._in_doubt.set(len(report.left))
-        self._in_doubt_age.set(max((b.age_s for b in report.left), default=0.0))
+    def recovery_round(self, committed: int, aborted: int, in_doubt: int,
+                       oldest_in_doubt_s: float) -> None:
+        self._committed.inc(committed)
+        self._aborted.inc(aborted)
+        self._in_doubt.set(in_doubt)
+        self._in_doubt_age.set(oldest_in_doubt_s)
 
-    def relay_pass(self, stats: RelayStats) -> None:
-        self._sent.inc(stats.sent)
-        self._retry.inc(stats.retry_later)
-        self._failed.inc(stats.failed)
+    def relay_pass(self, sent: int, retry_later: int, failed: int) -> None:
+        self._sent.inc(sent)
+        self._retry.inc(retry_later)
+        self._failed.inc(failed)
 
     def outbox_backlog(self, messages: int, oldest_age_s: float) -> None:
         self._backlog.set(messages)

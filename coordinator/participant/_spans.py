@@ -18,9 +18,8 @@ from contextlib import AbstractContextManager
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coordinator._proto.txc.v1 import participant_pb2 as ppb
-from coordinator.participant._barrier import BusinessFn
-from coordinator.participant._db.errors import Refused
 from coordinator.participant._handlers import BranchContext
+from coordinator.participant._local import BusinessFn, Refused
 from coordinator.participant._types import MAX_ID_CHARS, Op, Outcome, Reply
 from coordinator.telemetry._tracing import TRACEPARENT, SpanHandle, Tracing
 

@@ -10,12 +10,9 @@ from prometheus_client import CollectorRegistry
 
 from coordinator.participant import (
     HostOptions,
-    InDoubtBranch,
     ParticipantMetrics,
     PrometheusParticipantMetrics,
-    RecoveryReport,
     RelayOptions,
-    RelayStats,
 )
 from tests.support.metrics import collect, value
 
@@ -34,21 +31,15 @@ def test_every_hook_records_something_when_on() -> None:
         assert name in vars(PrometheusParticipantMetrics), f"{name} is not recorded"
 
 
-def branch(gid: str, age_s: float) -> InDoubtBranch:
-    return InDoubtBranch(f"txc:{gid}", gid, "a", "rows.put", "prepared", age_s)
-
-
 def test_a_recovery_round_sets_the_in_doubt_gauges_from_what_it_left() -> None:
     registry = CollectorRegistry()
     metrics = PrometheusParticipantMetrics(registry)
-    old, young, done = branch("old", 120.0), branch("young", 3.0), branch("done", 500.0)
-    metrics.recovery_round(RecoveryReport(in_doubt=(old, young, done), committed=(done,),
-                                          left=(old, young)))
+    metrics.recovery_round(committed=1, aborted=0, in_doubt=2, oldest_in_doubt_s=120.0)
     samples = collect(registry)
     assert value(samples, "txc_participant_two_phase_in_doubt") == 2
     assert value(samples, "txc_participant_two_phase_in_doubt_oldest_age_seconds") == 120.0
     assert value(samples, "txc_participant_two_phase_recovered_total", outcome="committed") == 1
-    metrics.recovery_round(RecoveryReport())  # nothing in doubt any more
+    metrics.recovery_round(0, 0, 0, 0.0)  # nothing in doubt any more
     samples = collect(registry)
     assert value(samples, "txc_participant_two_phase_in_doubt") == 0
     assert value(samples, "txc_participant_two_phase_in_doubt_oldest_age_seconds") == 0
@@ -57,8 +48,8 @@ def test_a_recovery_round_sets_the_in_doubt_gauges_from_what_it_left() -> None:
 def test_relay_passes_and_backlog() -> None:
     registry = CollectorRegistry()
     metrics = PrometheusParticipantMetrics(registry)
-    metrics.relay_pass(RelayStats(claimed=6, sent=3, retry_later=2, failed=1))
-    metrics.relay_pass(RelayStats(claimed=1, sent=1))
+    metrics.relay_pass(sent=3, retry_later=2, failed=1)
+    metrics.relay_pass(sent=1, retry_later=0, failed=0)
     metrics.outbox_backlog(42, 7.5)
     samples = collect(registry)
     assert {o: value(samples, "txc_participant_outbox_deliveries_total", outcome=o)

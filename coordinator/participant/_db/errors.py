@@ -13,18 +13,6 @@ class ParticipantError(Exception):
     """Base class of the SDK's own errors."""
 
 
-class Refused(ParticipantError):
-    """A permanent business refusal (insufficient funds, unknown account...).
-
-    Raise it from a handler: the business writes roll back and the reply is
-    OUTCOME_FAILED with this message. Never retried by the coordinator.
-    """
-
-
-class PayloadError(Refused):
-    """The request payload could not be decoded by the handler's decoder."""
-
-
 class DsnError(ParticipantError):
     """A DSN that cannot be parsed, names an unsupported driver, or cannot connect."""
 

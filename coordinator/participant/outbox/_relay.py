@@ -178,7 +178,7 @@ class Relay:
             retry_later=verdicts.count(_Verdict.RETRY),
             failed=verdicts.count(_Verdict.FAILED),
         )
-        self._metrics.relay_pass(stats)
+        self._metrics.relay_pass(stats.sent, stats.retry_later, stats.failed)
         return stats
 
     async def backlog(self) -> OutboxBacklog:

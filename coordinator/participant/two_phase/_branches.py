@@ -41,11 +41,11 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import QueuePool
 
-from coordinator.participant._barrier import BarrierOptions, BusinessFn, as_result, refusal
 from coordinator.participant._db.backoff import retrying_on
-from coordinator.participant._db.errors import Refused, describe, is_lock_timeout, is_transient
+from coordinator.participant._db.errors import describe, is_lock_timeout, is_transient
 from coordinator.participant._db.session import guard_session
 from coordinator.participant._db.sql import age, is_mysql
+from coordinator.participant._local import BarrierOptions, BusinessFn, Refused, as_result, refusal
 from coordinator.participant._metrics import OFF, ParticipantMetrics
 from coordinator.participant._types import BranchKey, Op, Outcome, Reply
 from coordinator.participant.two_phase._sessions import (

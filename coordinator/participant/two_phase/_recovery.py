@@ -145,7 +145,9 @@ class InDoubtResolver:
 
     async def run_once(self) -> RecoveryReport:
         report = await self._round()
-        self._metrics.recovery_round(report)  # the in-doubt gauges: what the round left
+        self._metrics.recovery_round(  # the in-doubt gauges: what the round left
+            len(report.committed), len(report.aborted), len(report.left),
+            max((b.age_s for b in report.left), default=0.0))
         return report
 
     async def _round(self) -> RecoveryReport:

@@ -24,9 +24,9 @@ from enum import Enum, StrEnum
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from coordinator.participant._barrier import BarrierOptions
 from coordinator.participant._db.errors import describe, is_lock_timeout
 from coordinator.participant._db.sql import is_mysql
+from coordinator.participant._local import BarrierOptions
 from coordinator.participant._types import BranchKey
 from coordinator.participant.two_phase._held import Held, HeldSessions
 from coordinator.participant.two_phase._table import witness_committed, write_witness
