@@ -10,7 +10,6 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY coordinator ./coordinator
 COPY chaos ./chaos
-COPY migrations ./migrations
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[otel]"
 
 FROM python:3.11-slim

@@ -45,18 +45,20 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def test_the_wheel_holds_its_packages_under_txcoord_names(installed: Path) -> None:
     wheel = next(installed.parent.glob("dist/txcoord-*.whl"))
     tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
-    assert {"coordinator", "txcoord_chaos", "txcoord_migrations"} <= tops
-    assert not tops & {"chaos", "migrations", "tests", "bench"}
+    assert {"coordinator", "txcoord_chaos"} <= tops
+    assert not tops & {"chaos", "migrations", "txcoord_migrations", "tests", "bench"}
     files = zipfile.ZipFile(wheel).namelist()
-    assert "txcoord_migrations/script.py.mako" in files
-    assert any(f.startswith("txcoord_migrations/versions/0001_") for f in files)
+    scripts = "coordinator/participant/_db/alembic/"
+    assert {scripts + "env.py", scripts + "script.py.mako"} <= set(files)
+    assert any(f.startswith(scripts + "versions/0001_") for f in files)
 
 
 def test_installed_modules_come_from_the_venv_not_the_checkout(installed: Path, tmp_path: Path) -> None:
     where = subprocess.run(
         [str(installed / "bin" / "python"), "-c",
-         "import coordinator, txcoord_chaos.runner, txcoord_migrations; "
-         "print(coordinator.__file__); print(txcoord_migrations.__file__)"],
+         "import coordinator, txcoord_chaos.runner; "
+         "from coordinator.participant._db.migrations import migrations_dir; "
+         "print(coordinator.__file__); print(migrations_dir())"],
         check=True, capture_output=True, text=True, cwd=tmp_path).stdout.split()
     assert all(str(installed) in path for path in where), where
 

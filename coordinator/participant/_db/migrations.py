@@ -1,13 +1,13 @@
 """Run the participant tables' Alembic migrations from Python (and from ``txc migrate``).
 
-The same revisions run from Alembic's own command line (``alembic -x dsn=URL upgrade
-head`` at the repository root). Their history lives in ``txc_alembic_version`` so it
+The revisions are package data in ``alembic/`` beside this module; they also run from
+Alembic's own command line (``alembic -x dsn=URL upgrade head`` at the repository root,
+whose alembic.ini points there). Their history lives in ``txc_alembic_version`` so it
 never collides with a service's own ``alembic_version``.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,17 +29,11 @@ class MigrationError(ParticipantError):
 
 
 def migrations_dir() -> Path:
-    """The Alembic scripts, installed beside ``coordinator`` as ``txcoord_migrations``
-    (``migrations/txcoord_migrations`` in a checkout)."""
-    try:
-        path = Path(next(iter(importlib.import_module("txcoord_migrations").__path__)))
-    except ImportError:
-        path = Path("<not installed>")
+    """The Alembic scripts: package data of the SDK, beside this module (``alembic/``)."""
+    path = Path(__file__).with_name("alembic")
     if not (path / "env.py").is_file():
-        raise MigrationError(f"participant migrations not found (package txcoord_migrations at "
-                             f"{path}); reinstall txcoord")
+        raise MigrationError(f"participant migrations not found at {path}; reinstall txcoord")
     return path
-
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -1,6 +1,6 @@
 """SQLAlchemy Core metadata of the participant tables.
 
-The Alembic revisions in ``migrations/versions`` create exactly this schema (a test
+The Alembic revisions in ``alembic/versions`` (beside this module) create exactly this schema (a test
 compares them). Every table is defined here, so ``metadata`` is complete whatever was
 imported first. They carry a ``txc_`` prefix so they sit beside a service's own tables
 without clashing.

@@ -1,4 +1,7 @@
-"""Alembic environment for the txcoord participant tables.
+"""Alembic environment for the txcoord participant tables (txc_barrier, txc_outbox, txc_xa).
+
+The scripts here are package data of the SDK (not a Python package): ``txc migrate --dsn
+URL`` and ``coordinator.participant.upgrade`` run them, from a wheel as from a checkout.
 
 The database URL comes, in this order, from a connection handed over by
 ``coordinator.participant`` (``config.attributes["connection"]``), ``-x dsn=URL``,

@@ -19,7 +19,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _MYSQL = ("mysql", "mariadb")
-# Frozen copies of the column types in coordinator/participant/_tables.py: a revision
+# Frozen copies of the column types in coordinator/participant/_db/tables.py: a revision
 # must keep creating what it created when it was written.
 _ID = sa.String(128).with_variant(mysql.VARBINARY(512), *_MYSQL)
 _TIME = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), *_MYSQL)

@@ -19,7 +19,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _MYSQL = ("mysql", "mariadb")
-# Frozen copies of the column types in coordinator/participant/_tables.py.
+# Frozen copies of the column types in coordinator/participant/_db/tables.py.
 _ID = sa.String(128).with_variant(mysql.VARBINARY(512), *_MYSQL)
 _TIME = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), *_MYSQL)
 _BLOB = sa.LargeBinary().with_variant(mysql.MEDIUMBLOB(), *_MYSQL)
