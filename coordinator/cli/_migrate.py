@@ -27,9 +27,14 @@ from coordinator.participant import (
     purge_two_phase,
     upgrade,
 )
-from coordinator.participant._db.dsn import check_connection, mask
-from coordinator.participant._db.errors import describe
-from coordinator.participant._db.migrations import current_revision, downgrade, head_revision
+from coordinator.participant.schema import (
+    check_connection,
+    current_revision,
+    describe,
+    downgrade,
+    head_revision,
+    mask,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

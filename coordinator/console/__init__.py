@@ -2,6 +2,7 @@
 chaos runs, served by Starlette from server-rendered templates. Needs the extra
 ``console``."""
 
-from ._app import Settings, create_app
+from ._app import create_app
+from ._state import Settings
 
 __all__ = ["Settings", "create_app"]

@@ -10,13 +10,12 @@ import asyncio
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-if TYPE_CHECKING:
-    from ._app import Console
+from ._state import Console
 
 PLOTS = {
     "outcomes": "ok, failed, unknown and violations per mode",
