@@ -7,46 +7,54 @@ import asyncio
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from ..domain.validation import Limits
 from ..engine import EngineOptions
 from ..log import EtcdOptions
 from ..server import CoordinatorServer, DevEtcd, Operators, ServerOptions, TlsFiles
+from ..server._options import ParticipantTransport
 from ..server._workers import check_workers, serve_workers
 from ..telemetry._logging import setup_logging
-from ..telemetry._metrics import parse_listen
 from ..telemetry._tracing_env import TracingConfigError, tracer_provider_from_env
 from ._common import add_log_flags, defaults_from_env, env_default, read_optional
 
 log = logging.getLogger("txcoord.cli")
 
 
+# Flags named otherwise than the option they set (the rest: --field-name for field_name).
+_FLAGS = {"lease_ttl_s": "--lease-ttl", "retention_s": "--retention", "grace_s": "--grace",
+          "allow_participants": "--allow-participant", "max_active": "--max-active",
+          "endpoints": "--etcd"}
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    server, etcd, engine, limits = ServerOptions(), EtcdOptions(), EngineOptions(), Limits()
     p = sub.add_parser("serve", help="run a coordinator (gRPC)",
                        epilog="Every flag may be given by environment instead: --flag-name as "
                               "TXC_FLAG_NAME (switches: 1; repeatable flags: comma-separated). "
                               "Traces (with txcoord[otel] installed): the standard OTEL_* "
                               "variables, e.g. OTEL_EXPORTER_OTLP_ENDPOINT=http://HOST:4317.")
-    p.add_argument("--listen", default=env_default("TXC_LISTEN", "127.0.0.1:7070"),
+    p.add_argument("--listen", default=env_default("TXC_LISTEN", server.listen),
                    help="HOST:PORT to serve on (env TXC_LISTEN)")
     p.add_argument("--etcd", default=env_default("TXC_ETCD", ""),
                    help="etcd endpoints HOST:PORT[,HOST:PORT...] (env TXC_ETCD)")
     p.add_argument("--dev", action="store_true",
                    help="start a private etcd in a temporary folder when --etcd is not given")
-    p.add_argument("--prefix", default="/txc/v1", help="etcd key prefix")
-    p.add_argument("--lease-ttl", type=int, default=EtcdOptions().lease_ttl_s,
-                   help="seconds before another coordinator takes over a dead one's work")
-    p.add_argument("--retention", type=float, default=7 * 24,
-                   help="hours finished transactions stay queryable (default 168)")
+    p.add_argument("--prefix", default=etcd.prefix, help="etcd key prefix (default %(default)s)")
+    p.add_argument("--lease-ttl", type=int, default=etcd.lease_ttl_s,
+                   help="seconds before another coordinator takes over a dead one's work "
+                        "(default %(default)s)")
+    p.add_argument("--retention", type=float, default=etcd.retention_s / 3600,
+                   help="hours finished transactions stay queryable (default %(default)g)")
     p.add_argument("--allow-participant", action="append", default=[], metavar="PATTERN",
                    help="allowed participant address (host:port, host:*, *.domain:port); "
                         "repeatable; none = any")
-    p.add_argument("--max-active", type=int, default=Limits().max_active,
+    p.add_argument("--max-active", type=int, default=limits.max_active,
                    help="transactions this coordinator drives at once; past it, starts are "
                         "refused with RESOURCE_EXHAUSTED (default %(default)s)")
     p.add_argument("--max-calls-per-participant", type=int,
-                   default=EngineOptions().max_calls_per_participant,
+                   default=engine.max_calls_per_participant,
                    help="calls in flight to one participant; more wait, phase 2 and "
                         "compensations first (default %(default)s)")
     p.add_argument("--operator-tokens", default=env_default("TXC_OPERATOR_TOKENS", ""),
@@ -77,16 +85,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--participant-tls-key", default=env_default("TXC_PARTICIPANT_TLS_KEY", ""),
                    metavar="FILE", help="PEM private key of --participant-tls-cert "
                    "(env TXC_PARTICIPANT_TLS_KEY)")
-    p.add_argument("--participant-transport", choices=("batch", "unary"),
-                   default=env_default("TXC_PARTICIPANT_TRANSPORT", "batch"),
+    p.add_argument("--participant-transport", choices=get_args(ParticipantTransport),
+                   default=env_default("TXC_PARTICIPANT_TRANSPORT", server.participant_transport),
                    help="batch: many calls per message on the Participant Batch stream, unary "
                         "for participants without it (default); unary: one call per request "
                         "(env TXC_PARTICIPANT_TRANSPORT)")
     p.add_argument("--metrics-listen", default=env_default("TXC_METRICS_LISTEN", ""),
                    metavar="HOST:PORT", help="serve Prometheus metrics on http://HOST:PORT/metrics "
                    "(off by default; env TXC_METRICS_LISTEN)")
-    p.add_argument("--grace", type=float, default=10.0,
-                   help="seconds to let calls in flight finish on SIGTERM")
+    p.add_argument("--grace", type=float, default=server.grace_s,
+                   help="seconds to let calls in flight finish on SIGTERM (default %(default)s)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="coordinator processes sharing the --listen port (SO_REUSEPORT), each a "
                         "member with its own etcd lease; worker i serves metrics on the "
@@ -97,14 +105,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def options_from(args: argparse.Namespace, endpoints: list[str]) -> ServerOptions:
+    """The options the flags ask for; a flag the options refuse exits naming the flag."""
+    try:
+        return _options(args, endpoints)
+    except ValueError as exc:
+        field, _, why = str(exc).partition(": ")
+        flag = _FLAGS.get(field, "--" + field.removesuffix("_s").replace("_", "-"))
+        raise SystemExit(f"txc serve: {flag}: {why or exc}") from None
+
+
+def _options(args: argparse.Namespace, endpoints: list[str]) -> ServerOptions:
     etcd = EtcdOptions(endpoints=tuple(endpoints), prefix=args.prefix,
                        lease_ttl_s=args.lease_ttl, retention_s=int(args.retention * 3600))
-    if args.max_active < 1 or args.max_calls_per_participant < 1:
-        raise SystemExit("txc serve: --max-active and --max-calls-per-participant must be >= 1")
     base = ServerOptions()
     operators = _operators(args)
-    if args.protect_reads and not operators.required:
-        raise SystemExit("txc serve: --protect-reads needs --operator-tokens or --operator-certs")
     return replace(base, listen=args.listen, etcd=etcd, grace_s=args.grace, operators=operators,
                    tls=_tls(args, "--tls-cert", "--tls-key", args.tls_client_ca),
                    participant_tls_ca=read_optional(
@@ -114,19 +128,10 @@ def options_from(args: argparse.Namespace, endpoints: list[str]) -> ServerOption
                    protect_reads=args.protect_reads,
                    allow_participants=tuple(args.allow_participant),
                    participant_transport=args.participant_transport,
-                   metrics_listen=_metrics_listen(args.metrics_listen),
+                   metrics_listen=args.metrics_listen,
                    limits=replace(base.limits, max_active=args.max_active),
                    engine=replace(base.engine,
                                   max_calls_per_participant=args.max_calls_per_participant))
-
-
-def _metrics_listen(listen: str) -> str:
-    try:
-        if listen:
-            parse_listen(listen)
-    except ValueError as exc:
-        raise SystemExit(f"txc serve: --metrics-listen: {exc}") from None
-    return listen
 
 
 def _operators(args: argparse.Namespace) -> Operators:

@@ -56,6 +56,13 @@ class Limits:
     anything is written: a coordinator that takes everything in a storm drives nothing
     well, and its lease keep-alive starves on the same event loop."""
 
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: must be positive, not {getattr(self, name)}")
+        if self.max_multiplier < 1:
+            raise ValueError(f"max_multiplier: must be at least 1, not {self.max_multiplier}")
+
 
 def growth_bytes(branches: int, limits: Limits) -> int:
     """The most a record's stored state can grow by after its start (JSON, ASCII-escaped):

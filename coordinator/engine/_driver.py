@@ -40,17 +40,38 @@ MACHINES: dict[Protocol, Machine] = {Protocol.SAGA: saga, Protocol.TWO_PHASE: tw
 
 @dataclass(frozen=True, slots=True)
 class EngineOptions:
-    """max_calls_per_participant bounds this coordinator's calls in flight to one
-    participant (more wait here, phase 2 and compensations first); a failed attempt is
-    written to the log at most every failure_write_interval_s per call (the record shows
+    """How this coordinator drives transactions."""
+
+    phase_budget_s: float = 3600.0
+    """How long compensations and 2PC phase 2 are retried (when their policy sets no
+    attempt cap) before the transaction is FAILED for an operator."""
+
+    store_retry_initial_s: float = 0.05
+    """First wait before a log write that failed (etcd unreachable) is tried again."""
+
+    store_retry_max_s: float = 2.0
+    """Longest wait between tries of a failed log write (the wait doubles up to it)."""
+
+    max_calls_per_participant: int = 32
+    """Calls in flight from this coordinator to one participant; more wait here, phase 2
+    and compensations first."""
+
+    failure_write_interval_s: float = 5.0
+    """A failed attempt is written to the log at most this often per call (the record shows
     the attempt count and the last error; writing every retry would multiply the log's
     load exactly when a participant is down)."""
 
-    phase_budget_s: float = 3600.0  # retries of compensations / phase 2 with max_attempts=0
-    store_retry_initial_s: float = 0.05
-    store_retry_max_s: float = 2.0
-    max_calls_per_participant: int = 32
-    failure_write_interval_s: float = 5.0
+    def __post_init__(self) -> None:
+        for name in ("phase_budget_s", "store_retry_initial_s", "store_retry_max_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: must be positive, not {getattr(self, name)}")
+        if self.store_retry_max_s < self.store_retry_initial_s:
+            raise ValueError("store_retry_max_s: must be at least store_retry_initial_s")
+        if self.max_calls_per_participant < 1:
+            raise ValueError(f"max_calls_per_participant: must be at least 1, not "
+                             f"{self.max_calls_per_participant}")
+        if self.failure_write_interval_s < 0:
+            raise ValueError("failure_write_interval_s: must not be negative")
 
 
 @dataclass

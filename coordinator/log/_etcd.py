@@ -48,28 +48,53 @@ KV = etcd3aio.kv.KVService
 
 @dataclass(frozen=True, slots=True)
 class EtcdOptions:
+    """Where the transaction log lives in etcd and how the coordinator talks to it."""
+
     endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
+    """etcd members, HOST:PORT each; the client moves between them."""
+
     prefix: str = "/txc/v1"
-    # A dead coordinator's transactions are taken over about this long after its last
-    # keep-alive (keep-alives go every TTL/6, so a pause under ~5/6 TTL is no takeover).
+    """Key prefix of every key txcoord writes (several clusters may share one etcd)."""
+
     lease_ttl_s: int = 3
+    """A dead coordinator's transactions are taken over about this long after its last
+    keep-alive (keep-alives go every TTL/6, so a pause under ~5/6 TTL is no takeover)."""
 
     retention_s: int = 7 * 24 * 3600
+    """How long a finished transaction stays readable (its record's lease)."""
+
     request_timeout_s: float = 5.0
-    # A transition's request (create, write, claim) that has no answer by then is given up
-    # and sent again (the CAS makes that safe): one stuck on a member that just died must
-    # not hold its transactions for the whole request timeout.
+    """One etcd request other than a transition (reads, leases)."""
+
     txn_timeout_s: float = 2.0
+    """A transition's request (create, write, claim) that has no answer by then is given up
+    and sent again (the CAS makes that safe): one stuck on a member that just died must not
+    hold its transactions for the whole request timeout."""
+
     max_batch: int = 64
-    # etcd's --max-request-bytes (its default): one request, a batch included, stays under
-    # it; a transaction that could outgrow it is refused at its start.
+    """Most transitions one group-commit request carries."""
+
     max_request_bytes: int = 1536 * 1024
-    # Largest reply the client accepts (a page of listed records); gRPC's default is 4 MiB.
+    """etcd's --max-request-bytes (its default): one request, a batch included, stays under
+    it; a transaction that could outgrow it is refused at its start."""
+
     max_receive_bytes: int = 64 * 1024 * 1024
-    # Group-commit requests in flight at once: one while requests are quick (so that
-    # writes accumulate under load), more once one has been in flight 20 ms, so that a
-    # request stuck on a slow or unreachable member holds up no other write.
+    """Largest reply the client accepts (a page of listed records); gRPC's default is 4 MiB."""
+
     max_in_flight: int = 4
+    """Group-commit requests in flight at once: one while requests are quick (so that
+    writes accumulate under load), more once one has been in flight 20 ms, so that a
+    request stuck on a slow or unreachable member holds up no other write."""
+
+    def __post_init__(self) -> None:
+        if not self.endpoints or not all(self.endpoints):
+            raise ValueError("endpoints: at least one HOST:PORT, none empty")
+        if not self.prefix.startswith("/") or self.prefix.endswith("/"):
+            raise ValueError(f"prefix: must start with '/' and not end with one, not {self.prefix!r}")
+        for name in ("lease_ttl_s", "retention_s", "request_timeout_s", "txn_timeout_s",
+                     "max_batch", "max_request_bytes", "max_receive_bytes", "max_in_flight"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: must be positive, not {getattr(self, name)}")
 
 
 _REQUEST_OVERHEAD = 64 * 1024  # keys, compares and framing around a request's values

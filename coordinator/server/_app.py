@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-import socket
-import uuid
-from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,24 +14,22 @@ from prometheus_client import CollectorRegistry
 from .._proto.txc.v1 import coordinator_pb2_grpc as pb_grpc
 from ..client._failover import SERVER_KEEPALIVE_OPTIONS
 from ..domain.addresses import AllowList
-from ..domain.validation import Limits
 from ..engine import (
     BatchTransport,
     CoordinatorCore,
     Driver,
-    EngineOptions,
     GrpcTransport,
     Recovery,
     Transport,
 )
-from ..log import EtcdLog, EtcdOptions, TxLog
+from ..log import EtcdLog, TxLog
 from ..rpc._shutdown import bounded
-from ..rpc._tls import TlsFiles, add_port
+from ..rpc._tls import add_port
 from ..telemetry._metrics import OFF, Metrics, PrometheusMetrics
 from ..telemetry._tracing import tracing_for
 from ._metrics import MetricsExport, MetricsInterceptor
-from ._operators import Operators
-from ._servicer import SERVICE, CoordinatorServicer, Defaults
+from ._options import ServerOptions
+from ._servicer import SERVICE, CoordinatorServicer
 from ._strict import add_servicer
 
 log = logging.getLogger("txcoord.server")
@@ -44,44 +37,11 @@ STEP_S = 5.0  # longest any one shutdown step may take past its own grace
 HEALTH_EVERY_S = 0.25  # how often the log's reachability is turned into health status
 
 
-
-@dataclass(frozen=True, slots=True)
-class ServerOptions:
-    listen: str = "127.0.0.1:7070"
-    etcd: EtcdOptions = EtcdOptions()
-    scan_interval_s: float = 1.0
-    grace_s: float = 10.0
-    allow_participants: tuple[str, ...] = ()
-    limits: Limits = Limits()
-    defaults: Defaults = Defaults()
-    engine: EngineOptions = EngineOptions()
-    operators: Operators = field(default_factory=Operators)
-    tls: TlsFiles | None = None  # serve TLS instead of plaintext
-    participant_tls_ca: bytes | None = None  # call participants over TLS, checked against it
-    participant_tls_identity: TlsFiles | None = None  # client certificate for participants
-    protect_reads: bool = False  # Get/List/Watch need an operator with the read right
-    # "batch": the Participant Batch stream, unary for participants without it; "unary":
-    # the unary methods only.
-    participant_transport: str = "batch"
-    metrics_listen: str = ""  # HOST:PORT of /metrics (Prometheus); empty: no metrics
-    failed_count_interval_s: float = 15.0  # how often txc_transactions_failed is recounted
-    # An OpenTelemetry TracerProvider for the transactions' traces; None: the global one if
-    # the application set it, else no tracing (``txc serve`` builds one from OTEL_* vars).
-    tracer_provider: Any = None
-    node_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-"
-                                                 f"{uuid.uuid4().hex[:6]}")
-
-
 def _transport(options: ServerOptions) -> Transport:
     ca, identity = options.participant_tls_ca, options.participant_tls_identity
     if options.participant_transport == "unary":
         return GrpcTransport(tls_ca=ca, tls_identity=identity)
-    if options.participant_transport == "batch":
-        return BatchTransport(tls_ca=ca, tls_identity=identity)
-
-
-    raise ValueError(f"participant_transport must be 'batch' or 'unary', not "
-                     f"{options.participant_transport!r}")
+    return BatchTransport(tls_ca=ca, tls_identity=identity)
 
 
 class CoordinatorServer:

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TypeVar
 
 import grpc
@@ -35,6 +35,7 @@ from ..telemetry._tracing import SpanHandle, Tracing, from_metadata
 from . import _convert as convert
 from ._context import Context
 from ._operators import ACT, READ, Operators
+from ._options import Defaults
 from ._starts import Metadata, start_failed, starts_stream
 
 log = logging.getLogger("txcoord.server")
@@ -53,14 +54,6 @@ _STATUS: dict[type[TxcError], grpc.StatusCode] = {
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
 }
 
-
-
-@dataclass(frozen=True, slots=True)
-class Defaults:
-    saga_timeout_s: float = 60.0
-    two_phase_timeout_s: float = 30.0
-    branch_timeout_s: float = 5.0
-    max_wait_s: float = 300.0
 
 
 def _failure(exc: TxcError | LogError) -> tuple[grpc.StatusCode, str]:
@@ -85,8 +78,6 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def __init__(self, core: CoordinatorCore, defaults: Defaults | None = None,
                  operators: Operators | None = None, protect_reads: bool = False,
                  metrics: Metrics = OFF, tracing: Tracing = TRACING_OFF) -> None:
-        if protect_reads and not (operators and operators.required):
-            raise ValueError("protecting reads needs operators (tokens or certificates)")
         self._core = core
         self._defaults = defaults or Defaults()
         self._operators = operators or Operators()

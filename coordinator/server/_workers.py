@@ -53,7 +53,8 @@ from prometheus_client import CollectorRegistry
 from ..telemetry._logging import setup_logging
 from ..telemetry._metrics import parse_listen
 from ..telemetry._tracing_env import tracer_provider_from_env
-from ._app import CoordinatorServer, ServerOptions
+from ._app import CoordinatorServer
+from ._options import ServerOptions
 
 log = logging.getLogger("txcoord.workers")
 STOP_MARGIN_S = 30.0  # past --grace: how long a worker may take to stop before SIGKILL
