@@ -18,6 +18,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from coordinator import TERMINAL_STATES, CoordinatorClient, ListFilter
+from coordinator.client._vocabulary import is_unreachable
 from coordinator.participant import create_engine
 
 from . import checker, faultstats, isolation, netns, report, serving
@@ -30,7 +31,6 @@ from .topology import LEASE_TTL_S, LINKS, PROCESSES, SERVICES, Topology, max_act
 from .workload.schema import accounts, ledger, orders, reset_accounts, reset_orders
 
 COORDS = ("c1", "c2")
-_TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 log = logging.getLogger("txcoord.chaos")
 
@@ -323,7 +323,7 @@ class Runner:
                 except grpc.aio.AioRpcError as exc:
                     # Just after healing, a coordinator may still be getting its etcd back
                     # (a new lease, a member rejoining): ask the other one, a little later.
-                    if exc.code() not in _TRANSIENT or time.monotonic() > deadline:
+                    if not is_unreachable(exc.code()) or time.monotonic() > deadline:
                         raise
                     self.say(f"[{mode}] converging: listing failed ({exc.code().name}); retrying")
                     await asyncio.sleep(1.0)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..rpc._tls import TlsFiles
 from ..telemetry._logging import FORMATS
 
 
@@ -65,6 +66,33 @@ def read_optional(command: str, flag: str, path: str) -> bytes | None:
 
 
 Parser = argparse.ArgumentParser
+
+
+def add_tls_client_flags(p: Parser, peer: str, default: Callable[[str], object] = lambda v: v) -> None:
+    """``--tls-ca``, ``--tls-cert``, ``--tls-key``: how a command reaches ``peer`` over TLS
+    (mutual TLS with the last two). ``default`` wraps each default (``txc tx`` suppresses
+    them on its sub-commands: see :func:`add_shared_flags`)."""
+    p.add_argument("--tls-ca", default=default(env_default("TXC_TLS_CA", "")), metavar="FILE",
+                   help=f"PEM CA certificates: talk TLS to {peer} (env TXC_TLS_CA)")
+    p.add_argument("--tls-cert", default=default(env_default("TXC_TLS_CERT", "")), metavar="FILE",
+                   help=f"PEM client certificate, for {peer} requiring one (with --tls-key; "
+                        "env TXC_TLS_CERT)")
+    p.add_argument("--tls-key", default=default(env_default("TXC_TLS_KEY", "")), metavar="FILE",
+                   help="PEM private key of --tls-cert (env TXC_TLS_KEY)")
+
+
+def tls_client(command: str, args: argparse.Namespace) -> tuple[bytes | None, TlsFiles | None]:
+    """What :func:`add_tls_client_flags` asked for: the CAs and the client identity (None
+    when not given); a clean exit naming the flag when they do not go together."""
+    ca = read_optional(command, "--tls-ca", args.tls_ca)
+    if not args.tls_cert and not args.tls_key:
+        return ca, None
+    if not (args.tls_cert and args.tls_key and ca):
+        raise SystemExit(f"{command}: --tls-cert and --tls-key go together, with --tls-ca")
+    cert = read_optional(command, "--tls-cert", args.tls_cert)
+    key = read_optional(command, "--tls-key", args.tls_key)
+    assert cert is not None and key is not None
+    return ca, TlsFiles(cert, key)
 
 
 def add_shared_flags(cmds: argparse._SubParsersAction[Parser],

@@ -7,7 +7,7 @@ import datetime as dt
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from .._proto.txc.v1 import coordinator_pb2 as pb
-from ..client._names import branch_state_name, protocol_name, state_name
+from ..client._vocabulary import branch_state_name, protocol_name, state_name
 
 
 def _when(ts: Timestamp) -> str:

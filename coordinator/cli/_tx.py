@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -20,13 +19,11 @@ from google.protobuf.json_format import MessageToDict
 
 from .._proto.txc.v1 import coordinator_pb2 as pb
 from ..client._coordinator import CoordinatorClient, ListFilter, settled
-from ..rpc._tls import TlsFiles
-from ._common import add_shared_flags, env_default, read_optional
+from ..client._vocabulary import PROTOCOLS, STATES, is_unreachable, parse_duration
+from ._common import add_shared_flags, add_tls_client_flags, env_default, read_optional, tls_client
 from ._render import render_list, render_show
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNREACHABLE = 1, 2, 3, 4
-STATES = {n.removeprefix("TX_STATE_").lower(): v for n, v in pb.TxState.items() if v}
-PROTOCOLS = {"saga": pb.PROTOCOL_SAGA, "2pc": pb.PROTOCOL_TWO_PHASE}
 
 
 def _client_flags(p: argparse.ArgumentParser, defaults: bool) -> None:
@@ -38,13 +35,7 @@ def _client_flags(p: argparse.ArgumentParser, defaults: bool) -> None:
                    help="HOST:PORT of any coordinator, or several comma-separated (calls fail "
                         "over between them; env TXC_COORDINATOR)")
     p.add_argument("--timeout", type=float, default=default(10.0), help="seconds per request")
-    p.add_argument("--tls-ca", default=default(env_default("TXC_TLS_CA", "")), metavar="FILE",
-                   help="PEM CA certificates: talk TLS to a coordinator serving it (env TXC_TLS_CA)")
-    p.add_argument("--tls-cert", default=default(env_default("TXC_TLS_CERT", "")), metavar="FILE",
-                   help="PEM client certificate, for a coordinator that requires one "
-                   "(with --tls-key; env TXC_TLS_CERT)")
-    p.add_argument("--tls-key", default=default(env_default("TXC_TLS_KEY", "")), metavar="FILE",
-                   help="PEM private key of --tls-cert (env TXC_TLS_KEY)")
+    add_tls_client_flags(p, "a coordinator", default)
     p.add_argument("--token-file", default=default(env_default("TXC_OPERATOR_TOKEN_FILE", "")),
                    metavar="FILE", help="file holding this operator's token, for a coordinator "
                    "started with --operator-tokens (env TXC_OPERATOR_TOKEN_FILE)")
@@ -96,10 +87,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def duration(text: str) -> float:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 90s, 10m, 2h, 1d)")
-    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 Command = Callable[[argparse.Namespace, CoordinatorClient], Awaitable[int]]
@@ -113,9 +104,9 @@ def _sync(fn: Command) -> Callable[[argparse.Namespace], int]:
 
 async def _connected(args: argparse.Namespace, fn: Command) -> int:
     token = read_optional("txc", "--token-file", args.token_file)
-    client = CoordinatorClient(args.coordinator, timeout_s=args.timeout,
-                               tls_ca=read_optional("txc", "--tls-ca", args.tls_ca),
-                               tls_identity=_identity(args),
+    tls_ca, identity = tls_client("txc", args)
+    client = CoordinatorClient(args.coordinator, timeout_s=args.timeout, tls_ca=tls_ca,
+                               tls_identity=identity,
                                token=token.decode().strip() if token else None)
     try:
         return await fn(args, client)
@@ -125,20 +116,9 @@ async def _connected(args: argparse.Namespace, fn: Command) -> int:
         await client.close()
 
 
-def _identity(args: argparse.Namespace) -> TlsFiles | None:
-    if not args.tls_cert and not args.tls_key:
-        return None
-    if not (args.tls_cert and args.tls_key and args.tls_ca):
-        raise SystemExit("txc: --tls-cert and --tls-key go together, with --tls-ca")
-    cert, key = (read_optional("txc", flag, path) for flag, path in
-                 (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)))
-    assert cert is not None and key is not None
-    return TlsFiles(cert, key)
-
-
 def _explain(args: argparse.Namespace, exc: grpc.aio.AioRpcError) -> int:
     code = exc.code()
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+    if is_unreachable(code):
         print(f"txc: coordinator {args.coordinator} unreachable: {exc.details()}", file=sys.stderr)
         return EXIT_UNREACHABLE
     print(f"txc: {code.name.lower()}: {exc.details()}", file=sys.stderr)

@@ -26,7 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..client._coordinator import CoordinatorClient, settled
-from ..client._names import state_name
+from ..client._vocabulary import STATES, is_unreachable, state_name
 from . import _runs, _views
 from ._sessions import COOKIE, Session
 from ._state import HERE, Console, Page, Settings, coordinated
@@ -107,13 +107,13 @@ async def list_page(console: Console, request: Request) -> Response:
         filters = _views.parse_filters(query)
     except _views.FilterError as exc:
         return console.page(request, "list.html", 400, filters=_views.Filters(), problem=str(exc),
-                            listing=None, states=list(_views.STATES))
+                            listing=None, states=list(STATES))
     async with console.reader(request.state.session) as client:
         txs = [tx async for tx in client.list_all(filters.where())]
     listing = _views.list_page(txs, filters, time.time())
     name = "_table.html" if "fragment" in query else "list.html"
     return console.page(request, name, filters=filters, listing=listing, problem=None,
-                        states=list(_views.STATES))
+                        states=list(STATES))
 
 
 async def detail_page(console: Console, request: Request) -> Response:
@@ -256,7 +256,7 @@ def _rpc_error(console: Console, request: Request, exc: grpc.aio.AioRpcError) ->
         return console.page(request, "error.html", 404, title="Unknown transaction",
                             message=f"the coordinator knows no transaction {gid!r} (finished "
                                     "transactions are kept for the retention period only)")
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+    if is_unreachable(code):
         return console.page(request, "error.html", 503, title="Coordinator unreachable",
                             message=f"{console.settings.coordinator}: {exc.details()}")
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):

@@ -20,10 +20,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from .._proto.txc.v1 import coordinator_pb2 as pb
 from ..client._coordinator import ListFilter, settled
-from ..client._names import branch_state_name, protocol_name, state_name
+from ..client._vocabulary import (
+    PROTOCOLS,
+    STATES,
+    branch_state_name,
+    parse_duration,
+    protocol_name,
+    state_name,
+)
 
-STATES = {n.removeprefix("TX_STATE_").lower(): v for n, v in pb.TxState.items() if v}
-PROTOCOLS = {"saga": pb.PROTOCOL_SAGA, "2pc": pb.PROTOCOL_TWO_PHASE}
 PAGE_SIZE = 50
 MIN_LABEL_PCT = 12.0  # a bar at least this wide (in % of the axis) carries its label
 TURNS = ("compensate", "decide", "abort")  # history actions after which work goes backward
@@ -106,10 +111,10 @@ class Filters:
 
 
 def parse_age(text: str) -> float:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip())
-    if not match:
-        raise FilterError(f"age {text!r} is not a duration: try 90s, 10m, 2h or 1d")
-    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise FilterError(f"age {exc}") from None
 
 
 def parse_filters(query: Mapping[str, Sequence[str]]) -> Filters:

@@ -1,0 +1,49 @@
+"""The operator vocabulary the CLI, the console and the chaos harness share: the short
+lower-case names people read and type for the API's enums (``failed``, ``2pc``), ages
+(``90s``, ``10m``), and which gRPC answers mean "the coordinator could not be reached"."""
+
+from __future__ import annotations
+
+import re
+
+import grpc
+
+from .._proto.txc.v1 import coordinator_pb2 as pb
+
+STATES: dict[str, pb.TxState.ValueType] = {name.removeprefix("TX_STATE_").lower(): value
+                                          for name, value in pb.TxState.items() if value}
+"""Transaction state names (``running``, ``failed``...) to their enum values."""
+
+PROTOCOLS: dict[str, pb.Protocol.ValueType] = {"saga": pb.PROTOCOL_SAGA, "2pc": pb.PROTOCOL_TWO_PHASE}
+
+UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+"""Answers that say nothing about the request, only that no coordinator answered in time:
+worth trying again (another coordinator, later), never a refusal."""
+
+_AGE = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def state_name(value: int) -> str:
+    return pb.TxState.Name(value).removeprefix("TX_STATE_").lower()  # type: ignore[arg-type]
+
+
+def branch_state_name(value: int) -> str:
+    return pb.BranchState.Name(value).removeprefix("BRANCH_STATE_").lower()  # type: ignore[arg-type]
+
+
+def protocol_name(value: int) -> str:
+    names: dict[int, str] = {v: k for k, v in PROTOCOLS.items()}
+    return names.get(value, "?")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90``, ``90s``, ``10m``, ``2h`` or ``1.5d``; ValueError otherwise."""
+    match = _AGE.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration: try 90s, 10m, 2h or 1d")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def is_unreachable(code: grpc.StatusCode | None) -> bool:
+    return code in UNREACHABLE
