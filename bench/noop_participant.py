@@ -27,7 +27,6 @@ class Noop(ppb_grpc.ParticipantServicer):
             yield ppb.BranchResultBatch(results=[ppb.BranchResult(id=c.id, reply=OK)
                                                  for c in batch.calls])
 
-
     async def Execute(self, request: ppb.BranchRequest, context: Context) -> ppb.BranchReply:
         if self._delay_s:
             await asyncio.sleep(self._delay_s)  # holds sagas in flight (memory benchmark)

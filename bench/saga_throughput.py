@@ -255,7 +255,6 @@ def _two_phase(address: str, gid: str) -> TwoPhase:
     return TwoPhase([Step(n, address, f"{n}.do") for n in ("a", "b")], gid=gid)
 
 
-
 def _report(args: argparse.Namespace, figures: dict[str, Figures],
             half: dict[str, list[float]], half_requests: dict[str, float]) -> None:
     ms = 1000.0

@@ -49,7 +49,6 @@ BALANCE = 10**12
 TIMEOUT_S = 30.0
 
 
-
 class Client(Protocol):
     async def transfer(self, t: Transfer) -> tuple[Told, str]: ...
 
@@ -79,7 +78,6 @@ class DirectClient:
     async def close(self) -> None:
         for client in self._clients:
             await client.close()
-
 
 
 class Bench:

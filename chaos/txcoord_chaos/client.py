@@ -144,7 +144,6 @@ class CoordinatedClient:
         return TwoPhase(self._steps(t, False), gid=t.transfer_id, timeout_s=int(self._timeout))
 
 
-
 async def issue(client: UncoordinatedClient | CoordinatedClient, plan: Sequence[Transfer],
                 rate: float, mode: str, hard_timeout_s: float) -> tuple[list[Outcome],
                                                                    set[asyncio.Task[Any]]]:

@@ -340,7 +340,6 @@ class Runner:
                       if t.state in TERMINAL_STATES}
         return unsettled, settled_at
 
-
     async def _snapshot(self, unsettled: list[str]) -> checker.Snapshot:
         assert self._pg is not None and self._maria is not None
         async with self._pg.connect() as conn:

@@ -26,7 +26,6 @@ class InMemoryParticipant(ppb_grpc.ParticipantServicer):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this participant serves unary calls")
         yield ppb.BranchResultBatch()  # never reached: abort raises
 
-
     def __init__(self, handlers: dict[str, Handler]) -> None:
 
         self._handlers = handlers

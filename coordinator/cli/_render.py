@@ -17,8 +17,6 @@ def _when(ts: Timestamp) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
-
-
 def render_list(txs: list[pb.Transaction]) -> str:
     rows = [("GID", "PROTOCOL", "STATE", "BRANCHES", "CREATED (UTC)", "ERROR")]
     for tx in txs:

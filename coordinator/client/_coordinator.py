@@ -32,7 +32,6 @@ SETTLED_STATES = TERMINAL_STATES | {pb.TX_STATE_FAILED}
 """Terminal, or FAILED (waiting for an operator)."""
 
 
-
 def settled(tx: pb.Transaction) -> bool:
     """Terminal or FAILED: nothing more happens to ``tx`` without an operator."""
     return tx.state in SETTLED_STATES
@@ -285,7 +284,6 @@ class CoordinatorClient:
                     if exc.code() != grpc.StatusCode.UNAVAILABLE:
                         raise
                 await asyncio.sleep(0.1)
-
 
     # -- operator actions ---------------------------------------------------------------
     async def replay(self, gid: str, reason: str) -> pb.Transaction:

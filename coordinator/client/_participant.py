@@ -61,7 +61,6 @@ class ParticipantClient:
         # from; the generated stubs' types only know the iterator form.
         return self._stub.Batch()  # type: ignore[call-arg]
 
-
     async def call(self, op: str, gid: str, branch: str, operation: str, payload: Payload = None,
                    *, attempt: int = 1, timeout_s: float | None = None) -> ppb.BranchReply:
         """One call with the key the coordinator would use: ``{gid}/{branch}/{op}``."""

@@ -72,8 +72,6 @@ def span(length_s: float) -> str:
     return f"{int(length_s // 3600)} h {int(length_s % 3600 // 60)} min"
 
 
-
-
 # -- the list ------------------------------------------------------------------------------
 
 

@@ -16,7 +16,6 @@ def clip(text: str) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
-
 def fail(record: TxRecord, branch: str, reason: str, now: float) -> Transition:
     status = record.status(branch)
     record = record.with_branch(branch, stamp(replace(status, error=reason), now))

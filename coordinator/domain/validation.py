@@ -104,7 +104,6 @@ def check_reason(reason: str, limits: Limits) -> None:
         raise InvalidArgument("reason", "must not hold control characters (newlines and tabs are fine)")
 
 
-
 def check_plan(
     plan: tuple[BranchPlan, ...],
     protocol: Protocol,

@@ -45,7 +45,6 @@ CREATE_ANSWER_S = 2.0
 REMOTE_WAIT_S = 2.0  # a wait on a record driven elsewhere re-reads it at least this often
 
 
-
 @dataclass(frozen=True, slots=True)
 class StartRequest:
     gid: str

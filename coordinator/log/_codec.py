@@ -120,7 +120,6 @@ def decode(data: bytes) -> TxRecord:
     return record
 
 
-
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode() if data else ""
 

@@ -533,8 +533,6 @@ class EtcdLog:
                         yield Stored(decode(event.kv.value), event.kv.mod_revision)
 
 
-
-
 ETCD_KEEPALIVE_MS = 5000  # etcd refuses pings more often (--grpc-keepalive-min-time, 5 s)
 ETCD_PING_TIMEOUT_MS = 1000
 

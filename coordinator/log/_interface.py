@@ -31,7 +31,6 @@ class RequestTooLarge(LogError):
     """The store refused the request for its size: retrying the same write cannot help."""
 
 
-
 class LostOwnership(Exception):
     """This coordinator no longer owns the transaction (its lease ended, or another took it)."""
 
@@ -39,8 +38,6 @@ class LostOwnership(Exception):
         super().__init__(f"transaction {gid} is no longer owned by this coordinator")
         self.gid = gid
         self.current = current
-
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +85,9 @@ class TxLog(Protocol):
     def max_request_bytes(self) -> int:
         """The most one write of one record may carry (the store refuses more)."""
 
-
     async def scan(self, *, start_after: str = "", limit: int = 100, prefix: str = "") -> list[Stored]:
         """Records in gid order, after ``start_after``, whose gid starts with ``prefix``; for
         listing only: their payloads may be left out (nothing may drive them)."""
-
 
     async def claim(self, stored: Stored) -> Stored:
         """Take ownership of one transaction as it stands (operator actions); raises

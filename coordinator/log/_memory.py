@@ -29,7 +29,6 @@ class MemoryStore:
     cut_off: set[str] = field(default_factory=set)  # owners that cannot reach the store
     epochs: dict[str, int] = field(default_factory=dict)  # owner -> leases it has taken
 
-
     def expire(self, owner_id: str) -> None:
         self.live_owners.discard(owner_id)
         self.departed.append(owner_id)

@@ -55,7 +55,6 @@ _STATUS: dict[type[TxcError], grpc.StatusCode] = {
 }
 
 
-
 def _failure(exc: TxcError | LogError) -> tuple[grpc.StatusCode, str]:
     """The status a core error ends a call with, and its message: the one mapping every
     handler, the Starts stream's included, uses."""
@@ -273,8 +272,6 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             return self._defaults.max_wait_s
         margin = min(1.0, max(0.2, remaining * 0.1))
         return max(0.0, min(remaining - margin, self._defaults.max_wait_s))
-
-
 
 
 def _stored(span: SpanHandle) -> tuple[tuple[str, str], ...]:

@@ -41,7 +41,6 @@ def add_servicer(server: grpc.aio.Server, add: Callable[[Any, Any], None], servi
     server.add_registered_method_handlers(capture.service, handlers)  # type: ignore[attr-defined]
 
 
-
 def _strict(handler: Any, method: str) -> Any:
     parse = handler.request_deserializer
     message = f"request bytes are not a valid request message for {method}"

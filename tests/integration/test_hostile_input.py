@@ -79,7 +79,6 @@ async def test_the_largest_valid_plan_fits_the_log_and_a_smaller_log_refuses_it_
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND  # nothing written
 
 
-
 async def test_listings_are_bounded_by_bytes_and_page_through_everything(
         etcd: DevEtcd, prefix: str, participant: ScriptedParticipant) -> None:
     async with running(server_options(etcd, prefix)) as server, client_for(server) as c:
@@ -131,7 +130,6 @@ async def test_a_result_over_the_limit_is_a_visible_participant_error(etcd: DevE
     assert len(ok.transaction.branches[0].result) == 64 * KIB
     assert big.transaction.state == pb.TX_STATE_COMPENSATED  # it may have run: undone
     assert "result of 65537 bytes" in big.transaction.error  # why it compensated
-
 
 
 @pytest.mark.parametrize(("mutate", "field"), [

@@ -135,7 +135,6 @@ async def test_a_reply_without_outcome_is_undone_because_it_may_have_run(
     assert participant.effects["no-outcome/debit/compensate"] == 0
 
 
-
 async def test_two_phase_prepare_on_a_missing_service_aborts_without_an_abort_call(
         etcd: DevEtcd, prefix: str, participant: ScriptedParticipant) -> None:
     async with serving(None) as wrong, running(server_options(etcd, prefix)) as server, \

@@ -77,7 +77,6 @@ async def test_duplicate_start_is_idempotent_and_a_different_plan_is_refused(
     assert participant.effects["dup/a/execute"] == 1
 
 
-
 @pytest.mark.parametrize(("mutate", "field"), [
     (lambda r: r.ClearField("branches"), "branches"),
     (lambda r: setattr(r.branches[0], "participant", ""), "branches[0].participant"),
@@ -218,7 +217,6 @@ async def test_health_reports_serving_then_not_serving_on_shutdown(etcd: DevEtcd
     finally:
         await channel.close(None)
         await server.stop(0.2)
-
 
 
 async def test_past_max_active_start_is_resource_exhausted_and_nothing_is_written(

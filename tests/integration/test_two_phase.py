@@ -36,7 +36,6 @@ async def start(c: CoordinatorClient, request: pb.StartTwoPhaseRequest) -> pb.St
     return await c.start_two_phase(request, timeout_s=30)
 
 
-
 async def test_all_yes_commits_everywhere(etcd: DevEtcd, prefix: str,
                                           participant: ScriptedParticipant) -> None:
     async with running(server_options(etcd, prefix)) as server, client_for(server) as c:

@@ -102,7 +102,6 @@ async def test_a_concurrent_saga_writes_its_start_and_its_end() -> None:
     assert store.requests == 2  # both intents in the create; a's success rides with b's
 
 
-
 async def test_two_phase_writes_create_decision_and_end() -> None:
     store, p = MemoryStore(), ScriptedParticipant()
     log, driver = await new_driver(store, "A", p)
@@ -155,7 +154,6 @@ async def test_a_first_call_is_never_made_before_its_intent_is_written() -> None
     assert p.logged == ["RUNNING", "RUNNING"]  # never PENDING: a successor would skip it
 
 
-
 async def test_transient_failures_are_retried_with_the_same_key() -> None:
     store = MemoryStore()
     p = ScriptedParticipant(script={("a", "execute"): [Kind.UNKNOWN, Kind.UNKNOWN, Kind.OK]})
@@ -180,9 +178,6 @@ async def test_every_failure_is_written_when_the_interval_is_zero() -> None:
     stored = await log.get("g2")
     assert stored is not None and stored.record.status("a").attempts == 3
     assert stored.record.seq == 5  # both failures written
-
-
-
 
 
 async def test_compensation_that_never_succeeds_fails_the_saga_after_its_budget() -> None:

@@ -73,6 +73,7 @@ from coordinator.rpc._tls import TlsFiles
 
 log = logging.getLogger("coordinator.participant.two_phase")
 
+
 @dataclass(frozen=True)
 class TwoPhaseOptions:
     """Limits of 2PC branches and the in-doubt resolver's coordinator. (The session guard

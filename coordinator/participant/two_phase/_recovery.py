@@ -74,7 +74,6 @@ class CoordinatorDecisions:
         self._client = CoordinatorClient(address, timeout_s=timeout_s, tls_ca=tls_ca,
                                          tls_identity=tls_identity)
 
-
     async def decide(self, gid: str) -> Verdict:
         try:
             tx = await self._client.get(gid)
