@@ -7,7 +7,7 @@ import datetime as dt
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from .._proto.txc.v1 import coordinator_pb2 as pb
-from ..client._vocabulary import branch_state_name, protocol_name, state_name
+from ..client._vocabulary import branch_state_name, branch_where, protocol_name, state_name
 
 
 def _when(ts: Timestamp) -> str:
@@ -43,7 +43,10 @@ def render_show(tx: pb.Transaction) -> str:
     for b in tx.branches:
         line = f"    {b.name:<16} {branch_state_name(b.state):<12} attempts={b.attempts:<3} " \
                f"at {_when(b.updated_at)}"
-        out.append(line + (f"\n      last error: {b.error}" if b.error else ""))
+        out.append(line)
+        out.append(f"      {branch_where(tx.protocol, b)}")
+        if b.error:
+            out.append(f"      last error: {b.error}")
     if tx.history:
         out.append("  history:")
         for h in tx.history:

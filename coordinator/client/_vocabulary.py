@@ -32,6 +32,15 @@ def branch_state_name(value: int) -> str:
     return pb.BranchState.Name(value).removeprefix("BRANCH_STATE_").lower()  # type: ignore[arg-type]
 
 
+def branch_where(protocol: int, b: pb.BranchStatus) -> str:
+    """Where a branch lives and what it runs, e.g. "at inventory:7001, action stock.reserve,
+    compensation stock.release" ("?" for what a coordinator did not say)."""
+    if protocol == pb.PROTOCOL_TWO_PHASE:
+        return f"at {b.participant or '?'}, operation {b.action or '?'}"
+    undo = f"compensation {b.compensation}" if b.compensation else "no compensation"
+    return f"at {b.participant or '?'}, action {b.action or '?'}, {undo}"
+
+
 def protocol_name(value: int) -> str:
     names: dict[int, str] = {v: k for k, v in PROTOCOLS.items()}
     return names.get(value, "?")

@@ -217,6 +217,9 @@ class Lane:
     result_bytes: int
     updated: str
     segments: list[Segment]
+    participant: str = ""  # its address
+    action: str = ""  # the action's operation (2PC: the operation)
+    compensation: str = ""  # "" for 2PC and for a branch without one
 
 
 @dataclass(frozen=True)
@@ -278,7 +281,7 @@ def timeline(tx: pb.Transaction, now: float | None = None) -> Timeline:
 
 def _lane(b: pb.BranchStatus, segments: list[Segment]) -> Lane:
     return Lane(b.name, branch_state_name(b.state), b.attempts, b.error, len(b.result),
-                when(seconds(b.updated_at)), segments)
+                when(seconds(b.updated_at)), segments, b.participant, b.action, b.compensation)
 
 
 def _turn(tx: pb.Transaction, markers: Sequence[Marker]) -> float | None:

@@ -82,7 +82,8 @@ def transaction(record: TxRecord) -> pb.Transaction:
         branches=[
             pb.BranchStatus(name=p.name, state=int(s.state),  # type: ignore[arg-type]
                             attempts=s.attempts, error=s.error, result=s.result,
-                            updated_at=_ts(s.updated_at))
+                            updated_at=_ts(s.updated_at), participant=p.participant,
+                            action=p.action, compensation=p.compensation)
             for p, s in zip(record.plan, record.branches, strict=True)
         ],
         created_at=_ts(record.created_at),

@@ -163,6 +163,8 @@ async def test_the_list_and_the_detail_show_a_saga_and_its_timeline(
                 assert await page.count(".seg.failed") == 1  # the refused order
                 history = await page.text("table.history")
                 assert "compensate" in history and "refused by test" in history
+                refund = await page.text("table.branches tr[data-branch=debit]")
+                assert participant.address in refund and "accounts.debit / accounts.refund" in refund
                 assert await page.count("#actions") == 0  # read-only console
                 await page.shot("detail-compensated.png")
                 await page.open("/tx/shop-book")

@@ -38,6 +38,12 @@ async def test_find_inspect_and_replay_failed_sagas(etcd: DevEtcd, prefix: str,
 
         code, out, _ = await txc(port, "show", "f1")
         assert code == 0 and "FAILED" in out and "compensation of a refused" in out
+        # where each branch lives and what it runs, without the client's code
+        assert f"at {participant.address}, action a.do, compensation a.undo" in out
+        code, out, _ = await txc(port, "show", "f1", "--json")
+        shown = json.loads(out)["branches"][1]
+        assert (shown["participant"], shown["action"], shown["compensation"]) == (
+            participant.address, "b.do", "b.undo")
 
         code, _, err = await txc(port, "show", "missing-gid")
         assert code == 3 and "missing-gid" in err

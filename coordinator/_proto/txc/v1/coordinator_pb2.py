@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18txc/v1/coordinator.proto\x12\x06txc.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x01\n\x06\x42ranch\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x14\n\x0c\x63ompensation\x18\x04 \x01(\t\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\r\n\x05\x61\x66ter\x18\x06 \x03(\t\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\"\n\x05retry\x18\x08 \x01(\x0b\x32\x13.txc.v1.RetryPolicy\"\x9b\x01\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\r\x12\x32\n\x0finitial_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bmax_backoff\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nmultiplier\x18\x04 \x01(\x01\"\xf4\x01\n\x10StartSagaRequest\x12\x0b\n\x03gid\x18\x01 \x01(\t\x12 \n\x08\x62ranches\x18\x02 \x03(\x0b\x32\x0e.txc.v1.Branch\x12\x12\n\nconcurrent\x18\x03 \x01(\x08\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04wait\x18\x05 \x01(\x08\x12\x34\n\x06labels\x18\x06 \x03(\x0b\x32$.txc.v1.StartSagaRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe8\x01\n\x14StartTwoPhaseRequest\x12\x0b\n\x03gid\x18\x01 \x01(\t\x12 \n\x08\x62ranches\x18\x02 \x03(\x0b\x32\x0e.txc.v1.Branch\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12\x38\n\x06labels\x18\x05 \x03(\x0b\x32(.txc.v1.StartTwoPhaseRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"J\n\rStartResponse\x12(\n\x0btransaction\x18\x01 \x01(\x0b\x32\x13.txc.v1.Transaction\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\xa1\x01\n\x0c\x42ranchStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x05state\x18\x02 \x01(\x0e\x32\x13.txc.v1.BranchState\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x0e\n\x06result\x18\x05 \x01(\x0c\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\x0cHistoryEntry\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x8e\x03\n\x0bTransaction\x12\x0b\n\x03gid\x18\x01 \x01(\t\x12\"\n\x08protocol\x18\x02 \x01(\x0e\x32\x10.txc.v1.Protocol\x12\x1e\n\x05state\x18\x03 \x01(\x0e\x32\x0f.txc.v1.TxState\x12&\n\x08\x62ranches\x18\x04 \x03(\x0b\x32\x14.txc.v1.BranchStatus\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12/\n\x06labels\x18\x08 \x03(\x0b\x32\x1f.txc.v1.Transaction.LabelsEntry\x12%\n\x07history\x18\t \x03(\x0b\x32\x14.txc.v1.HistoryEntry\x12\x10\n\x08trace_id\x18\n \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"$\n\x15GetTransactionRequest\x12\x0b\n\x03gid\x18\x01 \x01(\t\"\x85\x02\n\x17ListTransactionsRequest\x12\x1f\n\x06states\x18\x01 \x03(\x0e\x32\x0f.txc.v1.TxState\x12\"\n\x08protocol\x18\x02 \x01(\x0e\x32\x10.txc.v1.Protocol\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\x12;\n\x06labels\x18\x05 \x03(\x0b\x32+.txc.v1.ListTransactionsRequest.LabelsEntry\x12\x12\n\ngid_prefix\x18\x06 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"^\n\x18ListTransactionsResponse\x12)\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x13.txc.v1.Transaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xf5\x01\n\tStartCall\x12\n\n\x02id\x18\x01 \x01(\x04\x12(\n\x04saga\x18\x02 \x01(\x0b\x32\x18.txc.v1.StartSagaRequestH\x00\x12\x31\n\ttwo_phase\x18\x03 \x01(\x0b\x32\x1c.txc.v1.StartTwoPhaseRequestH\x00\x12\x12\n\ntimeout_ms\x18\x04 \x01(\r\x12\x31\n\x08metadata\x18\x05 \x03(\x0b\x32\x1f.txc.v1.StartCall.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05start\"2\n\x0eStartCallBatch\x12 \n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x11.txc.v1.StartCall\"o\n\x0bStartResult\x12\n\n\x02id\x18\x01 \x01(\x04\x12\'\n\x08response\x18\x02 \x01(\x0b\x32\x15.txc.v1.StartResponse\x12\x13\n\x0bstatus_code\x18\x03 \x01(\r\x12\x16\n\x0estatus_message\x18\x04 \x01(\t\"8\n\x10StartResultBatch\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.txc.v1.StartResult\",\n\rReplayRequest\x12\x0b\n\x03gid\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"@\n\x11SkipBranchRequest\x12\x0b\n\x03gid\x18\x01 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"+\n\x0c\x41\x62ortRequest\x12\x0b\n\x03gid\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t*O\n\x08Protocol\x12\x18\n\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x11\n\rPROTOCOL_SAGA\x10\x01\x12\x16\n\x12PROTOCOL_TWO_PHASE\x10\x02*\xf9\x01\n\x07TxState\x12\x18\n\x14TX_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10TX_STATE_RUNNING\x10\x01\x12\x16\n\x12TX_STATE_COMMITTED\x10\x02\x12\x19\n\x15TX_STATE_COMPENSATING\x10\x03\x12\x18\n\x14TX_STATE_COMPENSATED\x10\x04\x12\x16\n\x12TX_STATE_PREPARING\x10\x05\x12\x17\n\x13TX_STATE_COMMITTING\x10\x06\x12\x15\n\x11TX_STATE_ABORTING\x10\x07\x12\x14\n\x10TX_STATE_ABORTED\x10\x08\x12\x13\n\x0fTX_STATE_FAILED\x10\t*\xd7\x02\n\x0b\x42ranchState\x12\x1c\n\x18\x42RANCH_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42RANCH_STATE_PENDING\x10\x01\x12\x18\n\x14\x42RANCH_STATE_RUNNING\x10\x02\x12\x1a\n\x16\x42RANCH_STATE_SUCCEEDED\x10\x03\x12\x17\n\x13\x42RANCH_STATE_FAILED\x10\x04\x12\x1d\n\x19\x42RANCH_STATE_COMPENSATING\x10\x05\x12\x1c\n\x18\x42RANCH_STATE_COMPENSATED\x10\x06\x12\x19\n\x15\x42RANCH_STATE_PREPARED\x10\x07\x12\x19\n\x15\x42RANCH_STATE_VOTED_NO\x10\x08\x12\x1a\n\x16\x42RANCH_STATE_COMMITTED\x10\t\x12\x18\n\x14\x42RANCH_STATE_ABORTED\x10\n\x12\x18\n\x14\x42RANCH_STATE_SKIPPED\x10\x0b\x32\xf6\x04\n\x0b\x43oordinator\x12<\n\tStartSaga\x12\x18.txc.v1.StartSagaRequest\x1a\x15.txc.v1.StartResponse\x12\x44\n\rStartTwoPhase\x12\x1c.txc.v1.StartTwoPhaseRequest\x1a\x15.txc.v1.StartResponse\x12\x44\n\x0eGetTransaction\x12\x1d.txc.v1.GetTransactionRequest\x1a\x13.txc.v1.Transaction\x12U\n\x10ListTransactions\x12\x1f.txc.v1.ListTransactionsRequest\x1a .txc.v1.ListTransactionsResponse\x12H\n\x10WatchTransaction\x12\x1d.txc.v1.GetTransactionRequest\x1a\x13.txc.v1.Transaction0\x01\x12?\n\x11ReplayTransaction\x12\x15.txc.v1.ReplayRequest\x1a\x13.txc.v1.Transaction\x12<\n\nSkipBranch\x12\x19.txc.v1.SkipBranchRequest\x1a\x13.txc.v1.Transaction\x12=\n\x10\x41\x62ortTransaction\x12\x14.txc.v1.AbortRequest\x1a\x13.txc.v1.Transaction\x12>\n\x06Starts\x12\x16.txc.v1.StartCallBatch\x1a\x18.txc.v1.StartResultBatch(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18txc/v1/coordinator.proto\x12\x06txc.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x01\n\x06\x42ranch\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x14\n\x0c\x63ompensation\x18\x04 \x01(\t\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\r\n\x05\x61\x66ter\x18\x06 \x03(\t\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\"\n\x05retry\x18\x08 \x01(\x0b\x32\x13.txc.v1.RetryPolicy\"\x9b\x01\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\r\x12\x32\n\x0finitial_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bmax_backoff\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nmultiplier\x18\x04 \x01(\x01\"\xf4\x01\n\x10StartSagaRequest\x12\x0b\n\x03gid\x18\x01 \x01(\t\x12 \n\x08\x62ranches\x18\x02 \x03(\x0b\x32\x0e.txc.v1.Branch\x12\x12\n\nconcurrent\x18\x03 \x01(\x08\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04wait\x18\x05 \x01(\x08\x12\x34\n\x06labels\x18\x06 \x03(\x0b\x32$.txc.v1.StartSagaRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe8\x01\n\x14StartTwoPhaseRequest\x12\x0b\n\x03gid\x18\x01 \x01(\t\x12 \n\x08\x62ranches\x18\x02 \x03(\x0b\x32\x0e.txc.v1.Branch\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12\x38\n\x06labels\x18\x05 \x03(\x0b\x32(.txc.v1.StartTwoPhaseRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"J\n\rStartResponse\x12(\n\x0btransaction\x18\x01 \x01(\x0b\x32\x13.txc.v1.Transaction\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\xdc\x01\n\x0c\x42ranchStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x05state\x18\x02 \x01(\x0e\x32\x13.txc.v1.BranchState\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x0e\n\x06result\x18\x05 \x01(\x0c\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bparticipant\x18\x07 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x08 \x01(\t\x12\x14\n\x0c\x63ompensation\x18\t \x01(\t\"e\n\x0cHistoryEntry\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x8e\x03\n\x0bTransaction\x12\x0b\n\x03gid\x18\x01 \x01(\t\x12\"\n\x08protocol\x18\x02 \x01(\x0e\x32\x10.txc.v1.Protocol\x12\x1e\n\x05state\x18\x03 \x01(\x0e\x32\x0f.txc.v1.TxState\x12&\n\x08\x62ranches\x18\x04 \x03(\x0b\x32\x14.txc.v1.BranchStatus\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12/\n\x06labels\x18\x08 \x03(\x0b\x32\x1f.txc.v1.Transaction.LabelsEntry\x12%\n\x07history\x18\t \x03(\x0b\x32\x14.txc.v1.HistoryEntry\x12\x10\n\x08trace_id\x18\n \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"$\n\x15GetTransactionRequest\x12\x0b\n\x03gid\x18\x01 \x01(\t\"\x85\x02\n\x17ListTransactionsRequest\x12\x1f\n\x06states\x18\x01 \x03(\x0e\x32\x0f.txc.v1.TxState\x12\"\n\x08protocol\x18\x02 \x01(\x0e\x32\x10.txc.v1.Protocol\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\x12;\n\x06labels\x18\x05 \x03(\x0b\x32+.txc.v1.ListTransactionsRequest.LabelsEntry\x12\x12\n\ngid_prefix\x18\x06 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"^\n\x18ListTransactionsResponse\x12)\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x13.txc.v1.Transaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xf5\x01\n\tStartCall\x12\n\n\x02id\x18\x01 \x01(\x04\x12(\n\x04saga\x18\x02 \x01(\x0b\x32\x18.txc.v1.StartSagaRequestH\x00\x12\x31\n\ttwo_phase\x18\x03 \x01(\x0b\x32\x1c.txc.v1.StartTwoPhaseRequestH\x00\x12\x12\n\ntimeout_ms\x18\x04 \x01(\r\x12\x31\n\x08metadata\x18\x05 \x03(\x0b\x32\x1f.txc.v1.StartCall.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05start\"2\n\x0eStartCallBatch\x12 \n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x11.txc.v1.StartCall\"o\n\x0bStartResult\x12\n\n\x02id\x18\x01 \x01(\x04\x12\'\n\x08response\x18\x02 \x01(\x0b\x32\x15.txc.v1.StartResponse\x12\x13\n\x0bstatus_code\x18\x03 \x01(\r\x12\x16\n\x0estatus_message\x18\x04 \x01(\t\"8\n\x10StartResultBatch\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.txc.v1.StartResult\",\n\rReplayRequest\x12\x0b\n\x03gid\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"@\n\x11SkipBranchRequest\x12\x0b\n\x03gid\x18\x01 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"+\n\x0c\x41\x62ortRequest\x12\x0b\n\x03gid\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t*O\n\x08Protocol\x12\x18\n\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x11\n\rPROTOCOL_SAGA\x10\x01\x12\x16\n\x12PROTOCOL_TWO_PHASE\x10\x02*\xf9\x01\n\x07TxState\x12\x18\n\x14TX_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10TX_STATE_RUNNING\x10\x01\x12\x16\n\x12TX_STATE_COMMITTED\x10\x02\x12\x19\n\x15TX_STATE_COMPENSATING\x10\x03\x12\x18\n\x14TX_STATE_COMPENSATED\x10\x04\x12\x16\n\x12TX_STATE_PREPARING\x10\x05\x12\x17\n\x13TX_STATE_COMMITTING\x10\x06\x12\x15\n\x11TX_STATE_ABORTING\x10\x07\x12\x14\n\x10TX_STATE_ABORTED\x10\x08\x12\x13\n\x0fTX_STATE_FAILED\x10\t*\xd7\x02\n\x0b\x42ranchState\x12\x1c\n\x18\x42RANCH_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42RANCH_STATE_PENDING\x10\x01\x12\x18\n\x14\x42RANCH_STATE_RUNNING\x10\x02\x12\x1a\n\x16\x42RANCH_STATE_SUCCEEDED\x10\x03\x12\x17\n\x13\x42RANCH_STATE_FAILED\x10\x04\x12\x1d\n\x19\x42RANCH_STATE_COMPENSATING\x10\x05\x12\x1c\n\x18\x42RANCH_STATE_COMPENSATED\x10\x06\x12\x19\n\x15\x42RANCH_STATE_PREPARED\x10\x07\x12\x19\n\x15\x42RANCH_STATE_VOTED_NO\x10\x08\x12\x1a\n\x16\x42RANCH_STATE_COMMITTED\x10\t\x12\x18\n\x14\x42RANCH_STATE_ABORTED\x10\n\x12\x18\n\x14\x42RANCH_STATE_SKIPPED\x10\x0b\x32\xf6\x04\n\x0b\x43oordinator\x12<\n\tStartSaga\x12\x18.txc.v1.StartSagaRequest\x1a\x15.txc.v1.StartResponse\x12\x44\n\rStartTwoPhase\x12\x1c.txc.v1.StartTwoPhaseRequest\x1a\x15.txc.v1.StartResponse\x12\x44\n\x0eGetTransaction\x12\x1d.txc.v1.GetTransactionRequest\x1a\x13.txc.v1.Transaction\x12U\n\x10ListTransactions\x12\x1f.txc.v1.ListTransactionsRequest\x1a .txc.v1.ListTransactionsResponse\x12H\n\x10WatchTransaction\x12\x1d.txc.v1.GetTransactionRequest\x1a\x13.txc.v1.Transaction0\x01\x12?\n\x11ReplayTransaction\x12\x15.txc.v1.ReplayRequest\x1a\x13.txc.v1.Transaction\x12<\n\nSkipBranch\x12\x19.txc.v1.SkipBranchRequest\x1a\x13.txc.v1.Transaction\x12=\n\x10\x41\x62ortTransaction\x12\x14.txc.v1.AbortRequest\x1a\x13.txc.v1.Transaction\x12>\n\x06Starts\x12\x16.txc.v1.StartCallBatch\x1a\x18.txc.v1.StartResultBatch(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,12 +43,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTTRANSACTIONSREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_STARTCALL_METADATAENTRY']._loaded_options = None
   _globals['_STARTCALL_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_PROTOCOL']._serialized_start=2707
-  _globals['_PROTOCOL']._serialized_end=2786
-  _globals['_TXSTATE']._serialized_start=2789
-  _globals['_TXSTATE']._serialized_end=3038
-  _globals['_BRANCHSTATE']._serialized_start=3041
-  _globals['_BRANCHSTATE']._serialized_end=3384
+  _globals['_PROTOCOL']._serialized_start=2766
+  _globals['_PROTOCOL']._serialized_end=2845
+  _globals['_TXSTATE']._serialized_start=2848
+  _globals['_TXSTATE']._serialized_end=3097
+  _globals['_BRANCHSTATE']._serialized_start=3100
+  _globals['_BRANCHSTATE']._serialized_end=3443
   _globals['_BRANCH']._serialized_start=102
   _globals['_BRANCH']._serialized_end=295
   _globals['_RETRYPOLICY']._serialized_start=298
@@ -64,37 +64,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STARTRESPONSE']._serialized_start=937
   _globals['_STARTRESPONSE']._serialized_end=1011
   _globals['_BRANCHSTATUS']._serialized_start=1014
-  _globals['_BRANCHSTATUS']._serialized_end=1175
-  _globals['_HISTORYENTRY']._serialized_start=1177
-  _globals['_HISTORYENTRY']._serialized_end=1278
-  _globals['_TRANSACTION']._serialized_start=1281
-  _globals['_TRANSACTION']._serialized_end=1679
+  _globals['_BRANCHSTATUS']._serialized_end=1234
+  _globals['_HISTORYENTRY']._serialized_start=1236
+  _globals['_HISTORYENTRY']._serialized_end=1337
+  _globals['_TRANSACTION']._serialized_start=1340
+  _globals['_TRANSACTION']._serialized_end=1738
   _globals['_TRANSACTION_LABELSENTRY']._serialized_start=655
   _globals['_TRANSACTION_LABELSENTRY']._serialized_end=700
-  _globals['_GETTRANSACTIONREQUEST']._serialized_start=1681
-  _globals['_GETTRANSACTIONREQUEST']._serialized_end=1717
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=1720
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=1981
+  _globals['_GETTRANSACTIONREQUEST']._serialized_start=1740
+  _globals['_GETTRANSACTIONREQUEST']._serialized_end=1776
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=1779
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=2040
   _globals['_LISTTRANSACTIONSREQUEST_LABELSENTRY']._serialized_start=655
   _globals['_LISTTRANSACTIONSREQUEST_LABELSENTRY']._serialized_end=700
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=1983
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=2077
-  _globals['_STARTCALL']._serialized_start=2080
-  _globals['_STARTCALL']._serialized_end=2325
-  _globals['_STARTCALL_METADATAENTRY']._serialized_start=2269
-  _globals['_STARTCALL_METADATAENTRY']._serialized_end=2316
-  _globals['_STARTCALLBATCH']._serialized_start=2327
-  _globals['_STARTCALLBATCH']._serialized_end=2377
-  _globals['_STARTRESULT']._serialized_start=2379
-  _globals['_STARTRESULT']._serialized_end=2490
-  _globals['_STARTRESULTBATCH']._serialized_start=2492
-  _globals['_STARTRESULTBATCH']._serialized_end=2548
-  _globals['_REPLAYREQUEST']._serialized_start=2550
-  _globals['_REPLAYREQUEST']._serialized_end=2594
-  _globals['_SKIPBRANCHREQUEST']._serialized_start=2596
-  _globals['_SKIPBRANCHREQUEST']._serialized_end=2660
-  _globals['_ABORTREQUEST']._serialized_start=2662
-  _globals['_ABORTREQUEST']._serialized_end=2705
-  _globals['_COORDINATOR']._serialized_start=3387
-  _globals['_COORDINATOR']._serialized_end=4017
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=2042
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=2136
+  _globals['_STARTCALL']._serialized_start=2139
+  _globals['_STARTCALL']._serialized_end=2384
+  _globals['_STARTCALL_METADATAENTRY']._serialized_start=2328
+  _globals['_STARTCALL_METADATAENTRY']._serialized_end=2375
+  _globals['_STARTCALLBATCH']._serialized_start=2386
+  _globals['_STARTCALLBATCH']._serialized_end=2436
+  _globals['_STARTRESULT']._serialized_start=2438
+  _globals['_STARTRESULT']._serialized_end=2549
+  _globals['_STARTRESULTBATCH']._serialized_start=2551
+  _globals['_STARTRESULTBATCH']._serialized_end=2607
+  _globals['_REPLAYREQUEST']._serialized_start=2609
+  _globals['_REPLAYREQUEST']._serialized_end=2653
+  _globals['_SKIPBRANCHREQUEST']._serialized_start=2655
+  _globals['_SKIPBRANCHREQUEST']._serialized_end=2719
+  _globals['_ABORTREQUEST']._serialized_start=2721
+  _globals['_ABORTREQUEST']._serialized_end=2764
+  _globals['_COORDINATOR']._serialized_start=3446
+  _globals['_COORDINATOR']._serialized_end=4076
 # @@protoc_insertion_point(module_scope)

@@ -402,6 +402,9 @@ class BranchStatus(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    PARTICIPANT_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    COMPENSATION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     state: Global___BranchState.ValueType
     attempts: _builtins.int
@@ -419,8 +422,21 @@ class BranchStatus(_message.Message):
     """
     result: _builtins.bytes
     """BranchReply.result of the call that settled the operation"""
+    participant: _builtins.str
+    """Where the branch lives and what it runs, as the start request gave them (so that an
+    error such as "compensation of reserve refused" can be traced to a service without the
+    client's code): the participant's address, the action's operation name (2PC: the
+    operation Prepare, Commit and Abort carry) and the compensation's ("" for 2PC and for
+    a branch without compensation).
+    """
+    action: _builtins.str
+    compensation: _builtins.str
     @_builtins.property
-    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """When the branch last changed state (or recorded a failed attempt): the coordinator's
+        clock at the moment it applied that event, e.g. the reply that settled an operation.
+        """
+
     def __init__(
         self,
         *,
@@ -430,10 +446,13 @@ class BranchStatus(_message.Message):
         error: _builtins.str = ...,
         result: _builtins.bytes = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        participant: _builtins.str = ...,
+        action: _builtins.str = ...,
+        compensation: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "error", b"error", "name", b"name", "result", b"result", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "attempts", b"attempts", "compensation", b"compensation", "error", b"error", "name", b"name", "participant", b"participant", "result", b"result", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
