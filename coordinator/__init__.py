@@ -1,7 +1,8 @@
 """txcoord: a distributed transaction coordinator (sagas and two-phase commit on etcd).
 
 Public API: the client for services that start transactions (``CoordinatorClient``, with
-``Saga``, ``TwoPhase``, ``Step`` and ``Retry`` to describe them), a client for calling one
+``Saga``, ``TwoPhase``, ``Step`` and ``Retry`` to describe them, ``WaitTimedOut`` when a
+wait runs out), a client for calling one
 participant directly (``ParticipantClient``), the server for embedding a coordinator
 (``CoordinatorServer``, ``ServerOptions``, ``DevEtcd``), ``TlsFiles`` for a certificate and
 its key, ``tracer_provider_from_env`` for traces, and the generated messages as
@@ -30,6 +31,7 @@ from .client._coordinator import (
     Saga,
     Step,
     TwoPhase,
+    WaitTimedOut,
     settled,
 )
 from .client._failover import Failover
@@ -65,6 +67,7 @@ __all__ = [
     "TlsFiles",
     "TracingConfigError",
     "TwoPhase",
+    "WaitTimedOut",
     "pb",
     "ppb",
     "ppb_grpc",

@@ -1,7 +1,8 @@
 """``txc tx``: find, inspect and repair transactions through the Coordinator API.
 
 Exit codes: 0 done; 1 the coordinator refused (FAILED_PRECONDITION, INVALID_ARGUMENT, ...);
-2 bad command line; 3 unknown gid; 4 coordinator unreachable.
+2 bad command line; 3 unknown gid; 4 coordinator unreachable; 5 (``--wait``) the transaction
+did not finish: FAILED again, or still going when the wait ran out.
 """
 
 from __future__ import annotations
@@ -18,12 +19,18 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from .._proto.txc.v1 import coordinator_pb2 as pb
-from ..client._coordinator import CoordinatorClient, ListFilter, settled
+from ..client._coordinator import (
+    TERMINAL_STATES,
+    CoordinatorClient,
+    ListFilter,
+    WaitTimedOut,
+    settled,
+)
 from ..client._vocabulary import PROTOCOLS, STATES, is_unreachable, parse_duration
 from ._common import add_shared_flags, add_tls_client_flags, env_default, read_optional, tls_client
 from ._render import render_list, render_show
 
-EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNREACHABLE = 1, 2, 3, 4
+EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_UNFINISHED = 1, 2, 3, 4, 5
 
 
 def _client_flags(p: argparse.ArgumentParser, defaults: bool) -> None:
@@ -72,18 +79,29 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     replay.add_argument("--state", action="append", choices=sorted(STATES), default=[])
     replay.add_argument("--older-than", type=duration, metavar="AGE")
     replay.add_argument("--dry-run", action="store_true", help="list what --all would replay")
+    _wait_flags(replay)
     replay.set_defaults(func=_sync(_replay))
 
     skip = command("skip", help="mark a branch done by hand")
     skip.add_argument("gid")
     skip.add_argument("branch")
     skip.add_argument("--reason", required=True)
+    _wait_flags(skip)
     skip.set_defaults(func=_sync(_skip))
 
     abort = command("abort", help="saga: compensate; 2PC: abort unless commit was decided")
     abort.add_argument("gid")
     abort.add_argument("--reason", required=True)
+    _wait_flags(abort)
     abort.set_defaults(func=_sync(_abort))
+
+
+def _wait_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", action="store_true",
+                   help="print the outcome once the transaction has settled, not the state the "
+                        "action left it in (exit 5 unless it finished)")
+    p.add_argument("--wait-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="how long --wait waits (default 60)")
 
 
 def duration(text: str) -> float:
@@ -168,7 +186,10 @@ async def _replay(args: argparse.Namespace, client: CoordinatorClient) -> int:
         print("txc: give a GID or --all (with filters), not both", file=sys.stderr)
         return EXIT_USAGE
     if not args.all:
-        return _print_one(await client.replay(args.gid, args.reason))
+        return await _outcome(args, client, await client.replay(args.gid, args.reason))
+    if args.wait:
+        print("txc: --wait follows one transaction: give a GID, not --all", file=sys.stderr)
+        return EXIT_USAGE
     args.state = args.state or ["failed"]
     txs = await _matching(args, client, limit=10_000)
     if args.dry_run:
@@ -188,16 +209,28 @@ async def _replay(args: argparse.Namespace, client: CoordinatorClient) -> int:
 
 
 async def _skip(args: argparse.Namespace, client: CoordinatorClient) -> int:
-    return _print_one(await client.skip(args.gid, args.branch, args.reason))
+    return await _outcome(args, client, await client.skip(args.gid, args.branch, args.reason))
 
 
 async def _abort(args: argparse.Namespace, client: CoordinatorClient) -> int:
-    return _print_one(await client.abort(args.gid, args.reason))
+    return await _outcome(args, client, await client.abort(args.gid, args.reason))
 
 
-def _print_one(tx: pb.Transaction) -> int:
+async def _outcome(args: argparse.Namespace, client: CoordinatorClient, tx: pb.Transaction) -> int:
+    """What an operator action led to: the state it left the transaction in, or with
+    ``--wait`` the outcome once settled (a snapshot taken at once shows work in flight)."""
+    if not args.wait:
+        print(render_show(tx))
+        return 0
+    try:
+        tx = await client.wait_settled(tx.gid, args.wait_timeout)
+    except WaitTimedOut as exc:
+        if exc.transaction is not None:
+            print(render_show(exc.transaction))
+        print(f"txc: {exc.details()}", file=sys.stderr)
+        return EXIT_UNFINISHED
     print(render_show(tx))
-    return 0
+    return 0 if tx.state in TERMINAL_STATES else EXIT_UNFINISHED
 
 
 def _progress(done: int, total: int) -> None:

@@ -31,6 +31,26 @@ TERMINAL_STATES = frozenset({pb.TX_STATE_COMMITTED, pb.TX_STATE_COMPENSATED, pb.
 SETTLED_STATES = TERMINAL_STATES | {pb.TX_STATE_FAILED}
 """Terminal, or FAILED (waiting for an operator)."""
 
+_PASSING = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND})
+_WAIT_PAUSE_S, _WAIT_MAX_PAUSE_S = 0.1, 1.0  # between looks while a wait rides over them
+
+
+class WaitTimedOut(grpc.aio.AioRpcError, TimeoutError):
+    """``wait_settled`` ran out of time: DEADLINE_EXCEEDED, whose message says what the
+    wait last saw (never started, or the state it was in). Also a ``TimeoutError``, as
+    waits have always raised. ``transaction``: the last state seen; None if never found."""
+
+    def __init__(self, gid: str, timeout_s: float, seen: pb.Transaction | None) -> None:
+        if seen is None:
+            details = (f"transaction {gid!r} was not started within {timeout_s:g} s "
+                       "(not found until then)")
+        else:
+            state = pb.TxState.Name(seen.state).removeprefix("TX_STATE_")
+            details = f"transaction {gid!r} did not settle within {timeout_s:g} s: {state}"
+        super().__init__(grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(),
+                         grpc.aio.Metadata(), details=details, debug_error_string=None)
+        self.transaction = seen
+
 
 def settled(tx: pb.Transaction) -> bool:
     """Terminal or FAILED: nothing more happens to ``tx`` without an operator."""
@@ -272,18 +292,30 @@ class CoordinatorClient:
             yield tx
 
     async def wait_settled(self, gid: str, timeout_s: float = 60.0) -> pb.Transaction:
-        """The transaction once settled; rides over a coordinator that is restarting or
-        failing over (UNAVAILABLE). Raises TimeoutError after ``timeout_s``."""
-        async with asyncio.timeout(timeout_s):
-            while True:
-                try:
-                    async for tx in self.watch(gid):
-                        if settled(tx):
-                            return tx
-                except grpc.aio.AioRpcError as exc:
-                    if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                        raise
-                await asyncio.sleep(0.1)
+        """The transaction once settled. Rides over what may pass within ``timeout_s``: a
+        coordinator restarting or failing over (UNAVAILABLE) and a gid not started yet
+        (NOT_FOUND: an outbox relay or another process is about to start it). At the
+        deadline raises ``WaitTimedOut``: DEADLINE_EXCEEDED, and a ``TimeoutError``."""
+        seen: pb.Transaction | None = None
+        pause = _WAIT_PAUSE_S
+        deadline = asyncio.timeout(timeout_s)
+        try:
+            async with deadline:
+                while True:
+                    try:
+                        async for tx in self.watch(gid):
+                            seen, pause = tx, _WAIT_PAUSE_S
+                            if settled(tx):
+                                return tx
+                    except grpc.aio.AioRpcError as exc:
+                        if exc.code() not in _PASSING:
+                            raise
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, _WAIT_MAX_PAUSE_S)
+        except TimeoutError as exc:
+            if not deadline.expired():
+                raise
+            raise WaitTimedOut(gid, timeout_s, seen) from exc
 
     # -- operator actions ---------------------------------------------------------------
     async def replay(self, gid: str, reason: str) -> pb.Transaction:

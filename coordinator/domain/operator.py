@@ -36,7 +36,10 @@ def skip(record: TxRecord, branch: str, actor: str, reason: str, now: float) -> 
         raise NotFound(f"transaction {record.gid!r} has no branch {branch!r}") from None
     if status.state not in (B.RUNNING, B.COMPENSATING, B.PREPARED, B.PENDING):
         raise FailedPrecondition(f"branch {branch!r} is {status.state.name}: nothing to skip")
-    record = _resume_phase(record) if record.state is TxState.FAILED else record
+    if record.state is TxState.FAILED:
+        # The failure was this branch's; once it is skipped the error is why the phase
+        # runs again (the first cause). The failure and the skip stay in the history.
+        record = replace(_resume_phase(record), error=phase_cause(record))
     done = B.SUCCEEDED if record.state is TxState.RUNNING else B.SKIPPED
     if record.state is TxState.COMMITTING:
         done = B.COMMITTED
@@ -69,6 +72,20 @@ def _not_terminal(record: TxRecord, action: str) -> None:
     if record.state.terminal:
         raise FailedPrecondition(f"transaction {record.gid!r} is {record.state.name}: "
                                  f"nothing to {action}")
+
+
+def phase_cause(record: TxRecord) -> str:
+    """Why the transaction is compensating or aborting, as recorded when it turned (the
+    newest "compensate" entry, or the "decide" to abort); "" for a 2PC committing, or when
+    the history no longer holds the entry (it keeps the last 32)."""
+    for entry in reversed(record.history):
+        if entry.action == "compensate" and record.protocol is Protocol.SAGA:
+            return entry.reason
+        if entry.action == "decide" and entry.reason.startswith("abort: "):
+            return entry.reason.removeprefix("abort: ")
+        if entry.action == "decide":
+            return ""
+    return ""
 
 
 def _resume_phase(record: TxRecord) -> TxRecord:

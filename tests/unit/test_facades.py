@@ -12,7 +12,7 @@ import pytest
 COORDINATOR = {
     "CoordinatorClient", "CoordinatorServer", "DevEtcd", "Failover", "ListFilter",
     "ParticipantClient", "Retry", "SETTLED_STATES", "Saga", "ServerOptions", "Step",
-    "TERMINAL_STATES", "TlsFiles", "TracingConfigError", "TwoPhase", "pb", "ppb", "ppb_grpc",
+    "TERMINAL_STATES", "TlsFiles", "TracingConfigError", "TwoPhase", "WaitTimedOut", "pb", "ppb", "ppb_grpc",
     "settled", "tracer_provider_from_env",
 }
 

@@ -53,6 +53,27 @@ def test_skip_a_stuck_compensation_finishes_the_saga() -> None:
         operator.skip(failed_saga(), "zz", "op", "r", 5)
 
 
+def test_after_a_skip_the_error_is_the_first_cause_and_the_failure_stays_in_history() -> None:
+    step = operator.skip(failed_saga(), "a", "operator:ann", "refunded by hand", 5)
+    assert step.record.error == "branch b failed: no"  # why it compensated, not the old refusal
+    assert [(h.action, h.reason) for h in step.record.history] == [
+        ("compensate", "branch b failed: no"), ("failed", "compensation of a refused: bug"),
+        ("skip", "a: refunded by hand")]
+
+
+def test_after_a_skip_of_a_failed_2pc_abort_the_error_is_why_it_aborted() -> None:
+    plan = (BranchPlan("a", "p:1", "a.do"), BranchPlan("b", "p:1", "b.do"))
+    rec = two_phase.start(new_record(gid="t", protocol=Protocol.TWO_PHASE, plan=plan, now=0,
+                                     timeout_s=9), 0).record
+    rec = two_phase.apply(rec, Answered("a", Op.PREPARE, True), 0).record
+    rec = two_phase.apply(rec, Answered("b", Op.PREPARE, False, message="no stock"), 0).record
+    rec = two_phase.apply(rec, Answered("a", Op.ABORT, False, message="bug"), 0).record
+    assert rec.state is TxState.FAILED and rec.error == "abort of a refused: bug"
+    step = operator.skip(rec, "a", "op", "rolled back by hand", 5)
+    assert step.record.state is TxState.ABORTED
+    assert step.record.error == "branch b voted no: no stock"
+
+
 def test_abort_rules() -> None:
     with pytest.raises(FailedPrecondition, match="decided to commit"):
         operator.abort(committing_2pc(), "op", "r", 1)
