@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import _chaos, _console, _demo, _participant, _serve, _tx
@@ -27,9 +28,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_BROKEN_PIPE = 128 + 13  # as a command killed by SIGPIPE exits (git, cat, ...)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        args = build_parser().parse_args(argv)
+        code: int = args.func(args)
+        sys.stdout.flush()  # inside: the last of the output is written here, not at exit
+    except BrokenPipeError:
+        # The reader went away (``txc tx show X | head -5``): stop quietly, as other
+        # commands do. Output still buffered would fail again at exit: point stdout at
+        # /dev/null so that the interpreter's last flush has nowhere to break.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return code
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sys
 
 import pytest
 
@@ -73,3 +76,21 @@ async def test_find_inspect_and_replay_failed_sagas(etcd: DevEtcd, prefix: str,
 async def test_unreachable_coordinator_exits_4() -> None:
     code, _, err = await txc(1, "--timeout", "1", "list")
     assert code == 4 and "unreachable" in err
+
+
+async def test_a_reader_that_goes_away_ends_the_output_quietly(
+        etcd: DevEtcd, prefix: str, participant: ScriptedParticipant) -> None:
+    """``txc tx show X | head -5``: head has gone when txc writes (here: a pipe whose
+    reading end is closed already)."""
+    async with running(server_options(etcd, prefix)) as server, client_for(server) as c:
+        await c.start_saga(broken_refund(participant, "piped"), wait=True)
+        for args in (["show", "piped"], ["show", "piped", "--watch"], ["list"]):
+            read, write = os.pipe()
+            os.close(read)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "coordinator.cli", "tx", "--coordinator",
+                f"127.0.0.1:{server.port}", *args, stdout=write, stderr=asyncio.subprocess.PIPE)
+            os.close(write)
+            _, err = await proc.communicate()
+            assert proc.returncode == 141, (args, err.decode())  # 128 + SIGPIPE, as cat or git
+            assert err == b"", (args, err.decode())
