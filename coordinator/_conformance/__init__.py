@@ -9,9 +9,10 @@ docs/participants.md is the contract the cases check.
 from __future__ import annotations
 
 from ._cases import CASES, Case
+from ._preflight import Unreachable
 from ._report import CaseResult, Report
 from ._runner import check
 from ._scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 
-__all__ = ["CASES", "Case", "CaseResult", "Report", "Scenario", "ScenarioError", "check",
+__all__ = ["CASES", "Case", "CaseResult", "Report", "Scenario", "ScenarioError", "Unreachable", "check",
            "load_scenario", "parse_scenario"]

@@ -133,15 +133,23 @@ class Driver:
         return _pick(answer.result, obs)
 
 
+class NoSuchField(Violation):
+    """The observe operation answered, without the scenario's ``field`` in its result."""
+
+
 def _pick(result: bytes, obs: Observe) -> bytes:
     if obs.field is None:
         return result
     try:
         body = json.loads(result)
-        return json.dumps(body[obs.field], sort_keys=True).encode()
-    except (ValueError, KeyError, TypeError):
-        raise Violation(f"a JSON object with {obs.field!r} from {obs.operation!r}",
-                        _short(result), "the checker cannot see effects: fix the scenario") from None
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or obs.field not in body:
+        fields = f" (its fields: {', '.join(map(str, body))})" if isinstance(body, dict) else ""
+        raise NoSuchField(f"a JSON object with {obs.field!r} from {obs.operation!r}",
+                          _short(result) + fields,
+                          "the checker cannot see effects: fix the scenario")
+    return json.dumps(body[obs.field], sort_keys=True).encode()
 
 
 def _unreachable(last: str) -> Violation:

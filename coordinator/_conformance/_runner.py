@@ -11,6 +11,7 @@ from ..rpc._tls import TlsFiles
 from ._cases import CASES, Case
 from ._checks import Effects
 from ._driver import Driver, Violation
+from ._preflight import preflight
 from ._report import FAIL, PASS, SKIP, CaseResult, Report
 from ._saga_cases import SagaRun
 from ._scenario import Observe, Scenario
@@ -30,16 +31,19 @@ class _Unreachable(Exception):
 async def check(address: str, scenario: Scenario, *, tls_ca: bytes | None = None,
                 tls_identity: TlsFiles | None = None, timeout_s: float = 5.0,
                 only: set[str] | None = None) -> Report:
-    """Every case (or those named in ``only``) against the participant at ``address``."""
+    """Every case (or those named in ``only``) against the participant at ``address``.
+
+    Raises Unreachable when it cannot be reached, and ScenarioError when the service does
+    not bear out the scenario's ``observe``: both before any case runs."""
     run_id = uuid.uuid4().hex[:10]
+    wanted = [case for case in CASES if only is None or case.name in only]
     async with ParticipantClient(address, timeout_s=timeout_s, tls_ca=tls_ca,
                                  tls_identity=tls_identity) as client:
         driver = Driver(client, run_id, scenario.branch, timeout_s=timeout_s)
+        await preflight(client, driver, scenario, [case.protocol for case in wanted])
         results: list[CaseResult] = []
         unreachable = False
-        for case in CASES:
-            if only is not None and case.name not in only:
-                continue
+        for case in wanted:
             if unreachable:
                 results.append(_skip(case, "not run: the participant is unreachable"))
                 continue

@@ -1,7 +1,8 @@
 """``txc participant check HOST:PORT --scenario FILE``: the conformance checker's front end.
 
 Exit codes: 0 every case passed (or was skipped by the scenario); 1 a case failed; 2 bad
-command line or scenario file.
+command line or scenario file, or a scenario the service does not bear out (its ``observe``
+fails: checked before any case runs); 3 the participant is unreachable.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from .._conformance import CASES, ScenarioError, check, load_scenario
+from .._conformance import CASES, ScenarioError, Unreachable, check, load_scenario
 from ._common import add_tls_client_flags, tls_client
 
-EXIT_FAILED, EXIT_USAGE = 1, 2
+EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,8 +39,15 @@ def _check(args: argparse.Namespace) -> int:
         print(f"txc participant check: --scenario {exc}")
         return EXIT_USAGE
     tls_ca, identity = tls_client("txc participant check", args)
-    report = asyncio.run(check(args.address, scenario, tls_ca=tls_ca, tls_identity=identity,
-                               timeout_s=args.timeout, only=set(args.case) or None))
+    try:
+        report = asyncio.run(check(args.address, scenario, tls_ca=tls_ca, tls_identity=identity,
+                                   timeout_s=args.timeout, only=set(args.case) or None))
+    except ScenarioError as exc:
+        print(f"txc participant check: --scenario {args.scenario}: {exc} (no case was run)")
+        return EXIT_USAGE
+    except Unreachable as exc:
+        print(f"txc participant check: {exc} (no case was run)")
+        return EXIT_UNREACHABLE
     print(report.to_json() if args.json else report.to_text())
     return 0 if report.passed else EXIT_FAILED
 

@@ -3,6 +3,7 @@ anyone who wants to call a participant directly (benchmarks, checks, tests)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 import grpc
@@ -42,6 +43,15 @@ class ParticipantClient:
 
     async def close(self) -> None:
         await self._channel.close(None)
+
+    async def reachable(self, within_s: float) -> bool:
+        """Whether a connection to the participant is up within ``within_s`` (TLS handshake
+        included): no call is made."""
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), within_s)
+        except TimeoutError:
+            return False
+        return True
 
     async def send(self, op: str, request: ppb.BranchRequest, timeout_s: float | None = None,
                    metadata: Mapping[str, str] | None = None) -> ppb.BranchReply:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
 
-from coordinator._conformance import ScenarioError, check, parse_scenario
+from coordinator._conformance import ScenarioError, Unreachable, check, parse_scenario
 from coordinator.cli import main
 
 from ._memory import SCENARIO, Accounts, Breaks, serve
@@ -58,11 +59,35 @@ async def test_exit_2_on_a_scenario_it_cannot_use(tmp_path: Path, capsys: pytest
     assert code == 2 and "unknown key(s) ['compensaton']" in out
 
 
-async def test_an_unreachable_participant_fails_once_and_skips_the_rest() -> None:
-    report = await check("127.0.0.1:1", parse_scenario(SCENARIO), timeout_s=0.5)
-    statuses = [c.status for c in report.cases]
-    assert statuses[0] == "fail" and set(statuses[1:]) == {"skip"}
-    assert "UNAVAILABLE" in report.cases[0].got
+async def test_an_unreachable_participant_is_said_once_before_any_case(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(Unreachable, match=r"127\.0\.0\.1:1 is unreachable"):
+        await check("127.0.0.1:1", parse_scenario(SCENARIO), timeout_s=0.5)
+    began = time.monotonic()
+    code, out = await txc(capsys, "127.0.0.1:1", "--scenario", write(tmp_path, SCENARIO))
+    assert code == 3 and out.count("unreachable") == 1 and "no case was run" in out, out
+    assert "FAIL" not in out and "SKIP" not in out
+    assert time.monotonic() - began < 5  # once, not ~3.3 s per case
+
+
+@pytest.mark.parametrize(("section", "observe", "named"), [
+    ("saga", {"operation": "accounts.balance", "field": "balanse"}, "saga.observe.field"),
+    ("two_phase", {"operation": "accounts.balance", "field": "balance.now"}, "two_phase.observe.field"),
+])
+async def test_a_scenario_the_service_does_not_bear_out_exits_2_before_any_case(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], section: str,
+        observe: dict[str, str], named: str) -> None:
+    accounts = Accounts()
+    server, address = await serve(accounts)
+    body = {**SCENARIO, section: {**SCENARIO[section], "observe": observe}}  # type: ignore[dict-item]
+    try:
+        code, out = await txc(capsys, address, "--scenario", write(tmp_path, body))
+    finally:
+        await server.stop(0)
+    assert code == 2, out
+    assert f"{named}: the service does not bear it out" in out and "its fields: balance" in out
+    assert "no case was run" in out and "PASS" not in out and "FAIL" not in out
+    assert accounts.balance == 1_000 and not accounts.rows and not accounts.prepared  # nothing done
 
 
 async def test_cases_without_their_scenario_section_are_skipped() -> None:
