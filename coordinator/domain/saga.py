@@ -88,7 +88,8 @@ def _reply(record: TxRecord, event: Answered, now: float) -> Transition:
             return Transition(record)  # late answer: compensation already owns this branch
         if event.ok:
             done = replace(status, state=BranchState.SUCCEEDED, result=event.result, error="")
-            return advance_forward(_touch(record.with_branch(event.branch, done), now), now)
+            record = record.with_branch(event.branch, _stamp(done, now))  # when it succeeded
+            return advance_forward(_touch(record, now), now)
         refused = replace(status, state=BranchState.FAILED, error=event.message)
         record = record.with_branch(event.branch, _stamp(refused, now))
         return begin_compensation(record, f"branch {event.branch} failed: {event.message}", now)

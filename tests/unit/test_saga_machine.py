@@ -189,3 +189,14 @@ def test_wanted_drops_forward_calls_once_compensating() -> None:
     step = saga.apply(step.record, refuse("a"), 0)
     assert not saga.wanted(step.record, Call("b", Op.EXECUTE))
     assert saga.wanted(step.record, Call("b", Op.COMPENSATE))
+
+
+def test_a_succeeded_branch_shows_when_its_action_answered_not_when_it_started() -> None:
+    step = saga.start(record("a", "b"), 1.0)
+    assert step.record.status("a").updated_at == 1.0  # RUNNING since
+    step = saga.apply(step.record, ok("a"), 7.5)  # answered after 6.5 s of retries
+    assert step.record.status("a").updated_at == 7.5
+    assert step.record.status("b").updated_at == 7.5  # RUNNING since
+    step = saga.apply(step.record, ok("b"), 9.0)
+    assert step.record.state is TxState.COMMITTED
+    assert [s.updated_at for s in step.record.branches] == [7.5, 9.0]
