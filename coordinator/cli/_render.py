@@ -7,7 +7,7 @@ import datetime as dt
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from .._proto.txc.v1 import coordinator_pb2 as pb
-from ..client._vocabulary import branch_state_name, branch_where, protocol_name, state_name
+from ..client._vocabulary import branch_where, protocol_name, shown_branch_state, state_name
 
 
 def _when(ts: Timestamp) -> str:
@@ -33,6 +33,8 @@ def render_list(txs: list[pb.Transaction]) -> str:
 def render_show(tx: pb.Transaction) -> str:
     out = [f"{tx.gid}  {protocol_name(tx.protocol)}  {state_name(tx.state).upper()}",
            f"  created {_when(tx.created_at)}  updated {_when(tx.updated_at)}"]
+    if tx.decision:
+        out.append(f"  decision: {tx.decision}")
     if tx.error:
         out.append(f"  error: {tx.error}")
     if tx.labels:
@@ -41,7 +43,7 @@ def render_show(tx: pb.Transaction) -> str:
         out.append(f"  trace: {tx.trace_id}")
     out.append("  branches:")
     for b in tx.branches:
-        line = f"    {b.name:<16} {branch_state_name(b.state):<12} attempts={b.attempts:<3} " \
+        line = f"    {b.name:<16} {shown_branch_state(tx, b):<12} attempts={b.attempts:<3} " \
                f"at {_when(b.updated_at)}"
         out.append(line)
         out.append(f"      {branch_where(tx.protocol, b)}")

@@ -27,10 +27,13 @@ from ..client._coordinator import (
     settled,
 )
 from ..client._vocabulary import PROTOCOLS, STATES, is_unreachable, parse_duration
+from ..domain.operator import may_replay
+from ..domain.records import TxState
 from ._common import add_shared_flags, add_tls_client_flags, env_default, read_optional, tls_client
 from ._render import render_list, render_show
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_UNFINISHED = 1, 2, 3, 4, 5
+REPLAYABLE = sorted(n for n, v in STATES.items() if may_replay(TxState(v)))
 
 
 def _client_flags(p: argparse.ArgumentParser, defaults: bool) -> None:
@@ -76,7 +79,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     replay.add_argument("gid", nargs="?")
     replay.add_argument("--reason", required=True)
     replay.add_argument("--all", action="store_true", help="every transaction matching the filters")
-    replay.add_argument("--state", action="append", choices=sorted(STATES), default=[])
+    replay.add_argument("--state", action="append", choices=REPLAYABLE, default=[],
+                        help="with --all: transactions in this state (default failed)")
     replay.add_argument("--older-than", type=duration, metavar="AGE")
     replay.add_argument("--dry-run", action="store_true", help="list what --all would replay")
     _wait_flags(replay)

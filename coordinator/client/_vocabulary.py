@@ -32,6 +32,14 @@ def branch_state_name(value: int) -> str:
     return pb.BranchState.Name(value).removeprefix("BRANCH_STATE_").lower()  # type: ignore[arg-type]
 
 
+def shown_branch_state(tx: pb.Transaction, b: pb.BranchStatus) -> str:
+    """The branch state people read. A 2PC branch whose Prepare went unanswered is RUNNING
+    in the record while the decided Abort is sent to it: "aborting", not "running"."""
+    if tx.decision == "abort" and b.state == pb.BRANCH_STATE_RUNNING:
+        return "aborting"
+    return branch_state_name(b.state)
+
+
 def branch_where(protocol: int, b: pb.BranchStatus) -> str:
     """Where a branch lives and what it runs, e.g. "at inventory:7001, action stock.reserve,
     compensation stock.release" ("?" for what a coordinator did not say)."""

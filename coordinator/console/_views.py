@@ -26,8 +26,11 @@ from ..client._vocabulary import (
     branch_state_name,
     parse_duration,
     protocol_name,
+    shown_branch_state,
     state_name,
 )
+from ..domain.operator import may_abort, may_replay, may_skip
+from ..domain.records import BranchState, Protocol, TxState
 
 PAGE_SIZE = 50
 MIN_LABEL_PCT = 12.0  # a bar at least this wide (in % of the axis) carries its label
@@ -273,14 +276,14 @@ def timeline(tx: pb.Transaction, now: float | None = None) -> Timeline:
     turn = _turn(tx, markers)
     forward = _forward(tx, start, turn, end)
     backward = _backward(tx, turn, end)
-    lanes = [_lane(b, [s for s in (forward[i], backward[i]) if s is not None])
+    lanes = [_lane(tx, b, [s for s in (forward[i], backward[i]) if s is not None])
              for i, b in enumerate(tx.branches)]
     approximate = any(not s.exact for lane in lanes for s in lane.segments)
     return Timeline(start, max(end, start + 1e-3), lanes, markers, turn, approximate)
 
 
-def _lane(b: pb.BranchStatus, segments: list[Segment]) -> Lane:
-    return Lane(b.name, branch_state_name(b.state), b.attempts, b.error, len(b.result),
+def _lane(tx: pb.Transaction, b: pb.BranchStatus, segments: list[Segment]) -> Lane:
+    return Lane(b.name, shown_branch_state(tx, b), b.attempts, b.error, len(b.result),
                 when(seconds(b.updated_at)), segments, b.participant, b.action, b.compensation)
 
 
@@ -315,12 +318,22 @@ def _forward(tx: pb.Transaction, start: float, turn: float | None,
             out.append(None)
             continue
         begin = start if two_phase else min(previous, stop)
+        if _unvoted(tx, b):  # its Prepare went unanswered until the decision to abort
+            out.append(Segment(op, False, begin, stop, "failed", "no vote", None, exact))
+            previous, previous_exact = stop, exact
+            continue
         forward_state = b.state if b.state in _FORWARD else pb.BRANCH_STATE_SUCCEEDED
         out.append(Segment(op, False, begin, stop, _outcome(tx, forward_state), _forward_name(b),
                            b.attempts if exact else None, exact and (two_phase or previous_exact),
                            open=b.state == pb.BRANCH_STATE_RUNNING and not settled(tx)))
         previous, previous_exact = stop, exact
     return out
+
+
+def _unvoted(tx: pb.Transaction, b: pb.BranchStatus) -> bool:
+    """A 2PC branch still RUNNING after the decision to abort: no vote came, and the
+    Abort is being sent to it (it may have prepared)."""
+    return tx.decision == "abort" and b.state == pb.BRANCH_STATE_RUNNING
 
 
 def _forward_name(b: pb.BranchStatus) -> str:
@@ -336,6 +349,8 @@ def _forward_ends(tx: pb.Transaction, start: float, turn: float | None,
             known.append(None)
         elif b.state == pb.BRANCH_STATE_RUNNING and not settled(tx) and turn is None:
             known.append(end)
+        elif _unvoted(tx, b) and turn is not None:
+            known.append(turn)  # its last change is the Abort's, not the Prepare's
         elif b.state in _FORWARD:
             known.append(seconds(b.updated_at))
         else:
@@ -376,14 +391,14 @@ def _backward(tx: pb.Transaction, turn: float | None, end: float) -> list[Segmen
     previous = turn
     for i in reversed(range(len(tx.branches))):
         b = tx.branches[i]
-        if b.state not in _BACKWARD:
+        if b.state not in _BACKWARD and not _unvoted(tx, b):
             continue
         open_ = b.state in _OPEN and not settled(tx)
         stop = end if open_ else max(seconds(b.updated_at), turn)
         # An operator's replay re-drives it: the bar starts there, not at the first try.
         restart = max([turn, *(r for r in replays if r <= stop)])
         begin = restart if tx.protocol == pb.PROTOCOL_TWO_PHASE else min(max(previous, restart), stop)
-        out[i] = Segment(op, True, begin, stop, _outcome(tx, b.state), branch_state_name(b.state),
+        out[i] = Segment(op, True, begin, stop, _outcome(tx, b.state), shown_branch_state(tx, b),
                          b.attempts, True, open=open_)
         previous = stop
     return out
@@ -412,6 +427,7 @@ class Detail:
     timeline: Timeline
     actions: list[str]  # what an operator may try in this state
     trace_id: str = ""  # its OpenTelemetry trace; "" when untraced
+    skippable: list[str] = field(default_factory=list)  # branches a skip may name
 
 
 def detail(tx: pb.Transaction, now: float | None = None) -> Detail:
@@ -419,7 +435,7 @@ def detail(tx: pb.Transaction, now: float | None = None) -> Detail:
     return Detail(tx.gid, protocol_name(tx.protocol), state_name(tx.state), settled(tx),
                   when(seconds(tx.created_at)), when(seconds(tx.updated_at)),
                   span(max(0.0, line.end - line.start)), tx.error, sorted(tx.labels.items()),
-                  line, actions(tx), tx.trace_id)
+                  line, actions(tx), tx.trace_id, skippable(tx))
 
 
 def trace_link(template: str, trace_id: str) -> str:
@@ -431,9 +447,24 @@ def trace_link(template: str, trace_id: str) -> str:
 
 
 def actions(tx: pb.Transaction) -> list[str]:
-    """Offered, not promised: the coordinator decides and its refusal is shown."""
-    finished = tx.state in (pb.TX_STATE_COMMITTED, pb.TX_STATE_COMPENSATED, pb.TX_STATE_ABORTED)
-    if finished:
+    """What the operator rules (domain.operator) allow in this state. Offered, not
+    promised: the coordinator decides (the state may have moved) and its refusal is shown."""
+    try:
+        state, protocol = TxState(tx.state), Protocol(tx.protocol)
+    except ValueError:  # a state this console does not know: offer nothing
         return []
-    decided = tx.state in (pb.TX_STATE_COMMITTING,)
-    return ["replay", "skip"] + ([] if decided else ["abort"])
+    offered = ["replay"] if may_replay(state) else []
+    if skippable(tx):
+        offered.append("skip")
+    if may_abort(protocol, state, tx.decision):
+        offered.append("abort")
+    return offered
+
+
+def skippable(tx: pb.Transaction) -> list[str]:
+    """The branches the operator rules let a skip mark done (not a FAILED one, ...)."""
+    try:
+        state = TxState(tx.state)
+        return [b.name for b in tx.branches if may_skip(state, BranchState(b.state))]
+    except ValueError:
+        return []

@@ -14,6 +14,29 @@ from .errors import FailedPrecondition, NotFound
 from .records import BranchState, Protocol, Transition, TxRecord, TxState
 
 B = BranchState
+SKIPPABLE = frozenset({B.RUNNING, B.COMPENSATING, B.PREPARED, B.PENDING})
+"""Branch states an operator may mark done by hand: work not (known to be) finished."""
+
+
+# -- what each action allows: the actions below refuse what these do not allow, and
+# -- operators' tools (txc tx, the console) offer what they do.
+
+def may_replay(state: TxState) -> bool:
+    return not state.terminal  # as every action: nothing to do on a finished transaction
+
+
+def may_skip(state: TxState, branch: BranchState) -> bool:
+    return not state.terminal and branch in SKIPPABLE
+
+
+def may_abort(protocol: Protocol, state: TxState, decision: str) -> bool:
+    """Saga: only while RUNNING (past it, replay resumes the compensation). 2PC: only
+    before any decision (``decision``: "commit", "abort" or "")."""
+    if state.terminal:
+        return False
+    if protocol is Protocol.TWO_PHASE:
+        return not decision and state is not TxState.ABORTING
+    return state is TxState.RUNNING
 
 
 def replay(record: TxRecord, actor: str, reason: str, now: float) -> Transition:
@@ -34,7 +57,7 @@ def skip(record: TxRecord, branch: str, actor: str, reason: str, now: float) -> 
         status = record.status(branch)
     except KeyError:
         raise NotFound(f"transaction {record.gid!r} has no branch {branch!r}") from None
-    if status.state not in (B.RUNNING, B.COMPENSATING, B.PREPARED, B.PENDING):
+    if not may_skip(record.state, status.state):
         raise FailedPrecondition(f"branch {branch!r} is {status.state.name}: nothing to skip")
     if record.state is TxState.FAILED:
         # The failure was this branch's; once it is skipped the error is why the phase
@@ -53,19 +76,22 @@ def skip(record: TxRecord, branch: str, actor: str, reason: str, now: float) -> 
 def abort(record: TxRecord, actor: str, reason: str, now: float) -> Transition:
     """Saga: compensate. 2PC: abort unless commit was decided."""
     _not_terminal(record, "abort")
-    if record.protocol is Protocol.TWO_PHASE:
-        if record.decision == "commit":
-            raise FailedPrecondition(f"transaction {record.gid!r} decided to commit; it can no "
-                                     "longer abort (replay finishes the commit)")
-        if record.state is TxState.ABORTING or record.decision == "abort":
-            raise FailedPrecondition(f"transaction {record.gid!r} is already aborting; replay it")
-        record = note(record, "abort", reason, now, actor)
-        return two_phase.decide_abort(record, f"aborted by {actor}: {reason}", now)
-    if record.state is not TxState.RUNNING:
-        raise FailedPrecondition(f"saga {record.gid!r} is {record.state.name}, not RUNNING; "
-                                 "replay resumes its compensation")
+    if not may_abort(record.protocol, record.state, record.decision):
+        raise FailedPrecondition(_why_no_abort(record))
     record = note(record, "abort", reason, now, actor)
+    if record.protocol is Protocol.TWO_PHASE:
+        return two_phase.decide_abort(record, f"aborted by {actor}: {reason}", now)
     return saga.begin_compensation(record, f"aborted by {actor}: {reason}", now)
+
+
+def _why_no_abort(record: TxRecord) -> str:
+    if record.protocol is Protocol.SAGA:
+        return (f"saga {record.gid!r} is {record.state.name}, not RUNNING; replay resumes its "
+                "compensation")
+    if record.decision == "commit":
+        return (f"transaction {record.gid!r} decided to commit; it can no longer abort (replay "
+                "finishes the commit)")
+    return f"transaction {record.gid!r} is already aborting; replay it"
 
 
 def _not_terminal(record: TxRecord, action: str) -> None:

@@ -93,4 +93,5 @@ def transaction(record: TxRecord) -> pb.Transaction:
         history=[pb.HistoryEntry(at=_ts(h.at), actor=h.actor, action=h.action, reason=h.reason)
                  for h in record.history],
         trace_id=record.trace_id,
+        decision=record.decision,
     )

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from coordinator import CoordinatorClient, Retry, Saga, Step, pb
+from coordinator import CoordinatorClient, Retry, Saga, Step, TwoPhase, pb
 from coordinator.rpc.net import free_port
 from coordinator.server import CoordinatorServer, DevEtcd, Operators
 from tests.integration.participant import ScriptedParticipant
@@ -220,6 +220,10 @@ async def test_replay_from_the_browser_needs_the_token_and_a_reason(
             async with console(server, driver, tmp_path, allow_actions=True) as page:
                 await page.open("/tx/stuck-refund")
                 assert await page.count(".seg.failed") == 2  # refused order, stuck refund
+                # what the state allows: no abort of a FAILED saga, no skip of the refused order
+                assert await page.count("#form-replay") == 1 and await page.count("#form-abort") == 0
+                offered = await page.text("#form-skip select[name=branch]")
+                assert offered.split() == ["debit"]
                 await page.shot("detail-failed.png")
 
                 await replay(page, "refund fixed in v1.4.2")
@@ -241,6 +245,33 @@ async def test_replay_from_the_browser_needs_the_token_and_a_reason(
                 history = await page.text("table.history")
                 assert "operator:ann" in history and "refund fixed in v1.4.2" in history
                 await page.shot("replayed.png")
+    finally:
+        await participant.stop()
+
+
+async def test_a_two_phase_aborting_shows_its_unanswered_branch_aborting(
+        etcd: DevEtcd, prefix: str, driver: Any, tmp_path: Path) -> None:
+    participant = await ScriptedParticipant().start()
+    gone = f"127.0.0.1:{free_port()}"  # nobody serves there: its Prepare and Abort go unanswered
+    transfer = TwoPhase([Step("debit", gone, "accounts.debit", payload={"amount": 30}, retry=FAST),
+                         Step("order", participant.address, "orders.create", payload={}, retry=FAST)],
+                        gid="2pc-aborting", timeout_s=1)
+    try:
+        async with running(server_options(etcd, prefix)) as server, \
+                CoordinatorClient(f"127.0.0.1:{server.port}") as client:
+            await client.start_two_phase(transfer)
+            async with asyncio.timeout(10):
+                while (await client.get("2pc-aborting")).state != pb.TX_STATE_ABORTING:
+                    await asyncio.sleep(0.1)
+            async with console(server, driver, tmp_path, allow_actions=True) as page:
+                await page.open("/tx/2pc-aborting")
+                lane = await page.text(".lane[data-branch=debit] .name")
+                assert "aborting" in lane and "running" not in lane
+                row = await page.text("table.branches tr[data-branch=debit]")
+                assert gone in row and "accounts.debit" in row and "aborting" in row
+                assert await page.count(".lane[data-branch=debit] .seg.backward.open") == 1
+                assert await page.count("#form-abort") == 0  # decided: abort is refused
+                await page.shot("detail-2pc-aborting.png")
     finally:
         await participant.stop()
 

@@ -86,7 +86,49 @@ def test_a_failed_saga_shows_the_stuck_compensation_as_failed_with_its_error() -
         history=((T0 + 1, "compensate"), (T0 + 2, "failed"), (T0 + 8, "replay"))))
     assert replayed.lanes[0].segments[-1].start == pytest.approx(T0 + 8)  # from the replay on
     assert replayed.labelled(replayed.lanes[1]) == [True]  # narrow, but the lane's only bar
-    assert views.actions(tx(pb.TX_STATE_FAILED, [])) == ["replay", "skip", "abort"]
+
+
+def test_the_actions_offered_are_those_the_operator_rules_allow() -> None:
+    failed_saga = tx(pb.TX_STATE_FAILED, [
+        branch("a", pb.BRANCH_STATE_COMPENSATING, T0 + 2), branch("b", pb.BRANCH_STATE_FAILED, T0 + 1)])
+    # no abort on a FAILED saga, and skip names only the branch it may mark done
+    assert views.actions(failed_saga) == ["replay", "skip"]
+    assert views.skippable(failed_saga) == ["a"]
+    refused_only = tx(pb.TX_STATE_FAILED, [branch("b", pb.BRANCH_STATE_FAILED, T0 + 1)])
+    assert views.actions(refused_only) == ["replay"]  # no skip on a FAILED branch
+    running = tx(pb.TX_STATE_RUNNING, [branch("a", pb.BRANCH_STATE_RUNNING, T0 + 1)])
+    assert views.actions(running) == ["replay", "skip", "abort"]
+    aborting = two_phase_aborting()
+    assert views.actions(aborting) == ["replay", "skip"]  # decided: no second abort
+    failed_commit = tx(pb.TX_STATE_FAILED, [branch("a", pb.BRANCH_STATE_PREPARED, T0 + 1)],
+                       protocol=pb.PROTOCOL_TWO_PHASE)
+    failed_commit.decision = "commit"
+    assert views.actions(failed_commit) == ["replay", "skip"]
+    preparing = tx(pb.TX_STATE_PREPARING, [branch("a", pb.BRANCH_STATE_RUNNING, T0 + 1)],
+                   protocol=pb.PROTOCOL_TWO_PHASE)
+    assert views.actions(preparing) == ["replay", "skip", "abort"]
+    assert views.actions(tx(pb.TX_STATE_COMPENSATED, [])) == []
+
+
+def two_phase_aborting() -> pb.Transaction:
+    """b voted no at +0.3, a's Prepare never answered: the Abort is being sent to a."""
+    t = tx(pb.TX_STATE_ABORTING, [
+        branch("a", pb.BRANCH_STATE_RUNNING, T0 + 2, attempts=3, error="UNAVAILABLE"),
+        branch("b", pb.BRANCH_STATE_VOTED_NO, T0 + 0.3)],
+        history=((T0 + 0.3, "decide"),), protocol=pb.PROTOCOL_TWO_PHASE)
+    t.decision = "abort"
+    return t
+
+
+def test_a_two_phase_aborting_shows_no_branch_running() -> None:
+    line = views.timeline(two_phase_aborting(), now=T0 + 3)
+    lane = line.lanes[0]
+    assert lane.state == "aborting"
+    prepare, abort = lane.segments
+    assert (prepare.state, prepare.outcome, prepare.end) == ("no vote", "failed", T0 + 0.3)
+    assert not prepare.open
+    assert (abort.op, abort.state, abort.start, abort.attempts) == ("abort", "aborting", T0 + 0.3, 3)
+    assert abort.open and abort.end == T0 + 3
 
 
 def test_two_phase_prepares_at_once_then_commits_after_the_decision() -> None:

@@ -34,3 +34,16 @@ def test_a_flag_after_the_command_wins_over_one_before_and_defaults_stay(
     monkeypatch.delenv("TXC_COORDINATOR", raising=False)
     assert _connection(["tx", "--coordinator", "a:1", "show", "g", "--coordinator", "b:2"])[0] == "b:2"
     assert _connection(["tx", "show", "g"])[:2] == ("127.0.0.1:7070", 10.0)
+
+
+def test_replay_state_offers_only_states_a_replay_can_act_on(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    args = build_parser().parse_args(["tx", "replay", "--all", "--state", "compensating",
+                                      "--reason", "r"])
+    assert args.state == ["compensating"]
+    for finished in ("committed", "compensated", "aborted"):
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args(["tx", "replay", "--all", "--state", finished, "--reason", "r"])
+        assert exited.value.code == 2
+        assert f"invalid choice: '{finished}'" in capsys.readouterr().err
+    assert "committed" in str(build_parser().parse_args(["tx", "list", "--state", "committed"]).state)

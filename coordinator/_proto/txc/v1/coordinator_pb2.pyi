@@ -98,6 +98,9 @@ class _BranchStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BranchSta
     BRANCH_STATE_UNSPECIFIED: _BranchState.ValueType  # 0
     BRANCH_STATE_PENDING: _BranchState.ValueType  # 1
     BRANCH_STATE_RUNNING: _BranchState.ValueType  # 2
+    """The action (2PC: Prepare) is being called. A 2PC branch stays RUNNING after a decision
+    to abort taken without its vote, while the Abort is sent to it (it may have prepared).
+    """
     BRANCH_STATE_SUCCEEDED: _BranchState.ValueType  # 3
     BRANCH_STATE_FAILED: _BranchState.ValueType  # 4
     BRANCH_STATE_COMPENSATING: _BranchState.ValueType  # 5
@@ -113,6 +116,9 @@ class BranchState(_BranchState, metaclass=_BranchStateEnumTypeWrapper): ...
 BRANCH_STATE_UNSPECIFIED: BranchState.ValueType  # 0
 BRANCH_STATE_PENDING: BranchState.ValueType  # 1
 BRANCH_STATE_RUNNING: BranchState.ValueType  # 2
+"""The action (2PC: Prepare) is being called. A 2PC branch stays RUNNING after a decision
+to abort taken without its vote, while the Abort is sent to it (it may have prepared).
+"""
 BRANCH_STATE_SUCCEEDED: BranchState.ValueType  # 3
 BRANCH_STATE_FAILED: BranchState.ValueType  # 4
 BRANCH_STATE_COMPENSATING: BranchState.ValueType  # 5
@@ -523,6 +529,7 @@ class Transaction(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     HISTORY_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
     gid: _builtins.str
     protocol: Global___Protocol.ValueType
     state: Global___TxState.ValueType
@@ -530,6 +537,10 @@ class Transaction(_message.Message):
     trace_id: _builtins.str
     """The transaction's trace (OpenTelemetry: the W3C trace id, 32 hex digits), to find it in
     a trace viewer; "" when it was started untraced. A replay moves it to the operator's.
+    """
+    decision: _builtins.str
+    """2PC: "commit" or "abort" once the coordinator decided (the decision is final; a FAILED
+    2PC keeps it, which says what a replay finishes); "" before it and for sagas.
     """
     @_builtins.property
     def branches(self) -> _containers.RepeatedCompositeFieldContainer[Global___BranchStatus]: ...
@@ -554,10 +565,11 @@ class Transaction(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         history: _abc.Iterable[Global___HistoryEntry] | None = ...,
         trace_id: _builtins.str = ...,
+        decision: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["branches", b"branches", "created_at", b"created_at", "error", b"error", "gid", b"gid", "history", b"history", "labels", b"labels", "protocol", b"protocol", "state", b"state", "trace_id", b"trace_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branches", b"branches", "created_at", b"created_at", "decision", b"decision", "error", b"error", "gid", b"gid", "history", b"history", "labels", b"labels", "protocol", b"protocol", "state", b"state", "trace_id", b"trace_id", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
