@@ -104,6 +104,25 @@ def check_reason(reason: str, limits: Limits) -> None:
         raise InvalidArgument("reason", "must not hold control characters (newlines and tabs are fine)")
 
 
+def check_start(
+    gid: str,
+    protocol: Protocol,
+    plan: tuple[BranchPlan, ...],
+    timeout_s: float,
+    concurrent: bool,
+    labels: dict[str, str],
+    limits: Limits,
+    allow: AllowList,
+) -> None:
+    """Every rule a start must meet before anything is written (``gid`` "" means the
+    coordinator names it). The coordinator and the participant SDK's outbox both call it."""
+    if gid:
+        check_gid(gid)
+    check_timeout(timeout_s, limits)
+    check_plan(plan, protocol, concurrent, limits, allow)
+    check_labels(labels, limits)
+
+
 def check_plan(
     plan: tuple[BranchPlan, ...],
     protocol: Protocol,

@@ -27,10 +27,8 @@ from ..domain.records import BranchPlan, Protocol, Transition, TxRecord, TxState
 from ..domain.validation import (
     Limits,
     check_gid,
-    check_labels,
-    check_plan,
     check_reason,
-    check_timeout,
+    check_start,
     growth_bytes,
 )
 from ..log import Created, LostOwnership, Stored, TxLog
@@ -86,11 +84,8 @@ class CoordinatorCore:
             raise Unavailable("coordinator is shutting down; retry on another instance")
         self._check_reachable()
         gid = req.gid or uuid.uuid4().hex
-        if req.gid:
-            check_gid(req.gid)
-        check_timeout(req.timeout_s, self._limits)
-        check_plan(req.plan, req.protocol, req.concurrent, self._limits, self._allow)
-        check_labels(dict(req.labels), self._limits)
+        check_start(req.gid, req.protocol, req.plan, req.timeout_s, req.concurrent,
+                    dict(req.labels), self._limits, self._allow)
         record = new_record(
             gid=gid, protocol=req.protocol, plan=req.plan, now=time.time(),
             timeout_s=req.timeout_s, concurrent=req.concurrent, labels=dict(req.labels),

@@ -1,48 +1,14 @@
-"""Proto <-> domain conversion. Field-level problems raise InvalidArgument naming the field."""
+"""Proto <-> domain conversion. Field-level problems raise InvalidArgument naming the field;
+the plans of start requests are read by ``rpc._plans``, shared with the participant SDK."""
 
 from __future__ import annotations
 
-from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from .._proto.txc.v1 import coordinator_pb2 as pb
-from ..domain.errors import InvalidArgument
-from ..domain.records import BranchPlan, Protocol, RetryPolicy, TxRecord
+from ..domain.records import Protocol, TxRecord
 from ..engine import StartRequest
-
-
-def _seconds(d: Duration, field: str) -> float:
-    value = d.seconds + d.nanos / 1e9
-    if value < 0:
-        raise InvalidArgument(field, "must not be negative")
-    return value
-
-
-def _retry(msg: pb.RetryPolicy, field: str, defaults: RetryPolicy) -> RetryPolicy:
-    initial = _seconds(msg.initial_backoff, f"{field}.initial_backoff") or defaults.initial_backoff_s
-    maximum = _seconds(msg.max_backoff, f"{field}.max_backoff") or max(defaults.max_backoff_s, initial)
-    if msg.multiplier < 0:
-        raise InvalidArgument(f"{field}.multiplier", "must not be negative")
-    return RetryPolicy(
-        max_attempts=msg.max_attempts,
-        initial_backoff_s=initial,
-        max_backoff_s=maximum,
-        multiplier=msg.multiplier or defaults.multiplier,
-    )
-
-
-def branch_plan(msg: pb.Branch, i: int, default_timeout_s: float) -> BranchPlan:
-    field = f"branches[{i}]"
-    return BranchPlan(
-        name=msg.name,
-        participant=msg.participant,
-        action=msg.action,
-        compensation=msg.compensation,
-        payload=msg.payload,
-        after=tuple(msg.after),
-        timeout_s=_seconds(msg.timeout, f"{field}.timeout") or default_timeout_s,
-        retry=_retry(msg.retry, f"{field}.retry", RetryPolicy()),
-    )
+from ..rpc._plans import plan_of, seconds
 
 
 def start_saga(msg: pb.StartSagaRequest, default_timeout_s: float,
@@ -50,8 +16,8 @@ def start_saga(msg: pb.StartSagaRequest, default_timeout_s: float,
     return StartRequest(
         gid=msg.gid,
         protocol=Protocol.SAGA,
-        plan=tuple(branch_plan(b, i, default_branch_timeout_s) for i, b in enumerate(msg.branches)),
-        timeout_s=_seconds(msg.timeout, "timeout") or default_timeout_s,
+        plan=plan_of(msg.branches, default_branch_timeout_s),
+        timeout_s=seconds(msg.timeout, "timeout") or default_timeout_s,
         concurrent=msg.concurrent,
         labels=tuple(sorted(msg.labels.items())),
     )
@@ -62,8 +28,8 @@ def start_two_phase(msg: pb.StartTwoPhaseRequest, default_timeout_s: float,
     return StartRequest(
         gid=msg.gid,
         protocol=Protocol.TWO_PHASE,
-        plan=tuple(branch_plan(b, i, default_branch_timeout_s) for i, b in enumerate(msg.branches)),
-        timeout_s=_seconds(msg.timeout, "timeout") or default_timeout_s,
+        plan=plan_of(msg.branches, default_branch_timeout_s),
+        timeout_s=seconds(msg.timeout, "timeout") or default_timeout_s,
         labels=tuple(sorted(msg.labels.items())),
     )
 

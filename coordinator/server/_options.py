@@ -14,6 +14,7 @@ from typing import Any, Literal, get_args
 from ..domain.validation import Limits
 from ..engine import EngineOptions
 from ..log import EtcdOptions
+from ..rpc._plans import DEFAULT_BRANCH_TIMEOUT_S, DEFAULT_SAGA_TIMEOUT_S, DEFAULT_TWO_PHASE_TIMEOUT_S
 from ..rpc._tls import TlsFiles
 from ..telemetry._metrics import parse_listen
 from ._operators import Operators
@@ -30,13 +31,13 @@ def _positive(name: str, value: float) -> None:
 class Defaults:
     """What a start that leaves a timeout at 0 gets, and the longest a ``wait`` may block."""
 
-    saga_timeout_s: float = 60.0
+    saga_timeout_s: float = DEFAULT_SAGA_TIMEOUT_S
     """A saga's forward deadline: past it, it compensates."""
 
-    two_phase_timeout_s: float = 30.0
+    two_phase_timeout_s: float = DEFAULT_TWO_PHASE_TIMEOUT_S
     """A 2PC's prepare deadline: a branch that has not voted by then is a no."""
 
-    branch_timeout_s: float = 5.0
+    branch_timeout_s: float = DEFAULT_BRANCH_TIMEOUT_S
     """One call to a participant (each attempt)."""
 
     max_wait_s: float = 300.0

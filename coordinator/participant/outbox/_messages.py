@@ -17,9 +17,12 @@ from sqlalchemy import Engine, insert, inspect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coordinator._proto.txc.v1 import coordinator_pb2 as cpb
+from coordinator.client._coordinator import Saga
+from coordinator.domain.errors import InvalidArgument
 from coordinator.participant._db.errors import ParticipantError
 from coordinator.participant._db.sql import blob, db_now, db_shifted
 from coordinator.participant._db.tables import OUTBOX_TABLE, TRACE_CHARS, outbox
+from coordinator.rpc._plans import check_saga_request
 from coordinator.telemetry._tracing import TRACEPARENT, bounded_carrier, current_carrier
 
 __all__ = ["START_SAGA", "OutboxError", "OutboxMessage", "Status", "add", "add_start_saga"]
@@ -36,6 +39,7 @@ class Status(StrEnum):
     PENDING = "pending"
     SENT = "sent"
     FAILED = "failed"  # refused for good by the receiver; kept for an operator
+    DISCARDED = "discarded"  # an operator decided it is never to be sent (txc outbox discard)
 
 
 class OutboxError(ParticipantError):
@@ -84,19 +88,25 @@ async def add(conn: AsyncConnection, kind: str, payload: bytes, *, delay_s: floa
     return int(key[0])
 
 
-async def add_start_saga(conn: AsyncConnection, request: cpb.StartSagaRequest) -> int:
+async def add_start_saga(conn: AsyncConnection, saga: Saga | cpb.StartSagaRequest) -> int:
     """Queue a StartSaga call; the relay delivers it to the coordinator.
 
-    The gid must be set: redelivery after a crash relies on StartSaga being idempotent
-    on gid, which a server-generated gid would defeat. ``wait`` is cleared: the relay
-    hands the saga over and moves on; it does not hold a lease while the saga runs.
+    ``saga``: a :class:`coordinator.Saga` (as ``CoordinatorClient.start_saga`` takes it) or
+    the request message. The plan is checked here with the coordinator's own rules (a bad
+    one raises :class:`OutboxError` naming the field, so the business transaction can roll
+    back instead of committing a message the coordinator would refuse for good). The gid
+    must be set: redelivery after a crash relies on StartSaga being idempotent on gid,
+    which a server-generated gid would defeat. ``wait`` is cleared: the relay hands the
+    saga over and moves on; it does not hold a lease while the saga runs.
     """
-    if not request.gid:
-        raise OutboxError("StartSagaRequest.gid must be set for outbox delivery")
-    if not request.branches:
-        raise OutboxError("StartSagaRequest has no branches")
     message = cpb.StartSagaRequest()
-    message.CopyFrom(request)
+    message.CopyFrom(saga.to_proto() if isinstance(saga, Saga) else saga)
+    if not message.gid:
+        raise OutboxError("StartSagaRequest.gid must be set for outbox delivery")
+    try:
+        check_saga_request(message)
+    except InvalidArgument as exc:
+        raise OutboxError(f"StartSagaRequest.{exc}: the coordinator would refuse this saga") from None
     message.wait = False
     return await add(conn, START_SAGA, message.SerializeToString())
 
