@@ -19,12 +19,12 @@ def build_parser() -> argparse.ArgumentParser:
     _chaos.add_parser(sub)
     _participant.add_parser(sub)
     _console.add_parser(sub)
-    try:  # the participant SDK's command; a coordinator-only install works without it
-        migrate = importlib.import_module(f"{__package__}._migrate")
-    except ImportError:
-        pass
-    else:
-        migrate.add_parser(sub)
+    for name in ("_migrate", "_outbox"):
+        try:  # the participant SDK's commands; a coordinator-only install works without them
+            module = importlib.import_module(f"{__package__}.{name}")
+        except ImportError:
+            continue
+        module.add_parser(sub)
     return parser
 
 

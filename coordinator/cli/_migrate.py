@@ -12,29 +12,14 @@ async drivers, asyncpg and aiomysql, as everywhere the SDK takes a DSN.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import sys
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from coordinator.participant import (
-    DsnError,
-    MigrationError,
-    PurgeResult,
-    create_engine,
-    purge,
-    purge_two_phase,
-    upgrade,
-)
-from coordinator.participant.schema import (
-    check_connection,
-    current_revision,
-    describe,
-    downgrade,
-    head_revision,
-    mask,
-)
+from coordinator.participant import PurgeResult, purge, purge_two_phase, upgrade
+from coordinator.participant.schema import current_revision, downgrade, head_revision, mask
+
+from ._dsn import add_dsn_flag, run_on_dsn
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,12 +28,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="create or upgrade the participant tables (txc_barrier, txc_outbox)",
         description="Apply the participant SDK's migrations and report the revision.",
     )
-    p.add_argument(
-        "--dsn",
-        default=os.environ.get("TXC_DSN", ""),
-        help="the database's URL: postgresql://, postgres://, mysql:// or mariadb:// (run with "
-        "asyncpg and aiomysql; +asyncpg / +aiomysql may be named) (env TXC_DSN)",
-    )
+    add_dsn_flag(p)
     what = p.add_mutually_exclusive_group()
     what.add_argument("--down", metavar="REV", help="migrate down to REV ('base' drops the tables)")
     what.add_argument("--status", action="store_true", help="report the revision, change nothing")
@@ -68,39 +48,24 @@ def run(args: argparse.Namespace) -> int:
     if args.purge_older_than_days is not None and args.purge_older_than_days <= 0:
         print("txc migrate: --purge-older-than-days must be positive", file=sys.stderr)
         return 2
-    try:
-        return asyncio.run(_run(args))
-    except DsnError as exc:
-        print(f"txc migrate: {exc}", file=sys.stderr)
-        return 2
-    except MigrationError as exc:
-        print(f"txc migrate: {exc}", file=sys.stderr)
-        return 1
-    except SQLAlchemyError as exc:
-        print(f"txc migrate: database error: {describe(exc)}", file=sys.stderr)
-        return 1
+    return run_on_dsn("txc migrate", args, lambda engine: _run(args, engine))
 
 
-async def _run(args: argparse.Namespace) -> int:
-    engine = create_engine(args.dsn)
-    try:
-        await check_connection(engine)
-        where = mask(engine.url)
-        if args.status:
-            revision = await current_revision(engine)
-        elif args.down:
-            revision = await downgrade(engine, args.down)
-        else:
-            revision = await upgrade(engine)
-        head = head_revision()
-        state = "head" if revision == head else f"head is {head}"
-        print(f"{where}: at revision {revision or 'base (no tables)'} ({state})")
-        if args.purge_older_than_days is not None:
-            days = args.purge_older_than_days
-            _report(await purge(engine, days), await purge_two_phase(engine, days), days)
-        return 0
-    finally:
-        await engine.dispose()
+async def _run(args: argparse.Namespace, engine: AsyncEngine) -> int:
+    where = mask(engine.url)
+    if args.status:
+        revision = await current_revision(engine)
+    elif args.down:
+        revision = await downgrade(engine, args.down)
+    else:
+        revision = await upgrade(engine)
+    head = head_revision()
+    state = "head" if revision == head else f"head is {head}"
+    print(f"{where}: at revision {revision or 'base (no tables)'} ({state})")
+    if args.purge_older_than_days is not None:
+        days = args.purge_older_than_days
+        _report(await purge(engine, days), await purge_two_phase(engine, days), days)
+    return 0
 
 
 def _report(result: PurgeResult, two_phase_rows: int, days: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -25,9 +26,15 @@ def render_list(txs: list[pb.Transaction]) -> str:
             pb.BRANCH_STATE_ABORTED, pb.BRANCH_STATE_SKIPPED))
         rows.append((tx.gid, protocol_name(tx.protocol), state_name(tx.state),
                      f"{done}/{len(tx.branches)}", _when(tx.created_at), tx.error[:60]))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return "\n".join(lines) if txs else "no transactions match"
+    return table(rows[0], rows[1:]) if txs else "no transactions match"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell, two spaces apart."""
+    every = [header, *rows]
+    widths = [max(len(r[i]) for r in every) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in every)
 
 
 def render_show(tx: pb.Transaction) -> str:

@@ -106,7 +106,7 @@ outbox = Table(
     Column("id", BigInteger, primary_key=True, autoincrement=True),
     Column("kind", String(64), nullable=False),
     Column("payload", blob(), nullable=False),
-    Column("status", String(16), nullable=False),  # pending | sent | failed
+    Column("status", String(16), nullable=False),  # pending | sent | failed | discarded
     Column("attempts", Integer, nullable=False),
     # Earliest time a relay may (re)claim the row: pushed forward by a claim (lease)
     # and by backoff after a failed attempt.

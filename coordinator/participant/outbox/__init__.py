@@ -2,9 +2,19 @@
 
 ``outbox.add(conn, ...)`` / ``outbox.add_start_saga(conn, request)`` write a message in the
 service's own transaction; :class:`Relay` delivers pending messages afterwards through a
-sender per kind (:class:`StartSagaSender` for ``START_SAGA``).
+sender per kind (:class:`StartSagaSender` for ``START_SAGA``). ``messages``, ``retry`` and
+``discard`` are the operator's side (``txc outbox``).
 """
 
+from coordinator.participant.outbox._admin import (
+    UNSENT,
+    Change,
+    OutboxRow,
+    discard,
+    failed_ids,
+    messages,
+    retry,
+)
 from coordinator.participant.outbox._messages import (
     START_SAGA,
     OutboxError,
@@ -24,9 +34,12 @@ from coordinator.participant.outbox._start_saga import StartSagaSender
 
 __all__ = [
     "START_SAGA",
+    "UNSENT",
+    "Change",
     "OutboxBacklog",
     "OutboxError",
     "OutboxMessage",
+    "OutboxRow",
     "Relay",
     "RelayOptions",
     "RelayStats",
@@ -35,4 +48,8 @@ __all__ = [
     "Status",
     "add",
     "add_start_saga",
+    "discard",
+    "failed_ids",
+    "messages",
+    "retry",
 ]
