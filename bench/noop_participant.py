@@ -18,6 +18,12 @@ class Noop(ppb_grpc.ParticipantServicer):
     def __init__(self, delay_s: float = 0.0) -> None:
         self._delay_s = delay_s
 
+    async def Operations(self, request: ppb.OperationsRequest,
+                         context: Context) -> ppb.OperationsReply:
+        """Any name is served: no list, no check of starts."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "serves any operation name")
+        raise AssertionError("unreachable: abort raises")
+
     async def Batch(self, requests: AsyncIterator[ppb.BranchCallBatch],
                     context: Context) -> AsyncIterator[ppb.BranchResultBatch]:
         """Every call of a message answered OK, in one message."""

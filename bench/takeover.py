@@ -46,6 +46,12 @@ class Slow(ppb_grpc.ParticipantServicer):
 
     Compensate = Prepare = Commit = Abort = Execute
 
+    async def Operations(self, request: ppb.OperationsRequest,
+                         context: Context) -> ppb.OperationsReply:
+        """Any name is served: no list, no check of starts."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "serves any operation name")
+        raise AssertionError("unreachable: abort raises")
+
     async def Batch(self, requests: AsyncIterator[ppb.BranchCallBatch],
                     context: Context) -> AsyncIterator[ppb.BranchResultBatch]:
         """Unary only (the coordinator falls back): takeover does not depend on transport."""

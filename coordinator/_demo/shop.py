@@ -66,6 +66,13 @@ class InMemoryParticipant(ppb_grpc.ParticipantServicer):
                          context: Context) -> ppb.BranchReply:
         return self._run(request, request.idempotency_key.rsplit("/", 1)[0] + "/execute")
 
+    async def Operations(self, request: ppb.OperationsRequest,
+                         context: Context) -> ppb.OperationsReply:
+        """Its names: a start naming another is refused before anything runs. (Every name
+        is served both ways here; compensations are ordinary operations.)"""
+        names = sorted(self._handlers)
+        return ppb.OperationsReply(execute=names, compensate=names)
+
     async def Prepare(self, request: ppb.BranchRequest, context: Context) -> ppb.BranchReply:
         return _no_two_phase()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from ..domain.validation import Limits
-from ..engine import EngineOptions
+from ..engine import EngineOptions, OperationsCheck
 from ..log import EtcdOptions
 from ..server import CoordinatorServer, DevEtcd, Operators, ServerOptions, TlsFiles
 from ..server._options import ParticipantTransport
@@ -25,7 +25,7 @@ log = logging.getLogger("txcoord.cli")
 # Flags named otherwise than the option they set (the rest: --field-name for field_name).
 _FLAGS = {"lease_ttl_s": "--lease-ttl", "retention_s": "--retention", "grace_s": "--grace",
           "allow_participants": "--allow-participant", "max_active": "--max-active",
-          "endpoints": "--etcd"}
+          "endpoints": "--etcd", "ttl_s": "--operations-ttl"}
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -90,6 +90,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="batch: many calls per message on the Participant Batch stream, unary "
                         "for participants without it (default); unary: one call per request "
                         "(env TXC_PARTICIPANT_TRANSPORT)")
+    p.add_argument("--operations-ttl", type=float, default=OperationsCheck().ttl_s,
+                   metavar="SECONDS", help="how long a participant's list of operations (its "
+                   "optional Operations call, asked before a start) is used; 0 turns the check "
+                   "of starts against it off (default %(default)g; env TXC_OPERATIONS_TTL)")
     p.add_argument("--metrics-listen", default=env_default("TXC_METRICS_LISTEN", ""),
                    metavar="HOST:PORT", help="serve Prometheus metrics on http://HOST:PORT/metrics "
                    "(off by default; env TXC_METRICS_LISTEN)")
@@ -130,6 +134,8 @@ def _options(args: argparse.Namespace, endpoints: list[str]) -> ServerOptions:
                    participant_transport=args.participant_transport,
                    metrics_listen=args.metrics_listen,
                    limits=replace(base.limits, max_active=args.max_active),
+                   operations=replace(base.operations, enabled=args.operations_ttl != 0,
+                                      ttl_s=args.operations_ttl or base.operations.ttl_s),
                    engine=replace(base.engine,
                                   max_calls_per_participant=args.max_calls_per_participant))
 

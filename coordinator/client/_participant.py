@@ -65,6 +65,13 @@ class ParticipantClient:
                                               metadata=tuple(metadata.items()) if metadata else None)
         return reply
 
+    async def operations(self, timeout_s: float | None = None) -> ppb.OperationsReply:
+        """The operation names the participant serves per method (its optional
+        ``Operations`` call; UNIMPLEMENTED from a participant that does not list them)."""
+        reply: ppb.OperationsReply = await self._stub.Operations(
+            ppb.OperationsRequest(), timeout=timeout_s or self._timeout_s)
+        return reply
+
     def open_batch(self) -> grpc.aio.StreamStreamCall[ppb.BranchCallBatch, ppb.BranchResultBatch]:
         """A ``Batch`` stream: write BranchCallBatch messages, read BranchResultBatch ones."""
         # Called without a request iterator, grpc.aio returns a call to write to and read

@@ -2,6 +2,7 @@
 
 from ._dispatch import Answer, GrpcTransport, Kind, Transport
 from ._driver import Driver, EngineOptions
+from ._operations import OperationsCheck, ServedOperations
 from ._recovery import Recovery
 from ._service import CoordinatorCore, ListQuery, StartRequest
 from ._stream import BatchTransport
@@ -16,7 +17,9 @@ __all__ = [
     "GrpcTransport",
     "Kind",
     "ListQuery",
+    "OperationsCheck",
     "Recovery",
+    "ServedOperations",
     "StartRequest",
     "Transport",
 ]

@@ -77,12 +77,13 @@ def read_error(address: str, op: str, exc: grpc.aio.AioRpcError) -> Answer:
 
 def read_status(address: str, op: str, code: grpc.StatusCode, details: str) -> Answer:
     """A call that failed instead of answering: unknown outcome, unless the participant
-    has no such method (retrying cannot help)."""
+    has no such method, or does not serve the operation named (UNIMPLEMENTED: nothing ran,
+    and retrying cannot help)."""
     status = f"{code.name}: {details}".strip()
     if code == grpc.StatusCode.UNIMPLEMENTED:
         return Answer(Kind.MISCONFIGURED, may_have_run=False, message=(
-            f"participant {address} does not implement txc.v1.Participant/{METHODS[op]} "
-            f"({status})"))
+            f"misconfigured participant {address}: it does not serve this call of "
+            f"txc.v1.Participant/{METHODS[op]} ({status})"))
     return Answer(Kind.UNKNOWN, message=status)
 
 
@@ -122,6 +123,10 @@ class GrpcTransport:
         except grpc.aio.AioRpcError as exc:
             return read_error(plan.participant, op, exc)
         return read_reply(plan.participant, op, reply)
+
+    async def operations(self, address: str, timeout_s: float) -> ppb.OperationsReply:
+        """``address``'s ``Operations`` answer, on the channel its calls use."""
+        return await self._client(address).operations(timeout_s)
 
     async def close(self) -> None:
         for client in self._clients.values():

@@ -33,6 +33,7 @@ from ..domain.validation import (
 )
 from ..log import Created, LostOwnership, Stored, TxLog
 from ._driver import Driver
+from ._operations import ServedOperations
 
 MAX_SCAN_PAGES = 20  # bounds the work one ListTransactions call may do
 SCAN_BATCH = 64  # records per log read: bounds what one read may bring (records <= ~1.5 MiB)
@@ -71,11 +72,15 @@ class CoordinatorCore:
         driver: Driver,
         limits: Limits | None = None,
         allow: AllowList | None = None,
+        served: ServedOperations | None = None,
     ) -> None:
+        """``served``: the participants' operation lists, to refuse a start naming an
+        operation its participant does not serve (None: no such check)."""
         self._log = txlog
         self._driver = driver
         self._limits = limits or Limits()
         self._allow = allow or AllowList()
+        self._served = served
         self.accepting = True
 
     async def start(self, req: StartRequest) -> tuple[Stored, bool]:
@@ -92,6 +97,8 @@ class CoordinatorCore:
             trace=req.trace,
         )
         self._check_fits(record)
+        if self._served is not None:
+            await self._served.check(req.plan, req.protocol)
         if self._driver.active >= self._limits.max_active:
             return _same(await self._existing_or_refuse(record, bool(req.gid)), record), False
         created = await self._create(record)

@@ -70,6 +70,10 @@ class BatchTransport:
             return read_status(address, op, status_of(result.status_code), result.status_message)
         return read_reply(address, op, result.reply)
 
+    async def operations(self, address: str, timeout_s: float) -> ppb.OperationsReply:
+        """``address``'s ``Operations`` answer (a unary call)."""
+        return await self._unary.operations(address, timeout_s)
+
     def _stream(self, address: str) -> CallStream[ppb.BranchCall, ppb.BranchResult]:
         stream = self._streams.get(address)
         if stream is None or stream.broken is not None:

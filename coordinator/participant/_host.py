@@ -220,16 +220,10 @@ class ParticipantHost:
             attempt=request.attempt,
             idempotency_key=request.idempotency_key,
         )
-        # Commit/Abort need no handler of their own, only a prepare handler for the action.
-        registered_as = Op.PREPARE if op in _TWO_PHASE else op
-        business = spans.handler(self._tracing, ctx, self._registry.bind(registered_as, ctx,
+        business = spans.handler(self._tracing, ctx, self._registry.bind(_registered_as(op), ctx,
                                                                           request.payload))
-        if business is None:
-            known = ", ".join(self._registry.names(registered_as)) or "none"
-            return Reply(
-                Outcome.FAILED,
-                message=f"unknown operation {request.operation!r} for {op} (this service has: {known})",
-            )
+        if business is None:  # only when called without gRPC, which answers UNIMPLEMENTED
+            return Reply(Outcome.FAILED, message=self._unserved(op, request.operation))
         if deadline is not None and deadline <= 0:
             return Reply(Outcome.RETRY, message="the caller's deadline passed before the call started")
         # The caller's deadline does not cut the work short: finished work is recorded, so
@@ -248,6 +242,30 @@ class ParticipantHost:
         except Exception as exc:
             return _unexpected(ctx, exc)
 
+    def _unserved(self, op: Op, operation: str) -> str:
+        """Why ``operation`` cannot be served as ``op`` ("" when it can): a misconfiguration
+        (a misspelt name, a handler not registered), never a business refusal."""
+        names = self._registry.names(_registered_as(op))
+        if operation in names:
+            return ""
+        return (f"unknown operation {operation[:MAX_ID_CHARS]!r} for {op} "
+                f"(this service has: {', '.join(names) or 'none'})")
+
+    def _unserved_call(self, op: Op, request: ppb.BranchRequest) -> str:
+        """``_unserved``, logged: the coordinator reads the UNIMPLEMENTED it leads to as a
+        misconfigured participant (not retried, shown to operators)."""
+        problem = self._unserved(op, request.operation)
+        if problem:
+            log.warning("%s gid=%s branch=%s: %s", op, request.gid[:MAX_ID_CHARS],
+                        request.branch[:MAX_ID_CHARS], problem)
+        return problem
+
+    def operations(self) -> ppb.OperationsReply:
+        """The names this host serves, per method (the ``Operations`` call's answer)."""
+        return ppb.OperationsReply(execute=self._registry.names(Op.EXECUTE),
+                                   compensate=self._registry.names(Op.COMPENSATE),
+                                   prepare=self._registry.names(Op.PREPARE))
+
     def generic_handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         """The txc.v1.Participant methods, to add to a ``grpc.aio`` server of your own."""
         handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
@@ -262,12 +280,18 @@ class ParticipantHost:
         # status that says so, instead of a deserializer failure inside gRPC.
         handlers["Batch"] = grpc.stream_stream_rpc_method_handler(
             self._batch, response_serializer=ppb.BranchResultBatch.SerializeToString)
+        handlers["Operations"] = grpc.unary_unary_rpc_method_handler(
+            self._operations, request_deserializer=ppb.OperationsRequest.FromString,
+            response_serializer=ppb.OperationsReply.SerializeToString)
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
     def _behaviour(self, op: Op) -> Callable[[ppb.BranchRequest, _Context], object]:
         async def behaviour(request: ppb.BranchRequest, context: _Context) -> ppb.BranchReply:
             if self._busy():
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, _BUSY)
+            unserved = self._unserved_call(op, request)
+            if unserved:
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, unserved)
             self._answering += 1
             try:
                 # gRPC cancels this coroutine when the caller's deadline passes; the work
@@ -292,6 +316,9 @@ class ParticipantHost:
         limit = self._options.max_concurrent_rpcs
         return limit is not None and self._answering >= limit
 
+    async def _operations(self, request: ppb.OperationsRequest, context: Any) -> ppb.OperationsReply:
+        return self.operations()
+
     async def _batch(self, requests: AsyncIterable[bytes], context: StreamContext) -> None:
         stream = batch_stream(self._answer_call, context)
         self._streams.add(stream)
@@ -312,6 +339,9 @@ class ParticipantHost:
             return failed(call.id, grpc.StatusCode.UNAVAILABLE, "the participant host is stopping")
         if self._busy():
             return failed(call.id, grpc.StatusCode.RESOURCE_EXHAUSTED, _BUSY)
+        unserved = self._unserved_call(op, call.request)
+        if unserved:
+            return failed(call.id, grpc.StatusCode.UNIMPLEMENTED, unserved)
         timeout = call.timeout_ms / 1000 if call.timeout_ms else None
         self._answering += 1
         try:
@@ -424,6 +454,11 @@ class ParticipantHost:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
+
+
+def _registered_as(op: Op) -> Op:
+    """Commit/Abort need no handler of their own, only a prepare handler for the action."""
+    return Op.PREPARE if op in _TWO_PHASE else op
 
 
 def _unexpected(ctx: BranchContext, exc: Exception) -> Reply:

@@ -20,6 +20,7 @@ from ..engine import (
     Driver,
     GrpcTransport,
     Recovery,
+    ServedOperations,
     Transport,
 )
 from ..log import EtcdLog, TxLog
@@ -62,7 +63,7 @@ class CoordinatorServer:
         self.driver = Driver(self.log, self.transport, options.engine, limits=options.limits,
                              metrics=self.metrics, tracing=self.tracing)
         self.core = CoordinatorCore(self.log, self.driver, options.limits,
-                                    AllowList(options.allow_participants))
+                                    AllowList(options.allow_participants), self._served())
         self.recovery = Recovery(self.log, self.driver, options.scan_interval_s,
                                  metrics=self.metrics)
         self._export: MetricsExport | None = None
@@ -73,6 +74,15 @@ class CoordinatorServer:
         self._server: grpc.aio.Server | None = None
         self._health_task: asyncio.Task[None] | None = None
         self.port = 0
+
+    def _served(self) -> ServedOperations | None:
+        """The check of starts against participants' operation lists, asked over the
+        transport's own channels (same TLS); none for a transport that cannot ask."""
+        transport = self.transport
+        if not self.options.operations.enabled or not isinstance(
+                transport, GrpcTransport | BatchTransport):
+            return None
+        return ServedOperations(transport.operations, self.options.operations)
 
     @property
     def metrics_port(self) -> int:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from ..domain.validation import Limits
-from ..engine import EngineOptions
+from ..engine import EngineOptions, OperationsCheck
 from ..log import EtcdOptions
 from ..rpc._plans import DEFAULT_BRANCH_TIMEOUT_S, DEFAULT_SAGA_TIMEOUT_S, DEFAULT_TWO_PHASE_TIMEOUT_S
 from ..rpc._tls import TlsFiles
@@ -80,6 +80,10 @@ class ServerOptions:
 
     engine: EngineOptions = EngineOptions()
     """How transactions are driven: calls in flight per participant, retry budgets."""
+
+    operations: OperationsCheck = OperationsCheck()
+    """Starts checked against the operations participants list (their optional
+    ``Operations`` call): on or off, how long a list is used, the probe's deadline."""
 
     operators: Operators = field(default_factory=Operators)
     """Who may replay, skip and abort (tokens, client certificates) and with which rights."""

@@ -83,10 +83,15 @@ function method(name, table) {
     const req = call.request;
     const problem = invalid(req);
     const handler = table[req.operation];
-    let work;
-    if (problem) work = Promise.resolve(reply(FAILED, null, problem));
-    else if (!handler) work = Promise.resolve(reply(FAILED, null, `unknown operation '${req.operation}' for ${name}`));
-    else work = handler(req);
+    if (!problem && !handler) {
+      // A name this service does not serve is a misconfiguration, not a business refusal:
+      // UNIMPLEMENTED, which the coordinator does not retry and does not compensate as a "no".
+      const served = Object.keys(table).sort().join(', ') || 'none';
+      callback({ code: grpc.status.UNIMPLEMENTED,
+        details: `unknown operation '${req.operation}' for ${name} (this service has: ${served})` });
+      return;
+    }
+    const work = problem ? Promise.resolve(reply(FAILED, null, problem)) : handler(req);
     work.then((answer) => callback(null, answer), (err) => {
       // A bug or an unclassified database error: unknown outcome, retried with the same key.
       console.error(`${name} ${req.operation}: ${err.code || ''} ${err.message}`);

@@ -94,8 +94,8 @@ async def test_many_calls_in_one_batch_are_matched_by_id(db: Db, served: Served)
         result = found[100 + i]
         assert result.status_code == 0 and result.reply.outcome == ppb.OUTCOME_OK, result
         assert await db.count_effects(gid) == 1
-    assert found[7].reply.outcome == ppb.OUTCOME_FAILED
-    assert "unknown operation" in found[7].reply.message
+    assert found[7].status_code == grpc.StatusCode.UNIMPLEMENTED.value[0]  # misconfigured
+    assert "unknown operation 'accounts.transmogrify'" in found[7].status_message
     async with db.engine.connect() as conn:  # every debit applied once: 1000 - 30 * 10
         balance = (await conn.execute(accounts.select().where(accounts.c.id == acct))).one().balance
     assert balance == 700
@@ -114,7 +114,7 @@ async def test_bad_calls_fail_alone_and_quick_results_share_a_message(served: Se
     for c in bad:
         assert found[c.id].status_code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
         assert not found[c.id].HasField("reply")
-    assert found[99].reply.outcome == ppb.OUTCOME_FAILED  # answered normally
+    assert found[99].status_code == grpc.StatusCode.UNIMPLEMENTED.value[0]  # answered alone
     # The ten refusals finish together, so they leave in one message, not ten.
     assert len(stream.messages[0].results) >= 10
 
@@ -175,6 +175,12 @@ async def test_unary_and_batch_agree(db: Db, served: Served) -> None:
     for c in calls:
         method = ppb.CallKind.Name(c.kind).removeprefix("CALL_KIND_").capitalize()
         r = c.request
+        if batch[c.id].status_code:  # failed as the unary call fails (a misnamed operation)
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await served.call(method, r.gid, r.operation, r.payload, branch=r.branch, attempt=2)
+            assert batch[c.id].status_code == failed.value.code().value[0]
+            assert batch[c.id].status_message == failed.value.details()
+            continue
         unary = await served.call(method, r.gid, r.operation, r.payload, branch=r.branch, attempt=2)
         assert batch[c.id].reply == unary, (c.id, batch[c.id], unary)
     assert await db.count_effects(ok) == 1 and await db.count_effects(undone) == 1

@@ -21,6 +21,7 @@ from coordinator.participant import (
     BranchContext,
     DsnError,
     HostOptions,
+    Op,
     ParticipantHost,
     Refused,
     create_engine,
@@ -153,14 +154,30 @@ async def test_business_refusal_is_failed(db: Db, served: Served, gid: str) -> N
     assert await db.count_effects(gid) == 0
 
 
-async def test_unknown_operation_is_failed_with_a_clear_message(served: Served, gid: str) -> None:
-    reply = await served.call("Execute", gid, "accounts.transmogrify")
-    assert reply.outcome == ppb.OUTCOME_FAILED
-    assert "unknown operation 'accounts.transmogrify'" in reply.message
-    assert "accounts.debit" in reply.message
-    # Not registered for two-phase commit either: refused, not crashed.
-    prepare = await served.call("Prepare", gid, "accounts.debit")
-    assert prepare.outcome == ppb.OUTCOME_FAILED
+async def test_unknown_operation_is_unimplemented_naming_it_and_what_is_served(
+        served: Served, gid: str) -> None:
+    """A misnamed operation is a misconfiguration (UNIMPLEMENTED: nothing ran), never an
+    OUTCOME_FAILED that the coordinator would take for the business saying no."""
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await served.call("Execute", gid, "accounts.transmogrify")
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "unknown operation 'accounts.transmogrify' for execute" in str(refused.value.details())
+    assert "this service has: accounts.debit, buggy.op, slow.op" in str(refused.value.details())
+    # Not registered for two-phase commit either: the same, for Prepare and its phase 2.
+    for method in ("Prepare", "Commit"):
+        with pytest.raises(grpc.aio.AioRpcError) as no_2pc:
+            await served.call(method, gid, "accounts.debit")
+        assert no_2pc.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    # Called without gRPC, the host answers FAILED with the same words.
+    direct = await served.host.handle(Op.COMPENSATE, ppb.BranchRequest(
+        gid=gid, branch="b1", operation="accounts.debit", idempotency_key=f"{gid}/b1/compensate"))
+    assert direct.outcome == ppb.OUTCOME_FAILED and "unknown operation" in direct.message
+
+
+async def test_the_host_lists_what_it_serves(served: Served) -> None:
+    listed = await served.client.operations()
+    assert list(listed.execute) == ["accounts.debit", "buggy.op", "slow.op"]
+    assert list(listed.compensate) == ["accounts.refund"] and not listed.prepare
 
 
 async def test_undecodable_payload_is_failed(db: Db, served: Served, gid: str) -> None:

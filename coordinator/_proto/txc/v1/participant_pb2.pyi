@@ -272,3 +272,56 @@ class BranchReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BranchReply: _TypeAlias = BranchReply  # noqa: Y015
+
+@_typing.final
+class OperationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OperationsRequest: _TypeAlias = OperationsRequest  # noqa: Y015
+
+@_typing.final
+class OperationsReply(_message.Message):
+    """Operation names (BranchRequest.operation) each method serves."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTE_FIELD_NUMBER: _builtins.int
+    COMPENSATE_FIELD_NUMBER: _builtins.int
+    PREPARE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def execute(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """saga actions"""
+
+    @_builtins.property
+    def compensate(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """saga compensations"""
+
+    @_builtins.property
+    def prepare(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """2PC actions. Commit and Abort are called with the same names: a participant that
+        prepares an operation commits and aborts it.
+        """
+
+    def __init__(
+        self,
+        *,
+        execute: _abc.Iterable[_builtins.str] | None = ...,
+        compensate: _abc.Iterable[_builtins.str] | None = ...,
+        prepare: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compensate", b"compensate", "execute", b"execute", "prepare", b"prepare"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OperationsReply: _TypeAlias = OperationsReply  # noqa: Y015

@@ -31,7 +31,8 @@ class ParticipantStub:
     - OUTCOME_RETRY, DEADLINE_EXCEEDED, UNAVAILABLE and other transport errors: unknown
     outcome; retried with the same idempotency key within the branch's RetryPolicy.
     - UNIMPLEMENTED, or a reply with OUTCOME_UNSPECIFIED: the participant is misconfigured
-    (wrong package, service or method name; a handler that sets no outcome). Not retried:
+    (wrong package, service or method name; an operation it does not serve, which it
+    answers UNIMPLEMENTED naming the operation; a handler that sets no outcome). Not retried:
     the branch's error names the participant, the method and the status, and it is logged.
     Execute: the saga compensates (the branch itself too after OUTCOME_UNSPECIFIED, which
     may have applied; not after UNIMPLEMENTED, which cannot have). Prepare: the transaction
@@ -76,6 +77,11 @@ class ParticipantStub:
                 request_serializer=txc_dot_v1_dot_participant__pb2.BranchCallBatch.SerializeToString,
                 response_deserializer=txc_dot_v1_dot_participant__pb2.BranchResultBatch.FromString,
                 _registered_method=True)
+        self.Operations = channel.unary_unary(
+                '/txc.v1.Participant/Operations',
+                request_serializer=txc_dot_v1_dot_participant__pb2.OperationsRequest.SerializeToString,
+                response_deserializer=txc_dot_v1_dot_participant__pb2.OperationsReply.FromString,
+                _registered_method=True)
 
 
 class ParticipantServicer:
@@ -84,7 +90,8 @@ class ParticipantServicer:
     - OUTCOME_RETRY, DEADLINE_EXCEEDED, UNAVAILABLE and other transport errors: unknown
     outcome; retried with the same idempotency key within the branch's RetryPolicy.
     - UNIMPLEMENTED, or a reply with OUTCOME_UNSPECIFIED: the participant is misconfigured
-    (wrong package, service or method name; a handler that sets no outcome). Not retried:
+    (wrong package, service or method name; an operation it does not serve, which it
+    answers UNIMPLEMENTED naming the operation; a handler that sets no outcome). Not retried:
     the branch's error names the participant, the method and the status, and it is logged.
     Execute: the saga compensates (the branch itself too after OUTCOME_UNSPECIFIED, which
     may have applied; not after UNIMPLEMENTED, which cannot have). Prepare: the transaction
@@ -141,6 +148,19 @@ class ParticipantServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Operations(self, request, context):
+        """Optional: the operation names this participant serves, per method. The coordinator
+        asks it before a start (cached per address for a short while) and refuses with
+        INVALID_ARGUMENT a start whose branch names an operation the participant does not
+        serve, before anything runs. Answering means the lists are complete; a participant
+        that serves names it cannot list (dispatching on patterns) leaves it UNIMPLEMENTED.
+        UNIMPLEMENTED, an error or no answer within the probe's deadline: no check (starts go
+        on as without it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ParticipantServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -174,6 +194,11 @@ def add_ParticipantServicer_to_server(servicer, server):
                     request_deserializer=txc_dot_v1_dot_participant__pb2.BranchCallBatch.FromString,
                     response_serializer=txc_dot_v1_dot_participant__pb2.BranchResultBatch.SerializeToString,
             ),
+            'Operations': grpc.unary_unary_rpc_method_handler(
+                    servicer.Operations,
+                    request_deserializer=txc_dot_v1_dot_participant__pb2.OperationsRequest.FromString,
+                    response_serializer=txc_dot_v1_dot_participant__pb2.OperationsReply.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'txc.v1.Participant', rpc_method_handlers)
@@ -188,7 +213,8 @@ class Participant:
     - OUTCOME_RETRY, DEADLINE_EXCEEDED, UNAVAILABLE and other transport errors: unknown
     outcome; retried with the same idempotency key within the branch's RetryPolicy.
     - UNIMPLEMENTED, or a reply with OUTCOME_UNSPECIFIED: the participant is misconfigured
-    (wrong package, service or method name; a handler that sets no outcome). Not retried:
+    (wrong package, service or method name; an operation it does not serve, which it
+    answers UNIMPLEMENTED naming the operation; a handler that sets no outcome). Not retried:
     the branch's error names the participant, the method and the status, and it is logged.
     Execute: the saga compensates (the branch itself too after OUTCOME_UNSPECIFIED, which
     may have applied; not after UNIMPLEMENTED, which cannot have). Prepare: the transaction
@@ -349,6 +375,33 @@ class Participant:
             '/txc.v1.Participant/Batch',
             txc_dot_v1_dot_participant__pb2.BranchCallBatch.SerializeToString,
             txc_dot_v1_dot_participant__pb2.BranchResultBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Operations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txc.v1.Participant/Operations',
+            txc_dot_v1_dot_participant__pb2.OperationsRequest.SerializeToString,
+            txc_dot_v1_dot_participant__pb2.OperationsReply.FromString,
             options,
             channel_credentials,
             insecure,

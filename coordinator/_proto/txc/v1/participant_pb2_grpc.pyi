@@ -34,7 +34,8 @@ class ParticipantStub:
     - OUTCOME_RETRY, DEADLINE_EXCEEDED, UNAVAILABLE and other transport errors: unknown
       outcome; retried with the same idempotency key within the branch's RetryPolicy.
     - UNIMPLEMENTED, or a reply with OUTCOME_UNSPECIFIED: the participant is misconfigured
-      (wrong package, service or method name; a handler that sets no outcome). Not retried:
+      (wrong package, service or method name; an operation it does not serve, which it
+      answers UNIMPLEMENTED naming the operation; a handler that sets no outcome). Not retried:
       the branch's error names the participant, the method and the status, and it is logged.
       Execute: the saga compensates (the branch itself too after OUTCOME_UNSPECIFIED, which
       may have applied; not after UNIMPLEMENTED, which cannot have). Prepare: the transaction
@@ -66,6 +67,15 @@ class ParticipantStub:
     per address and uses the unary methods. A call with no result by its deadline, or lost
     with the stream, is an unknown outcome (retried with the same idempotency key).
     """
+    Operations: _grpc.UnaryUnaryMultiCallable[_participant_pb2.OperationsRequest, _participant_pb2.OperationsReply]
+    """Optional: the operation names this participant serves, per method. The coordinator
+    asks it before a start (cached per address for a short while) and refuses with
+    INVALID_ARGUMENT a start whose branch names an operation the participant does not
+    serve, before anything runs. Answering means the lists are complete; a participant
+    that serves names it cannot list (dispatching on patterns) leaves it UNIMPLEMENTED.
+    UNIMPLEMENTED, an error or no answer within the probe's deadline: no check (starts go
+    on as without it).
+    """
 
 @_typing.type_check_only
 class ParticipantAsyncStub(ParticipantStub):
@@ -74,7 +84,8 @@ class ParticipantAsyncStub(ParticipantStub):
     - OUTCOME_RETRY, DEADLINE_EXCEEDED, UNAVAILABLE and other transport errors: unknown
       outcome; retried with the same idempotency key within the branch's RetryPolicy.
     - UNIMPLEMENTED, or a reply with OUTCOME_UNSPECIFIED: the participant is misconfigured
-      (wrong package, service or method name; a handler that sets no outcome). Not retried:
+      (wrong package, service or method name; an operation it does not serve, which it
+      answers UNIMPLEMENTED naming the operation; a handler that sets no outcome). Not retried:
       the branch's error names the participant, the method and the status, and it is logged.
       Execute: the saga compensates (the branch itself too after OUTCOME_UNSPECIFIED, which
       may have applied; not after UNIMPLEMENTED, which cannot have). Prepare: the transaction
@@ -103,6 +114,15 @@ class ParticipantAsyncStub(ParticipantStub):
     per address and uses the unary methods. A call with no result by its deadline, or lost
     with the stream, is an unknown outcome (retried with the same idempotency key).
     """
+    Operations: _aio.UnaryUnaryMultiCallable[_participant_pb2.OperationsRequest, _participant_pb2.OperationsReply]  # type: ignore[assignment]
+    """Optional: the operation names this participant serves, per method. The coordinator
+    asks it before a start (cached per address for a short while) and refuses with
+    INVALID_ARGUMENT a start whose branch names an operation the participant does not
+    serve, before anything runs. Answering means the lists are complete; a participant
+    that serves names it cannot list (dispatching on patterns) leaves it UNIMPLEMENTED.
+    UNIMPLEMENTED, an error or no answer within the probe's deadline: no check (starts go
+    on as without it).
+    """
 
 class ParticipantServicer(metaclass=_abc_1.ABCMeta):
     """How the coordinator reads a participant's answer:
@@ -110,7 +130,8 @@ class ParticipantServicer(metaclass=_abc_1.ABCMeta):
     - OUTCOME_RETRY, DEADLINE_EXCEEDED, UNAVAILABLE and other transport errors: unknown
       outcome; retried with the same idempotency key within the branch's RetryPolicy.
     - UNIMPLEMENTED, or a reply with OUTCOME_UNSPECIFIED: the participant is misconfigured
-      (wrong package, service or method name; a handler that sets no outcome). Not retried:
+      (wrong package, service or method name; an operation it does not serve, which it
+      answers UNIMPLEMENTED naming the operation; a handler that sets no outcome). Not retried:
       the branch's error names the participant, the method and the status, and it is logged.
       Execute: the saga compensates (the branch itself too after OUTCOME_UNSPECIFIED, which
       may have applied; not after UNIMPLEMENTED, which cannot have). Prepare: the transaction
@@ -172,6 +193,21 @@ class ParticipantServicer(metaclass=_abc_1.ABCMeta):
         A participant that answers UNIMPLEMENTED keeps working: the coordinator remembers that
         per address and uses the unary methods. A call with no result by its deadline, or lost
         with the stream, is an unknown outcome (retried with the same idempotency key).
+        """
+
+    @_abc_1.abstractmethod
+    def Operations(
+        self,
+        request: _participant_pb2.OperationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_participant_pb2.OperationsReply, _abc.Awaitable[_participant_pb2.OperationsReply]]:
+        """Optional: the operation names this participant serves, per method. The coordinator
+        asks it before a start (cached per address for a short while) and refuses with
+        INVALID_ARGUMENT a start whose branch names an operation the participant does not
+        serve, before anything runs. Answering means the lists are complete; a participant
+        that serves names it cannot list (dispatching on patterns) leaves it UNIMPLEMENTED.
+        UNIMPLEMENTED, an error or no answer within the probe's deadline: no check (starts go
+        on as without it).
         """
 
 def add_ParticipantServicer_to_server(servicer: ParticipantServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
