@@ -25,8 +25,9 @@ from ._dsn import add_dsn_flag, run_on_dsn
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "migrate",
-        help="create or upgrade the participant tables (txc_barrier, txc_outbox)",
-        description="Apply the participant SDK's migrations and report the revision.",
+        help="create or upgrade the participant tables (txc_barrier, txc_outbox, txc_xa)",
+        description="Apply the participant SDK's migrations (tables txc_barrier, txc_outbox, "
+                    "txc_xa; history in txc_alembic_version) and report the revision.",
     )
     add_dsn_flag(p)
     what = p.add_mutually_exclusive_group()
@@ -36,7 +37,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--purge-older-than-days",
         type=float,
         metavar="N",
-        help="after migrating, delete barrier rows and sent messages older than N days",
+        help="after migrating, delete barrier rows, sent messages and finished 2PC branch "
+             "rows (txc_xa) older than N days",
     )
     p.set_defaults(func=run)
 
