@@ -68,9 +68,17 @@ class ServedOperations:
         """Raise InvalidArgument naming the first branch whose operation its participant
         says it does not serve."""
         branches = list(plan)
-        addresses = sorted({b.participant for b in branches})
-        answers = dict(zip(addresses, await asyncio.gather(*map(self.served, addresses)),
-                           strict=True))
+        answers: dict[str, ppb.OperationsReply | None] = {}
+        missing = []
+        for address in {b.participant for b in branches}:
+            known = self._fresh(address)
+            if known is None:
+                missing.append(address)
+            else:
+                answers[address] = known.served
+        if missing:  # the usual start finds every address cached and awaits nothing
+            answers.update(zip(missing, await asyncio.gather(*map(self.served, missing)),
+                               strict=True))
         for i, b in enumerate(branches):
             served = answers[b.participant]
             if served is None:
@@ -84,8 +92,8 @@ class ServedOperations:
 
     async def served(self, address: str) -> ppb.OperationsReply | None:
         """``address``'s list, from the cache or one shared probe (None: no list)."""
-        known = self._known.get(address)
-        if known is not None and known.until > self._clock():
+        known = self._fresh(address)
+        if known is not None:
             return known.served
         asking = self._asking.get(address)
         if asking is None:
@@ -93,6 +101,10 @@ class ServedOperations:
             self._asking[address] = asking
             asking.add_done_callback(lambda _: self._asking.pop(address, None))
         return await asyncio.shield(asking)
+
+    def _fresh(self, address: str) -> _Known | None:
+        known = self._known.get(address)
+        return known if known is not None and known.until > self._clock() else None
 
     async def _ask(self, address: str) -> ppb.OperationsReply | None:
         served: ppb.OperationsReply | None
