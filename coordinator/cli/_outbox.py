@@ -63,12 +63,14 @@ def _command(work: Work, usage: Callable[[argparse.Namespace], str] = lambda _: 
     """Check the command line (``usage``: what is wrong, "" if nothing), then connect."""
     def run(args: argparse.Namespace) -> int:
         wrong = usage(args)
-        if getattr(args, "reason", None) is not None and not args.reason.strip():
-            wrong = "--reason must say why"
         if wrong:
             print(f"txc outbox: {wrong}", file=sys.stderr)
             return EXIT_USAGE
-        return run_on_dsn("txc outbox", args, lambda engine: work(args, engine))
+        try:
+            return run_on_dsn("txc outbox", args, lambda engine: work(args, engine))
+        except ValueError as exc:  # the reason, as the coordinator's rule for one has it
+            print(f"txc outbox: --{exc}", file=sys.stderr)
+            return EXIT_USAGE
     return run
 
 

@@ -123,6 +123,8 @@ async def test_list_retry_and_discard_from_the_command_line(db: Db, relay_for: R
     assert state["status"] == "discarded" and "order cancelled by hand" in str(state["last_error"])
     assert (await relay.run_once()).claimed == 0 and r.calls[kept] == 0
     assert (await run_txc(db, "retry", str(kept_id), "--reason", "x")).returncode == 1
+    blank = await run_txc(db, "discard", str(kept_id), "--reason", " ")
+    assert blank.returncode == 2 and "--reason: is required" in blank.stderr
 
 
 async def test_retry_all_puts_every_failed_message_back(db: Db, relay_for: Relaying) -> None:
