@@ -14,12 +14,13 @@ from sqlalchemy import func, select
 
 from coordinator import Saga, Step
 from coordinator import pb as cpb
-from coordinator.participant import OutboxError, Relay, outbox
+from coordinator.participant import OutboxError, Relay, RelayOptions, StartSagaSender, outbox
 from coordinator.participant._db.tables import outbox as outbox_table
 from coordinator.participant.outbox import START_SAGA
 from tests.support.processes import ROOT
 
 from ._outbox_child import saga
+from ._receiver import SagaReceiver
 from .conftest import Db
 from .test_outbox import FAST, Relaying, clear_due, gids, queue, receiver, relay_for, row
 
@@ -38,6 +39,10 @@ async def rows_of(db: Db, gid: str) -> int:
 def txc(db: Db, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "coordinator.cli", "outbox", *args, "--dsn", db.dsn],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def sender_target(r: SagaReceiver) -> str:
+    return f"127.0.0.1:{r.port}"
 
 
 async def run_txc(db: Db, *args: str) -> subprocess.CompletedProcess[str]:
@@ -78,16 +83,23 @@ async def test_list_retry_and_discard_from_the_command_line(db: Db, relay_for: R
     r.invalid.add(refused)
     refused_id, dropped_id = await queue(db.engine, refused, dropped)
     relay = Relay(db.engine, {START_SAGA: sender}, FAST)
-    r.hold.add(dropped)  # stays in delivery until released: a claimed row
-    pass_ = asyncio.ensure_future(relay.run_once())
-    while r.calls[dropped] == 0:
-        await asyncio.sleep(0.02)
-
-    busy = await run_txc(db, "discard", str(dropped_id), "--reason", "customer cancelled")
-    assert busy.returncode == 1 and "a relay is delivering it now" in busy.stderr
-    r.hold.clear()
-    r.release.set()
-    await pass_
+    # A relay patient enough to be still delivering while the command runs: the row stays
+    # claimed until the receiver lets the call through.
+    patient = StartSagaSender(sender_target(r), timeout_s=60.0)
+    holding = Relay(db.engine, {START_SAGA: patient},
+                    RelayOptions(lease_s=120.0, send_timeout_s=50.0, send_attempts=1))
+    r.hold.add(dropped)
+    pass_ = asyncio.ensure_future(holding.run_once())
+    try:
+        while r.calls[dropped] == 0:
+            await asyncio.sleep(0.02)
+        busy = await run_txc(db, "discard", str(dropped_id), "--reason", "customer cancelled")
+        assert busy.returncode == 1 and "a relay is delivering it now" in busy.stderr
+    finally:
+        r.hold.clear()
+        r.release.set()
+        await pass_
+        await patient.close()
 
     listed = await run_txc(db, "list", "--status", "failed", "--json")
     assert listed.returncode == 0, listed.stderr
