@@ -5,7 +5,7 @@
 * :class:`Barrier` runs a business function in a local transaction together with its
   barrier row: duplicates, null compensations, hanging requests and concurrent twins
   are handled there.
-* ``outbox.add(conn, ...)`` / ``outbox.add_start_saga(conn, request)`` write messages in
+* ``outbox.add(conn, ...)`` / ``outbox.add_start_saga(conn, saga)`` write messages in
   the service's own transaction; :class:`Relay` delivers them (:class:`StartSagaSender`).
 * ``@host.prepare("accounts.debit")`` registers a two-phase-commit branch: the handler
   runs inside a local transaction that is prepared (XA on MySQL/MariaDB, PREPARE

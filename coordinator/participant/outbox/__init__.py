@@ -1,6 +1,6 @@
 """The local message table and its relay.
 
-``outbox.add(conn, ...)`` / ``outbox.add_start_saga(conn, request)`` write a message in the
+``outbox.add(conn, ...)`` / ``outbox.add_start_saga(conn, saga)`` write a message in the
 service's own transaction; :class:`Relay` delivers pending messages afterwards through a
 sender per kind (:class:`StartSagaSender` for ``START_SAGA``). ``messages``, ``retry`` and
 ``discard`` are the operator's side (``txc outbox``).
