@@ -62,11 +62,23 @@ class Page:
     async def call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
 
+    async def on_element(self, css: str, act: Any) -> Any:
+        """``act`` on the element ``css`` finds, found again if the page's live refresh
+        replaced it between the find and the act (Selenium's stale element reference)."""
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        for _ in range(20):
+            try:
+                return await self.call(lambda: act(self.driver.find_element("css selector", css)))
+            except StaleElementReferenceException:
+                await asyncio.sleep(0.05)
+        return await self.call(lambda: act(self.driver.find_element("css selector", css)))
+
     async def open(self, path: str) -> None:
         await self.call(self.driver.get, self.base + path)
 
     async def text(self, css: str = "body") -> str:
-        return str(await self.call(lambda: self.driver.find_element("css selector", css).text))
+        return str(await self.on_element(css, lambda element: element.text))
 
     async def count(self, css: str) -> int:
         return len(await self.call(self.driver.find_elements, "css selector", css))
@@ -78,14 +90,13 @@ class Page:
         return text
 
     async def fill(self, css: str, value: str) -> None:
-        def typed() -> None:
-            box = self.driver.find_element("css selector", css)
+        def typed(box: Any) -> None:
             box.clear()
             box.send_keys(value)
-        await self.call(typed)
+        await self.on_element(css, typed)
 
     async def click(self, css: str) -> None:
-        await self.call(lambda: self.driver.find_element("css selector", css).click())
+        await self.on_element(css, lambda element: element.click())
 
     async def accept_dialog(self) -> str:
         def accept() -> str:
@@ -197,8 +208,7 @@ async def test_a_traced_transaction_links_to_its_trace(
             jaeger = "http://jaeger.example:16686/trace/{trace_id}"
             async with console(server, driver, tmp_path, trace_url=jaeger) as page:
                 await page.open("/tx/shop-traced")
-                link = await page.call(lambda: page.driver.find_element(
-                    "css selector", "#trace a").get_attribute("href"))
+                link = await page.on_element("#trace a", lambda a: a.get_attribute("href"))
                 assert link == f"http://jaeger.example:16686/trace/{trace_id}"
                 await page.shot("detail-traced.png")
     finally:
