@@ -155,6 +155,12 @@ class TxRecord:
     # empty when it was started untraced. Not part of the plan: a retried start may come
     # from another trace.
     trace: tuple[tuple[str, str], ...] = ()
+    # Holds and pauses (domain.holds): since when its clock stands still (0: it runs), the
+    # held addresses it waits on, the pause in force, and how far its deadline has moved.
+    frozen_since: float = 0.0
+    waiting_on: tuple[str, ...] = ()
+    paused: HistoryEntry | None = None
+    deadline_moved_s: float = 0.0
 
     @property
     def trace_id(self) -> str:

@@ -63,7 +63,7 @@ def apply(record: TxRecord, event: Event, now: float) -> Transition:
     if isinstance(event, AttemptFailed):
         return _attempt_failed(record, event, now)
     if isinstance(event, DeadlinePassed):
-        if record.state is TxState.RUNNING:
+        if record.state is TxState.RUNNING and not record.frozen_since:
             return begin_compensation(record, "saga deadline exceeded", now)
         return Transition(record)
     if isinstance(event, Answered):
@@ -203,6 +203,8 @@ def wanted(record: TxRecord, call: Call) -> bool:
 
 
 def deadline(record: TxRecord) -> float | None:
+    if record.frozen_since:  # waiting on a hold or paused: the deadline stands still
+        return None
     return record.deadline if record.state is TxState.RUNNING else None
 
 

@@ -54,6 +54,8 @@ def wanted(record: TxRecord, call: Call) -> bool:
 
 
 def deadline(record: TxRecord) -> float | None:
+    if record.frozen_since:  # waiting on a hold or paused: the deadline stands still
+        return None
     return record.deadline if record.state is TxState.PREPARING else None
 
 
@@ -65,7 +67,7 @@ def retry_deadline(record: TxRecord, op: str, phase_budget_s: float) -> float:
 
 def apply(record: TxRecord, event: Event, now: float) -> Transition:
     if isinstance(event, DeadlinePassed):
-        if record.state is TxState.PREPARING:
+        if record.state is TxState.PREPARING and not record.frozen_since:
             return decide_abort(record, "prepare deadline exceeded", now)
         return Transition(record)
     if not wanted(record, Call(event.branch, event.op)):

@@ -17,10 +17,11 @@ from typing import Any
 
 from tenacity import RetryCallState
 
-from ..domain import saga, two_phase
+from ..domain import holds, saga, two_phase
 from ..domain._common import clip, note
 from ..domain.durability import must_persist
 from ..domain.events import Answered, AttemptFailed, DeadlinePassed, Event, GaveUp, Misconfigured
+from ..domain.holds import Hold
 from ..domain.machine import Machine
 from ..domain.records import BranchPlan, Call, Protocol, Transition, TxRecord, TxState
 from ..domain.validation import Limits
@@ -30,6 +31,7 @@ from ..telemetry._tracing import OFF as TRACING_OFF
 from ..telemetry._tracing import Tracing, as_current
 from . import _spans as spans
 from ._dispatch import Answer, Kind, Transport
+from ._holds import HoldBook
 from ._limiter import CallLimiter
 from ._retry import retrying
 
@@ -61,8 +63,16 @@ class EngineOptions:
     the attempt count and the last error; writing every retry would multiply the log's
     load exactly when a participant is down)."""
 
+    hold_poll_s: float = 1.0
+    """How often the participant holds are read from the log (a hold set through another
+    coordinator is in force here within this)."""
+
+    hold_resume_per_s: float = 50.0
+    """Transactions resumed per second when a hold is released (not all at once)."""
+
     def __post_init__(self) -> None:
-        for name in ("phase_budget_s", "store_retry_initial_s", "store_retry_max_s"):
+        for name in ("phase_budget_s", "store_retry_initial_s", "store_retry_max_s",
+                     "hold_poll_s", "hold_resume_per_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: must be positive, not {getattr(self, name)}")
         if self.store_retry_max_s < self.store_retry_initial_s:
@@ -104,6 +114,15 @@ class Handover(Exception):
     """The driver is stopping: leave the step to the next owner."""
 
 
+class Parked(Exception):
+    """No call now: the participant is held (``address``) or the transaction is paused
+    (``address`` empty). The call is made again when that ends."""
+
+    def __init__(self, address: str = "") -> None:
+        super().__init__(address)
+        self.address = address
+
+
 class Driver:
     def __init__(
         self,
@@ -114,12 +133,16 @@ class Driver:
         limits: Limits | None = None,
         metrics: Metrics = OFF,
         tracing: Tracing = TRACING_OFF,
+        holdbook: HoldBook | None = None,
     ) -> None:
         self._log = txlog
         self._metrics = metrics
         self._tracing = tracing
         self._transport = transport
         self._opts = options or EngineOptions()
+        self.holds = holdbook or HoldBook(txlog, self._opts.hold_poll_s,
+                                          self._opts.hold_resume_per_s, metrics)
+        self.holds.on_release(self._resume_held)
         self._limits = limits or Limits()
         self._clock = clock
         self._runs: dict[str, _Run] = {}
@@ -203,6 +226,8 @@ class Driver:
         log.info("adopted gid=%s state=%s", stored.record.gid, stored.record.state.name,
                  extra={"gid": stored.record.gid})
         spans.taken_over(self._tracing, stored.record, self._clock())
+        for address in stored.record.waiting_on:  # resumed here when (or if) it is released
+            self.holds.wait(address, stored.record.gid)
         self._after_write(run, MACHINES[stored.record.protocol].resume(stored.record).calls)
 
     async def operate(self, stored: Stored, action: Callable[[TxRecord, float], Transition]) -> Stored:
@@ -227,6 +252,7 @@ class Driver:
                 task = run.calls.pop(call, None)
                 if task is not None and task is not asyncio.current_task():
                     task.cancel()
+            self._disarm_deadline(run)  # a resume moved it; _after_write arms the new one
             self._log_transition(run.record, None)
             self._after_write(run, step.calls)
             return run.latest
@@ -337,6 +363,11 @@ class Driver:
                 run.calls[call] = asyncio.create_task(self._perform(run, call))
         self._arm_deadline(run, machine.deadline(record))
 
+    def _disarm_deadline(self, run: _Run) -> None:
+        if run.deadline_task is not None and run.deadline_task is not asyncio.current_task():
+            run.deadline_task.cancel()
+        run.deadline_task = None
+
     def _arm_deadline(self, run: _Run, at: float | None) -> None:
         if run.deadline_task is not None or at is None:
             return
@@ -398,6 +429,12 @@ class Driver:
         with as_current(dict(run.record.trace) if self._tracing.enabled else {}):
             try:
                 event = await self._call_with_retries(run, call)
+            except Parked as parked:
+                if run.calls.get(call) is asyncio.current_task():
+                    del run.calls[call]  # before waiting: a resume must be able to send it again
+                if parked.address:
+                    await self._wait_on_hold(run, parked.address)
+                return
             except Handover:
                 return
             finally:
@@ -424,6 +461,11 @@ class Driver:
                 self._drop(run)
                 raise Handover
             async with self._limiter.slot(plan.participant, call.op):
+                # Checked here, right before the call: the slot may have been waited for.
+                if run.record.paused is not None:
+                    raise Parked()
+                if self.holds.held(plan.participant) is not None:
+                    raise Parked(plan.participant)
                 attempt += 1
                 self._attempts_in_flight += 1
                 started = time.perf_counter()
@@ -487,6 +529,50 @@ class Driver:
                                  attempts=attempt)
         return Answered(call.branch, call.op, answer.kind is Kind.OK, answer.result, message,
                         attempts=attempt)
+
+    # -- holds -----------------------------------------------------------------------------
+    async def _wait_on_hold(self, run: _Run, address: str) -> None:
+        """Record that ``run`` waits on the hold of ``address`` (its clock stops), once."""
+        async with run.lock:
+            if run.dropped:
+                return
+            # Registered first: a release from now on finds it (or, released already,
+            # it is queued for resumption at once).
+            self.holds.wait(address, run.record.gid)
+            new = holds.wait_on(run.record, address, self._clock())
+            if new is not run.record:
+                await self._write_now(run, new)
+
+    async def _resume_held(self, address: str, gid: str, hold: Hold | None) -> None:
+        """The hold on ``address`` is gone: run ``gid`` on if it is driven here (another
+        owner resumes it when it takes it over)."""
+        run = self._runs.get(gid)
+        if run is None:
+            return
+        async with run.lock:
+            if run.dropped:
+                return
+            if self.holds.held(address) is not None:  # held again meanwhile: wait on
+                self.holds.wait(address, gid)
+                return
+            new = holds.released(run.record, address, hold, self._clock())
+            if new is not run.record and not await self._write_now(run, new):
+                return
+            self._disarm_deadline(run)
+            self._after_write(run, MACHINES[run.record.protocol].resume(run.record).calls)
+
+    async def _write_now(self, run: _Run, new: TxRecord) -> bool:
+        """Persist ``new`` under the run's lock; False when the run is gone for it."""
+        try:
+            run.persisted(await self._persist(run, new))
+        except LostOwnership:
+            self._drop(run)
+            return False
+        except RequestTooLarge as exc:
+            await self._fail_oversized(run, exc)
+            return False
+        self._notify(run.stored)
+        return True
 
     async def _wait_for_lease(self) -> None:
         """Hold attempts while this coordinator cannot prove it still owns anything."""

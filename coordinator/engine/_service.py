@@ -7,14 +7,15 @@ these calls and maps ``domain.errors`` to status codes; no rule lives in the tra
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 
-from ..domain import operator
-from ..domain.addresses import AllowList
+from ..domain import holds, operator
+from ..domain.addresses import AllowList, valid_address
 from ..domain.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -23,6 +24,7 @@ from ..domain.errors import (
     Overloaded,
     Unavailable,
 )
+from ..domain.holds import Hold
 from ..domain.records import BranchPlan, Protocol, Transition, TxRecord, TxState, new_record
 from ..domain.validation import (
     Limits,
@@ -32,9 +34,10 @@ from ..domain.validation import (
     growth_bytes,
 )
 from ..log import Created, LostOwnership, Stored, TxLog
-from ._driver import Driver
+from ._driver import MACHINES, Driver
 from ._operations import ServedOperations
 
+log = logging.getLogger("txcoord.operators")
 MAX_SCAN_PAGES = 20  # bounds the work one ListTransactions call may do
 SCAN_BATCH = 64  # records per log read: bounds what one read may bring (records <= ~1.5 MiB)
 MAX_PAGE_BYTES = 2 * 1024 * 1024  # a reply stays under gRPC's default 4 MiB receive limit
@@ -63,6 +66,7 @@ class ListQuery:
     page_size: int = 50
     page_token: str = ""
     gid_prefix: str = ""
+    participant: str = ""  # only transactions with a branch at this address
 
 
 class CoordinatorCore:
@@ -97,6 +101,7 @@ class CoordinatorCore:
             trace=req.trace,
         )
         self._check_fits(record)
+        self._check_not_refused(req.plan)
         if self._served is not None:
             await self._served.check(req.plan, req.protocol)
         if self._driver.active >= self._limits.max_active:
@@ -116,6 +121,13 @@ class CoordinatorCore:
         raise Unavailable(f"the transaction log did not take transaction {record.gid!r} within "
                           f"{CREATE_ANSWER_S:g} s; retry here or on another coordinator (the "
                           "start is idempotent on its gid)")
+
+    def _check_not_refused(self, plan: tuple[BranchPlan, ...]) -> None:
+        hold = holds.blocking_start([p.participant for p in plan], self._driver.holds.current())
+        if hold is not None:
+            raise Unavailable(f"participant {hold.address} is held by {hold.actor} "
+                              f"({hold.reason[:200]}), and the hold refuses new starts; "
+                              "retry once it is released (txc participant holds)")
 
     def _check_reachable(self) -> None:
         if not self._log.reachable():
@@ -172,6 +184,50 @@ class CoordinatorCore:
 
     async def abort(self, gid: str, actor: str, reason: str) -> Stored:
         return await self._operate(gid, reason, lambda r, now: operator.abort(r, actor, reason, now))
+
+    async def pause(self, gid: str, actor: str, reason: str) -> Stored:
+        return await self._operate(gid, reason, lambda r, now: holds.pause(r, actor, reason, now))
+
+    async def resume(self, gid: str, actor: str, reason: str) -> Stored:
+        def action(record: TxRecord, now: float) -> Transition:
+            resumed = holds.resume(record, actor, reason, now)
+            return Transition(resumed, MACHINES[resumed.protocol].resume(resumed).calls)
+
+        return await self._operate(gid, reason, action)
+
+    # -- participant holds -------------------------------------------------------------
+    async def hold(self, address: str, actor: str, reason: str, refuse_starts: bool) -> Hold:
+        """Hold ``address`` cluster-wide; in force here at once, elsewhere within a poll."""
+        holds.check_hold(address, reason, self._limits)
+        self._check_reachable()
+        await self._driver.holds.refresh()  # the count and an existing hold, as stored
+        hold = holds.new_hold(address, actor, reason, time.time(), refuse_starts,
+                              self._driver.holds.current())
+        await self._log.put_hold(hold)
+        await self._driver.holds.refresh()
+        log.warning("participant %s held by %s: %s", address, hold.actor, reason,
+                    extra={"participant": address, "actor": hold.actor})
+        return hold
+
+    async def release(self, address: str, actor: str, reason: str) -> Hold:
+        """Release the hold on ``address``; NOT_FOUND when it is not held."""
+        holds.check_hold(address, reason, self._limits)
+        self._check_reachable()
+        released = await self._log.delete_hold(address)
+        if released is None:
+            raise NotFound(f"participant {address} is not held")
+        await self._driver.holds.refresh()
+        log.warning("participant %s released by %s after %.1f s: %s", address, actor,
+                    time.time() - released.since, reason,
+                    extra={"participant": address, "actor": actor})
+        return released
+
+    async def list_holds(self) -> list[tuple[Hold, int]]:
+        """The holds in force as the log has them, each with how many transactions wait on
+        it at this coordinator."""
+        await self._driver.holds.refresh()
+        book = self._driver.holds
+        return [(h, book.waiting(a)) for a, h in sorted(book.current().items())]
 
     async def _operate(self, gid: str, reason: str,
                        action: Callable[[TxRecord, float], Transition]) -> Stored:
@@ -232,6 +288,8 @@ class CoordinatorCore:
         for field, value in (("gid_prefix", query.gid_prefix), ("page_token", query.page_token)):
             if value:
                 check_gid(value, field)
+        if query.participant and not valid_address(query.participant):
+            raise InvalidArgument("participant", f"{query.participant[:80]!r} is not HOST:PORT")
         size = query.page_size or 50
         found: list[Stored] = []
         cursor = query.page_token
@@ -283,6 +341,8 @@ def _matches(record: TxRecord, query: ListQuery) -> bool:
     if query.states and record.state not in query.states:
         return False
     if query.protocol is not None and record.protocol is not query.protocol:
+        return False
+    if query.participant and all(p.participant != query.participant for p in record.plan):
         return False
     labels = dict(record.labels)
     return all(labels.get(k) == v for k, v in query.labels)

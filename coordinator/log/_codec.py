@@ -15,6 +15,7 @@ import struct
 from dataclasses import replace
 from typing import Any
 
+from ..domain.holds import Hold
 from ..domain.records import (
     BranchPlan,
     BranchState,
@@ -54,6 +55,13 @@ def encode(record: TxRecord) -> bytes:
     }
     if record.trace:
         doc["trace"] = dict(record.trace)
+    if record.frozen_since or record.deadline_moved_s:  # absent on most records: no cost
+        doc["frozen_since"] = record.frozen_since
+        doc["waiting_on"] = list(record.waiting_on)
+        doc["deadline_moved_s"] = record.deadline_moved_s
+    if record.paused is not None:
+        p = record.paused
+        doc["paused"] = [p.at, p.actor, p.action, p.reason]
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
@@ -114,6 +122,10 @@ def decode(data: bytes) -> TxRecord:
         timeout_s=doc.get("timeout_s", doc["deadline"] - doc["created_at"]),
         payload_digest=doc.get("payload_digest", ""),
         trace=tuple(sorted(doc.get("trace", {}).items())),
+        frozen_since=doc.get("frozen_since", 0.0),
+        waiting_on=tuple(doc.get("waiting_on", ())),
+        paused=HistoryEntry(*doc["paused"]) if doc.get("paused") else None,
+        deadline_moved_s=doc.get("deadline_moved_s", 0.0),
     )
     if not record.payload_digest:  # written before digests: its payloads are inline
         record = replace(record, payload_digest=payload_digest(record.plan))
@@ -153,3 +165,15 @@ def _status_doc(s: BranchStatus) -> list[Any]:
 
 def _status(d: list[Any]) -> BranchStatus:
     return BranchStatus(BranchState(d[0]), d[1], d[2], _unb64(d[3]), d[4])
+
+
+def encode_hold(hold: Hold) -> bytes:
+    return json.dumps({"address": hold.address, "actor": hold.actor, "reason": hold.reason,
+                       "since": hold.since, "refuse_starts": hold.refuse_starts},
+                      separators=(",", ":")).encode()
+
+
+def decode_hold(data: bytes) -> Hold:
+    doc = json.loads(data)
+    return Hold(doc["address"], doc["actor"], doc["reason"], doc["since"],
+                bool(doc.get("refuse_starts", False)))

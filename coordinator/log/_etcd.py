@@ -12,6 +12,7 @@ Keys under ``prefix``:
                coordinator dies, etcd deletes it and the transaction becomes an orphan.
   failed/{gid} present while the transaction is FAILED (waiting for an operator): counting
                them is one cheap request, where counting FAILED records would read them all.
+  hold/{addr}  a participant address held by an operator (domain.holds), until released.
   member/{id}  one per live coordinator, bound to its lease: its deletion (the lease expired
                or was revoked) tells the others to look for orphans at once.
 
@@ -36,10 +37,19 @@ import etcd3aio
 import grpc
 from etcd3aio.proto.etcd.api.etcdserverpb.rpc_pb2 import Compare, RequestOp, TxnRequest
 
+from ..domain.holds import Hold
 from ..domain.records import TxRecord, TxState
 from ..telemetry._metrics import OFF, Metrics
 from ._batch import Batcher
-from ._codec import decode, encode, encode_payloads, has_payloads, with_payloads
+from ._codec import (
+    decode,
+    decode_hold,
+    encode,
+    encode_hold,
+    encode_payloads,
+    has_payloads,
+    with_payloads,
+)
 from ._interface import Created, LogError, LostOwnership, RequestTooLarge, Stored
 
 log = logging.getLogger("txcoord.log")
@@ -513,6 +523,22 @@ class EtcdLog:
                                                 keys_only=keys_only,
                                                 timeout=self._opts.request_timeout_s), "keys")
         return [(kv.key[len(prefix):].decode(), kv.value) for kv in reply.kvs]
+
+    # -- holds -------------------------------------------------------------------------
+    def _hold(self, address: str) -> bytes:
+        return f"{self._p}/hold/{address}".encode()
+
+    async def holds(self) -> list[Hold]:
+        return [decode_hold(value) for _, value in await self._under("hold", keys_only=False)]
+
+    async def put_hold(self, hold: Hold) -> None:
+        await self._txn([KV.txn_op_put(self._hold(hold.address), encode_hold(hold))], "hold")
+
+    async def delete_hold(self, address: str) -> Hold | None:
+        key = self._hold(address)
+        reply = await self._txn([KV.txn_op_get(key), KV.txn_op_delete(key)], "hold")
+        kvs = reply.responses[0].response_range.kvs
+        return decode_hold(kvs[0].value) if kvs else None
 
     async def watch(self, gid: str) -> AsyncGenerator[Stored | None, None]:
         current = await self.get(gid)

@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..domain.holds import Hold
 from ..domain.records import TxRecord
 
 
@@ -111,3 +112,11 @@ class TxLog(Protocol):
         """The current record, then every change (payloads may be left out); None when it
         is removed."""
 
+    async def holds(self) -> list[Hold]:
+        """Every participant hold in force, cluster-wide (domain.holds)."""
+
+    async def put_hold(self, hold: Hold) -> None:
+        """Store ``hold`` (replacing one on the same address); it outlives this process."""
+
+    async def delete_hold(self, address: str) -> Hold | None:
+        """Remove the hold on ``address``; the hold it was, or None if there was none."""

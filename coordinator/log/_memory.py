@@ -11,6 +11,7 @@ import itertools
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 
+from ..domain.holds import Hold
 from ..domain.records import TxRecord, TxState
 from ._codec import encode, encode_payloads
 from ._interface import Created, LogError, LostOwnership, Stored
@@ -28,6 +29,7 @@ class MemoryStore:
     departed: list[str] = field(default_factory=list)  # owners whose lease ended, in order
     cut_off: set[str] = field(default_factory=set)  # owners that cannot reach the store
     epochs: dict[str, int] = field(default_factory=dict)  # owner -> leases it has taken
+    holds: dict[str, Hold] = field(default_factory=dict)  # address -> hold
 
     def expire(self, owner_id: str) -> None:
         self.live_owners.discard(owner_id)
@@ -182,3 +184,15 @@ class MemoryLog:
         """Retention stand-in: drop a record."""
         self.store.records.pop(gid, None)
         self.store.owners.pop(gid, None)
+
+    async def holds(self) -> list[Hold]:
+        self._request()
+        return sorted(self.store.holds.values(), key=lambda h: h.address)
+
+    async def put_hold(self, hold: Hold) -> None:
+        self._request()
+        self.store.holds[hold.address] = hold
+
+    async def delete_hold(self, address: str) -> Hold | None:
+        self._request()
+        return self.store.holds.pop(address, None)

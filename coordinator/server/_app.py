@@ -113,6 +113,9 @@ class CoordinatorServer:
             self._export.start()
         await server.start()
         self._server = server
+        # The holds first: a transaction taken over must not call a held participant.
+        await self.driver.holds.refresh()
+        self.driver.holds.start()
         self.recovery.start()
         for name in ("", SERVICE):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -157,6 +160,7 @@ class CoordinatorServer:
             self._health_task.cancel()
         await bounded(self._health.enter_graceful_shutdown(), STEP_S, "health NOT_SERVING")
         await bounded(self.recovery.stop(), STEP_S, "takeover scan")
+        await bounded(self.driver.holds.stop(), STEP_S, "participant holds")
         await self.driver.stop(grace)
         if self._server is not None:
             await bounded(self._server.stop(min(grace, 1.0)), min(grace, 1.0) + STEP_S,

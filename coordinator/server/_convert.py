@@ -3,10 +3,12 @@ the plans of start requests are read by ``rpc._plans``, shared with the particip
 
 from __future__ import annotations
 
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from .._proto.txc.v1 import coordinator_pb2 as pb
-from ..domain.records import Protocol, TxRecord
+from ..domain.holds import Hold
+from ..domain.records import HistoryEntry, Protocol, TxRecord
 from ..engine import StartRequest
 from ..rpc._plans import plan_of, seconds
 
@@ -34,6 +36,12 @@ def start_two_phase(msg: pb.StartTwoPhaseRequest, default_timeout_s: float,
     )
 
 
+def _duration(seconds: float) -> Duration:
+    d = Duration()
+    d.FromNanoseconds(int(seconds * 1e9))
+    return d
+
+
 def _ts(seconds: float) -> Timestamp:
     ts = Timestamp()
     ts.FromNanoseconds(int(seconds * 1e9))
@@ -56,8 +64,20 @@ def transaction(record: TxRecord) -> pb.Transaction:
         updated_at=_ts(record.updated_at),
         error=record.error,
         labels=dict(record.labels),
-        history=[pb.HistoryEntry(at=_ts(h.at), actor=h.actor, action=h.action, reason=h.reason)
-                 for h in record.history],
+        history=[_entry(h) for h in record.history],
         trace_id=record.trace_id,
         decision=record.decision,
+        deadline=None if record.frozen_since else _ts(record.deadline),
+        deadline_moved=_duration(record.deadline_moved_s) if record.deadline_moved_s else None,
+        paused=_entry(record.paused) if record.paused else None,
+        waiting_on_holds=list(record.waiting_on),
     )
+
+
+def _entry(h: HistoryEntry) -> pb.HistoryEntry:
+    return pb.HistoryEntry(at=_ts(h.at), actor=h.actor, action=h.action, reason=h.reason)
+
+
+def hold(h: Hold, waiting_here: int = 0) -> pb.Hold:
+    return pb.Hold(address=h.address, actor=h.actor, reason=h.reason, since=_ts(h.since),
+                   refuse_starts=h.refuse_starts, waiting_here=waiting_here)

@@ -234,8 +234,45 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
         return await self._operator_action("abort", context, work)
 
+    async def PauseTransaction(self, request: pb.PauseRequest, context: Context) -> pb.Transaction:
+        async def work() -> pb.Transaction:
+            stored = await self._core.pause(request.gid, self._actor(context), request.reason)
+            return convert.transaction(stored.record)
+
+        return await self._operator_action("pause", context, work)
+
+    async def ResumeTransaction(self, request: pb.ResumeRequest, context: Context) -> pb.Transaction:
+        async def work() -> pb.Transaction:
+            stored = await self._core.resume(request.gid, self._actor(context), request.reason)
+            return convert.transaction(stored.record)
+
+        return await self._operator_action("resume", context, work)
+
+    async def HoldParticipant(self, request: pb.HoldRequest, context: Context) -> pb.Hold:
+        async def work() -> pb.Hold:
+            hold = await self._core.hold(request.address, self._actor(context), request.reason,
+                                         request.refuse_starts)
+            return convert.hold(hold)
+
+        return await self._operator_action("hold", context, work)
+
+    async def ReleaseParticipant(self, request: pb.ReleaseRequest, context: Context) -> pb.Hold:
+        async def work() -> pb.Hold:
+            return convert.hold(await self._core.release(request.address, self._actor(context),
+                                                         request.reason))
+
+        return await self._operator_action("release", context, work)
+
+    async def ListHolds(self, request: pb.ListHoldsRequest, context: Context) -> pb.ListHoldsResponse:
+        async def work() -> pb.ListHoldsResponse:
+            self._may_read(context)
+            return pb.ListHoldsResponse(holds=[convert.hold(h, n)
+                                               for h, n in await self._core.list_holds()])
+
+        return await _guard(context, work)
+
     async def _operator_action(self, action: str, context: Context,
-                               work: Callable[[], Awaitable[pb.Transaction]]) -> pb.Transaction:
+                               work: Callable[[], Awaitable[T]]) -> T:
         """``work`` under ``_guard``, counted as done or refused (state, rights, conflicts)."""
         try:
             done = await _guard(context, work)
@@ -298,4 +335,4 @@ def _list_query(request: pb.ListTransactionsRequest) -> ListQuery:
         raise InvalidArgument("protocol", "unknown protocol") from exc
     return ListQuery(states=states, protocol=protocol, labels=tuple(sorted(request.labels.items())),
                      page_size=request.page_size, page_token=request.page_token,
-                     gid_prefix=request.gid_prefix)
+                     gid_prefix=request.gid_prefix, participant=request.participant)

@@ -66,6 +66,10 @@ class Metrics:
     def grpc_request(self, method: str, code: str, seconds: float) -> None:
         """One call of the coordinator's gRPC API, by method and status code."""
 
+    def holds_now(self, held: int, waiting: int) -> None:
+        """Participant addresses held (cluster-wide), and transactions this coordinator has
+        waiting on a hold."""
+
 
 OFF = Metrics()
 
@@ -84,6 +88,10 @@ class PrometheusMetrics(Metrics):
                                    "settling", ["protocol", "state"], buckets=TX_BUCKETS, registry=r)
         self._in_flight = Gauge("txc_transactions_in_flight", "Transactions this coordinator "
                                 "drives now", ["protocol"], registry=r)
+        self._held = Gauge("txc_participants_held", "Participant addresses held by an operator "
+                           "(every coordinator's view of the cluster-wide holds)", registry=r)
+        self._waiting = Gauge("txc_transactions_waiting_on_holds", "Transactions this "
+                              "coordinator has waiting on a held participant", registry=r)
         self._failed = Gauge("txc_transactions_failed", "FAILED transactions in the log (every "
                              "coordinator's), waiting for an operator", registry=r)
         self._calls = Counter("txc_branch_calls", "Participant call attempts", ["op", "outcome"],
@@ -145,6 +153,10 @@ class PrometheusMetrics(Metrics):
 
     def failed_now(self, count: int) -> None:
         self._failed.set(count)
+
+    def holds_now(self, held: int, waiting: int) -> None:
+        self._held.set(held)
+        self._waiting.set(waiting)
 
     def grpc_request(self, method: str, code: str, seconds: float) -> None:
         self._child(self._grpc, method, code).inc()

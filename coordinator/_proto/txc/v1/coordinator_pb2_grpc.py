@@ -79,6 +79,31 @@ class CoordinatorStub:
                 request_serializer=txc_dot_v1_dot_coordinator__pb2.AbortRequest.SerializeToString,
                 response_deserializer=txc_dot_v1_dot_coordinator__pb2.Transaction.FromString,
                 _registered_method=True)
+        self.PauseTransaction = channel.unary_unary(
+                '/txc.v1.Coordinator/PauseTransaction',
+                request_serializer=txc_dot_v1_dot_coordinator__pb2.PauseRequest.SerializeToString,
+                response_deserializer=txc_dot_v1_dot_coordinator__pb2.Transaction.FromString,
+                _registered_method=True)
+        self.ResumeTransaction = channel.unary_unary(
+                '/txc.v1.Coordinator/ResumeTransaction',
+                request_serializer=txc_dot_v1_dot_coordinator__pb2.ResumeRequest.SerializeToString,
+                response_deserializer=txc_dot_v1_dot_coordinator__pb2.Transaction.FromString,
+                _registered_method=True)
+        self.HoldParticipant = channel.unary_unary(
+                '/txc.v1.Coordinator/HoldParticipant',
+                request_serializer=txc_dot_v1_dot_coordinator__pb2.HoldRequest.SerializeToString,
+                response_deserializer=txc_dot_v1_dot_coordinator__pb2.Hold.FromString,
+                _registered_method=True)
+        self.ReleaseParticipant = channel.unary_unary(
+                '/txc.v1.Coordinator/ReleaseParticipant',
+                request_serializer=txc_dot_v1_dot_coordinator__pb2.ReleaseRequest.SerializeToString,
+                response_deserializer=txc_dot_v1_dot_coordinator__pb2.Hold.FromString,
+                _registered_method=True)
+        self.ListHolds = channel.unary_unary(
+                '/txc.v1.Coordinator/ListHolds',
+                request_serializer=txc_dot_v1_dot_coordinator__pb2.ListHoldsRequest.SerializeToString,
+                response_deserializer=txc_dot_v1_dot_coordinator__pb2.ListHoldsResponse.FromString,
+                _registered_method=True)
         self.Starts = channel.stream_stream(
                 '/txc.v1.Coordinator/Starts',
                 request_serializer=txc_dot_v1_dot_coordinator__pb2.StartCallBatch.SerializeToString,
@@ -149,6 +174,43 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseTransaction(self, request, context):
+        """Stop driving one transaction after the calls in flight; its deadline stands still
+        until ResumeTransaction (which moves it by the time paused). Operator right needed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeTransaction(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HoldParticipant(self, request, context):
+        """Hold a participant address, cluster-wide (stored in etcd): no coordinator sends it a
+        new call; transactions with a call due there wait, their deadlines standing still.
+        Releasing resumes them at a bounded rate. Operator right needed for both.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseParticipant(self, request, context):
+        """NOT_FOUND when not held
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListHolds(self, request, context):
+        """a read
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Starts(self, request_iterator, context):
         """Many starts on one stream, for clients that start many transactions: each StartCall is
         answered by one StartResult carrying its id, in the order they finish (a wait=true start
@@ -201,6 +263,31 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.AbortTransaction,
                     request_deserializer=txc_dot_v1_dot_coordinator__pb2.AbortRequest.FromString,
                     response_serializer=txc_dot_v1_dot_coordinator__pb2.Transaction.SerializeToString,
+            ),
+            'PauseTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseTransaction,
+                    request_deserializer=txc_dot_v1_dot_coordinator__pb2.PauseRequest.FromString,
+                    response_serializer=txc_dot_v1_dot_coordinator__pb2.Transaction.SerializeToString,
+            ),
+            'ResumeTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeTransaction,
+                    request_deserializer=txc_dot_v1_dot_coordinator__pb2.ResumeRequest.FromString,
+                    response_serializer=txc_dot_v1_dot_coordinator__pb2.Transaction.SerializeToString,
+            ),
+            'HoldParticipant': grpc.unary_unary_rpc_method_handler(
+                    servicer.HoldParticipant,
+                    request_deserializer=txc_dot_v1_dot_coordinator__pb2.HoldRequest.FromString,
+                    response_serializer=txc_dot_v1_dot_coordinator__pb2.Hold.SerializeToString,
+            ),
+            'ReleaseParticipant': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseParticipant,
+                    request_deserializer=txc_dot_v1_dot_coordinator__pb2.ReleaseRequest.FromString,
+                    response_serializer=txc_dot_v1_dot_coordinator__pb2.Hold.SerializeToString,
+            ),
+            'ListHolds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHolds,
+                    request_deserializer=txc_dot_v1_dot_coordinator__pb2.ListHoldsRequest.FromString,
+                    response_serializer=txc_dot_v1_dot_coordinator__pb2.ListHoldsResponse.SerializeToString,
             ),
             'Starts': grpc.stream_stream_rpc_method_handler(
                     servicer.Starts,
@@ -429,6 +516,141 @@ class Coordinator:
             '/txc.v1.Coordinator/AbortTransaction',
             txc_dot_v1_dot_coordinator__pb2.AbortRequest.SerializeToString,
             txc_dot_v1_dot_coordinator__pb2.Transaction.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txc.v1.Coordinator/PauseTransaction',
+            txc_dot_v1_dot_coordinator__pb2.PauseRequest.SerializeToString,
+            txc_dot_v1_dot_coordinator__pb2.Transaction.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txc.v1.Coordinator/ResumeTransaction',
+            txc_dot_v1_dot_coordinator__pb2.ResumeRequest.SerializeToString,
+            txc_dot_v1_dot_coordinator__pb2.Transaction.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HoldParticipant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txc.v1.Coordinator/HoldParticipant',
+            txc_dot_v1_dot_coordinator__pb2.HoldRequest.SerializeToString,
+            txc_dot_v1_dot_coordinator__pb2.Hold.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseParticipant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txc.v1.Coordinator/ReleaseParticipant',
+            txc_dot_v1_dot_coordinator__pb2.ReleaseRequest.SerializeToString,
+            txc_dot_v1_dot_coordinator__pb2.Hold.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHolds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txc.v1.Coordinator/ListHolds',
+            txc_dot_v1_dot_coordinator__pb2.ListHoldsRequest.SerializeToString,
+            txc_dot_v1_dot_coordinator__pb2.ListHoldsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -62,6 +62,20 @@ class CoordinatorStub:
     """mark a branch done by hand"""
     AbortTransaction: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.AbortRequest, _coordinator_pb2.Transaction]
     """saga: compensate; 2PC: abort if undecided"""
+    PauseTransaction: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.PauseRequest, _coordinator_pb2.Transaction]
+    """Stop driving one transaction after the calls in flight; its deadline stands still
+    until ResumeTransaction (which moves it by the time paused). Operator right needed.
+    """
+    ResumeTransaction: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ResumeRequest, _coordinator_pb2.Transaction]
+    HoldParticipant: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.HoldRequest, _coordinator_pb2.Hold]
+    """Hold a participant address, cluster-wide (stored in etcd): no coordinator sends it a
+    new call; transactions with a call due there wait, their deadlines standing still.
+    Releasing resumes them at a bounded rate. Operator right needed for both.
+    """
+    ReleaseParticipant: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ReleaseRequest, _coordinator_pb2.Hold]
+    """NOT_FOUND when not held"""
+    ListHolds: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ListHoldsRequest, _coordinator_pb2.ListHoldsResponse]
+    """a read"""
     Starts: _grpc.StreamStreamMultiCallable[_coordinator_pb2.StartCallBatch, _coordinator_pb2.StartResultBatch]
     """Many starts on one stream, for clients that start many transactions: each StartCall is
     answered by one StartResult carrying its id, in the order they finish (a wait=true start
@@ -95,6 +109,20 @@ class CoordinatorAsyncStub(CoordinatorStub):
     """mark a branch done by hand"""
     AbortTransaction: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.AbortRequest, _coordinator_pb2.Transaction]  # type: ignore[assignment]
     """saga: compensate; 2PC: abort if undecided"""
+    PauseTransaction: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.PauseRequest, _coordinator_pb2.Transaction]  # type: ignore[assignment]
+    """Stop driving one transaction after the calls in flight; its deadline stands still
+    until ResumeTransaction (which moves it by the time paused). Operator right needed.
+    """
+    ResumeTransaction: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ResumeRequest, _coordinator_pb2.Transaction]  # type: ignore[assignment]
+    HoldParticipant: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.HoldRequest, _coordinator_pb2.Hold]  # type: ignore[assignment]
+    """Hold a participant address, cluster-wide (stored in etcd): no coordinator sends it a
+    new call; transactions with a call due there wait, their deadlines standing still.
+    Releasing resumes them at a bounded rate. Operator right needed for both.
+    """
+    ReleaseParticipant: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ReleaseRequest, _coordinator_pb2.Hold]  # type: ignore[assignment]
+    """NOT_FOUND when not held"""
+    ListHolds: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ListHoldsRequest, _coordinator_pb2.ListHoldsResponse]  # type: ignore[assignment]
+    """a read"""
     Starts: _aio.StreamStreamMultiCallable[_coordinator_pb2.StartCallBatch, _coordinator_pb2.StartResultBatch]  # type: ignore[assignment]
     """Many starts on one stream, for clients that start many transactions: each StartCall is
     answered by one StartResult carrying its id, in the order they finish (a wait=true start
@@ -173,6 +201,50 @@ class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.Transaction, _abc.Awaitable[_coordinator_pb2.Transaction]]:
         """saga: compensate; 2PC: abort if undecided"""
+
+    @_abc_1.abstractmethod
+    def PauseTransaction(
+        self,
+        request: _coordinator_pb2.PauseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.Transaction, _abc.Awaitable[_coordinator_pb2.Transaction]]:
+        """Stop driving one transaction after the calls in flight; its deadline stands still
+        until ResumeTransaction (which moves it by the time paused). Operator right needed.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeTransaction(
+        self,
+        request: _coordinator_pb2.ResumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.Transaction, _abc.Awaitable[_coordinator_pb2.Transaction]]: ...
+
+    @_abc_1.abstractmethod
+    def HoldParticipant(
+        self,
+        request: _coordinator_pb2.HoldRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.Hold, _abc.Awaitable[_coordinator_pb2.Hold]]:
+        """Hold a participant address, cluster-wide (stored in etcd): no coordinator sends it a
+        new call; transactions with a call due there wait, their deadlines standing still.
+        Releasing resumes them at a bounded rate. Operator right needed for both.
+        """
+
+    @_abc_1.abstractmethod
+    def ReleaseParticipant(
+        self,
+        request: _coordinator_pb2.ReleaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.Hold, _abc.Awaitable[_coordinator_pb2.Hold]]:
+        """NOT_FOUND when not held"""
+
+    @_abc_1.abstractmethod
+    def ListHolds(
+        self,
+        request: _coordinator_pb2.ListHoldsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.ListHoldsResponse, _abc.Awaitable[_coordinator_pb2.ListHoldsResponse]]:
+        """a read"""
 
     @_abc_1.abstractmethod
     def Starts(
