@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
+import json
+import time
+
+from google.protobuf.json_format import MessageToDict
 
 from .._conformance import CASES, ScenarioError, Unreachable, check, load_scenario
+from ..client._coordinator import CoordinatorClient
 from ._common import add_tls_client_flags, tls_client
+from ._render import table, when
+from ._tx import _client_flags, _sync
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
 
@@ -30,6 +38,53 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per call")
     add_tls_client_flags(p, "the participant")
     p.set_defaults(func=_check)
+    _hold_commands(cmds)
+
+
+def _hold_commands(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """hold / release / holds: through a coordinator (any one: holds are cluster-wide)."""
+    hold = cmds.add_parser("hold", help="no coordinator calls HOST:PORT until released; its "
+                           "transactions wait with their deadlines standing still")
+    hold.add_argument("address", metavar="HOST:PORT")
+    hold.add_argument("--reason", required=True)
+    hold.add_argument("--refuse-starts", action="store_true",
+                      help="refuse new starts naming it (UNAVAILABLE) instead of letting them wait")
+    release = cmds.add_parser("release", help="end a hold: its transactions resume, at a "
+                              "bounded rate")
+    release.add_argument("address", metavar="HOST:PORT")
+    release.add_argument("--reason", required=True)
+    holds = cmds.add_parser("holds", help="the participants held now")
+    holds.add_argument("--json", action="store_true")
+    for p, run in ((hold, _hold), (release, _release), (holds, _holds)):
+        _client_flags(p, defaults=True)
+        p.set_defaults(func=_sync(run))
+
+
+async def _hold(args: argparse.Namespace, client: CoordinatorClient) -> int:
+    hold = await client.hold(args.address, args.reason, refuse_starts=args.refuse_starts)
+    print(f"held {hold.address} since {when(hold.since)} by {hold.actor}: {hold.reason}"
+          + ("  (new starts refused)" if hold.refuse_starts else ""))
+    return 0
+
+
+async def _release(args: argparse.Namespace, client: CoordinatorClient) -> int:
+    hold = await client.release(args.address, args.reason)
+    held_s = time.time() - hold.since.ToDatetime(dt.UTC).timestamp()
+    print(f"released {hold.address} after {held_s:.0f} s (held by {hold.actor}: {hold.reason})")
+    return 0
+
+
+async def _holds(args: argparse.Namespace, client: CoordinatorClient) -> int:
+    holds = await client.holds()
+    if args.json:
+        print(json.dumps([MessageToDict(h, preserving_proto_field_name=True) for h in holds],
+                         indent=2))
+        return 0
+    rows = [[h.address, when(h.since), h.actor, "refused" if h.refuse_starts else "wait",
+              str(h.waiting_here), h.reason] for h in holds]
+    header = ("ADDRESS", "SINCE (UTC)", "BY", "STARTS", "WAITING HERE", "REASON")
+    print(table(header, rows) if holds else "no participant is held")
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:

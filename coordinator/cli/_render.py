@@ -11,7 +11,7 @@ from .._proto.txc.v1 import coordinator_pb2 as pb
 from ..client._vocabulary import branch_where, protocol_name, shown_branch_state, state_name
 
 
-def _when(ts: Timestamp) -> str:
+def when(ts: Timestamp) -> str:
     if not ts.seconds and not ts.nanos:
         return "-"
     moment = dt.datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=dt.UTC)
@@ -25,7 +25,7 @@ def render_list(txs: list[pb.Transaction]) -> str:
             pb.BRANCH_STATE_SUCCEEDED, pb.BRANCH_STATE_COMMITTED, pb.BRANCH_STATE_COMPENSATED,
             pb.BRANCH_STATE_ABORTED, pb.BRANCH_STATE_SKIPPED))
         rows.append((tx.gid, protocol_name(tx.protocol), state_name(tx.state),
-                     f"{done}/{len(tx.branches)}", _when(tx.created_at), tx.error[:60]))
+                     f"{done}/{len(tx.branches)}", when(tx.created_at), tx.error[:60]))
     return table(rows[0], rows[1:]) if txs else "no transactions match"
 
 
@@ -39,7 +39,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def render_show(tx: pb.Transaction) -> str:
     out = [f"{tx.gid}  {protocol_name(tx.protocol)}  {state_name(tx.state).upper()}",
-           f"  created {_when(tx.created_at)}  updated {_when(tx.updated_at)}"]
+           f"  created {when(tx.created_at)}  updated {when(tx.updated_at)}"]
     if tx.decision:
         out.append(f"  decision: {tx.decision}")
     if tx.error:
@@ -48,10 +48,11 @@ def render_show(tx: pb.Transaction) -> str:
         out.append("  labels: " + ", ".join(f"{k}={v}" for k, v in sorted(tx.labels.items())))
     if tx.trace_id:
         out.append(f"  trace: {tx.trace_id}")
+    out.extend(_clock_lines(tx))
     out.append("  branches:")
     for b in tx.branches:
         line = f"    {b.name:<16} {shown_branch_state(tx, b):<12} attempts={b.attempts:<3} " \
-               f"at {_when(b.updated_at)}"
+               f"at {when(b.updated_at)}"
         out.append(line)
         out.append(f"      {branch_where(tx.protocol, b)}")
         if b.error:
@@ -59,5 +60,29 @@ def render_show(tx: pb.Transaction) -> str:
     if tx.history:
         out.append("  history:")
         for h in tx.history:
-            out.append(f"    {_when(h.at)}  {h.actor:<24} {h.action:<10} {h.reason}")
+            out.append(f"    {when(h.at)}  {h.actor:<24} {h.action:<10} {h.reason}")
     return "\n".join(out)
+
+
+def _clock_lines(tx: pb.Transaction) -> list[str]:
+    """Its deadline, how far holds and pauses moved it, and why it stands still now."""
+    out = []
+    moved = tx.deadline_moved.ToTimedelta().total_seconds() if tx.HasField("deadline_moved") else 0
+    by = f" (moved {moved:.1f} s by holds and pauses)" if moved else ""
+    if tx.state not in (pb.TX_STATE_RUNNING, pb.TX_STATE_PREPARING):
+        if moved:
+            out.append(f"  deadline moved {moved:.1f} s by holds and pauses")
+    elif tx.HasField("deadline"):
+        out.append(f"  deadline: {when(tx.deadline)}{by}")
+    else:
+        out.append(f"  deadline: standing still while it waits{by}")
+    if tx.HasField("paused"):
+        p = tx.paused
+        out.append(f"  PAUSED since {when(p.at)} by {p.actor}: {p.reason}")
+        prepared = sum(1 for b in tx.branches if b.state == pb.BRANCH_STATE_PREPARED)
+        if prepared:
+            out.append(f"  {prepared} branch(es) prepared: their participants hold locks until "
+                       "it is resumed")
+    if tx.waiting_on_holds:
+        out.append("  waiting on held participant(s): " + ", ".join(tx.waiting_on_holds))
+    return out

@@ -27,11 +27,14 @@ from ..client._coordinator import (
     settled,
 )
 from ..client._vocabulary import PROTOCOLS, STATES, is_unreachable, parse_duration
-from ..domain.operator import may_replay
-from ..domain.records import TxState
+from ..domain.operator import may_abort, may_replay
+from ..domain.records import Protocol, TxState
 from ._common import add_shared_flags, add_tls_client_flags, env_default, read_optional, tls_client
 from ._render import render_list, render_show
 
+CONFIRM_ABOVE = 20  # a bulk action on more asks first (or needs --yes)
+BULK_RATE = 10.0  # bulk actions per second: a coordinator's other work goes on meanwhile
+MAX_BULK = 10_000
 EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_UNFINISHED = 1, 2, 3, 4, 5
 REPLAYABLE = sorted(n for n, v in STATES.items() if may_replay(TxState(v)))
 
@@ -62,6 +65,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     ls.add_argument("--protocol", choices=sorted(PROTOCOLS))
     ls.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     ls.add_argument("--gid-prefix", default="")
+    ls.add_argument("--participant", default="", metavar="HOST:PORT",
+                    help="transactions with a branch at this address")
     ls.add_argument("--older-than", type=duration, metavar="AGE", help="e.g. 90s, 10m, 2h, 1d")
     ls.add_argument("--limit", type=int, default=100)
     fmt = ls.add_mutually_exclusive_group()
@@ -76,13 +81,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     show.set_defaults(func=_sync(_show))
 
     replay = command("replay", help="re-drive a FAILED or stuck transaction")
-    replay.add_argument("gid", nargs="?")
-    replay.add_argument("--reason", required=True)
-    replay.add_argument("--all", action="store_true", help="every transaction matching the filters")
-    replay.add_argument("--state", action="append", choices=REPLAYABLE, default=[],
-                        help="with --all: transactions in this state (default failed)")
-    replay.add_argument("--older-than", type=duration, metavar="AGE")
-    replay.add_argument("--dry-run", action="store_true", help="list what --all would replay")
+    _bulk_flags(replay, REPLAYABLE, "(default failed)")
     _wait_flags(replay)
     replay.set_defaults(func=_sync(_replay))
 
@@ -94,10 +93,42 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     skip.set_defaults(func=_sync(_skip))
 
     abort = command("abort", help="saga: compensate; 2PC: abort unless commit was decided")
-    abort.add_argument("gid")
-    abort.add_argument("--reason", required=True)
+    _bulk_flags(abort, sorted(STATES), "(default: any an abort acts on)")
     _wait_flags(abort)
     abort.set_defaults(func=_sync(_abort))
+
+    pause = command("pause", help="stop driving a transaction after the calls in flight; its "
+                    "deadline stands still until resumed")
+    _bulk_flags(pause, sorted(STATES), "(default: any still moving)")
+    pause.set_defaults(func=_sync(_pause), wait=False)
+
+    resume = command("resume", help="drive a paused transaction again (its deadline moves by "
+                     "the time paused)")
+    _bulk_flags(resume, sorted(STATES), "(default: any paused)")
+    _wait_flags(resume)
+    resume.set_defaults(func=_sync(_resume))
+
+
+def _bulk_flags(p: argparse.ArgumentParser, states: list[str], default_states: str) -> None:
+    """GID, or --all with the list's filters: the same flags on every bulk action."""
+    p.add_argument("gid", nargs="?")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--all", action="store_true", help="every transaction matching the filters")
+    p.add_argument("--state", action="append", choices=states, default=[],
+                   help=f"with --all: transactions in this state {default_states}")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--gid-prefix", default="")
+    p.add_argument("--participant", default="", metavar="HOST:PORT",
+                   help="with --all: transactions with a branch at this address")
+    p.add_argument("--older-than", type=duration, metavar="AGE")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list exactly what --all would act on, and do nothing")
+    p.add_argument("--yes", action="store_true",
+                   help="act on more than --confirm-above transactions without asking")
+    p.add_argument("--confirm-above", type=int, default=CONFIRM_ABOVE, metavar="N",
+                   help=f"ask before acting on more than N (default {CONFIRM_ABOVE})")
+    p.add_argument("--rate", type=float, default=BULK_RATE, metavar="PER_S",
+                   help=f"actions per second (default {BULK_RATE:g})")
 
 
 def _wait_flags(p: argparse.ArgumentParser) -> None:
@@ -153,7 +184,8 @@ async def _matching(args: argparse.Namespace, client: CoordinatorClient,
     where = ListFilter(states=[STATES[s] for s in args.state],
                        protocol=PROTOCOLS.get(getattr(args, "protocol", None) or "",
                                               pb.PROTOCOL_UNSPECIFIED),
-                       labels=labels, gid_prefix=getattr(args, "gid_prefix", ""))
+                       labels=labels, gid_prefix=getattr(args, "gid_prefix", ""),
+                       participant=getattr(args, "participant", ""))
     cutoff = time.time() - args.older_than if args.older_than else None
     found = [tx async for tx in client.list_all(where)
              if cutoff is None or tx.created_at.seconds <= cutoff]
@@ -185,39 +217,87 @@ async def _show(args: argparse.Namespace, client: CoordinatorClient) -> int:
     return 0
 
 
+Act = Callable[[str, str], Awaitable[pb.Transaction]]
+
+
 async def _replay(args: argparse.Namespace, client: CoordinatorClient) -> int:
+    if args.all:
+        args.state = args.state or ["failed"]
+    return await _one_or_all(args, client, "replayed", client.replay,
+                             lambda t: may_replay(TxState(t.state)))
+
+
+async def _abort(args: argparse.Namespace, client: CoordinatorClient) -> int:
+    return await _one_or_all(args, client, "aborted", client.abort, lambda t: may_abort(
+        Protocol(t.protocol), TxState(t.state), t.decision))
+
+
+async def _pause(args: argparse.Namespace, client: CoordinatorClient) -> int:
+    return await _one_or_all(args, client, "paused", client.pause,
+                             lambda t: not settled(t) and not t.HasField("paused"))
+
+
+async def _resume(args: argparse.Namespace, client: CoordinatorClient) -> int:
+    return await _one_or_all(args, client, "resumed", client.resume,
+                             lambda t: t.HasField("paused"))
+
+
+async def _one_or_all(args: argparse.Namespace, client: CoordinatorClient, done: str, act: Act,
+                      eligible: Callable[[pb.Transaction], bool]) -> int:
+    """One GID, or every transaction the filters match that the action applies to (the
+    same rules the coordinator enforces, so --dry-run lists exactly what would be done)."""
     if args.all == bool(args.gid):
         print("txc: give a GID or --all (with filters), not both", file=sys.stderr)
         return EXIT_USAGE
     if not args.all:
-        return await _outcome(args, client, await client.replay(args.gid, args.reason))
+        return await _outcome(args, client, await act(args.gid, args.reason))
     if args.wait:
         print("txc: --wait follows one transaction: give a GID, not --all", file=sys.stderr)
         return EXIT_USAGE
-    args.state = args.state or ["failed"]
-    txs = await _matching(args, client, limit=10_000)
+    if not args.rate > 0:
+        print("txc: --rate must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    txs = [t for t in await _matching(args, client, limit=MAX_BULK) if eligible(t)]
     if args.dry_run:
         print(render_list(txs))
-        print(f"{len(txs)} transaction(s) would be replayed")
+        print(f"{len(txs)} transaction(s) would be {done}")
         return 0
+    if not _confirmed(args, len(txs), done):
+        return EXIT_USAGE
+    return await _act_on(args, txs, done, act)
+
+
+def _confirmed(args: argparse.Namespace, count: int, done: str) -> bool:
+    if count <= args.confirm_above or args.yes:
+        return True
+    if not sys.stdin.isatty():
+        print(f"txc: {count} transactions would be {done}, more than --confirm-above "
+              f"{args.confirm_above}: pass --yes (see them first with --dry-run)", file=sys.stderr)
+        return False
+    answer = input(f"{count} transactions will be {done}. Type 'yes' to go on: ")
+    return answer.strip() == "yes"
+
+
+async def _act_on(args: argparse.Namespace, txs: list[pb.Transaction], done: str, act: Act) -> int:
+    """Act on each at most ``--rate`` per second; each gid acted on is printed."""
     refused = 0
     for i, tx in enumerate(txs, 1):
+        started = time.monotonic()
         try:
-            await client.replay(tx.gid, args.reason)
+            await act(tx.gid, args.reason)
+            print(f"{done} {tx.gid}")
         except grpc.aio.AioRpcError as exc:
             refused += 1
             print(f"\ntxc: {tx.gid}: {exc.details()}", file=sys.stderr)
         _progress(i, len(txs))
-    print(f"\nreplayed {len(txs) - refused} of {len(txs)}")
+        if i < len(txs):
+            await asyncio.sleep(max(0.0, 1 / args.rate - (time.monotonic() - started)))
+    print(f"\n{done} {len(txs) - refused} of {len(txs)}")
     return EXIT_REFUSED if refused else 0
 
 
 async def _skip(args: argparse.Namespace, client: CoordinatorClient) -> int:
     return await _outcome(args, client, await client.skip(args.gid, args.branch, args.reason))
-
-
-async def _abort(args: argparse.Namespace, client: CoordinatorClient) -> int:
-    return await _outcome(args, client, await client.abort(args.gid, args.reason))
 
 
 async def _outcome(args: argparse.Namespace, client: CoordinatorClient, tx: pb.Transaction) -> int:

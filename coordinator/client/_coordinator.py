@@ -168,11 +168,13 @@ class ListFilter:
     protocol: pb.Protocol.ValueType = pb.PROTOCOL_UNSPECIFIED
     labels: Mapping[str, str] = field(default_factory=dict)
     gid_prefix: str = ""
+    participant: str = ""  # HOST:PORT: only transactions with a branch there
 
     def to_proto(self, page_size: int, page_token: str) -> pb.ListTransactionsRequest:
         return pb.ListTransactionsRequest(
             states=list(self.states), protocol=self.protocol, page_size=page_size,
-            page_token=page_token, labels=dict(self.labels), gid_prefix=self.gid_prefix)
+            page_token=page_token, labels=dict(self.labels), gid_prefix=self.gid_prefix,
+            participant=self.participant)
 
 
 def default_actor() -> str:
@@ -338,6 +340,41 @@ class CoordinatorClient:
             pb.AbortRequest(gid=gid, reason=reason), timeout=self._timeout_s,
             metadata=self._operator_metadata)
         return tx
+
+    async def pause(self, gid: str, reason: str) -> pb.Transaction:
+        """Stop driving it after the calls in flight; its deadline stands still."""
+        tx: pb.Transaction = await self._stub.PauseTransaction(
+            pb.PauseRequest(gid=gid, reason=reason), timeout=self._timeout_s,
+            metadata=self._operator_metadata)
+        return tx
+
+    async def resume(self, gid: str, reason: str) -> pb.Transaction:
+        """Drive a paused transaction again (its deadline moves by the time paused)."""
+        tx: pb.Transaction = await self._stub.ResumeTransaction(
+            pb.ResumeRequest(gid=gid, reason=reason), timeout=self._timeout_s,
+            metadata=self._operator_metadata)
+        return tx
+
+    async def hold(self, address: str, reason: str, *, refuse_starts: bool = False) -> pb.Hold:
+        """Hold a participant address, cluster-wide, until ``release``."""
+        hold: pb.Hold = await self._stub.HoldParticipant(
+            pb.HoldRequest(address=address, reason=reason, refuse_starts=refuse_starts),
+            timeout=self._timeout_s, metadata=self._operator_metadata)
+        return hold
+
+    async def release(self, address: str, reason: str) -> pb.Hold:
+        """Release a hold; its waiting transactions resume at a bounded rate."""
+        hold: pb.Hold = await self._stub.ReleaseParticipant(
+            pb.ReleaseRequest(address=address, reason=reason), timeout=self._timeout_s,
+            metadata=self._operator_metadata)
+        return hold
+
+    async def holds(self) -> Sequence[pb.Hold]:
+        """The participants held now (cluster-wide), each with the transactions waiting
+        on it at the coordinator that answered."""
+        reply: pb.ListHoldsResponse = await self._stub.ListHolds(
+            pb.ListHoldsRequest(), timeout=self._timeout_s, metadata=self._read_metadata)
+        return tuple(reply.holds)
 
 
 def _traced(metadata: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
