@@ -19,6 +19,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from .._proto.txc.v1 import coordinator_pb2 as pb
+from ..client._bulk import DONE, applies, perform
 from ..client._coordinator import (
     TERMINAL_STATES,
     CoordinatorClient,
@@ -27,8 +28,8 @@ from ..client._coordinator import (
     settled,
 )
 from ..client._vocabulary import PROTOCOLS, STATES, is_unreachable, parse_duration
-from ..domain.operator import may_abort, may_replay
-from ..domain.records import Protocol, TxState
+from ..domain.operator import may_replay
+from ..domain.records import TxState
 from ._common import add_shared_flags, add_tls_client_flags, env_default, read_optional, tls_client
 from ._render import render_list, render_show
 
@@ -83,7 +84,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     replay = command("replay", help="re-drive a FAILED or stuck transaction")
     _bulk_flags(replay, REPLAYABLE, "(default failed)")
     _wait_flags(replay)
-    replay.set_defaults(func=_sync(_replay))
+    replay.set_defaults(func=_sync(_bulk_action))
 
     skip = command("skip", help="mark a branch done by hand")
     skip.add_argument("gid")
@@ -95,18 +96,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     abort = command("abort", help="saga: compensate; 2PC: abort unless commit was decided")
     _bulk_flags(abort, sorted(STATES), "(default: any an abort acts on)")
     _wait_flags(abort)
-    abort.set_defaults(func=_sync(_abort))
+    abort.set_defaults(func=_sync(_bulk_action))
 
     pause = command("pause", help="stop driving a transaction after the calls in flight; its "
                     "deadline stands still until resumed")
     _bulk_flags(pause, sorted(STATES), "(default: any still moving)")
-    pause.set_defaults(func=_sync(_pause), wait=False)
+    pause.set_defaults(func=_sync(_bulk_action), wait=False)
 
     resume = command("resume", help="drive a paused transaction again (its deadline moves by "
                      "the time paused)")
     _bulk_flags(resume, sorted(STATES), "(default: any paused)")
     _wait_flags(resume)
-    resume.set_defaults(func=_sync(_resume))
+    resume.set_defaults(func=_sync(_bulk_action))
 
 
 def _bulk_flags(p: argparse.ArgumentParser, states: list[str], default_states: str) -> None:
@@ -217,54 +218,35 @@ async def _show(args: argparse.Namespace, client: CoordinatorClient) -> int:
     return 0
 
 
-Act = Callable[[str, str], Awaitable[pb.Transaction]]
-
-
-async def _replay(args: argparse.Namespace, client: CoordinatorClient) -> int:
-    if args.all:
+async def _bulk_action(args: argparse.Namespace, client: CoordinatorClient) -> int:
+    if args.tx_command == "replay" and args.all:
         args.state = args.state or ["failed"]
-    return await _one_or_all(args, client, "replayed", client.replay,
-                             lambda t: may_replay(TxState(t.state)))
+    return await _one_or_all(args, client, args.tx_command)
 
 
-async def _abort(args: argparse.Namespace, client: CoordinatorClient) -> int:
-    return await _one_or_all(args, client, "aborted", client.abort, lambda t: may_abort(
-        Protocol(t.protocol), TxState(t.state), t.decision))
-
-
-async def _pause(args: argparse.Namespace, client: CoordinatorClient) -> int:
-    return await _one_or_all(args, client, "paused", client.pause,
-                             lambda t: not settled(t) and not t.HasField("paused"))
-
-
-async def _resume(args: argparse.Namespace, client: CoordinatorClient) -> int:
-    return await _one_or_all(args, client, "resumed", client.resume,
-                             lambda t: t.HasField("paused"))
-
-
-async def _one_or_all(args: argparse.Namespace, client: CoordinatorClient, done: str, act: Act,
-                      eligible: Callable[[pb.Transaction], bool]) -> int:
+async def _one_or_all(args: argparse.Namespace, client: CoordinatorClient, action: str) -> int:
     """One GID, or every transaction the filters match that the action applies to (the
     same rules the coordinator enforces, so --dry-run lists exactly what would be done)."""
     if args.all == bool(args.gid):
         print("txc: give a GID or --all (with filters), not both", file=sys.stderr)
         return EXIT_USAGE
     if not args.all:
-        return await _outcome(args, client, await act(args.gid, args.reason))
+        return await _outcome(args, client, await perform(client, action, args.gid, args.reason))
     if args.wait:
         print("txc: --wait follows one transaction: give a GID, not --all", file=sys.stderr)
         return EXIT_USAGE
     if not args.rate > 0:
         print("txc: --rate must be positive", file=sys.stderr)
         return EXIT_USAGE
-    txs = [t for t in await _matching(args, client, limit=MAX_BULK) if eligible(t)]
+    done = DONE[action]
+    txs = [t for t in await _matching(args, client, limit=MAX_BULK) if applies(action, t)]
     if args.dry_run:
         print(render_list(txs))
         print(f"{len(txs)} transaction(s) would be {done}")
         return 0
     if not _confirmed(args, len(txs), done):
         return EXIT_USAGE
-    return await _act_on(args, txs, done, act)
+    return await _act_on(args, client, txs, action)
 
 
 def _confirmed(args: argparse.Namespace, count: int, done: str) -> bool:
@@ -278,13 +260,14 @@ def _confirmed(args: argparse.Namespace, count: int, done: str) -> bool:
     return answer.strip() == "yes"
 
 
-async def _act_on(args: argparse.Namespace, txs: list[pb.Transaction], done: str, act: Act) -> int:
+async def _act_on(args: argparse.Namespace, client: CoordinatorClient, txs: list[pb.Transaction],
+                  action: str) -> int:
     """Act on each at most ``--rate`` per second; each gid acted on is printed."""
-    refused = 0
+    refused, done = 0, DONE[action]
     for i, tx in enumerate(txs, 1):
         started = time.monotonic()
         try:
-            await act(tx.gid, args.reason)
+            await perform(client, action, tx.gid, args.reason)
             print(f"{done} {tx.gid}")
         except grpc.aio.AioRpcError as exc:
             refused += 1
