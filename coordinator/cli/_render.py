@@ -8,7 +8,13 @@ from collections.abc import Sequence
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from .._proto.txc.v1 import coordinator_pb2 as pb
-from ..client._vocabulary import branch_where, protocol_name, shown_branch_state, state_name
+from ..client._vocabulary import (
+    branch_where,
+    clock_notes,
+    protocol_name,
+    shown_branch_state,
+    state_name,
+)
 
 
 def when(ts: Timestamp) -> str:
@@ -48,7 +54,7 @@ def render_show(tx: pb.Transaction) -> str:
         out.append("  labels: " + ", ".join(f"{k}={v}" for k, v in sorted(tx.labels.items())))
     if tx.trace_id:
         out.append(f"  trace: {tx.trace_id}")
-    out.extend(_clock_lines(tx))
+    out.extend(f"  {line}" for line in clock_notes(tx, when))
     out.append("  branches:")
     for b in tx.branches:
         line = f"    {b.name:<16} {shown_branch_state(tx, b):<12} attempts={b.attempts:<3} " \
@@ -63,26 +69,3 @@ def render_show(tx: pb.Transaction) -> str:
             out.append(f"    {when(h.at)}  {h.actor:<24} {h.action:<10} {h.reason}")
     return "\n".join(out)
 
-
-def _clock_lines(tx: pb.Transaction) -> list[str]:
-    """Its deadline, how far holds and pauses moved it, and why it stands still now."""
-    out = []
-    moved = tx.deadline_moved.ToTimedelta().total_seconds() if tx.HasField("deadline_moved") else 0
-    by = f" (moved {moved:.1f} s by holds and pauses)" if moved else ""
-    if tx.state not in (pb.TX_STATE_RUNNING, pb.TX_STATE_PREPARING):
-        if moved:
-            out.append(f"  deadline moved {moved:.1f} s by holds and pauses")
-    elif tx.HasField("deadline"):
-        out.append(f"  deadline: {when(tx.deadline)}{by}")
-    else:
-        out.append(f"  deadline: standing still while it waits{by}")
-    if tx.HasField("paused"):
-        p = tx.paused
-        out.append(f"  PAUSED since {when(p.at)} by {p.actor}: {p.reason}")
-        prepared = sum(1 for b in tx.branches if b.state == pb.BRANCH_STATE_PREPARED)
-        if prepared:
-            out.append(f"  {prepared} branch(es) prepared: their participants hold locks until "
-                       "it is resumed")
-    if tx.waiting_on_holds:
-        out.append("  waiting on held participant(s): " + ", ".join(tx.waiting_on_holds))
-    return out

@@ -5,8 +5,10 @@ lower-case names people read and type for the API's enums (``failed``, ``2pc``),
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from .._proto.txc.v1 import coordinator_pb2 as pb
 
@@ -64,3 +66,28 @@ def parse_duration(text: str) -> float:
 
 def is_unreachable(code: grpc.StatusCode | None) -> bool:
     return code in UNREACHABLE
+
+
+def clock_notes(tx: pb.Transaction, when: Callable[[Timestamp], str]) -> list[str]:
+    """Its deadline, how far holds and pauses moved it, and why it stands still now (one
+    line each, for txc tx show and the console; ``when`` formats a time)."""
+    out: list[str] = []
+    moved = tx.deadline_moved.ToTimedelta().total_seconds() if tx.HasField("deadline_moved") else 0
+    by = f" (moved {moved:.1f} s by holds and pauses)" if moved else ""
+    if tx.state not in (pb.TX_STATE_RUNNING, pb.TX_STATE_PREPARING):
+        if moved:
+            out.append(f"deadline moved {moved:.1f} s by holds and pauses")
+    elif tx.HasField("deadline"):
+        out.append(f"deadline: {when(tx.deadline)}{by}")
+    else:
+        out.append(f"deadline: standing still while it waits{by}")
+    if tx.HasField("paused"):
+        p = tx.paused
+        out.append(f"PAUSED since {when(p.at)} by {p.actor}: {p.reason}")
+        prepared = sum(1 for b in tx.branches if b.state == pb.BRANCH_STATE_PREPARED)
+        if prepared:
+            out.append(f"{prepared} branch(es) prepared: their participants hold locks until "
+                       "it is resumed")
+    if tx.waiting_on_holds:
+        out.append("waiting on held participant(s): " + ", ".join(tx.waiting_on_holds))
+    return out

@@ -9,6 +9,7 @@ memory (see ``_sessions``) and sent on the action's own client.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,13 +26,17 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ..client._bulk import DONE, perform
 from ..client._coordinator import CoordinatorClient, settled
 from ..client._vocabulary import STATES, is_unreachable, state_name
 from . import _runs, _views
 from ._sessions import COOKIE, Session
 from ._state import HERE, Console, Page, Settings, coordinated
 
-ACTIONS = ("replay", "skip", "abort")
+ACTIONS = ("replay", "skip", "abort", "pause", "resume")
+BULK_CONFIRM_ABOVE = 20  # a bulk action on more wants its count typed, not only a tick
+BULK_RATE = 10.0  # bulk actions sent per second (as txc tx --all)
+MAX_BULK = 500  # transactions one bulk action may name (the confirmation form carries them)
 HEADERS = {
     # Own scripts and styles only (nothing inline, nothing from elsewhere); no framing, so
     # an action button cannot be overlaid by another site.
@@ -66,6 +71,10 @@ def create_app(settings: Settings) -> Starlette:
         Route("/tx/{gid}", bind(coordinated(detail_page))),
         Route("/tx/{gid}/watch", bind(coordinated(watch))),
         Route("/tx/{gid}/{action}", bind(coordinated(act)), methods=["POST"]),
+        Route("/bulk", bind(coordinated(bulk_preview))),
+        Route("/bulk", bind(coordinated(bulk_act)), methods=["POST"]),
+        Route("/holds", bind(coordinated(holds_page))),
+        Route("/holds/{action}", bind(coordinated(hold_act)), methods=["POST"]),
         Route("/session/token", bind(coordinated(set_token)), methods=["POST"]),
         Route("/session/forget", bind(coordinated(forget_token)), methods=["POST"]),
         Route("/runs", bind(_runs.runs_page)),
@@ -113,7 +122,7 @@ async def list_page(console: Console, request: Request) -> Response:
     listing = _views.list_page(txs, filters, time.time())
     name = "_table.html" if "fragment" in query else "list.html"
     return console.page(request, name, filters=filters, listing=listing, problem=None,
-                        states=list(STATES))
+                        states=list(STATES), bulk_actions=list(DONE))
 
 
 async def detail_page(console: Console, request: Request) -> Response:
@@ -168,14 +177,10 @@ async def act(console: Console, request: Request) -> Response:
     gid, action = request.path_params["gid"], request.path_params["action"]
     if action not in ACTIONS:
         return console.page(request, "error.html", 404, title="Not found",
-                            message=f"no action {action!r}: replay, skip or abort")
-    if not console.settings.allow_actions:
-        return console.page(request, "error.html", 403, title="Read-only console",
-                            message="operator actions are off: start the console with --allow-actions")
-    form = await _form(request)
-    refused = _refusal(console, request, form)
-    if refused:
-        return console.page(request, "error.html", 403, title="Action refused", message=refused)
+                            message=f"no action {action!r}: {', '.join(ACTIONS)}")
+    form, refused = await _action_form(console, request)
+    if refused is not None:
+        return refused
     session: Session = request.state.session
     reason, branch = form.get("reason", "").strip(), form.get("branch", "").strip()
     problem = _missing(action, reason, branch, form.get("confirm") == "yes")
@@ -192,6 +197,21 @@ async def act(console: Console, request: Request) -> Response:
     return RedirectResponse(f"/tx/{gid}", 303)
 
 
+async def _action_form(console: Console, request: Request) -> tuple[dict[str, str], Response | None]:
+    """The POSTed form of an operator action, or the page refusing it (actions off, CSRF,
+    another site): every action, one transaction's, a bulk one or a hold, passes here."""
+    if not console.settings.allow_actions:
+        return {}, console.page(request, "error.html", 403, title="Read-only console",
+                                message="operator actions are off: start the console with "
+                                        "--allow-actions")
+    form = await _form(request)
+    refused = _refusal(console, request, form)
+    if refused:
+        return form, console.page(request, "error.html", 403, title="Action refused",
+                                  message=refused)
+    return form, None
+
+
 def _missing(action: str, reason: str, branch: str, confirmed: bool) -> str | None:
     if not reason:
         return f"{action}: a reason is required (it goes in the transaction's history)"
@@ -203,11 +223,118 @@ def _missing(action: str, reason: str, branch: str, confirmed: bool) -> str | No
 
 
 async def _send(client: CoordinatorClient, action: str, gid: str, branch: str, reason: str) -> Any:
-    if action == "replay":
-        return await client.replay(gid, reason)
     if action == "skip":
         return await client.skip(gid, branch, reason)
-    return await client.abort(gid, reason)
+    return await perform(client, action, gid, reason)
+
+
+# -- bulk actions on a filtered list ---------------------------------------------------------
+
+
+async def bulk_preview(console: Console, request: Request) -> Response:
+    """Exactly which listed transactions the action applies to, and the form that sends it
+    for those (by gid: what is confirmed is what is acted on)."""
+    query = parse_qs(request.url.query)
+    action = (query.get("action") or [""])[-1]
+    if action not in DONE:
+        return console.page(request, "error.html", 400, title="No such bulk action",
+                            message=f"action {action!r}: one of {', '.join(DONE)}")
+    try:
+        filters = _views.parse_filters(query)
+    except _views.FilterError as exc:
+        return console.page(request, "error.html", 400, title="Bad filters", message=str(exc))
+    async with console.reader(request.state.session) as client:
+        txs = [tx async for tx in client.list_all(filters.where())]
+    targets = _views.bulk_targets(txs, filters, action, time.time())
+    return console.page(request, "bulk.html", action=action, done=DONE[action], filters=filters,
+                        rows=[_views.row(t, time.time()) for t in targets[:MAX_BULK]],
+                        over=max(0, len(targets) - MAX_BULK), max_bulk=MAX_BULK,
+                        confirm_above=BULK_CONFIRM_ABOVE, rate=int(BULK_RATE))
+
+
+async def bulk_act(console: Console, request: Request) -> Response:
+    form, refused = await _action_form(console, request)
+    if refused is not None:
+        return refused
+    session: Session = request.state.session
+    body = parse_qs((await request.body()).decode(errors="replace"))
+    gids = body.get("gid", [])[:MAX_BULK]
+    action, reason = form.get("action", ""), form.get("reason", "").strip()
+    back = "/tx" + (f"?{form['back']}" if form.get("back", "").strip() else "")
+    problem = _bulk_missing(action, reason, gids, form)
+    if problem:
+        session.flash("error", problem)
+        return RedirectResponse(back, 303)
+    done, refusals = await _bulk_send(console, session, action, gids, reason)
+    session.flash("error" if refusals else "ok",
+                  f"{DONE[action]} {done} of {len(gids)}" + (f"; refused: {'; '.join(refusals[:5])}"
+                                                          if refusals else ""))
+    return RedirectResponse(back, 303)
+
+
+def _bulk_missing(action: str, reason: str, gids: list[str], form: dict[str, str]) -> str | None:
+    if action not in DONE:
+        return f"no bulk action {action!r}"
+    if not gids:
+        return f"{action}: no transaction to act on"
+    if len(gids) > BULK_CONFIRM_ABOVE and form.get("count", "").strip() != str(len(gids)):
+        return f"{action}: type the number of transactions ({len(gids)}) to confirm"
+    return _missing(action, reason, "-", form.get("confirm") == "yes")
+
+
+async def _bulk_send(console: Console, session: Session, action: str, gids: list[str],
+                     reason: str) -> tuple[int, list[str]]:
+    """Send ``action`` for each gid at BULK_RATE; (how many were done, the refusals)."""
+    done, refusals = 0, []
+    async with console.client(session.token) as client:
+        for gid in gids:
+            started = time.monotonic()
+            try:
+                await perform(client, action, gid, reason)
+                done += 1
+            except grpc.aio.AioRpcError as exc:
+                refusals.append(f"{gid}: {exc.code().name}: {exc.details()}")
+                if exc.code() in (grpc.StatusCode.UNAUTHENTICATED,
+                                  grpc.StatusCode.PERMISSION_DENIED):
+                    break  # every other one would be refused alike
+            await asyncio.sleep(max(0.0, 1 / BULK_RATE - (time.monotonic() - started)))
+    return done, refusals
+
+
+# -- participant holds ----------------------------------------------------------------------
+
+
+async def holds_page(console: Console, request: Request) -> Response:
+    async with console.reader(request.state.session) as client:
+        holds = await client.holds()
+    return console.page(request, "holds.html", holds=_views.hold_rows(holds))
+
+
+async def hold_act(console: Console, request: Request) -> Response:
+    action = request.path_params["action"]
+    if action not in ("hold", "release"):
+        return console.page(request, "error.html", 404, title="Not found",
+                            message=f"no action {action!r}: hold or release")
+    form, refused = await _action_form(console, request)
+    if refused is not None:
+        return refused
+    session: Session = request.state.session
+    address, reason = form.get("address", "").strip(), form.get("reason", "").strip()
+    problem = _missing(action, reason, "-", form.get("confirm") == "yes")
+    if problem:
+        session.flash("error", problem)
+        return RedirectResponse("/holds", 303)
+    async with console.client(session.token) as client:
+        try:
+            if action == "hold":
+                await client.hold(address, reason, refuse_starts=form.get("refuse_starts") == "yes")
+            else:
+                await client.release(address, reason)
+        except grpc.aio.AioRpcError as exc:
+            session.flash("error", _explain(action, exc))
+        else:
+            session.flash("ok", f"{address} {'held' if action == 'hold' else 'released'}")
+    return RedirectResponse("/holds", 303)
 
 
 def _explain(action: str, exc: grpc.aio.AioRpcError) -> str:

@@ -19,16 +19,19 @@ from urllib.parse import urlencode
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from .._proto.txc.v1 import coordinator_pb2 as pb
+from ..client._bulk import applies
 from ..client._coordinator import ListFilter, settled
 from ..client._vocabulary import (
     PROTOCOLS,
     STATES,
     branch_state_name,
+    clock_notes,
     parse_duration,
     protocol_name,
     shown_branch_state,
     state_name,
 )
+from ..domain.addresses import valid_address
 from ..domain.operator import may_abort, may_replay, may_skip
 from ..domain.records import BranchState, Protocol, TxState
 
@@ -90,25 +93,31 @@ class Filters:
     gid_prefix: str = ""
     older_than: str = ""  # as typed: 90s, 10m, 2h, 1d
     page: int = 1
+    participant: str = ""  # HOST:PORT: transactions with a branch there
 
     def where(self) -> ListFilter:
         """What the coordinator filters; the state filter is applied here, after counting."""
         return ListFilter(protocol=PROTOCOLS.get(self.protocol, pb.PROTOCOL_UNSPECIFIED),
-                          labels=dict(self.labels), gid_prefix=self.gid_prefix)
+                          labels=dict(self.labels), gid_prefix=self.gid_prefix,
+                          participant=self.participant)
 
     def query(self, **change: object) -> str:
         """The query string of these filters with ``change`` applied (links to pages)."""
+        return urlencode(self.pairs(**change))
+
+    def pairs(self, **change: object) -> list[tuple[str, str]]:
+        """These filters as (name, value) pairs, empty ones left out (forms, links)."""
         fields: dict[str, object] = {
             "state": list(self.states), "protocol": self.protocol,
             "label": [f"{k}={v}" for k, v in self.labels], "gid_prefix": self.gid_prefix,
-            "older_than": self.older_than, "page": self.page}
+            "older_than": self.older_than, "page": self.page, "participant": self.participant}
         fields.update(change)
         items = []
         for key, value in fields.items():
             for v in value if isinstance(value, list | tuple) else [value]:
                 if v not in ("", None) and not (key == "page" and v == 1):
                     items.append((key, str(v)))
-        return urlencode(items)
+        return items
 
 
 def parse_age(text: str) -> float:
@@ -136,7 +145,11 @@ def parse_filters(query: Mapping[str, Sequence[str]]) -> Filters:
     page = one("page") or "1"
     if not page.isdigit() or int(page) < 1:
         raise FilterError(f"page {page!r} is not a page number (1, 2, ...)")
-    return Filters(states, protocol, labels, one("gid_prefix"), one("older_than"), int(page))
+    participant = one("participant")
+    if participant and not valid_address(participant):
+        raise FilterError(f"participant {participant[:80]!r} is not HOST:PORT")
+    return Filters(states, protocol, labels, one("gid_prefix"), one("older_than"), int(page),
+                   participant)
 
 
 def _label(text: str) -> tuple[str, str]:
@@ -170,21 +183,36 @@ class ListPage:
 
 def list_page(txs: Iterable[pb.Transaction], filters: Filters, now: float) -> ListPage:
     """Newest first, one page of rows, and the counts per state the chips show."""
-    cutoff = now - parse_age(filters.older_than) if filters.older_than else None
-    aged = [t for t in txs if cutoff is None or seconds(t.created_at) <= cutoff]
+    aged = _aged(txs, filters, now)
     counts = {name: 0 for name in STATES}
     for tx in aged:
         counts[state_name(tx.state)] += 1
-    wanted = {STATES[s] for s in filters.states}
-    found = [t for t in aged if not wanted or t.state in wanted]
-    found.sort(key=lambda t: seconds(t.created_at), reverse=True)
+    found = _in_states(aged, filters)
     pages = max(1, -(-len(found) // PAGE_SIZE))
     page = min(filters.page, pages)
     shown = found[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
-    return ListPage([_row(t, now) for t in shown], counts, len(found), page, pages)
+    return ListPage([row(t, now) for t in shown], counts, len(found), page, pages)
 
 
-def _row(tx: pb.Transaction, now: float) -> Row:
+def bulk_targets(txs: Iterable[pb.Transaction], filters: Filters, action: str,
+                 now: float) -> list[pb.Transaction]:
+    """Every listed transaction (all pages) that ``action`` applies to, newest first."""
+    return [t for t in _in_states(_aged(txs, filters, now), filters) if applies(action, t)]
+
+
+def _aged(txs: Iterable[pb.Transaction], filters: Filters, now: float) -> list[pb.Transaction]:
+    cutoff = now - parse_age(filters.older_than) if filters.older_than else None
+    return [t for t in txs if cutoff is None or seconds(t.created_at) <= cutoff]
+
+
+def _in_states(txs: list[pb.Transaction], filters: Filters) -> list[pb.Transaction]:
+    wanted = {STATES[s] for s in filters.states}
+    found = [t for t in txs if not wanted or t.state in wanted]
+    found.sort(key=lambda t: seconds(t.created_at), reverse=True)
+    return found
+
+
+def row(tx: pb.Transaction, now: float) -> Row:
     created = seconds(tx.created_at)
     return Row(tx.gid, protocol_name(tx.protocol), state_name(tx.state),
                sum(1 for b in tx.branches if b.state in _DONE), len(tx.branches), when(created),
@@ -428,6 +456,7 @@ class Detail:
     actions: list[str]  # what an operator may try in this state
     trace_id: str = ""  # its OpenTelemetry trace; "" when untraced
     skippable: list[str] = field(default_factory=list)  # branches a skip may name
+    clock: list[str] = field(default_factory=list)  # deadline, pause, holds waited on
 
 
 def detail(tx: pb.Transaction, now: float | None = None) -> Detail:
@@ -435,7 +464,8 @@ def detail(tx: pb.Transaction, now: float | None = None) -> Detail:
     return Detail(tx.gid, protocol_name(tx.protocol), state_name(tx.state), settled(tx),
                   when(seconds(tx.created_at)), when(seconds(tx.updated_at)),
                   span(max(0.0, line.end - line.start)), tx.error, sorted(tx.labels.items()),
-                  line, actions(tx), tx.trace_id, skippable(tx))
+                  line, actions(tx), tx.trace_id, skippable(tx),
+                  clock_notes(tx, lambda ts: when(seconds(ts))))
 
 
 def trace_link(template: str, trace_id: str) -> str:
@@ -458,6 +488,7 @@ def actions(tx: pb.Transaction) -> list[str]:
         offered.append("skip")
     if may_abort(protocol, state, tx.decision):
         offered.append("abort")
+    offered += [a for a in ("pause", "resume") if applies(a, tx)]
     return offered
 
 
@@ -468,3 +499,18 @@ def skippable(tx: pb.Transaction) -> list[str]:
         return [b.name for b in tx.branches if may_skip(state, BranchState(b.state))]
     except ValueError:
         return []
+
+
+@dataclass(frozen=True)
+class HoldRow:
+    address: str
+    since: str
+    actor: str
+    reason: str
+    refuse_starts: bool
+    waiting_here: int
+
+
+def hold_rows(holds: Iterable[pb.Hold]) -> list[HoldRow]:
+    return [HoldRow(h.address, when(seconds(h.since)), h.actor, h.reason, h.refuse_starts,
+                    h.waiting_here) for h in holds]

@@ -103,3 +103,22 @@ def test_the_command_refuses_actions_without_a_coordinator(
     args = parse("--runs", str(runs), "--allow-actions")
     with pytest.raises(SystemExit, match="--allow-actions needs --coordinator"):
         _console.run(args)
+
+
+@pytest.mark.parametrize("path", ["/bulk", "/holds/hold", "/holds/release"])
+async def test_bulk_and_hold_actions_need_actions_on_and_the_sessions_csrf_secret(path: str) -> None:
+    form = {"action": "replay", "gid": "g-1", "address": "p:1", "reason": "r", "confirm": "yes"}
+    async with client(Settings(coordinator=UNUSED, timeout_s=2)) as http:
+        refused = await http.post(path, data=form)
+        assert refused.status_code == 403 and "--allow-actions" in refused.text
+    async with client(Settings(coordinator=UNUSED, allow_actions=True, timeout_s=2)) as http:
+        refused = await http.post(path, data={**form, "csrf": "not-the-secret"})
+        assert refused.status_code == 403 and "CSRF" in refused.text
+        # the right secret, sent from another site
+        await http.get("/tx")  # opens the session
+        session = next(iter(http.cookies.values()))
+        console = http._transport.app.state.console  # type: ignore[attr-defined]
+        secret = console.sessions.get(session)[0].csrf
+        refused = await http.post(path, data={**form, "csrf": secret},
+                                  headers={"origin": "http://evil.example"})
+        assert refused.status_code == 403 and "another site" in refused.text

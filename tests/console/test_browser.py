@@ -325,3 +325,77 @@ async def test_a_console_given_only_runs_opens_on_them(driver: Any, tmp_path: Pa
         await page.shot("runs-only-tx.png")
         await page.click("section.error a")
         assert "run-1" in await page.text("table.runs")
+
+
+async def test_hold_a_participant_and_act_on_a_filtered_list_from_the_browser(
+        etcd: DevEtcd, prefix: str, driver: Any, tmp_path: Path) -> None:
+    participant = await ScriptedParticipant().start()
+    options = replace(server_options(etcd, prefix), operators=Operators.parse(f"ann {TOKEN}"))
+
+    def broken(gid: str, team: str) -> Saga:
+        return Saga([Step("debit", participant.address, "a.do", "a.undo", {"undo_refuse": True},
+                          retry=FAST),
+                     Step("order", participant.address, "b.do", "b.undo", {"refuse": True},
+                          retry=FAST)], gid=gid, labels={"team": team})
+
+    try:
+        async with running(options) as server, \
+                CoordinatorClient(f"127.0.0.1:{server.port}") as client:
+            for gid, team in (("pay-1", "pay"), ("pay-2", "pay"), ("ship-1", "ship")):
+                assert (await client.start_saga(broken(gid, team), wait=True)).transaction.state \
+                    == pb.TX_STATE_FAILED
+            async with console(server, driver, tmp_path, allow_actions=True) as page:
+                await page.open("/holds")
+                assert "No participant is held" in await page.text("#no-holds")
+                await page.fill("#token", TOKEN)
+                await page.click("form.token button")
+                await page.wait_text(".flash.ok", "token kept")
+                await page.fill("#form-hold input[name=address]", participant.address)
+                await page.fill("#form-hold input[name=reason]", "accounts db upgrade")
+                await page.click("#form-hold input[name=confirm]")
+                await page.click("#form-hold button")
+                assert "hold this participant?" in await page.accept_dialog()
+                await page.wait_text(".flash.ok", "held")
+                assert "accounts db upgrade" in await page.text("#holds")
+                assert "operator:ann" in await page.text("#holds")
+
+                waiting = Saga([Step("a", participant.address, "a.do", "a.undo", {}, retry=FAST)],
+                               gid="waits", timeout_s=1)
+                await client.start_saga(waiting)
+                await asyncio.sleep(1.5)  # past its deadline: it waits, not compensates
+                await page.open("/holds")
+                assert "1" in await page.text("#holds tbody td:nth-child(5)")
+                await page.shot("holds.png")
+                await page.open("/tx/waits")
+                await page.wait_text("#live", f"waiting on held participant(s): {participant.address}")
+                assert "standing still" in await page.text("#live")
+                await page.shot("detail-waiting-on-hold.png")
+
+                await page.open("/holds")
+                await page.fill("#holds input[name=reason]", "upgrade done")
+                await page.click("#holds input[name=confirm]")
+                await page.click("#holds button")
+                assert f"release {participant.address}?" in await page.accept_dialog()
+                await page.wait_text(".flash.ok", "released")
+                assert (await client.wait_settled("waits", 10)).state == pb.TX_STATE_COMMITTED
+
+                participant.healed = True
+                await page.open("/tx?label=team%3Dpay")
+                await page.call(lambda: page.driver.find_element(
+                    "css selector", "#bulk-action option[value=replay]").click())
+                await page.click("#bulk button")
+                await page.wait_text("h1", "replay: 2 transactions")
+                targets = await page.text("#bulk-targets")
+                assert "pay-1" in targets and "pay-2" in targets and "ship-1" not in targets
+                await page.shot("bulk-preview.png")
+                await page.fill("#form-bulk input[name=reason]", "refund fixed")
+                await page.click("#form-bulk input[name=confirm]")
+                await page.click("#form-bulk button")
+                assert "replay 2 transactions?" in await page.accept_dialog()
+                await page.wait_text(".flash.ok", "replayed 2 of 2")
+                await page.shot("bulk-done.png")
+                for gid in ("pay-1", "pay-2"):
+                    assert (await client.wait_settled(gid, 10)).state == pb.TX_STATE_COMPENSATED
+                assert (await client.get("ship-1")).state == pb.TX_STATE_FAILED
+    finally:
+        await participant.stop()

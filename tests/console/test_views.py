@@ -97,16 +97,18 @@ def test_the_actions_offered_are_those_the_operator_rules_allow() -> None:
     refused_only = tx(pb.TX_STATE_FAILED, [branch("b", pb.BRANCH_STATE_FAILED, T0 + 1)])
     assert views.actions(refused_only) == ["replay"]  # no skip on a FAILED branch
     running = tx(pb.TX_STATE_RUNNING, [branch("a", pb.BRANCH_STATE_RUNNING, T0 + 1)])
-    assert views.actions(running) == ["replay", "skip", "abort"]
+    assert views.actions(running) == ["replay", "skip", "abort", "pause"]
+    running.paused.actor = "operator:ann"
+    assert views.actions(running) == ["replay", "skip", "abort", "resume"]  # paused: resume
     aborting = two_phase_aborting()
-    assert views.actions(aborting) == ["replay", "skip"]  # decided: no second abort
+    assert views.actions(aborting) == ["replay", "skip", "pause"]  # decided: no second abort
     failed_commit = tx(pb.TX_STATE_FAILED, [branch("a", pb.BRANCH_STATE_PREPARED, T0 + 1)],
                        protocol=pb.PROTOCOL_TWO_PHASE)
     failed_commit.decision = "commit"
     assert views.actions(failed_commit) == ["replay", "skip"]
     preparing = tx(pb.TX_STATE_PREPARING, [branch("a", pb.BRANCH_STATE_RUNNING, T0 + 1)],
                    protocol=pb.PROTOCOL_TWO_PHASE)
-    assert views.actions(preparing) == ["replay", "skip", "abort"]
+    assert views.actions(preparing) == ["replay", "skip", "abort", "pause"]
     assert views.actions(tx(pb.TX_STATE_COMPENSATED, [])) == []
 
 
