@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import grpc
 import pytest
 
 from coordinator import CoordinatorClient, Retry, Saga, Step, TwoPhase, pb
-from coordinator.server import DevEtcd
+from coordinator.server import DevEtcd, Operators
 from tests.support.coordinators import running, server_options
 
 from .conftest import CoordinatorProcess, client_for, two_coordinator_processes, txc
@@ -20,6 +22,7 @@ from .participant import ScriptedParticipant
 from .test_saga_service import FAST
 
 pytestmark = pytest.mark.integration
+ACT_TOKEN, READ_TOKEN = "holds-act-token-0123456789", "holds-read-token-0123456789"
 
 POLL_S = 1.0  # txc serve's default hold_poll_s: a hold is in force everywhere within it
 TIMEOUT_S = 3.0  # each transaction's deadline: the hold lasts much longer
@@ -198,3 +201,37 @@ async def test_bulk_replay_by_label_and_by_participant_does_what_the_dry_run_lis
             assert (await c.get("x2")).state == pb.TX_STATE_FAILED
     finally:
         await other.stop()
+
+
+async def test_holds_and_pauses_need_the_operator_right(
+        etcd: DevEtcd, prefix: str, participant: ScriptedParticipant) -> None:
+    operators = Operators.parse(f"ann {ACT_TOKEN} read,act\nrita {READ_TOKEN} read")
+    options = replace(server_options(etcd, prefix), operators=operators)
+    async with running(options) as server:
+        address = f"127.0.0.1:{server.port}"
+        async with CoordinatorClient(address) as anyone, \
+                CoordinatorClient(address, token=READ_TOKEN) as reader, \
+                CoordinatorClient(address, token=ACT_TOKEN) as ann:
+            for client, code in ((anyone, grpc.StatusCode.UNAUTHENTICATED),
+                                 (reader, grpc.StatusCode.PERMISSION_DENIED)):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await client.hold(participant.address, "maintenance")
+                assert refused.value.code() == code
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await client.pause("any-gid", "look")
+                assert refused.value.code() == code
+            assert list(await reader.holds()) == []
+            hold = await ann.hold(participant.address, "maintenance")
+            assert hold.actor.startswith("operator:ann")
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await reader.release(participant.address, "no")
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await ann.hold("not an address", "maintenance")
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "address" in (refused.value.details() or "")
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await ann.hold(participant.address, "x" * 2000)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "reason" in (refused.value.details() or "")
+            assert (await ann.release(participant.address, "done")).address == participant.address

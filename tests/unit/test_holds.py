@@ -217,3 +217,30 @@ async def test_release_resumes_at_the_bounded_rate() -> None:
     # 10 resumptions at 20/s take at least 9 gaps of 50 ms.
     assert time.monotonic() - released_at >= 0.45
     await driver.holds.stop()
+
+
+async def test_the_metrics_count_held_addresses_and_waiting_transactions() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from coordinator.telemetry._metrics import PrometheusMetrics
+
+    registry = CollectorRegistry()
+    store, p = MemoryStore(), ScriptedParticipant()
+    log = MemoryLog(store, "A")
+    await log.open()
+    driver = Driver(log, p, FAST_HOLDS, metrics=PrometheusMetrics(registry))
+    driver.holds.start()
+    core = CoordinatorCore(log, driver)
+    await core.hold("p:1", "operator:ann", "maintenance", refuse_starts=False)
+    await core.hold("q:2", "operator:ann", "maintenance", refuse_starts=False)
+    for gid in ("m1", "m2"):
+        await core.start(start_request(gid, Protocol.SAGA, timeout_s=30))
+    await asyncio.sleep(0.1)
+    assert registry.get_sample_value("txc_participants_held") == 2
+    assert registry.get_sample_value("txc_transactions_waiting_on_holds") == 2
+    await core.release("p:1", "operator:ann", "back")
+    await settle(log, "m1")
+    await settle(log, "m2")
+    assert registry.get_sample_value("txc_participants_held") == 1
+    assert registry.get_sample_value("txc_transactions_waiting_on_holds") == 0
+    await driver.holds.stop()
