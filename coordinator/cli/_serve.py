@@ -25,7 +25,8 @@ log = logging.getLogger("txcoord.cli")
 # Flags named otherwise than the option they set (the rest: --field-name for field_name).
 _FLAGS = {"lease_ttl_s": "--lease-ttl", "retention_s": "--retention", "grace_s": "--grace",
           "allow_participants": "--allow-participant", "max_active": "--max-active",
-          "endpoints": "--etcd", "ttl_s": "--operations-ttl"}
+          "endpoints": "--etcd", "ttl_s": "--operations-ttl",
+          "hold_resume_per_s": "--hold-resume-rate"}
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,6 +58,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    default=engine.max_calls_per_participant,
                    help="calls in flight to one participant; more wait, phase 2 and "
                         "compensations first (default %(default)s)")
+    p.add_argument("--hold-resume-rate", type=float, default=engine.hold_resume_per_s,
+                   metavar="PER_S", help="transactions resumed per second when a participant "
+                   "hold is released (default %(default)s)")
     p.add_argument("--operator-tokens", default=env_default("TXC_OPERATOR_TOKENS", ""),
                    metavar="FILE", help="file of 'NAME TOKEN [read|act|read,act]' lines: replay/"
                    "skip/abort (and protected reads) then need 'authorization: Bearer TOKEN' "
@@ -137,7 +141,8 @@ def _options(args: argparse.Namespace, endpoints: list[str]) -> ServerOptions:
                    operations=replace(base.operations, enabled=args.operations_ttl != 0,
                                       ttl_s=args.operations_ttl or base.operations.ttl_s),
                    engine=replace(base.engine,
-                                  max_calls_per_participant=args.max_calls_per_participant))
+                                  max_calls_per_participant=args.max_calls_per_participant,
+                                  hold_resume_per_s=args.hold_resume_rate))
 
 
 def _operators(args: argparse.Namespace) -> Operators:

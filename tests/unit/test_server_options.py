@@ -55,6 +55,7 @@ def test_txc_serve_takes_its_defaults_from_the_options(monkeypatch: pytest.Monke
     (["--protect-reads"], "--protect-reads: needs operators"),
     (["--max-active", "0"], "--max-active: must be positive"),
     (["--max-calls-per-participant", "0"], "--max-calls-per-participant: must be at least 1"),
+    (["--hold-resume-rate", "0"], "--hold-resume-rate: must be positive"),
     (["--lease-ttl", "0"], "--lease-ttl: must be positive"),
     (["--prefix", "txc"], "--prefix: must start with '/'"),
     (["--metrics-listen", "nope"], "--metrics-listen: 'nope' is not HOST:PORT"),
