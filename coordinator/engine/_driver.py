@@ -293,15 +293,7 @@ class Driver:
             # A failed attempt is written (at most every failure_write_interval_s) so that
             # operators see it; other progress only when recovery needs it.
             if isinstance(event, AttemptFailed) or must_persist(run.stored.record, step.record):
-                try:
-                    run.persisted(await self._persist(run, step.record))
-                except LostOwnership:
-                    log.warning("lost ownership gid=%s; another coordinator drives it",
-                                run.record.gid, extra={"gid": run.record.gid})
-                    self._drop(run)
-                    return
-                except RequestTooLarge as exc:
-                    await self._fail_oversized(run, exc)
+                if not await self._write_now(run, step.record):
                     return
             else:
                 run.record = step.record
@@ -540,8 +532,8 @@ class Driver:
             # it is queued for resumption at once).
             self.holds.wait(address, run.record.gid)
             new = holds.wait_on(run.record, address, self._clock())
-            if new is not run.record:
-                await self._write_now(run, new)
+            if new is not run.record and await self._write_now(run, new):
+                self._notify(run.stored)
 
     async def _resume_held(self, address: str, gid: str, hold: Hold | None) -> None:
         """The hold on ``address`` is gone: run ``gid`` on if it is driven here (another
@@ -562,16 +554,18 @@ class Driver:
             self._after_write(run, MACHINES[run.record.protocol].resume(run.record).calls)
 
     async def _write_now(self, run: _Run, new: TxRecord) -> bool:
-        """Persist ``new`` under the run's lock; False when the run is gone for it."""
+        """Persist ``new`` (under the run's lock); False when this coordinator no longer
+        drives it after all (another owns it, or it was parked FAILED for its size)."""
         try:
             run.persisted(await self._persist(run, new))
         except LostOwnership:
+            log.warning("lost ownership gid=%s; another coordinator drives it",
+                        run.record.gid, extra={"gid": run.record.gid})
             self._drop(run)
             return False
         except RequestTooLarge as exc:
             await self._fail_oversized(run, exc)
             return False
-        self._notify(run.stored)
         return True
 
     async def _wait_for_lease(self) -> None:
