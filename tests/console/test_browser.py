@@ -84,10 +84,19 @@ class Page:
         return len(await self.call(self.driver.find_elements, "css selector", css))
 
     async def wait_text(self, css: str, wanted: str, timeout_s: float = 10.0) -> str:
+        """The text of ``css`` once it holds ``wanted``; the element may not be there yet
+        (a form's POST and redirect still loading after the click on a loaded machine)."""
+        from selenium.common.exceptions import NoSuchElementException
+
         async with asyncio.timeout(timeout_s):
-            while wanted not in (text := await self.text(css)):
+            while True:
+                try:
+                    text = await self.text(css)
+                except NoSuchElementException:
+                    text = ""
+                if wanted in text:
+                    return text
                 await asyncio.sleep(0.2)
-        return text
 
     async def fill(self, css: str, value: str) -> None:
         def typed(box: Any) -> None:
