@@ -23,7 +23,15 @@ from ..domain.errors import (
     Overloaded,
     Unavailable,
 )
-from ..domain.records import BranchPlan, Protocol, Transition, TxRecord, TxState, new_record
+from ..domain.records import (
+    BranchPlan,
+    NotifyPlan,
+    Protocol,
+    Transition,
+    TxRecord,
+    TxState,
+    new_record,
+)
 from ..domain.validation import (
     Limits,
     check_gid,
@@ -53,6 +61,7 @@ class StartRequest:
     concurrent: bool = False
     labels: tuple[tuple[str, str], ...] = ()
     trace: tuple[tuple[str, str], ...] = ()  # the trace it joins (a bounded carrier)
+    notify: NotifyPlan | None = None  # who hears of each settlement
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +99,11 @@ class CoordinatorCore:
         self._check_reachable()
         gid = req.gid or uuid.uuid4().hex
         check_start(req.gid, req.protocol, req.plan, req.timeout_s, req.concurrent,
-                    dict(req.labels), self._limits, self._allow)
+                    dict(req.labels), self._limits, self._allow, req.notify)
         record = new_record(
             gid=gid, protocol=req.protocol, plan=req.plan, now=time.time(),
             timeout_s=req.timeout_s, concurrent=req.concurrent, labels=dict(req.labels),
-            trace=req.trace,
+            trace=req.trace, notify=req.notify,
         )
         self._check_fits(record)
         if self._served is not None:

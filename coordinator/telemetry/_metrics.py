@@ -66,6 +66,9 @@ class Metrics:
     def grpc_request(self, method: str, code: str, seconds: float) -> None:
         """One call of the coordinator's gRPC API, by method and status code."""
 
+    def notice(self, event: str) -> None:
+        """A settlement's notice: "sent" (delivery begun here), "acknowledged", "given_up"."""
+
 
 OFF = Metrics()
 
@@ -104,6 +107,8 @@ class PrometheusMetrics(Metrics):
         self._grpc_seconds = Histogram("txc_grpc_server_handling_seconds", "Coordinator API "
                                        "calls, to the last reply", ["method"],
                                        buckets=GRPC_BUCKETS, registry=r)
+        self._notices = Counter("txc_notices", "Settlement notices: delivery begun here (sent), "
+                                "acknowledged, given up", ["event"], registry=r)
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -149,6 +154,9 @@ class PrometheusMetrics(Metrics):
     def grpc_request(self, method: str, code: str, seconds: float) -> None:
         self._child(self._grpc, method, code).inc()
         self._child(self._grpc_seconds, method).observe(seconds)
+
+    def notice(self, event: str) -> None:
+        self._child(self._notices, event).inc()
 
 
 @dataclass

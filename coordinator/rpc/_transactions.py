@@ -1,0 +1,46 @@
+"""Records as txc.v1.Transaction messages. Pure: the servicer answers reads with them and
+the engine sends a settled one as a notice's payload (one conversion for both)."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from .._proto.txc.v1 import coordinator_pb2 as pb
+from ..domain.records import NoticeState, TxRecord
+
+
+def _ts(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def transaction(record: TxRecord) -> pb.Transaction:
+    message = pb.Transaction(
+        gid=record.gid,
+        protocol=int(record.protocol),  # type: ignore[arg-type]
+        state=int(record.state),  # type: ignore[arg-type]
+        branches=[
+            pb.BranchStatus(name=p.name, state=int(s.state),  # type: ignore[arg-type]
+                            attempts=s.attempts, error=s.error, result=s.result,
+                            updated_at=_ts(s.updated_at), participant=p.participant,
+                            action=p.action, compensation=p.compensation)
+            for p, s in zip(record.plan, record.branches, strict=True)
+        ],
+        created_at=_ts(record.created_at),
+        updated_at=_ts(record.updated_at),
+        error=record.error,
+        labels=dict(record.labels),
+        history=[pb.HistoryEntry(at=_ts(h.at), actor=h.actor, action=h.action, reason=h.reason)
+                 for h in record.history],
+        trace_id=record.trace_id,
+        decision=record.decision,
+    )
+    if record.notify is not None:
+        n = record.notice
+        message.notice.CopyFrom(pb.NoticeStatus(
+            participant=record.notify.participant, operation=record.notify.operation,
+            state=int(n.state),  # type: ignore[arg-type]
+            generation=n.generation, attempts=n.attempts, error=n.error,
+            updated_at=_ts(n.updated_at) if n.state is not NoticeState.NONE else None))
+    return message
