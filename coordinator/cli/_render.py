@@ -37,6 +37,16 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
                      for r in every)
 
 
+def _notice(n: pb.NoticeStatus) -> str:
+    """e.g. "orders.settled at orders:7002, acknowledged (notice 1, 3 attempts)"."""
+    state = pb.NoticeState.Name(n.state).removeprefix("NOTICE_STATE_").lower()
+    state = "when settled" if n.state == pb.NOTICE_STATE_UNSPECIFIED else state.replace("_", " ")
+    text = f"{n.operation} at {n.participant}, {state}"
+    if n.generation:
+        text += f" (notice {n.generation}" + (f", {n.attempts} attempts)" if n.attempts else ")")
+    return text + (f": {n.error}" if n.error else "")
+
+
 def render_show(tx: pb.Transaction) -> str:
     out = [f"{tx.gid}  {protocol_name(tx.protocol)}  {state_name(tx.state).upper()}",
            f"  created {_when(tx.created_at)}  updated {_when(tx.updated_at)}"]
@@ -48,6 +58,8 @@ def render_show(tx: pb.Transaction) -> str:
         out.append("  labels: " + ", ".join(f"{k}={v}" for k, v in sorted(tx.labels.items())))
     if tx.trace_id:
         out.append(f"  trace: {tx.trace_id}")
+    if tx.HasField("notice"):
+        out.append(f"  notify: {_notice(tx.notice)}")
     out.append("  branches:")
     for b in tx.branches:
         line = f"    {b.name:<16} {shown_branch_state(tx, b):<12} attempts={b.attempts:<3} " \
