@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import grpc
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from coordinator import CoordinatorClient, Notify, Retry, Saga, Step, pb, ppb
+from coordinator import CoordinatorClient, Notify, Retry, Saga, Step, TwoPhase, pb, ppb
 from coordinator.participant import BranchContext, HostOptions, Op, ParticipantHost
 from coordinator.participant._db.tables import barrier as barrier_table
 from coordinator.rpc.net import free_port
@@ -186,3 +187,28 @@ async def test_a_notice_the_receiver_does_not_serve_is_given_up_at_once(
     assert "orders.setled" in tx.notice.error and "misconfigured" in tx.notice.error
     assert tx.history[-1].action == "notify given up"
     assert tx.state == pb.TX_STATE_COMMITTED and await noted(db, gid) == 0
+
+
+async def test_bad_notify_fields_are_refused_naming_them_and_a_different_target_is_another_plan(
+        accounts_host: Served, etcd: DevEtcd, prefix: str, gid: str) -> None:
+    options = replace(server_options(etcd, prefix), allow_participants=("127.0.0.1:*",))
+    good = Notify("127.0.0.1:9", "orders.settled")
+    async with running(options) as server, CoordinatorClient(f"127.0.0.1:{server.port}") as c:
+        for target, field_name in ((Notify("elsewhere:9", "o"), "notify.participant"),
+                                   (Notify("127.0.0.1", "o"), "notify.participant"),
+                                   (Notify("127.0.0.1:9", ""), "notify.operation"),
+                                   (Notify("127.0.0.1:9", "o", budget_s=8 * 86400), "notify.budget"),
+                                   (Notify("127.0.0.1:9", "o", timeout_s=-1), "notify.timeout")):
+            for start in (c.start_saga(saga(gid, accounts_host, "nobody", target)),
+                          c.start_two_phase(TwoPhase(gid=gid, notify=target, steps=[
+                              Step("pay", accounts_host.client.address, "accounts.debit")]))):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await start
+                assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert str(refused.value.details()).startswith(field_name), refused.value.details()
+        first = saga(gid, accounts_host, "nobody", good)
+        await c.start_saga(first)
+        with pytest.raises(grpc.aio.AioRpcError) as other:
+            await c.start_saga(replace(first, notify=replace(good, operation="orders.other")))
+        assert other.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert not (await c.start_saga(first)).created  # the same target: the same plan

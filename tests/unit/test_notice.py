@@ -228,3 +228,16 @@ async def test_a_replayed_failed_transaction_is_noticed_again_under_a_new_key() 
     assert done.state is TxState.COMPENSATED and done.notice.generation == 2
     assert [(k, tx.state) for k, _, tx in p.told] == [
         ("n6/notify", pb.TX_STATE_FAILED), ("n6/notify/2", pb.TX_STATE_COMPENSATED)]
+
+
+async def test_an_aborted_two_phase_is_noticed_with_its_decision() -> None:
+    store = MemoryStore()
+    p = Receiver(script={("b", "prepare"): [Kind.FAILED]})
+    log, driver = await new_driver(store, "A", p)
+    plan = tuple(BranchPlan(n, "p:1", f"{n}.do", retry=FAST) for n in ("a", "b"))
+    await driver.start(new_record(gid="t-n", protocol=Protocol.TWO_PHASE, plan=plan,
+                                  now=time.time(), timeout_s=30, notify=TARGET))
+    done = await finished(log, "t-n")
+    assert done.state is TxState.ABORTED and done.notice.state is NoticeState.ACKNOWLEDGED
+    ((key, _, tx),) = p.told
+    assert key == "t-n/notify" and tx.state == pb.TX_STATE_ABORTED and tx.decision == "abort"
