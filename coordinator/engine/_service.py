@@ -107,7 +107,7 @@ class CoordinatorCore:
         )
         self._check_fits(record)
         if self._served is not None:
-            await self._served.check(req.plan, req.protocol)
+            await self._served.check(req.plan, req.protocol, req.notify)
         if self._driver.active >= self._limits.max_active:
             return _same(await self._existing_or_refuse(record, bool(req.gid)), record), False
         created = await self._create(record)

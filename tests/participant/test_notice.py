@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from coordinator import CoordinatorClient, Notify, Retry, Saga, Step, TwoPhase, pb, ppb
+from coordinator.engine import OperationsCheck
 from coordinator.participant import BranchContext, HostOptions, Op, ParticipantHost
 from coordinator.participant._db.tables import barrier as barrier_table
 from coordinator.rpc.net import free_port
@@ -173,14 +174,34 @@ async def test_the_notice_of_a_coordinator_that_died_is_delivered_by_another(
     assert receiver.calls == 1  # only the second coordinator reached it, once
 
 
-async def test_a_notice_the_receiver_does_not_serve_is_given_up_at_once(
+async def test_a_notice_the_receiver_does_not_serve_is_refused_at_the_start(
         db: Db, accounts_host: Served, receiver: Receiver, etcd: DevEtcd, prefix: str,
         gid: str) -> None:
+    """The receiver lists what it serves (Operations): a misspelt notice is refused before
+    anything is written, as a misspelt action is."""
     await receiver.start()
     acct = await account(db, 100)
     target = Notify(receiver.address, "orders.setled", retry=QUICK, budget_s=60)
     async with running(server_options(etcd, prefix)) as server, \
             CoordinatorClient(f"127.0.0.1:{server.port}") as c:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await c.start_saga(saga(gid, accounts_host, acct, target), wait=True)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        details = str(refused.value.details())
+        assert details.startswith("notify.operation") and "orders.settled" in details
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await c.get(gid)
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_unchecked_a_notice_the_receiver_does_not_serve_is_given_up_at_once(
+        db: Db, accounts_host: Served, receiver: Receiver, etcd: DevEtcd, prefix: str,
+        gid: str) -> None:
+    await receiver.start()
+    acct = await account(db, 100)
+    target = Notify(receiver.address, "orders.setled", retry=QUICK, budget_s=60)
+    options = replace(server_options(etcd, prefix), operations=OperationsCheck(enabled=False))
+    async with running(options) as server, CoordinatorClient(f"127.0.0.1:{server.port}") as c:
         await c.start_saga(saga(gid, accounts_host, acct, target), wait=True)
         tx = await until_noticed(c, gid, within_s=10)
     assert tx.notice.state == pb.NOTICE_STATE_GAVE_UP and tx.notice.attempts == 1
