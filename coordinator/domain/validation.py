@@ -66,9 +66,10 @@ class Limits:
 
 def growth_bytes(branches: int, limits: Limits) -> int:
     """The most a record's stored state can grow by after its start (JSON, ASCII-escaped):
-    results (base64), one clipped error per branch and the record's own, a full history."""
+    results (base64), one clipped error per branch, the record's own and its notice's, a
+    full history."""
     results = limits.max_total_result_bytes * 4 // 3 + 4 * branches
-    errors = (branches + 1) * (MAX_ERROR_CHARS * 6 + 64)
+    errors = (branches + 2) * (MAX_ERROR_CHARS * 6 + 64)
     history = MAX_HISTORY * (limits.max_reason_bytes * 3 + 512)
     return results + errors + history
 
