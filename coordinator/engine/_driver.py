@@ -32,7 +32,7 @@ from ..telemetry._tracing import Tracing, as_current
 from . import _spans as spans
 from ._dispatch import Answer, Kind, Transport
 from ._limiter import CallLimiter
-from ._retry import retrying
+from ._retry import retried
 
 log = logging.getLogger("txcoord.engine")
 
@@ -452,16 +452,9 @@ class Driver:
             await self._handle(run, AttemptFailed(call.branch, call.op, attempt,
                                                   clip(answer.message)))
 
-        answer = await one_attempt()
-        if answer.kind is Kind.UNKNOWN:  # the retry machinery is built only when needed
-            first = [answer]
-
-            async def replay_first_then_attempt() -> Answer:
-                return first.pop() if first else await one_attempt()
-
-            deadline = machine.retry_deadline(record, call.op, self._opts.phase_budget_s)
-            schedule = retrying(plan.retry, deadline, self._clock, note_failure)
-            answer = await schedule(replay_first_then_attempt)
+        deadline = machine.retry_deadline(record, call.op, self._opts.phase_budget_s)
+        answer = await retried(await one_attempt(), one_attempt, plan.retry, deadline, self._clock,
+                               note_failure)
         return self._event(run.record, call, self._bounded(run.record, plan, call, answer), attempt)
 
     async def _attempt(self, run: _Run, record: TxRecord, plan: BranchPlan, op: str, attempt: int,
@@ -529,15 +522,8 @@ class Driver:
         async def unwritten(state: RetryCallState) -> None:
             """Failed attempts of a notice are not written: its end records the count."""
 
-        answer = await one_attempt()
-        if answer.kind is Kind.UNKNOWN:
-            schedule = retrying(record.notify.retry, notice.deadline(record), self._clock, unwritten)
-            first = [answer]
-
-            async def replay_first_then_attempt() -> Answer:
-                return first.pop() if first else await one_attempt()
-
-            answer = await schedule(replay_first_then_attempt)
+        answer = await retried(await one_attempt(), one_attempt, record.notify.retry,
+                               notice.deadline(record), self._clock, unwritten)
         return answer, attempt
 
     async def _end_notice(self, run: _Run, event: str,
