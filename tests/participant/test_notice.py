@@ -233,3 +233,14 @@ async def test_bad_notify_fields_are_refused_naming_them_and_a_different_target_
             await c.start_saga(replace(first, notify=replace(good, operation="orders.other")))
         assert other.value.code() == grpc.StatusCode.ALREADY_EXISTS
         assert not (await c.start_saga(first)).created  # the same target: the same plan
+
+
+async def test_a_branch_calling_a_notice_operation_is_refused(receiver: Receiver, gid: str) -> None:
+    await receiver.start()
+    assert receiver.host is not None
+    reply = await receiver.host.handle(Op.EXECUTE, ppb.BranchRequest(
+        gid=gid, branch="pay", operation="orders.settled",
+        payload=pb.Transaction(gid=gid).SerializeToString(),
+        idempotency_key=f"{gid}/pay/execute", attempt=1))
+    assert reply.outcome == ppb.OUTCOME_FAILED and "notices" in reply.message
+    assert receiver.calls == 0

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from coordinator._proto.txc.v1 import coordinator_pb2 as pb
 from coordinator.domain import notice, operator
@@ -27,10 +28,11 @@ from coordinator.domain.records import (
     new_record,
 )
 from coordinator.domain.validation import Limits, check_notify
-from coordinator.engine import Answer, Kind, Recovery
+from coordinator.engine import Answer, Driver, Kind, Recovery
 from coordinator.log import MemoryLog, MemoryStore
 from coordinator.log._codec import decode, encode
-from coordinator.rpc._plans import notify_of
+from coordinator.rpc._plans import check_saga_request, notify_of
+from coordinator.telemetry._metrics import PrometheusMetrics
 from tests.unit.test_driver import FAST, ScriptedParticipant, new_driver
 
 TARGET = NotifyPlan("events:9", "orders.settled", retry=FAST, budget_s=30.0)
@@ -241,3 +243,27 @@ async def test_an_aborted_two_phase_is_noticed_with_its_decision() -> None:
     assert done.state is TxState.ABORTED and done.notice.state is NoticeState.ACKNOWLEDGED
     ((key, _, tx),) = p.told
     assert key == "t-n/notify" and tx.state == pb.TX_STATE_ABORTED and tx.decision == "abort"
+
+
+async def test_a_notice_costs_one_log_write_and_is_counted() -> None:
+    """Armed in the settling write; only its end is a write of its own."""
+    store, p = MemoryStore(), Receiver()
+    registry = CollectorRegistry()
+    log = MemoryLog(store, "A")
+    await log.open()
+    driver = Driver(log, p, metrics=PrometheusMetrics(registry))
+    await driver.start(record("n7"))
+    await finished(log, "n7")
+    assert store.requests == 4  # create, a done with b's intent, b done (+ armed), acknowledged
+    count = registry.get_sample_value
+    assert count("txc_notices_total", {"event": "sent"}) == 1
+    assert count("txc_notices_total", {"event": "acknowledged"}) == 1
+    assert count("txc_branch_calls_total", {"op": "notify", "outcome": "ok"}) == 1
+
+
+def test_the_outbox_checks_a_saga_s_notify_target_as_the_coordinator_does() -> None:
+    msg = pb.StartSagaRequest(branches=[pb.Branch(name="a", participant="p:1", action="x")],
+                              notify=pb.Notify(participant="p:1"))
+    with pytest.raises(InvalidArgument) as refused:
+        check_saga_request(msg)
+    assert refused.value.field == "notify.operation"
