@@ -244,3 +244,40 @@ async def test_a_branch_calling_a_notice_operation_is_refused(receiver: Receiver
         idempotency_key=f"{gid}/pay/execute", attempt=1))
     assert reply.outcome == ppb.OUTCOME_FAILED and "notices" in reply.message
     assert receiver.calls == 0
+
+
+async def test_a_failed_saga_settled_again_by_an_operator_is_noticed_again_under_a_new_key(
+        db: Db, accounts_host: Served, receiver: Receiver, etcd: DevEtcd, prefix: str,
+        gid: str) -> None:
+    """One notice per settlement: FAILED (its compensation is not served), then COMPENSATED
+    once an operator skips the branch; each applied once by the receiver's barrier."""
+    await receiver.start()
+    acct = await account(db, 100)
+    target = Notify(receiver.address, "orders.settled", retry=QUICK, budget_s=60)
+    options = replace(server_options(etcd, prefix), operations=OperationsCheck(enabled=False))
+    plan = Saga(gid=gid, notify=target, steps=[
+        Step("pay", accounts_host.client.address, "accounts.debit", "accounts.nothing",
+             transfer(acct, 10), retry=QUICK),
+        Step("too-much", accounts_host.client.address, "accounts.debit", "accounts.refund",
+             transfer(acct, 10_000), retry=QUICK)])
+    async with running(options) as server, CoordinatorClient(f"127.0.0.1:{server.port}") as c:
+        tx = (await c.start_saga(plan, wait=True)).transaction
+        assert tx.state == pb.TX_STATE_FAILED
+        first = await until_noticed(c, gid)
+        assert first.notice.state == pb.NOTICE_STATE_ACKNOWLEDGED and first.notice.generation == 1
+        await c.skip(gid, "pay", "refunded by hand")
+        tx = await c.wait_settled(gid, 20)
+        assert tx.state == pb.TX_STATE_COMPENSATED
+        for _ in range(100):
+            tx = await c.get(gid)
+            if tx.notice.generation == 2 and tx.notice.state != pb.NOTICE_STATE_PENDING:
+                break
+            await asyncio.sleep(0.1)
+    assert tx.notice.state == pb.NOTICE_STATE_ACKNOWLEDGED and tx.notice.generation == 2
+    assert [(t.gid, t.state) for t in receiver.seen] == [(gid, pb.TX_STATE_FAILED),
+                                                         (gid, pb.TX_STATE_COMPENSATED)]
+    assert await noted(db, gid) == 2
+    async with db.engine.connect() as conn:
+        rows = (await conn.execute(select(barrier_table.c.branch).where(
+            barrier_table.c.gid == gid, barrier_table.c.branch.like("/notify%")))).scalars().all()
+    assert sorted(rows) == ["/notify", "/notify/2"]
