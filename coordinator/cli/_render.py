@@ -8,7 +8,13 @@ from collections.abc import Sequence
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from .._proto.txc.v1 import coordinator_pb2 as pb
-from ..client._vocabulary import branch_where, protocol_name, shown_branch_state, state_name
+from ..client._vocabulary import (
+    branch_where,
+    notice_text,
+    protocol_name,
+    shown_branch_state,
+    state_name,
+)
 
 
 def _when(ts: Timestamp) -> str:
@@ -37,16 +43,6 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
                      for r in every)
 
 
-def _notice(n: pb.NoticeStatus) -> str:
-    """e.g. "orders.settled at orders:7002, acknowledged (notice 1, 3 attempts)"."""
-    state = pb.NoticeState.Name(n.state).removeprefix("NOTICE_STATE_").lower()
-    state = "when settled" if n.state == pb.NOTICE_STATE_UNSPECIFIED else state.replace("_", " ")
-    text = f"{n.operation} at {n.participant}, {state}"
-    if n.generation:
-        text += f" (notice {n.generation}" + (f", {n.attempts} attempts)" if n.attempts else ")")
-    return text + (f": {n.error}" if n.error else "")
-
-
 def render_show(tx: pb.Transaction) -> str:
     out = [f"{tx.gid}  {protocol_name(tx.protocol)}  {state_name(tx.state).upper()}",
            f"  created {_when(tx.created_at)}  updated {_when(tx.updated_at)}"]
@@ -59,7 +55,7 @@ def render_show(tx: pb.Transaction) -> str:
     if tx.trace_id:
         out.append(f"  trace: {tx.trace_id}")
     if tx.HasField("notice"):
-        out.append(f"  notify: {_notice(tx.notice)}")
+        out.append(f"  notify: {notice_text(tx.notice)}")
     out.append("  branches:")
     for b in tx.branches:
         line = f"    {b.name:<16} {shown_branch_state(tx, b):<12} attempts={b.attempts:<3} " \

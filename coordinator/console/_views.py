@@ -24,6 +24,7 @@ from ..client._vocabulary import (
     PROTOCOLS,
     STATES,
     branch_state_name,
+    notice_text,
     parse_duration,
     protocol_name,
     shown_branch_state,
@@ -428,6 +429,7 @@ class Detail:
     actions: list[str]  # what an operator may try in this state
     trace_id: str = ""  # its OpenTelemetry trace; "" when untraced
     skippable: list[str] = field(default_factory=list)  # branches a skip may name
+    notice: str = ""  # how its settlement notice stands; "" when nobody is notified
 
 
 def detail(tx: pb.Transaction, now: float | None = None) -> Detail:
@@ -435,7 +437,8 @@ def detail(tx: pb.Transaction, now: float | None = None) -> Detail:
     return Detail(tx.gid, protocol_name(tx.protocol), state_name(tx.state), settled(tx),
                   when(seconds(tx.created_at)), when(seconds(tx.updated_at)),
                   span(max(0.0, line.end - line.start)), tx.error, sorted(tx.labels.items()),
-                  line, actions(tx), tx.trace_id, skippable(tx))
+                  line, actions(tx), tx.trace_id, skippable(tx),
+                  notice_text(tx.notice) if tx.HasField("notice") else "")
 
 
 def trace_link(template: str, trace_id: str) -> str:
