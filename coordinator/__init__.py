@@ -1,7 +1,7 @@
 """txcoord: a distributed transaction coordinator (sagas and two-phase commit on etcd).
 
 Public API: the client for services that start transactions (``CoordinatorClient``, with
-``Saga``, ``TwoPhase``, ``Step`` and ``Retry`` to describe them, ``WaitTimedOut`` when a
+``Saga``, ``TwoPhase``, ``Step``, ``Retry`` and ``Notify`` to describe them, ``WaitTimedOut`` when a
 wait runs out), a client for calling one
 participant directly (``ParticipantClient``), the server for embedding a coordinator
 (``CoordinatorServer``, ``ServerOptions``, ``DevEtcd``), ``TlsFiles`` for a certificate and
@@ -27,6 +27,7 @@ from .client._coordinator import (
     TERMINAL_STATES,
     CoordinatorClient,
     ListFilter,
+    Notify,
     Retry,
     Saga,
     Step,
@@ -59,6 +60,7 @@ __all__ = [
     "DevEtcd",
     "Failover",
     "ListFilter",
+    "Notify",
     "ParticipantClient",
     "Retry",
     "Saga",

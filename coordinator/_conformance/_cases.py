@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import _notify_cases as notify
 from . import _saga_cases as saga
 from . import _two_phase_cases as tpc
 
@@ -14,8 +15,8 @@ from . import _two_phase_cases as tpc
 class Case:
     name: str
     checks: str
-    protocol: str  # "saga" or "two_phase": the scenario section it needs
-    run: Callable[[Any], Awaitable[None]]  # takes a SagaRun or a TwoPhaseRun
+    protocol: str  # "saga", "two_phase" or "notify": the scenario section it needs
+    run: Callable[[Any], Awaitable[None]]  # takes a SagaRun, a TwoPhaseRun or a NotifyRun
     needs_refused: bool = False
 
 
@@ -55,4 +56,6 @@ CASES: tuple[Case, ...] = (
          "applied once", "two_phase", tpc.concurrent_twins),
     Case("2pc.unknown_outcome", "Prepare and Commit cut short by a deadline, or answered RETRY, "
          "repeated with the same key apply once", "two_phase", tpc.unknown_outcome),
+    Case("notify.once", "a settlement notice (key {gid}/notify) delivered again, once with its "
+         "reply lost, is applied once and answered the same", "notify", notify.once),
 )

@@ -82,15 +82,18 @@ class Driver:
         return f"txc-check-{self.run_id}-{case}"
 
     async def once(self, op: str, gid: str, operation: str, payload: bytes, *,
-                   attempt: int = 1, timeout_s: float | None = None) -> ppb.BranchReply:
-        """One call; transport errors propagate (``grpc.aio.AioRpcError``)."""
-        request = ppb.BranchRequest(gid=gid, branch=self.branch, operation=operation,
+                   attempt: int = 1, timeout_s: float | None = None,
+                   branch: str | None = None) -> ppb.BranchReply:
+        """One call (on the scenario's branch unless ``branch`` names another, e.g. a
+        notice's); transport errors propagate (``grpc.aio.AioRpcError``)."""
+        branch = branch or self.branch
+        request = ppb.BranchRequest(gid=gid, branch=branch, operation=operation,
                                     payload=payload, attempt=attempt,
-                                    idempotency_key=idempotency_key(gid, self.branch, op))
+                                    idempotency_key=idempotency_key(gid, branch, op))
         return await self._client.send(op, request, timeout_s or self.timeout_s)
 
     async def settle(self, op: str, gid: str, operation: str, payload: bytes, *,
-                     attempt: int = 1) -> Answer:
+                     attempt: int = 1, branch: str | None = None) -> Answer:
         """Call until a definite answer, repeating RETRY and transport errors with the same
         key and the next attempt number, as the coordinator does."""
         loop = asyncio.get_running_loop()
@@ -98,7 +101,7 @@ class Driver:
         wait, last, down_since = 0.05, "nothing", None
         while loop.time() < deadline:
             try:
-                reply = await self.once(op, gid, operation, payload, attempt=attempt)
+                reply = await self.once(op, gid, operation, payload, attempt=attempt, branch=branch)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in _MISCONFIGURED:
                     raise _misconfigured(op, exc) from None

@@ -26,9 +26,8 @@ async def preflight(client: ParticipantClient, driver: Driver, scenario: Scenari
         raise Unreachable(f"{client.address} is unreachable (no connection within "
                           f"{UNREACHABLE_S:g} s): check the address, the TLS options and that "
                           "the service is running")
-    specs = {"saga": scenario.saga, "two_phase": scenario.two_phase}
     for section in dict.fromkeys(protocols):
-        spec = specs[section]
+        spec = scenario.section(section)
         if spec is not None and spec.observe is not None:
             await _observable(client.address, driver, spec.observe, f"{section}.observe")
 

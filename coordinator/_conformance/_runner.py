@@ -11,10 +11,11 @@ from ..rpc._tls import TlsFiles
 from ._cases import CASES, Case
 from ._checks import Effects
 from ._driver import Driver, Violation
+from ._notify_cases import NotifyRun
 from ._preflight import preflight
 from ._report import FAIL, PASS, SKIP, CaseResult, Report
 from ._saga_cases import SagaRun
-from ._scenario import Observe, Scenario
+from ._scenario import Observe, SagaSpec, Scenario, TwoPhaseSpec
 from ._two_phase_cases import TwoPhaseRun
 
 CASE_TIMEOUT_S = 60.0
@@ -88,20 +89,25 @@ def _skip(case: Case, reason: str) -> CaseResult:
 
 
 def _missing(case: Case, scenario: Scenario) -> str:
-    spec = scenario.saga if case.protocol == "saga" else scenario.two_phase
+    spec = scenario.section(case.protocol)
     if spec is None:
         return f"the scenario has no '{case.protocol}' section"
-    if case.needs_refused and spec.refused_payload is None:
+    if case.needs_refused and isinstance(spec, SagaSpec | TwoPhaseSpec) \
+            and spec.refused_payload is None:
         return f"the scenario's '{case.protocol}' has no refused_payload"
     return ""
 
 
 def _observe(case: Case, scenario: Scenario) -> Observe | None:
-    spec = scenario.saga if case.protocol == "saga" else scenario.two_phase
+    spec = scenario.section(case.protocol)
     return spec.observe if spec is not None else None
 
 
-def _context(case: Case, scenario: Scenario, driver: Driver, effects: Effects) -> SagaRun | TwoPhaseRun:
+def _context(case: Case, scenario: Scenario, driver: Driver,
+             effects: Effects) -> SagaRun | TwoPhaseRun | NotifyRun:
+    if case.protocol == "notify":
+        assert scenario.notify is not None
+        return NotifyRun(driver, scenario.notify, effects, "notify-" + case.name.split(".")[1])
     if case.protocol == "saga":
         assert scenario.saga is not None
         return SagaRun(driver, scenario.saga, effects, case.name.split(".")[1])

@@ -11,6 +11,8 @@
       },
       "two_phase": {"operation": "accounts.debit", "payload": ..., "refused_payload": ...,
                     "observe": ...}     (optional; best on an account of its own, "check-2pc")
+      "notify": {"operation": "orders.settled", "observe": ...}
+                                        (optional: a receiver of settlement notices)
     }
 
 A payload is any JSON value, sent as compact JSON with sorted keys (a string is sent as its
@@ -60,10 +62,22 @@ class TwoPhaseSpec:
 
 
 @dataclass(frozen=True)
+class NotifySpec:
+    operation: str
+    observe: Observe | None
+
+
+@dataclass(frozen=True)
 class Scenario:
     branch: str
     saga: SagaSpec | None
     two_phase: TwoPhaseSpec | None
+    notify: NotifySpec | None = None
+
+    def section(self, name: str) -> SagaSpec | TwoPhaseSpec | NotifySpec | None:
+        """The spec of section ``name`` ("saga", "two_phase", "notify"); None if not given."""
+        spec: SagaSpec | TwoPhaseSpec | NotifySpec | None = getattr(self, name)
+        return spec
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -80,12 +94,18 @@ def load_scenario(path: str | Path) -> Scenario:
 
 def parse_scenario(body: object) -> Scenario:
     doc = _object(body, "the scenario")
-    _only(doc, "the scenario", {"branch", "saga", "two_phase"})
+    _only(doc, "the scenario", {"branch", "saga", "two_phase", "notify"})
     saga = _saga(_object(doc["saga"], "saga")) if "saga" in doc else None
     two_phase = _two_phase(_object(doc["two_phase"], "two_phase")) if "two_phase" in doc else None
-    if saga is None and two_phase is None:
-        raise ScenarioError("give at least one of 'saga' and 'two_phase'")
-    return Scenario(_text(doc.get("branch", "conformance"), "branch"), saga, two_phase)
+    notify = _notify(_object(doc["notify"], "notify")) if "notify" in doc else None
+    if saga is None and two_phase is None and notify is None:
+        raise ScenarioError("give at least one of 'saga', 'two_phase' and 'notify'")
+    return Scenario(_text(doc.get("branch", "conformance"), "branch"), saga, two_phase, notify)
+
+
+def _notify(doc: dict[str, Any]) -> NotifySpec:
+    _only(doc, "notify", {"operation", "observe"})
+    return NotifySpec(_text(doc.get("operation"), "notify.operation"), _observe(doc, "notify"))
 
 
 def _saga(doc: dict[str, Any]) -> SagaSpec:

@@ -11,6 +11,7 @@ from .._proto.txc.v1 import coordinator_pb2 as pb
 from ..client._vocabulary import (
     branch_where,
     clock_notes,
+    notice_text,
     protocol_name,
     shown_branch_state,
     state_name,
@@ -55,6 +56,8 @@ def render_show(tx: pb.Transaction) -> str:
     if tx.trace_id:
         out.append(f"  trace: {tx.trace_id}")
     out.extend(f"  {line}" for line in clock_notes(tx, when))
+    if tx.HasField("notice"):
+        out.append(f"  notify: {notice_text(tx.notice)}")
     out.append("  branches:")
     for b in tx.branches:
         line = f"    {b.name:<16} {shown_branch_state(tx, b):<12} attempts={b.attempts:<3} " \

@@ -125,6 +125,29 @@ class Step:
 
 
 @dataclass(frozen=True, slots=True)
+class Notify:
+    """Who to tell when the transaction settles (terminal or FAILED): ``operation`` at
+    ``participant`` is called as an Execute with the settled ``txc.v1.Transaction`` as its
+    payload and the idempotency key ``{gid}/notify`` (a Python receiver: ``@host.notice``)."""
+
+    participant: str
+    """``host:port`` of a ``txc.v1.Participant`` service (allow-listed as branches are)."""
+    operation: str
+    """Operation the receiver dispatches on, e.g. ``orders.settled``."""
+    retry: Retry | None = None
+    """Retries of an unanswered notice; None = the server's default policy."""
+    budget_s: float | None = None
+    """How long it is retried after the settlement; None = the server's default (1 h)."""
+    timeout_s: float | None = None
+    """Deadline of one attempt; None = the server's default (5 s)."""
+
+    def to_proto(self) -> pb.Notify:
+        return pb.Notify(participant=self.participant, operation=self.operation,
+                         retry=self.retry.to_proto() if self.retry else None,
+                         budget=_duration(self.budget_s), timeout=_duration(self.timeout_s))
+
+
+@dataclass(frozen=True, slots=True)
 class Saga:
     """A saga plan: ``Saga(gid="t-1", steps=[Step(...), ...])``."""
 
@@ -136,11 +159,14 @@ class Saga:
     timeout_s: float | None = None
     """Forward deadline; None = the server's default (60 s)."""
     labels: Mapping[str, str] = field(default_factory=dict)
+    notify: Notify | None = None
+    """Told of each settlement; None = nobody."""
 
     def to_proto(self, wait: bool = False) -> pb.StartSagaRequest:
         return pb.StartSagaRequest(gid=self.gid, branches=[s.to_proto() for s in self.steps],
                                    concurrent=self.concurrent, timeout=_duration(self.timeout_s),
-                                   wait=wait, labels=dict(self.labels))
+                                   wait=wait, labels=dict(self.labels),
+                                   notify=self.notify.to_proto() if self.notify else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +179,14 @@ class TwoPhase:
     timeout_s: float | None = None
     """Prepare deadline; None = the server's default (30 s)."""
     labels: Mapping[str, str] = field(default_factory=dict)
+    notify: Notify | None = None
+    """Told of each settlement; None = nobody."""
 
     def to_proto(self, wait: bool = False) -> pb.StartTwoPhaseRequest:
         return pb.StartTwoPhaseRequest(gid=self.gid, branches=[s.to_proto() for s in self.steps],
                                        timeout=_duration(self.timeout_s), wait=wait,
-                                       labels=dict(self.labels))
+                                       labels=dict(self.labels),
+                                       notify=self.notify.to_proto() if self.notify else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,17 @@ def branch_where(protocol: int, b: pb.BranchStatus) -> str:
     return f"at {b.participant or '?'}, action {b.action or '?'}, {undo}"
 
 
+def notice_text(n: pb.NoticeStatus) -> str:
+    """How a transaction's notice stands, as people read it, e.g. "orders.settled at
+    orders:7002, acknowledged (notice 1, 3 attempts)" (txc tx show and the console)."""
+    state = pb.NoticeState.Name(n.state).removeprefix("NOTICE_STATE_").lower()
+    state = "when settled" if n.state == pb.NOTICE_STATE_UNSPECIFIED else state.replace("_", " ")
+    text = f"{n.operation} at {n.participant}, {state}"
+    if n.generation:
+        text += f" (notice {n.generation}" + (f", {n.attempts} attempts)" if n.attempts else ")")
+    return text + (f": {n.error}" if n.error else "")
+
+
 def protocol_name(value: int) -> str:
     names: dict[int, str] = {v: k for k, v in PROTOCOLS.items()}
     return names.get(value, "?")

@@ -26,6 +26,7 @@ from ..client._vocabulary import (
     STATES,
     branch_state_name,
     clock_notes,
+    notice_text,
     parse_duration,
     protocol_name,
     shown_branch_state,
@@ -457,6 +458,7 @@ class Detail:
     trace_id: str = ""  # its OpenTelemetry trace; "" when untraced
     skippable: list[str] = field(default_factory=list)  # branches a skip may name
     clock: list[str] = field(default_factory=list)  # deadline, pause, holds waited on
+    notice: str = ""  # how its settlement notice stands; "" when nobody is notified
 
 
 def detail(tx: pb.Transaction, now: float | None = None) -> Detail:
@@ -465,7 +467,8 @@ def detail(tx: pb.Transaction, now: float | None = None) -> Detail:
                   when(seconds(tx.created_at)), when(seconds(tx.updated_at)),
                   span(max(0.0, line.end - line.start)), tx.error, sorted(tx.labels.items()),
                   line, actions(tx), tx.trace_id, skippable(tx),
-                  clock_notes(tx, lambda ts: when(seconds(ts))))
+                  clock_notes(tx, lambda ts: when(seconds(ts))),
+                  notice_text(tx.notice) if tx.HasField("notice") else "")
 
 
 def trace_link(template: str, trace_id: str) -> str:

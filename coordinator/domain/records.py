@@ -76,7 +76,12 @@ class Op(StrEnum):
 
 def idempotency_key(gid: str, branch: str, op: str) -> str:
     """The key a participant deduplicates one call by: ``{gid}/{branch}/{op}``. Every attempt
-    of the same call carries the same key (the protocol's exactly-once rests on it)."""
+    of the same call carries the same key (the protocol's exactly-once rests on it).
+
+    A notice's "branch" is ``/notify`` (``/notify/N`` for the N-th settlement): no branch
+    name holds a '/', so it never meets a branch's row; its key is ``{gid}/notify[/N]``."""
+    if branch.startswith("/"):
+        return f"{gid}{branch}"
     return f"{gid}/{branch}/{op}"
 
 
@@ -102,6 +107,41 @@ class BranchPlan:
     after: tuple[str, ...] = ()
     timeout_s: float = 5.0
     retry: RetryPolicy = RetryPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyPlan:
+    """Whom to tell when the transaction settles: ``operation`` at ``participant``, called
+    as an Execute whose payload is the settled txc.v1.Transaction."""
+
+    participant: str
+    operation: str
+    retry: RetryPolicy = RetryPolicy()
+    budget_s: float = 3600.0  # retried for this long after the settlement, then given up
+    timeout_s: float = 5.0  # per attempt
+
+
+class NoticeState(IntEnum):
+    """Values mirror txc.v1.NoticeState."""
+
+    NONE = 0  # nothing settled yet (or no notify target)
+    PENDING = 1  # written with the settlement; being delivered
+    ACKNOWLEDGED = 2
+    GAVE_UP = 3  # refused, misconfigured, or out of budget
+    SUPERSEDED = 4  # a FAILED transaction resumed by an operator before it was acknowledged
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeStatus:
+    """Where the notice of the latest settlement stands. ``generation`` counts settlements
+    noticed: the first is keyed ``{gid}/notify``, a later one ``{gid}/notify/N``."""
+
+    state: NoticeState = NoticeState.NONE
+    generation: int = 0
+    attempts: int = 0
+    error: str = ""
+    started_at: float = 0.0  # when it was armed: its budget runs from here, on any owner
+    updated_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +201,14 @@ class TxRecord:
     waiting_on: tuple[str, ...] = ()
     paused: HistoryEntry | None = None
     deadline_moved_s: float = 0.0
+    notify: NotifyPlan | None = None  # part of the plan: who hears of the settlement
+    notice: NoticeStatus = NoticeStatus()
+
+    @property
+    def finished(self) -> bool:
+        """Settled, and no notice of it still to deliver: nothing more happens to it
+        without an operator, and no coordinator needs to own it."""
+        return self.state.settled and self.notice.state is not NoticeState.PENDING
 
     @property
     def trace_id(self) -> str:
@@ -192,6 +240,7 @@ class TxRecord:
             and self.concurrent == other.concurrent
             and self.timeout_s == other.timeout_s
             and dict(self.labels) == dict(other.labels)
+            and self.notify == other.notify
         )
 
 
@@ -218,6 +267,7 @@ def new_record(
     concurrent: bool = False,
     labels: dict[str, str] | None = None,
     trace: tuple[tuple[str, str], ...] = (),
+    notify: NotifyPlan | None = None,
 ) -> TxRecord:
     """A fresh record with every branch pending; the state machine's ``start`` moves it."""
     initial = TxState.RUNNING if protocol is Protocol.SAGA else TxState.PREPARING
@@ -233,6 +283,7 @@ def new_record(
         timeout_s=timeout_s,
         payload_digest=payload_digest(plan),
         trace=trace,
+        notify=notify,
         concurrent=concurrent,
         labels=tuple(sorted((labels or {}).items())),
         phase_started_at=now,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ._common import MAX_ERROR_CHARS, MAX_HISTORY
 from .addresses import AllowList, valid_address
 from .errors import InvalidArgument
-from .records import BranchPlan, Protocol, RetryPolicy
+from .records import BranchPlan, NotifyPlan, Protocol, RetryPolicy
 
 _NAME = re.compile(r"[A-Za-z0-9._:@-]{1,128}", re.ASCII)  # no '/': it separates key parts
 _NAME_RULE = "must be 1-128 characters of A-Z a-z 0-9 . _ : @ -"
@@ -66,9 +66,10 @@ class Limits:
 
 def growth_bytes(branches: int, limits: Limits) -> int:
     """The most a record's stored state can grow by after its start (JSON, ASCII-escaped):
-    results (base64), one clipped error per branch and the record's own, a full history."""
+    results (base64), one clipped error per branch, the record's own and its notice's, a
+    full history."""
     results = limits.max_total_result_bytes * 4 // 3 + 4 * branches
-    errors = (branches + 1) * (MAX_ERROR_CHARS * 6 + 64)
+    errors = (branches + 2) * (MAX_ERROR_CHARS * 6 + 64)
     history = MAX_HISTORY * (limits.max_reason_bytes * 3 + 512)
     return results + errors + history
 
@@ -113,6 +114,7 @@ def check_start(
     labels: dict[str, str],
     limits: Limits,
     allow: AllowList,
+    notify: NotifyPlan | None = None,
 ) -> None:
     """Every rule a start must meet before anything is written (``gid`` "" means the
     coordinator names it). The coordinator and the participant SDK's outbox both call it."""
@@ -121,6 +123,20 @@ def check_start(
     check_timeout(timeout_s, limits)
     check_plan(plan, protocol, concurrent, limits, allow)
     check_labels(labels, limits)
+    if notify is not None:
+        check_notify(notify, limits, allow)
+
+
+def check_notify(n: NotifyPlan, limits: Limits, allow: AllowList) -> None:
+    """A notify target: an address allowed as a branch's would be, an operation, and a
+    budget within the longest transaction timeout."""
+    _check_address(n.participant, "notify.participant", allow)
+    _check_operation(n.operation, "notify.operation", limits, required=True)
+    if not (math.isfinite(n.budget_s) and 0 < n.budget_s <= limits.max_timeout_s):
+        raise InvalidArgument("notify.budget", f"must be in (0, {limits.max_timeout_s:g}] s")
+    if not (math.isfinite(n.timeout_s) and 0 < n.timeout_s <= limits.max_attempt_timeout_s):
+        raise InvalidArgument("notify.timeout", f"must be in (0, {limits.max_attempt_timeout_s:g}] s")
+    _check_retry(n.retry, "notify.retry", limits)
 
 
 def check_plan(
@@ -151,18 +167,9 @@ def _check_branch(
 ) -> None:
     if not _NAME.fullmatch(b.name):
         raise InvalidArgument(f"{field}.name", "is required" if not b.name else _NAME_RULE)
-    if not b.participant:
-        raise InvalidArgument(f"{field}.participant", "is required (host:port)")
-    if not valid_address(b.participant):
-        raise InvalidArgument(f"{field}.participant", f"{b.participant!r} is not host:port")
-    if not allow.allows(b.participant):
-        raise InvalidArgument(f"{field}.participant", f"{b.participant!r} is not allowed")
-    if not b.action:
-        raise InvalidArgument(f"{field}.action", "is required")
-    for name, op in (("action", b.action), ("compensation", b.compensation)):
-        if len(op) > limits.max_operation_len or _CONTROL.search(op):
-            raise InvalidArgument(f"{field}.{name}", f"must be at most {limits.max_operation_len} "
-                                  "characters without control characters")
+    _check_address(b.participant, f"{field}.participant", allow)
+    _check_operation(b.action, f"{field}.action", limits, required=True)
+    _check_operation(b.compensation, f"{field}.compensation", limits, required=False)
     if protocol is Protocol.TWO_PHASE and b.compensation:
         raise InvalidArgument(f"{field}.compensation", "2PC branches have no compensation")
     if protocol is Protocol.TWO_PHASE and b.after:
@@ -173,6 +180,23 @@ def _check_branch(
         raise InvalidArgument(f"{field}.timeout",
                               f"must be in (0, {limits.max_attempt_timeout_s:g}] s")
     _check_retry(b.retry, f"{field}.retry", limits)
+
+
+def _check_address(address: str, field: str, allow: AllowList) -> None:
+    if not address:
+        raise InvalidArgument(field, "is required (host:port)")
+    if not valid_address(address):
+        raise InvalidArgument(field, f"{address!r} is not host:port")
+    if not allow.allows(address):
+        raise InvalidArgument(field, f"{address!r} is not allowed")
+
+
+def _check_operation(name: str, field: str, limits: Limits, *, required: bool) -> None:
+    if required and not name:
+        raise InvalidArgument(field, "is required")
+    if len(name) > limits.max_operation_len or _CONTROL.search(name):
+        raise InvalidArgument(field, f"must be at most {limits.max_operation_len} "
+                              "characters without control characters")
 
 
 def _check_retry(r: RetryPolicy, field: str, limits: Limits) -> None:

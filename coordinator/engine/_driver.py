@@ -17,15 +17,16 @@ from typing import Any
 
 from tenacity import RetryCallState
 
-from ..domain import holds, saga, two_phase
+from ..domain import holds, notice, saga, two_phase
 from ..domain._common import clip, note
 from ..domain.durability import must_persist
 from ..domain.events import Answered, AttemptFailed, DeadlinePassed, Event, GaveUp, Misconfigured
 from ..domain.holds import Hold
 from ..domain.machine import Machine
-from ..domain.records import BranchPlan, Call, Protocol, Transition, TxRecord, TxState
+from ..domain.records import BranchPlan, Call, Op, Protocol, Transition, TxRecord, TxState
 from ..domain.validation import Limits
 from ..log import Created, LogError, LostOwnership, RequestTooLarge, Stored, TxLog
+from ..rpc._transactions import transaction
 from ..telemetry._metrics import OFF, Metrics
 from ..telemetry._tracing import OFF as TRACING_OFF
 from ..telemetry._tracing import Tracing, as_current
@@ -33,7 +34,7 @@ from . import _spans as spans
 from ._dispatch import Answer, Kind, Transport
 from ._holds import HoldBook
 from ._limiter import CallLimiter
-from ._retry import retrying
+from ._retry import retried
 
 log = logging.getLogger("txcoord.engine")
 
@@ -95,6 +96,7 @@ class _Run:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     calls: dict[Call, asyncio.Task[None]] = field(default_factory=dict)
     deadline_task: asyncio.Task[None] | None = None
+    notice_task: asyncio.Task[None] | None = None  # delivering the settlement's notice
     failure_written: dict[Call, float] = field(default_factory=dict)  # monotonic time
     dropped: bool = False
 
@@ -219,8 +221,8 @@ class Driver:
         if held is not None and held.epoch != epoch:
             self._drop(held)  # driven under a lease that ended; claimed again now
             held = None
-        if held is not None or stored.record.state.settled:
-            return  # FAILED ones wait, unowned, for an operator
+        if held is not None or stored.record.finished:
+            return  # FAILED ones wait, unowned, for an operator (once their notice is out)
         run = _Run(stored, epoch)
         self._track(run)
         log.info("adopted gid=%s state=%s", stored.record.gid, stored.record.state.name,
@@ -242,7 +244,9 @@ class Driver:
         async with run.lock:
             if run.dropped:
                 raise LostOwnership(stored.record.gid)
-            step = action(run.record, self._clock())
+            now = self._clock()
+            step = action(run.record, now)
+            step = Transition(notice.arm(run.record, step.record, now), step.calls)
             try:
                 run.persisted(await self._persist(run, step.record))
             except LostOwnership:
@@ -287,9 +291,12 @@ class Driver:
         async with run.lock:
             if run.dropped:
                 return
-            step = MACHINES[run.record.protocol].apply(run.record, event, self._clock())
+            now = self._clock()
+            step = MACHINES[run.record.protocol].apply(run.record, event, now)
             if step.record is run.record:
                 return
+            # A settlement arms its notice in the same write (write-ahead: any owner delivers it).
+            step = Transition(notice.arm(run.record, step.record, now), step.calls)
             # A failed attempt is written (at most every failure_write_interval_s) so that
             # operators see it; other progress only when recovery needs it.
             if isinstance(event, AttemptFailed) or must_persist(run.stored.record, step.record):
@@ -329,6 +336,7 @@ class Driver:
         now = self._clock()
         failed = note(replace(run.stored.record, branches=slim, state=TxState.FAILED, error=reason,
                               updated_at=now), "failed", reason, now)
+        failed = notice.arm(run.stored.record, failed, now)
         try:
             run.persisted(await self._persist(run, failed))
         except (LostOwnership, RequestTooLarge):
@@ -348,8 +356,13 @@ class Driver:
                 task.cancel()
                 del run.calls[call]
         if record.state.settled:
-            self._finish(run)
+            if notice.pending(record):
+                self._cancel_calls(run)  # nothing more to do but tell the notify target
+                self._start_notice(run)
+            else:
+                self._finish(run)
             return
+        self._stop_notice(run)  # resumed by an operator: its notice was superseded
         for call in calls:
             if call not in run.calls:
                 run.calls[call] = asyncio.create_task(self._perform(run, call))
@@ -388,7 +401,9 @@ class Driver:
         record = run.record
         if self._untrack(run):
             now = self._clock()
-            self._metrics.tx_finished(record.protocol, record.state, now - record.created_at)
+            # Settled when its state last changed: a notice delivered since is not its duration.
+            settled_at = record.updated_at if record.notify is not None else now
+            self._metrics.tx_finished(record.protocol, record.state, settled_at - record.created_at)
             spans.settled(self._tracing, record, now)
         self._cancel_all(run)
 
@@ -399,6 +414,16 @@ class Driver:
         self._notify(run.stored)
 
     def _cancel_all(self, run: _Run) -> None:
+        self._cancel_calls(run)
+        self._stop_notice(run)
+
+    def _stop_notice(self, run: _Run) -> None:
+        task, run.notice_task = run.notice_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    def _cancel_calls(self, run: _Run) -> None:
+        """Branch calls and the deadline timer (not the notice)."""
         current = asyncio.current_task()
         tasks = list(run.calls.values())
         if run.deadline_task is not None:
@@ -442,34 +467,12 @@ class Driver:
 
         async def one_attempt() -> Answer:
             nonlocal attempt
-            if self._stopping or run.dropped:
-                raise Handover
-            await self._wait_for_lease()
-            if self._log.lease_epoch != run.epoch:
-                # Owned under a lease that ended (a pause, a partition): another
-                # coordinator may drive it now. Fenced: no call, no write from here.
-                log.warning("lease lost: leaving gid=%s to its next owner", run.record.gid,
-                            extra={"gid": run.record.gid})
-                self._drop(run)
-                raise Handover
-            async with self._limiter.slot(plan.participant, call.op):
-                # Checked here, right before the call: the slot may have been waited for.
-                if run.record.paused is not None:
-                    raise Parked()
-                if self.holds.held(plan.participant) is not None:
-                    raise Parked(plan.participant)
-                attempt += 1
-                self._attempts_in_flight += 1
-                started = time.perf_counter()
-                try:
-                    with spans.call(self._tracing, record, plan, call.op, attempt) as span:
-                        answer = await self._transport.call(record.gid, plan, call.op, attempt,
-                                                            span.carrier())
-                        spans.answered(span, answer)
-                finally:
-                    self._attempts_in_flight -= 1
-                self._metrics.branch_call(call.op, answer.kind.value, time.perf_counter() - started)
-                return answer
+            attempt += 1
+            try:
+                return await self._attempt(run, record, plan, call.op, attempt, parkable=True)
+            except Parked:
+                attempt -= 1  # no call went out: the next one is still this attempt
+                raise
 
         async def note_failure(state: RetryCallState) -> None:
             assert state.outcome is not None
@@ -482,17 +485,102 @@ class Driver:
             await self._handle(run, AttemptFailed(call.branch, call.op, attempt,
                                                   clip(answer.message)))
 
-        answer = await one_attempt()
-        if answer.kind is Kind.UNKNOWN:  # the retry machinery is built only when needed
-            first = [answer]
-
-            async def replay_first_then_attempt() -> Answer:
-                return first.pop() if first else await one_attempt()
-
-            deadline = machine.retry_deadline(record, call.op, self._opts.phase_budget_s)
-            schedule = retrying(plan.retry, deadline, self._clock, note_failure)
-            answer = await schedule(replay_first_then_attempt)
+        deadline = machine.retry_deadline(record, call.op, self._opts.phase_budget_s)
+        answer = await retried(await one_attempt(), one_attempt, plan.retry, deadline, self._clock,
+                               note_failure)
         return self._event(run.record, call, self._bounded(run.record, plan, call, answer), attempt)
+
+    async def _attempt(self, run: _Run, record: TxRecord, plan: BranchPlan, op: str, attempt: int,
+                       kind: str = "", parkable: bool = False) -> Answer:
+        """One call of ``op`` on ``plan``, made only while ``run`` is owned under the lease it
+        was taken with (else Handover). ``kind``: its name in the metrics (default ``op``).
+        ``parkable``: a branch call, which waits (Parked) while its transaction is paused or
+        its participant held instead of going out."""
+        if self._stopping or run.dropped:
+            raise Handover
+        await self._wait_for_lease()
+        if self._log.lease_epoch != run.epoch:
+            # Owned under a lease that ended (a pause, a partition): another
+            # coordinator may drive it now. Fenced: no call, no write from here.
+            log.warning("lease lost: leaving gid=%s to its next owner", run.record.gid,
+                        extra={"gid": run.record.gid})
+            self._drop(run)
+            raise Handover
+        async with self._limiter.slot(plan.participant, op):
+            if parkable:  # checked here, right before the call: the slot may have been waited for
+                if run.record.paused is not None:
+                    raise Parked()
+                if self.holds.held(plan.participant) is not None:
+                    raise Parked(plan.participant)
+            self._attempts_in_flight += 1
+            started = time.perf_counter()
+            try:
+                with spans.call(self._tracing, record, plan, op, attempt) as span:
+                    answer = await self._transport.call(record.gid, plan, op, attempt,
+                                                        span.carrier())
+                    spans.answered(span, answer)
+            finally:
+                self._attempts_in_flight -= 1
+            self._metrics.branch_call(kind or op, answer.kind.value, time.perf_counter() - started)
+            return answer
+
+    # -- the settlement's notice ---------------------------------------------------------
+    def _start_notice(self, run: _Run) -> None:
+        if run.notice_task is None or run.notice_task.done():
+            run.notice_task = asyncio.create_task(self._deliver_notice(run))
+            self._metrics.notice("sent")
+
+    async def _deliver_notice(self, run: _Run) -> None:
+        """Call the notify target until it acknowledges, refuses or the budget is spent,
+        then write how it ended (which releases the finished transaction)."""
+        generation = run.record.notice.generation
+        with as_current(dict(run.record.trace) if self._tracing.enabled else {}):
+            try:
+                answer, attempts = await self._notice_answer(run)
+            except Handover:
+                return
+            if answer.kind is Kind.OK:
+                await self._end_notice(run, "acknowledged", lambda r, now: notice.acknowledged(
+                    r, generation, attempts, now))
+                return
+            why = _notice_failure(run.record, answer, attempts)
+            await self._end_notice(run, "given_up", lambda r, now: notice.gave_up(
+                r, generation, attempts, why, now))
+
+    async def _notice_answer(self, run: _Run) -> tuple[Answer, int]:
+        record = run.record
+        assert record.notify is not None
+        # The settled transaction as it stands: what the receiver is told, on every attempt.
+        plan = notice.call_plan(record, transaction(record).SerializeToString())
+        attempt = 0
+
+        async def one_attempt() -> Answer:
+            nonlocal attempt
+            attempt += 1
+            return await self._attempt(run, record, plan, Op.EXECUTE, attempt, "notify")
+
+        async def unwritten(state: RetryCallState) -> None:
+            """Failed attempts of a notice are not written: its end records the count."""
+
+        answer = await retried(await one_attempt(), one_attempt, record.notify.retry,
+                               notice.deadline(record), self._clock, unwritten)
+        return answer, attempt
+
+    async def _end_notice(self, run: _Run, event: str,
+                          change: Callable[[TxRecord, float], TxRecord]) -> None:
+        async with run.lock:
+            new = change(run.record, self._clock())
+            if run.dropped or new is run.record:
+                return  # superseded or taken over meanwhile: nothing of ours to write
+            try:
+                run.persisted(await self._persist(run, new))
+            except LostOwnership:
+                self._drop(run)
+                return
+            self._metrics.notice(event)
+            log.info("notice gid=%s %s after %d attempt(s)", new.gid, event.replace("_", " "),
+                     new.notice.attempts, extra={"gid": new.gid})
+            self._after_write(run, ())
 
     def _bounded(self, record: TxRecord, plan: BranchPlan, call: Call, answer: Answer) -> Answer:
         """A result too large for the record is the participant's mistake, not a result."""
@@ -593,6 +681,18 @@ class Driver:
                      record.gid, record.state.name, event.branch, event.op, attempt, outcome,
                      extra={"gid": record.gid, "branch": event.branch, "op": event.op,
                             "attempt": attempt, "outcome": outcome})
+
+
+def _notice_failure(record: TxRecord, answer: Answer, attempts: int) -> str:
+    """Why a notice was given up, for the history (the receiver's message, clipped later)."""
+    target = record.notify
+    assert target is not None
+    if answer.kind is Kind.FAILED:
+        return f"{target.operation} at {target.participant} refused it: {answer.message}"
+    if answer.kind is Kind.MISCONFIGURED:
+        return answer.message
+    return (f"no acknowledgement from {target.participant} within the notice's budget of "
+            f"{target.budget_s:g} s ({attempts} attempts): {answer.message}")
 
 
 def _outcome_name(event: Answered | AttemptFailed | GaveUp | Misconfigured) -> str:

@@ -20,7 +20,7 @@ import grpc
 
 from .._proto.txc.v1 import participant_pb2 as ppb
 from ..domain.errors import InvalidArgument
-from ..domain.records import BranchPlan, Protocol
+from ..domain.records import BranchPlan, NotifyPlan, Protocol
 
 log = logging.getLogger("txcoord.engine")
 
@@ -64,13 +64,15 @@ class ServedOperations:
         self._known: dict[str, _Known] = {}
         self._asking: dict[str, asyncio.Future[ppb.OperationsReply | None]] = {}
 
-    async def check(self, plan: Iterable[BranchPlan], protocol: Protocol) -> None:
+    async def check(self, plan: Iterable[BranchPlan], protocol: Protocol,
+                    notify: NotifyPlan | None = None) -> None:
         """Raise InvalidArgument naming the first branch whose operation its participant
-        says it does not serve."""
+        says it does not serve (then ``notify.operation``, which is called as an Execute)."""
         branches = list(plan)
         answers: dict[str, ppb.OperationsReply | None] = {}
         missing = []
-        for address in {b.participant for b in branches}:
+        addresses = {b.participant for b in branches} | ({notify.participant} if notify else set())
+        for address in addresses:
             known = self._fresh(address)
             if known is None:
                 missing.append(address)
@@ -89,6 +91,11 @@ class ServedOperations:
             _require(i, b, "action", b.action, "Execute", served.execute)
             if b.compensation:
                 _require(i, b, "compensation", b.compensation, "Compensate", served.compensate)
+        served = answers[notify.participant] if notify else None
+        if notify and served is not None and notify.operation not in served.execute:
+            raise InvalidArgument("notify.operation", f"participant {notify.participant} does not "
+                                  f"serve {notify.operation!r} for Execute (it serves: "
+                                  f"{_shown(served.execute) or 'none'})")
 
     async def served(self, address: str) -> ppb.OperationsReply | None:
         """``address``'s list, from the cache or one shared probe (None: no list)."""
@@ -129,11 +136,14 @@ class ServedOperations:
 
 def _require(i: int, branch: BranchPlan, field: str, name: str, method: str,
              served: Iterable[str]) -> None:
-    names = list(served)
-    if name in names:
+    if name in served:
         return
-    shown = ", ".join(names[:_SHOWN]) + (", ..." if len(names) > _SHOWN else "")
     raise InvalidArgument(
         f"branches[{i}].{field}",
         f"branch {branch.name!r}: participant {branch.participant} does not serve {name!r} "
-        f"for {method} (it serves: {shown or 'none'})")
+        f"for {method} (it serves: {_shown(served) or 'none'})")
+
+
+def _shown(served: Iterable[str]) -> str:
+    names = list(served)
+    return ", ".join(names[:_SHOWN]) + (", ..." if len(names) > _SHOWN else "")

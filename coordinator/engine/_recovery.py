@@ -68,7 +68,7 @@ class Recovery:
                 continue
             stored = await self._log.get(gid)
             # Finished since mine() was read (or parked FAILED): nothing to drive.
-            if stored is None or stored.record.state.settled or self._driver.owns(gid):
+            if stored is None or stored.record.finished or self._driver.owns(gid):
                 continue
 
             log.warning("driving gid=%s: owned here but not driven (a create whose reply was "

@@ -47,6 +47,26 @@ def retrying(
     )
 
 
+async def retried(
+    first: Answer,
+    again: Callable[[], Awaitable[Answer]],
+    policy: RetryPolicy,
+    deadline: float,
+    clock: Callable[[], float],
+    before_sleep: Callable[[RetryCallState], Awaitable[None]],
+) -> Answer:
+    """``first`` when it is definite; else ``again`` on the policy's schedule, ``first``
+    counting as its first try (the schedule is built only when needed)."""
+    if first.kind is not Kind.UNKNOWN:
+        return first
+    pending = [first]
+
+    async def replay_first_then_attempt() -> Answer:
+        return pending.pop() if pending else await again()
+
+    return await retrying(policy, deadline, clock, before_sleep)(replay_first_then_attempt)
+
+
 def _unknown(answer: Answer) -> bool:
     return answer.kind is Kind.UNKNOWN
 

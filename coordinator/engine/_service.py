@@ -25,7 +25,15 @@ from ..domain.errors import (
     Unavailable,
 )
 from ..domain.holds import Hold
-from ..domain.records import BranchPlan, Protocol, Transition, TxRecord, TxState, new_record
+from ..domain.records import (
+    BranchPlan,
+    NotifyPlan,
+    Protocol,
+    Transition,
+    TxRecord,
+    TxState,
+    new_record,
+)
 from ..domain.validation import (
     Limits,
     check_gid,
@@ -56,6 +64,7 @@ class StartRequest:
     concurrent: bool = False
     labels: tuple[tuple[str, str], ...] = ()
     trace: tuple[tuple[str, str], ...] = ()  # the trace it joins (a bounded carrier)
+    notify: NotifyPlan | None = None  # who hears of each settlement
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,16 +103,16 @@ class CoordinatorCore:
         self._check_reachable()
         gid = req.gid or uuid.uuid4().hex
         check_start(req.gid, req.protocol, req.plan, req.timeout_s, req.concurrent,
-                    dict(req.labels), self._limits, self._allow)
+                    dict(req.labels), self._limits, self._allow, req.notify)
         record = new_record(
             gid=gid, protocol=req.protocol, plan=req.plan, now=time.time(),
             timeout_s=req.timeout_s, concurrent=req.concurrent, labels=dict(req.labels),
-            trace=req.trace,
+            trace=req.trace, notify=req.notify,
         )
         self._check_fits(record)
         self._check_not_refused(req.plan)
         if self._served is not None:
-            await self._served.check(req.plan, req.protocol)
+            await self._served.check(req.plan, req.protocol, req.notify)
         if self._driver.active >= self._limits.max_active:
             return _same(await self._existing_or_refuse(record, bool(req.gid)), record), False
         created = await self._create(record)

@@ -21,6 +21,9 @@ from ..domain.records import (
     BranchState,
     BranchStatus,
     HistoryEntry,
+    NoticeState,
+    NoticeStatus,
+    NotifyPlan,
     Protocol,
     RetryPolicy,
     TxRecord,
@@ -62,6 +65,10 @@ def encode(record: TxRecord) -> bytes:
     if record.paused is not None:
         p = record.paused
         doc["paused"] = [p.at, p.actor, p.action, p.reason]
+    if record.notify is not None:  # absent otherwise: records without one stay as they were
+        doc["notify"] = _notify_doc(record.notify)
+        n = record.notice
+        doc["notice"] = [int(n.state), n.generation, n.attempts, n.error, n.started_at, n.updated_at]
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
@@ -126,6 +133,8 @@ def decode(data: bytes) -> TxRecord:
         waiting_on=tuple(doc.get("waiting_on", ())),
         paused=HistoryEntry(*doc["paused"]) if doc.get("paused") else None,
         deadline_moved_s=doc.get("deadline_moved_s", 0.0),
+        notify=_notify(doc["notify"]) if "notify" in doc else None,
+        notice=_notice(doc.get("notice")),
     )
     if not record.payload_digest:  # written before digests: its payloads are inline
         record = replace(record, payload_digest=payload_digest(record.plan))
@@ -141,12 +150,11 @@ def _unb64(text: str) -> bytes:
 
 
 def _plan_doc(p: BranchPlan) -> dict[str, Any]:
-    r = p.retry
     return {
         "name": p.name, "participant": p.participant, "action": p.action,
         "compensation": p.compensation, "after": list(p.after),
         "timeout_s": p.timeout_s,
-        "retry": [r.max_attempts, r.initial_backoff_s, r.max_backoff_s, r.multiplier],
+        "retry": _retry_doc(p.retry),
     }
 
 
@@ -157,6 +165,26 @@ def _plan(d: dict[str, Any]) -> BranchPlan:
         compensation=d["compensation"], payload=_unb64(d.get("payload", "")), after=tuple(d["after"]),
         timeout_s=d["timeout_s"], retry=RetryPolicy(*d["retry"]),
     )
+
+
+def _retry_doc(r: RetryPolicy) -> list[Any]:
+    return [r.max_attempts, r.initial_backoff_s, r.max_backoff_s, r.multiplier]
+
+
+def _notify_doc(n: NotifyPlan) -> dict[str, Any]:
+    return {"participant": n.participant, "operation": n.operation, "retry": _retry_doc(n.retry),
+            "budget_s": n.budget_s, "timeout_s": n.timeout_s}
+
+
+def _notify(d: dict[str, Any]) -> NotifyPlan:
+    return NotifyPlan(participant=d["participant"], operation=d["operation"],
+                      retry=RetryPolicy(*d["retry"]), budget_s=d["budget_s"], timeout_s=d["timeout_s"])
+
+
+def _notice(d: list[Any] | None) -> NoticeStatus:
+    if d is None:
+        return NoticeStatus()
+    return NoticeStatus(NoticeState(d[0]), d[1], d[2], d[3], d[4], d[5])
 
 
 def _status_doc(s: BranchStatus) -> list[Any]:

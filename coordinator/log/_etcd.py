@@ -7,7 +7,8 @@ Keys under ``prefix``:
   payload/{gid} the branches' payloads, written once with the record and deleted when it
                finishes (nothing calls a participant after that; the state keeps a digest).
                Absent when every payload is empty.
-  active/{gid} present while the transaction is unfinished: the orphan scan reads it.
+  active/{gid} present while the transaction is unfinished (not settled, or settled with its
+               notice still to deliver): the orphan scan reads it.
   owner/{gid}  the owning coordinator's id, bound to that coordinator's lease: when the
                coordinator dies, etcd deletes it and the transaction becomes an orphan.
   failed/{gid} present while the transaction is FAILED (waiting for an operator): counting
@@ -401,7 +402,8 @@ class EtcdLog:
             if isinstance(item, _Create):
                 ops.append(RequestOp(request_txn=self._create_op(item)))
                 continue
-            lease = await self._retention.lease_for(item.record) if item.record.state.terminal else 0
+            lease = await self._retention.lease_for(item.record) \
+                if item.record.state.terminal and item.record.finished else 0
             ops.append(RequestOp(request_txn=self._write_op(item, lease)))
         # Named in the metrics by what it carries: "create" for creates alone, else "write".
         kind = "create" if all(isinstance(i, _Create) for i in items) else "write"
@@ -421,7 +423,7 @@ class EtcdLog:
     def _write_op(self, w: _Write, lease: int) -> TxnRequest:
         gid = w.record.gid
         success = [KV.txn_op_put(self._tx(gid), w.state, lease=lease)]
-        if w.record.state.settled:
+        if w.record.finished:  # settled, and no notice left to deliver: no owner needed
             success += [KV.txn_op_delete(self._active(gid)), KV.txn_op_delete(self._owner(gid))]
         if w.record.state.terminal:
             success.append(KV.txn_op_delete(self._payload(gid)))

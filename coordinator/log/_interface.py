@@ -74,8 +74,10 @@ class TxLog(Protocol):
         """Store a new record owned by this coordinator, unless the gid exists."""
 
     async def write(self, prev: Stored, new: TxRecord) -> Stored:
-        """CAS ``prev`` -> ``new``; raises LostOwnership or LogError. A settled record (terminal
-        or FAILED) gives up ownership: FAILED ones wait, unowned, for an operator."""
+        """CAS ``prev`` -> ``new``; raises LostOwnership or LogError. A finished record (terminal
+        or FAILED, with no notice pending) gives up ownership: FAILED ones wait, unowned, for
+        an operator. A settled one whose notice is pending stays owned (and an orphan when
+        its owner dies), so that the notice is delivered by whoever owns it next."""
 
     async def get(self, gid: str) -> Stored | None: ...
 

@@ -107,7 +107,7 @@ class MemoryLog:
                 continue
             stored = Stored(replace(new, seq=prev.record.seq + 1), next(self.store.revision))
             self.store.records[new.gid] = stored
-            if new.state.settled:
+            if new.finished:
                 self.store.owners.pop(new.gid, None)
             results.append(stored)
         await self.store.notify()
@@ -145,8 +145,7 @@ class MemoryLog:
         for gid, stored in sorted(self.store.records.items()):
             if len(claimed) >= limit:
                 break
-            state = stored.record.state
-            if state.settled or gid in self.store.owners:
+            if stored.record.finished or gid in self.store.owners:
                 continue
             self.store.owners[gid] = self._owner_id
             claimed.append(stored)

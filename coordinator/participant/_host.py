@@ -24,9 +24,11 @@ from typing import Any, TypeVar, overload
 
 import grpc
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from coordinator._proto.txc.v1 import coordinator_pb2 as pb
 from coordinator._proto.txc.v1 import participant_pb2 as ppb
+from coordinator.domain.notice import NOTICE_BRANCH
 from coordinator.participant import _spans as spans
 from coordinator.participant._barrier import Barrier
 from coordinator.participant._batch import BatchStream, StreamContext, batch_stream, failed
@@ -34,7 +36,7 @@ from coordinator.participant._db.dsn import check_connection
 from coordinator.participant._db.errors import describe, is_transient
 from coordinator.participant._handlers import BranchContext, Decoder, Handler, Registry, raw
 from coordinator.participant._health import DatabaseHealth
-from coordinator.participant._local import BarrierOptions
+from coordinator.participant._local import BarrierOptions, Refused
 from coordinator.participant._metrics import OFF, ParticipantMetrics
 from coordinator.participant._types import MAX_ID_CHARS, BranchKey, Op, Outcome, Reply
 from coordinator.participant.two_phase._branches import InDoubtBranch, TwoPhase, TwoPhaseOptions
@@ -179,6 +181,20 @@ class ParticipantHost:
         ``operation``. It runs inside the local transaction that gets prepared; Commit
         and Abort for the operation then need no handler (the database does them)."""
         return self._decorator(Op.PREPARE, operation, decode)
+
+    def notice(self, operation: str) -> Callable[[NoticeHandler], NoticeHandler]:
+        """Decorator: ``handler`` receives the notice of a transaction's settlement named
+        ``operation`` (a start's ``Notify(participant, operation)``), as the settled
+        ``txc.v1.Transaction``. It runs once per settlement: the coordinator delivers at
+        least once, with the key ``{gid}/notify`` (``{gid}/notify/N`` after an operator's
+        replay settled it again), and the barrier applies it once, in the handler's local
+        transaction. Raising retries it (within the notice's budget); :class:`Refused`
+        gives it up. Listed by ``Operations`` as an execute operation."""
+        def register(handler: NoticeHandler) -> NoticeHandler:
+            self._registry.add(Op.EXECUTE, operation, _notice_only(handler), pb.Transaction.FromString)
+            return handler
+
+        return register
 
     def _decorator(
         self, op: Op, operation: str, decode: Decoder[Any]
@@ -454,6 +470,21 @@ class ParticipantHost:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
+
+
+NoticeHandler = Handler[pb.Transaction]
+"""``async def handler(ctx, conn, tx: txc.v1.Transaction) -> bytes | None``."""
+
+
+def _notice_only(handler: NoticeHandler) -> NoticeHandler:
+    """A notice operation called as a branch's action is a misplaced name: refused, so
+    that the branch's transaction sees a refusal rather than a garbled Transaction."""
+    async def called(ctx: BranchContext, conn: AsyncConnection, tx: pb.Transaction) -> bytes | None:
+        if not ctx.branch.startswith(NOTICE_BRANCH):
+            raise Refused(f"{ctx.operation!r} receives settlement notices, not branch calls")
+        return await handler(ctx, conn, tx)
+
+    return called
 
 
 def _registered_as(op: Op) -> Op:

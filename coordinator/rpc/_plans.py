@@ -15,13 +15,14 @@ from google.protobuf.duration_pb2 import Duration
 from .._proto.txc.v1 import coordinator_pb2 as pb
 from ..domain.addresses import AllowList
 from ..domain.errors import InvalidArgument
-from ..domain.records import BranchPlan, Protocol, RetryPolicy
+from ..domain.records import BranchPlan, NotifyPlan, Protocol, RetryPolicy
 from ..domain.validation import Limits, check_start
 
 # The server's defaults for a zero (unset) duration; coordinator.proto documents them.
 DEFAULT_SAGA_TIMEOUT_S = 60.0
 DEFAULT_TWO_PHASE_TIMEOUT_S = 30.0
 DEFAULT_BRANCH_TIMEOUT_S = 5.0
+DEFAULT_NOTIFY_BUDGET_S = 3600.0
 
 
 def seconds(d: Duration, field: str) -> float:
@@ -65,6 +66,20 @@ def plan_of(branches: Iterable[pb.Branch], default_timeout_s: float) -> tuple[Br
     return tuple(branch_plan(b, i, default_timeout_s) for i, b in enumerate(branches))
 
 
+def notify_of(msg: pb.StartSagaRequest | pb.StartTwoPhaseRequest) -> NotifyPlan | None:
+    """A start's notify target; None when the field is unset."""
+    if not msg.HasField("notify"):
+        return None
+    n = msg.notify
+    return NotifyPlan(
+        participant=n.participant,
+        operation=n.operation,
+        retry=retry_policy(n.retry, "notify.retry", RetryPolicy()),
+        budget_s=seconds(n.budget, "notify.budget") or DEFAULT_NOTIFY_BUDGET_S,
+        timeout_s=seconds(n.timeout, "notify.timeout") or DEFAULT_BRANCH_TIMEOUT_S,
+    )
+
+
 def check_saga_request(msg: pb.StartSagaRequest, limits: Limits | None = None,
                        allow: AllowList | None = None) -> None:
     """Raise :class:`InvalidArgument` (naming the field) for a StartSaga the coordinator
@@ -74,4 +89,4 @@ def check_saga_request(msg: pb.StartSagaRequest, limits: Limits | None = None,
     check_start(
         msg.gid, Protocol.SAGA, plan_of(msg.branches, DEFAULT_BRANCH_TIMEOUT_S),
         seconds(msg.timeout, "timeout") or DEFAULT_SAGA_TIMEOUT_S, msg.concurrent,
-        dict(msg.labels), limits or Limits(), allow or AllowList())
+        dict(msg.labels), limits or Limits(), allow or AllowList(), notify_of(msg))

@@ -3,14 +3,14 @@ the plans of start requests are read by ``rpc._plans``, shared with the particip
 
 from __future__ import annotations
 
-from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from .._proto.txc.v1 import coordinator_pb2 as pb
 from ..domain.holds import Hold
-from ..domain.records import HistoryEntry, Protocol, TxRecord
+from ..domain.records import Protocol
 from ..engine import StartRequest
-from ..rpc._plans import plan_of, seconds
+from ..rpc._plans import notify_of, plan_of, seconds
+from ..rpc._transactions import timestamp, transaction
+
+__all__ = ["hold", "start_saga", "start_two_phase", "transaction"]
 
 
 def start_saga(msg: pb.StartSagaRequest, default_timeout_s: float,
@@ -22,6 +22,7 @@ def start_saga(msg: pb.StartSagaRequest, default_timeout_s: float,
         timeout_s=seconds(msg.timeout, "timeout") or default_timeout_s,
         concurrent=msg.concurrent,
         labels=tuple(sorted(msg.labels.items())),
+        notify=notify_of(msg),
     )
 
 
@@ -33,51 +34,10 @@ def start_two_phase(msg: pb.StartTwoPhaseRequest, default_timeout_s: float,
         plan=plan_of(msg.branches, default_branch_timeout_s),
         timeout_s=seconds(msg.timeout, "timeout") or default_timeout_s,
         labels=tuple(sorted(msg.labels.items())),
+        notify=notify_of(msg),
     )
-
-
-def _duration(seconds: float) -> Duration:
-    d = Duration()
-    d.FromNanoseconds(int(seconds * 1e9))
-    return d
-
-
-def _ts(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
-
-
-def transaction(record: TxRecord) -> pb.Transaction:
-    return pb.Transaction(
-        gid=record.gid,
-        protocol=int(record.protocol),  # type: ignore[arg-type]
-        state=int(record.state),  # type: ignore[arg-type]
-        branches=[
-            pb.BranchStatus(name=p.name, state=int(s.state),  # type: ignore[arg-type]
-                            attempts=s.attempts, error=s.error, result=s.result,
-                            updated_at=_ts(s.updated_at), participant=p.participant,
-                            action=p.action, compensation=p.compensation)
-            for p, s in zip(record.plan, record.branches, strict=True)
-        ],
-        created_at=_ts(record.created_at),
-        updated_at=_ts(record.updated_at),
-        error=record.error,
-        labels=dict(record.labels),
-        history=[_entry(h) for h in record.history],
-        trace_id=record.trace_id,
-        decision=record.decision,
-        deadline=None if record.frozen_since else _ts(record.deadline),
-        deadline_moved=_duration(record.deadline_moved_s) if record.deadline_moved_s else None,
-        paused=_entry(record.paused) if record.paused else None,
-        waiting_on_holds=list(record.waiting_on),
-    )
-
-
-def _entry(h: HistoryEntry) -> pb.HistoryEntry:
-    return pb.HistoryEntry(at=_ts(h.at), actor=h.actor, action=h.action, reason=h.reason)
 
 
 def hold(h: Hold, waiting_here: int = 0) -> pb.Hold:
-    return pb.Hold(address=h.address, actor=h.actor, reason=h.reason, since=_ts(h.since),
+    return pb.Hold(address=h.address, actor=h.actor, reason=h.reason, since=timestamp(h.since),
                    refuse_starts=h.refuse_starts, waiting_here=waiting_here)

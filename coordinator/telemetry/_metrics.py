@@ -69,6 +69,8 @@ class Metrics:
     def holds_now(self, held: int, waiting: int) -> None:
         """Participant addresses held (cluster-wide), and transactions this coordinator has
         waiting on a hold."""
+    def notice(self, event: str) -> None:
+        """A settlement's notice: "sent" (delivery begun here), "acknowledged", "given_up"."""
 
 
 OFF = Metrics()
@@ -112,6 +114,8 @@ class PrometheusMetrics(Metrics):
         self._grpc_seconds = Histogram("txc_grpc_server_handling_seconds", "Coordinator API "
                                        "calls, to the last reply", ["method"],
                                        buckets=GRPC_BUCKETS, registry=r)
+        self._notices = Counter("txc_notices", "Settlement notices: delivery begun here (sent), "
+                                "acknowledged, given up", ["event"], registry=r)
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -161,6 +165,9 @@ class PrometheusMetrics(Metrics):
     def grpc_request(self, method: str, code: str, seconds: float) -> None:
         self._child(self._grpc, method, code).inc()
         self._child(self._grpc_seconds, method).observe(seconds)
+
+    def notice(self, event: str) -> None:
+        self._child(self._notices, event).inc()
 
 
 @dataclass

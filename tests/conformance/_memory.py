@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from coordinator import ppb, ppb_grpc
+from coordinator import pb, ppb, ppb_grpc
 
 OK, FAILED = ppb.OUTCOME_OK, ppb.OUTCOME_FAILED
 UNDO_REASON = {"compensate": ("execute", "null-compensation"), "abort": ("prepare", "rollback")}
@@ -27,6 +27,7 @@ class Breaks:
     compensate_claim: bool = False   # a first Compensate checks for its row, then refunds: no claim
     late_hanging_guard: bool = False  # a first Execute looks for its undo's row a round trip
                                       # before it claims its own (twins still apply once)
+    notice_idempotency: bool = False  # every delivery of a settlement notice is applied
 
 
 @dataclass
@@ -37,6 +38,18 @@ class Accounts:
     balance: int = 1_000
     rows: dict[tuple[str, str, str], tuple[str, ppb.BranchReply]] = field(default_factory=dict)
     prepared: dict[tuple[str, str], int] = field(default_factory=dict)
+    notices: int = 0  # settlement notices applied
+
+    def notice(self, req: ppb.BranchRequest) -> ppb.BranchReply:
+        """A settlement notice: applied once per (gid, branch) unless broken."""
+        key = (req.gid, req.branch, "execute")
+        if key in self.rows and not self.breaks.notice_idempotency:
+            return self.rows[key][1]
+        tx = pb.Transaction.FromString(req.payload)
+        self.notices += 1
+        reply = ppb.BranchReply(outcome=OK, result=f"noted {tx.gid}".encode())
+        self.rows[key] = ("execute", reply)
+        return reply
 
     async def forward(self, op: str, req: ppb.BranchRequest) -> ppb.BranchReply:
         key = (req.gid, req.branch, op)
@@ -112,6 +125,10 @@ class Servicer(ppb_grpc.ParticipantServicer):
         await asyncio.sleep(0)
         if request.operation == "accounts.balance":  # the read-only observe operation
             return ppb.BranchReply(outcome=OK, result=json.dumps({"balance": self.accounts.balance}).encode())
+        if request.operation == "orders.noticed":  # observes the notices applied
+            return ppb.BranchReply(outcome=OK, result=json.dumps({"count": self.accounts.notices}).encode())
+        if request.operation == "orders.settled":
+            return self.accounts.notice(request)
         return await self.accounts.forward("execute", request)
 
     async def Compensate(self, request: ppb.BranchRequest, context: object) -> ppb.BranchReply:
@@ -145,4 +162,6 @@ SCENARIO = {
         "operation": "accounts.debit", "payload": {"amount": 1}, "refused_payload": {"amount": 10**9},
         "observe": {"operation": "accounts.balance", "field": "balance"},
     },
+    "notify": {"operation": "orders.settled",
+               "observe": {"operation": "orders.noticed", "field": "count"}},
 }

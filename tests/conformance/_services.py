@@ -12,19 +12,36 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Column, MetaData, String, Table, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from coordinator import pb
 from coordinator.participant import BranchContext, ParticipantHost, Refused
 
 NODE_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "node-participant"
 
 
+# Settlement notices the Python service received: one row per notice it applied.
+NOTICES = MetaData()
+notices = Table("conf_notices", NOTICES, Column("gid", String(128), nullable=False))
+
+
 def python_host(example: Any, engine: Any) -> ParticipantHost:
-    """docs/participant.md's accounts service, plus the 2PC debit of its section 7 and a
-    balance to observe."""
+    """docs/participant.md's accounts service, plus the 2PC debit of its section 7, a
+    balance to observe, and a receiver of settlement notices with their count to observe."""
     host: ParticipantHost = example.build(engine)
+
+    @host.notice("orders.settled")
+    async def settled(ctx: BranchContext, conn: AsyncConnection, tx: pb.Transaction) -> bytes:
+        await conn.execute(notices.insert().values(gid=tx.gid))
+        return b""
+
+    @host.execute("orders.noticed")
+    async def noticed(ctx: BranchContext, conn: AsyncConnection, body: bytes) -> bytes:
+        count = (await conn.execute(select(func.count()).select_from(notices))).scalar_one()
+        return json.dumps({"count": count}).encode()
+
     balances, transfer = example.balances, example.Transfer
 
     @host.prepare("accounts.debit", decode=transfer.decode)

@@ -15,7 +15,7 @@ from sqlalchemy import MetaData, text
 from tests.participant.test_docs_example import load_example
 from tests.support import databases
 
-from ._services import NodeService, node_modules, python_host
+from ._services import NOTICES, NodeService, node_modules, python_host
 
 SERVER = databases.SERVERS["postgresql"]
 
@@ -47,6 +47,7 @@ async def python_service(pg: databases.Db, tmp_path: Path) -> AsyncIterator[str]
     example = load_example(tmp_path)
     async with pg.engine.begin() as conn:
         await conn.run_sync(example.schema.create_all)
+        await conn.run_sync(NOTICES.create_all)
     host = python_host(example, pg.engine)
     port = await host.start("127.0.0.1:0")
     try:
@@ -65,12 +66,17 @@ async def node_service(pg: databases.Db) -> AsyncIterator[str]:
         await service.stop()
 
 
-def scenario(saga: str, two_phase: str) -> dict[str, object]:
+def scenario(saga: str, two_phase: str, *, notify: bool = False) -> dict[str, object]:
     """The scenario both reference services answer: debits of 1, from one account per
-    section (a saga case's leftover cannot show in a 2PC case's balance)."""
-    return {"saga": {"action": "accounts.debit", "compensation": "accounts.refund",
-                     **_debits(saga)},
-            "two_phase": {"operation": "accounts.debit", **_debits(two_phase)}}
+    section (a saga case's leftover cannot show in a 2PC case's balance); with ``notify``,
+    settlement notices too (the Python service receives them, the Node one does not)."""
+    body: dict[str, object] = {
+        "saga": {"action": "accounts.debit", "compensation": "accounts.refund", **_debits(saga)},
+        "two_phase": {"operation": "accounts.debit", **_debits(two_phase)}}
+    if notify:
+        body["notify"] = {"operation": "orders.settled",
+                          "observe": {"operation": "orders.noticed", "field": "count"}}
+    return body
 
 
 def _debits(account: str) -> dict[str, object]:

@@ -41,6 +41,7 @@ async def test_a_conforming_participant_passes_every_case() -> None:
     (Breaks(commit_idempotency=True), "2pc.commit_twice", "debited twice"),
     (Breaks(compensate_claim=True), "saga.concurrent_twins", "money refunded twice"),
     (Breaks(late_hanging_guard=True), "saga.racing_compensate", "never refunded"),
+    (Breaks(notice_idempotency=True), "notify.once", "acts twice on one settlement"),
 ])
 async def test_a_broken_rule_fails_its_case(breaks: Breaks, case: str, impact: str) -> None:
     report, _ = await run_check(breaks)

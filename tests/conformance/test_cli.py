@@ -104,7 +104,7 @@ async def test_cases_without_their_scenario_section_are_skipped() -> None:
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    ({}, "give at least one of 'saga' and 'two_phase'"),
+    ({}, "give at least one of 'saga', 'two_phase' and 'notify'"),
     ({"two_phase": {"operation": "x"}}, "two_phase: 'payload' is missing"),
     ({"two_phase": {"operation": "x", "payload": 1, "payload_base64": "AA=="}}, "not both"),
     ({"two_phase": {"operation": "x", "payload_base64": "!"}}, "not base64"),

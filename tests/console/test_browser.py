@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from coordinator import CoordinatorClient, Retry, Saga, Step, TwoPhase, pb
+from coordinator import CoordinatorClient, Notify, Retry, Saga, Step, TwoPhase, pb
 from coordinator.rpc.net import free_port
 from coordinator.server import CoordinatorServer, DevEtcd, Operators
 from tests.integration.participant import ScriptedParticipant
@@ -220,6 +220,25 @@ async def test_a_traced_transaction_links_to_its_trace(
                 link = await page.on_element("#trace a", lambda a: a.get_attribute("href"))
                 assert link == f"http://jaeger.example:16686/trace/{trace_id}"
                 await page.shot("detail-traced.png")
+    finally:
+        await participant.stop()
+
+
+async def test_the_detail_says_whom_it_notifies_and_how_that_stands(
+        etcd: DevEtcd, prefix: str, driver: Any, tmp_path: Path) -> None:
+    participant = await ScriptedParticipant().start()
+    nobody = f"127.0.0.1:{free_port()}"  # the receiver is down: the notice stays pending
+    saga = replace(shop(participant, "shop-notify", out_of_stock=False),
+                   notify=Notify(nobody, "orders.settled", retry=FAST, budget_s=600))
+    try:
+        async with running(server_options(etcd, prefix)) as server, \
+                CoordinatorClient(f"127.0.0.1:{server.port}") as client:
+            assert (await client.start_saga(saga, wait=True)).transaction.state == \
+                pb.TX_STATE_COMMITTED
+            async with console(server, driver, tmp_path) as page:
+                await page.open("/tx/shop-notify")
+                shown = await page.wait_text("#notice", "pending")
+                assert shown == f"orders.settled at {nobody}, pending (notice 1)"
     finally:
         await participant.stop()
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 COORDINATOR = {
-    "CoordinatorClient", "CoordinatorServer", "DevEtcd", "Failover", "ListFilter",
+    "CoordinatorClient", "CoordinatorServer", "DevEtcd", "Failover", "ListFilter", "Notify",
     "ParticipantClient", "Retry", "SETTLED_STATES", "Saga", "ServerOptions", "Step",
     "TERMINAL_STATES", "TlsFiles", "TracingConfigError", "TwoPhase", "WaitTimedOut", "pb", "ppb", "ppb_grpc",
     "settled", "tracer_provider_from_env",

@@ -31,3 +31,16 @@ def test_a_saga_branch_names_its_action_and_compensation() -> None:
     shown = render_show(tx)
     assert "at pay:1, action pay.charge, compensation pay.refund" in shown
     assert "at mail:1, action mail.send, no compensation" in shown
+
+
+def test_the_notice_says_whom_how_it_ended_and_why() -> None:
+    tx = pb.Transaction(gid="s-2", protocol=pb.PROTOCOL_SAGA, state=pb.TX_STATE_COMMITTED,
+                        notice=pb.NoticeStatus(participant="orders:7002", operation="orders.settled",
+                                               state=pb.NOTICE_STATE_GAVE_UP, generation=2,
+                                               attempts=7, error="refused: unknown order"))
+    assert "  notify: orders.settled at orders:7002, gave up (notice 2, 7 attempts): refused: " \
+           "unknown order" in render_show(tx)
+    tx.notice.Clear()
+    tx.notice.participant, tx.notice.operation = "orders:7002", "orders.settled"
+    assert "  notify: orders.settled at orders:7002, when settled" in render_show(tx)
+    assert "notify:" not in render_show(pb.Transaction(gid="s-3"))

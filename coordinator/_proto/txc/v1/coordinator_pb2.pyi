@@ -130,6 +130,37 @@ BRANCH_STATE_ABORTED: BranchState.ValueType  # 10
 BRANCH_STATE_SKIPPED: BranchState.ValueType  # 11
 Global___BranchState: _TypeAlias = BranchState  # noqa: Y015
 
+class _NoticeState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _NoticeStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NoticeState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    NOTICE_STATE_UNSPECIFIED: _NoticeState.ValueType  # 0
+    """not settled yet"""
+    NOTICE_STATE_PENDING: _NoticeState.ValueType  # 1
+    """being delivered (on any coordinator, after a takeover too)"""
+    NOTICE_STATE_ACKNOWLEDGED: _NoticeState.ValueType  # 2
+    """the receiver answered OUTCOME_OK"""
+    NOTICE_STATE_GAVE_UP: _NoticeState.ValueType  # 3
+    """refused, unimplemented, or out of budget: see `error`"""
+    NOTICE_STATE_SUPERSEDED: _NoticeState.ValueType  # 4
+    """an operator resumed the FAILED transaction first"""
+
+class NoticeState(_NoticeState, metaclass=_NoticeStateEnumTypeWrapper): ...
+
+NOTICE_STATE_UNSPECIFIED: NoticeState.ValueType  # 0
+"""not settled yet"""
+NOTICE_STATE_PENDING: NoticeState.ValueType  # 1
+"""being delivered (on any coordinator, after a takeover too)"""
+NOTICE_STATE_ACKNOWLEDGED: NoticeState.ValueType  # 2
+"""the receiver answered OUTCOME_OK"""
+NOTICE_STATE_GAVE_UP: NoticeState.ValueType  # 3
+"""refused, unimplemented, or out of budget: see `error`"""
+NOTICE_STATE_SUPERSEDED: NoticeState.ValueType  # 4
+"""an operator resumed the FAILED transaction first"""
+Global___NoticeState: _TypeAlias = NoticeState  # noqa: Y015
+
 @_typing.final
 class Branch(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -268,6 +299,7 @@ class StartSagaRequest(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     WAIT_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    NOTIFY_FIELD_NUMBER: _builtins.int
     gid: _builtins.str
     """Caller's global id; empty = the server generates one (a random hex string)."""
     concurrent: _builtins.bool
@@ -292,6 +324,12 @@ class StartSagaRequest(_message.Message):
         256 bytes.
         """
 
+    @_builtins.property
+    def notify(self) -> Global___Notify:
+        """Who to tell when the transaction settles (unset: nobody). Part of the plan: a repeated
+        start must name the same target.
+        """
+
     def __init__(
         self,
         *,
@@ -301,14 +339,69 @@ class StartSagaRequest(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         wait: _builtins.bool = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        notify: Global___Notify | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["notify", b"notify", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["branches", b"branches", "concurrent", b"concurrent", "gid", b"gid", "labels", b"labels", "timeout", b"timeout", "wait", b"wait"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branches", b"branches", "concurrent", b"concurrent", "gid", b"gid", "labels", b"labels", "notify", b"notify", "timeout", b"timeout", "wait", b"wait"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StartSagaRequest: _TypeAlias = StartSagaRequest  # noqa: Y015
+
+@_typing.final
+class Notify(_message.Message):
+    """A durable notice of the settlement: once the transaction is terminal or FAILED, the
+    coordinator calls `Execute` on `participant` with `operation`, the settled Transaction
+    (serialized txc.v1.Transaction) as payload, branch "/notify" and idempotency key
+    "{gid}/notify". The intention is written with the settlement, so a takeover still
+    delivers it: at least once from the coordinator, once with a barrier on the receiver.
+    OK acknowledges it; RETRY and transport errors are retried within `budget`; FAILED,
+    UNIMPLEMENTED or a spent budget give it up. Each is written in the history ("notify
+    sent", "notify acknowledged", "notify given up"). A FAILED transaction that an operator
+    resumes and that settles again is noticed anew: branch "/notify/2", key "{gid}/notify/2",
+    and so on (see docs/api.md).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTICIPANT_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
+    RETRY_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    participant: _builtins.str
+    """"host:port", allowed as a branch's participant must be"""
+    operation: _builtins.str
+    """the operation name the receiver dispatches on; 1-256 characters"""
+    @_builtins.property
+    def retry(self) -> Global___RetryPolicy:
+        """max_attempts 0 = until the budget; backoffs as for branches"""
+
+    @_builtins.property
+    def budget(self) -> _duration_pb2.Duration:
+        """retried this long after the settlement; default 1 h, at most 7 days"""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """per attempt; default 5 s, at most 600 s"""
+
+    def __init__(
+        self,
+        *,
+        participant: _builtins.str = ...,
+        operation: _builtins.str = ...,
+        retry: Global___RetryPolicy | None = ...,
+        budget: _duration_pb2.Duration | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "operation", b"operation", "participant", b"participant", "retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Notify: _TypeAlias = Notify  # noqa: Y015
 
 @_typing.final
 class StartTwoPhaseRequest(_message.Message):
@@ -339,6 +432,7 @@ class StartTwoPhaseRequest(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     WAIT_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    NOTIFY_FIELD_NUMBER: _builtins.int
     gid: _builtins.str
     """as in StartSagaRequest"""
     wait: _builtins.bool
@@ -357,6 +451,10 @@ class StartTwoPhaseRequest(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """as in StartSagaRequest"""
 
+    @_builtins.property
+    def notify(self) -> Global___Notify:
+        """as in StartSagaRequest"""
+
     def __init__(
         self,
         *,
@@ -365,10 +463,11 @@ class StartTwoPhaseRequest(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         wait: _builtins.bool = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        notify: Global___Notify | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["notify", b"notify", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["branches", b"branches", "gid", b"gid", "labels", b"labels", "timeout", b"timeout", "wait", b"wait"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branches", b"branches", "gid", b"gid", "labels", b"labels", "notify", b"notify", "timeout", b"timeout", "wait", b"wait"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -534,6 +633,7 @@ class Transaction(_message.Message):
     DEADLINE_MOVED_FIELD_NUMBER: _builtins.int
     PAUSED_FIELD_NUMBER: _builtins.int
     WAITING_ON_HOLDS_FIELD_NUMBER: _builtins.int
+    NOTICE_FIELD_NUMBER: _builtins.int
     gid: _builtins.str
     protocol: Global___Protocol.ValueType
     state: Global___TxState.ValueType
@@ -574,6 +674,12 @@ class Transaction(_message.Message):
     def waiting_on_holds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Held participant addresses it waits on (its deadline stands still meanwhile)."""
 
+    @_builtins.property
+    def notice(self) -> Global___NoticeStatus:
+        """Where the notice of the latest settlement stands (unset when the start named no
+        Notify target).
+        """
+
     def __init__(
         self,
         *,
@@ -592,14 +698,56 @@ class Transaction(_message.Message):
         deadline_moved: _duration_pb2.Duration | None = ...,
         paused: Global___HistoryEntry | None = ...,
         waiting_on_holds: _abc.Iterable[_builtins.str] | None = ...,
+        notice: Global___NoticeStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deadline", b"deadline", "deadline_moved", b"deadline_moved", "paused", b"paused", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deadline", b"deadline", "deadline_moved", b"deadline_moved", "notice", b"notice", "paused", b"paused", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["branches", b"branches", "created_at", b"created_at", "deadline", b"deadline", "deadline_moved", b"deadline_moved", "decision", b"decision", "error", b"error", "gid", b"gid", "history", b"history", "labels", b"labels", "paused", b"paused", "protocol", b"protocol", "state", b"state", "trace_id", b"trace_id", "updated_at", b"updated_at", "waiting_on_holds", b"waiting_on_holds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branches", b"branches", "created_at", b"created_at", "deadline", b"deadline", "deadline_moved", b"deadline_moved", "decision", b"decision", "error", b"error", "gid", b"gid", "history", b"history", "labels", b"labels", "notice", b"notice", "paused", b"paused", "protocol", b"protocol", "state", b"state", "trace_id", b"trace_id", "updated_at", b"updated_at", "waiting_on_holds", b"waiting_on_holds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Transaction: _TypeAlias = Transaction  # noqa: Y015
+
+@_typing.final
+class NoticeStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTICIPANT_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    participant: _builtins.str
+    operation: _builtins.str
+    state: Global___NoticeState.ValueType
+    generation: _builtins.int
+    """Settlements noticed: 1 for the first ("{gid}/notify"), N for "{gid}/notify/N"."""
+    attempts: _builtins.int
+    """written when the notice ends (acknowledged or given up)"""
+    error: _builtins.str
+    """why it was given up"""
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        participant: _builtins.str = ...,
+        operation: _builtins.str = ...,
+        state: Global___NoticeState.ValueType = ...,
+        generation: _builtins.int = ...,
+        attempts: _builtins.int = ...,
+        error: _builtins.str = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "error", b"error", "generation", b"generation", "operation", b"operation", "participant", b"participant", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NoticeStatus: _TypeAlias = NoticeStatus  # noqa: Y015
 
 @_typing.final
 class GetTransactionRequest(_message.Message):
