@@ -74,6 +74,9 @@ class Op(StrEnum):
     ABORT = "abort"
 
 
+_OWED = frozenset({Op.COMPENSATE, Op.COMMIT, Op.ABORT})
+
+
 def idempotency_key(gid: str, branch: str, op: str) -> str:
     """The key a participant deduplicates one call by: ``{gid}/{branch}/{op}``. Every attempt
     of the same call carries the same key (the protocol's exactly-once rests on it)."""
@@ -82,7 +85,8 @@ def idempotency_key(gid: str, branch: str, op: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Retry budget for one branch; applies to its action and its compensation alike."""
+    """Retry budget of one branch's calls (``BranchPlan.retry`` for its action,
+    ``compensation_retry`` for what undoes or finishes it)."""
 
     max_attempts: int = 0  # 0 = until the transaction's deadline
     initial_backoff_s: float = 0.1
@@ -102,6 +106,14 @@ class BranchPlan:
     after: tuple[str, ...] = ()
     timeout_s: float = 5.0
     retry: RetryPolicy = RetryPolicy()
+    # Compensate, 2PC Commit and Abort: owed once the outcome is decided, so never capped
+    # by the action's max_attempts (by default: until acknowledged, within the phase budget).
+    compensation_retry: RetryPolicy = RetryPolicy()
+
+    def retry_for(self, op: str) -> RetryPolicy:
+        """The policy of ``op``'s calls: the action's, or for a call that undoes or
+        finishes the transaction, the compensation's."""
+        return self.compensation_retry if op in _OWED else self.retry
 
 
 @dataclass(frozen=True, slots=True)

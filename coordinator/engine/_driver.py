@@ -456,7 +456,7 @@ class Driver:
                 return first.pop() if first else await one_attempt()
 
             deadline = machine.retry_deadline(record, call.op, self._opts.phase_budget_s)
-            schedule = retrying(plan.retry, deadline, self._clock, note_failure)
+            schedule = retrying(plan.retry_for(call.op), deadline, self._clock, note_failure)
             answer = await schedule(replay_first_then_attempt)
         return self._event(run.record, call, self._bounded(run.record, plan, call, answer), attempt)
 

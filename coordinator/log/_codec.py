@@ -129,13 +129,16 @@ def _unb64(text: str) -> bytes:
 
 
 def _plan_doc(p: BranchPlan) -> dict[str, Any]:
-    r = p.retry
     return {
         "name": p.name, "participant": p.participant, "action": p.action,
         "compensation": p.compensation, "after": list(p.after),
-        "timeout_s": p.timeout_s,
-        "retry": [r.max_attempts, r.initial_backoff_s, r.max_backoff_s, r.multiplier],
+        "timeout_s": p.timeout_s, "retry": _retry_doc(p.retry),
+        "compensation_retry": _retry_doc(p.compensation_retry),
     }
+
+
+def _retry_doc(r: RetryPolicy) -> list[Any]:
+    return [r.max_attempts, r.initial_backoff_s, r.max_backoff_s, r.multiplier]
 
 
 def _plan(d: dict[str, Any]) -> BranchPlan:
@@ -144,6 +147,9 @@ def _plan(d: dict[str, Any]) -> BranchPlan:
         # Records written before payloads had a value of their own carry them inline.
         compensation=d["compensation"], payload=_unb64(d.get("payload", "")), after=tuple(d["after"]),
         timeout_s=d["timeout_s"], retry=RetryPolicy(*d["retry"]),
+        # Records written before compensations had a policy of their own: the default
+        # (until acknowledged), which is what they are owed.
+        compensation_retry=RetryPolicy(*d.get("compensation_retry", ())),
     )
 
 

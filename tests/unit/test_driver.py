@@ -60,8 +60,10 @@ class ScriptedParticipant:
         return None
 
 
-def saga_record(gid: str, retry: RetryPolicy = FAST, timeout_s: float = 30.0) -> TxRecord:
-    plan = tuple(BranchPlan(n, "p:1", f"{n}.do", f"{n}.undo", retry=retry) for n in ("a", "b"))
+def saga_record(gid: str, retry: RetryPolicy = FAST, timeout_s: float = 30.0,
+                compensation_retry: RetryPolicy = FAST) -> TxRecord:
+    plan = tuple(BranchPlan(n, "p:1", f"{n}.do", f"{n}.undo", retry=retry,
+                            compensation_retry=compensation_retry) for n in ("a", "b"))
     return new_record(gid=gid, protocol=Protocol.SAGA, plan=plan, now=time.time(),
                       timeout_s=timeout_s)
 
@@ -185,14 +187,38 @@ async def test_compensation_that_never_succeeds_fails_the_saga_after_its_budget(
     p = ScriptedParticipant(script={("b", "execute"): [Kind.FAILED],
                                     ("a", "compensate"): [Kind.UNKNOWN]})
     log, driver = await new_driver(store, "A", p)
-    retry = RetryPolicy(max_attempts=3, initial_backoff_s=0.001, max_backoff_s=0.002)
-    await driver.start(saga_record("g3", retry))
+    capped = RetryPolicy(max_attempts=3, initial_backoff_s=0.001, max_backoff_s=0.002)
+    await driver.start(saga_record("g3", compensation_retry=capped))
     assert await settle(log, "g3") is TxState.FAILED
     stored = await log.get("g3")
     assert stored is not None
     assert "exhausted" in stored.record.error
     assert len([c for c in p.calls if c[0] == "g3/a/compensate"]) == 3
     assert driver.active == 0  # settled transactions leave memory
+
+
+async def test_the_actions_attempt_cap_does_not_cap_its_compensation() -> None:
+    store = MemoryStore()
+    p = ScriptedParticipant(script={("b", "execute"): [Kind.FAILED],
+                                    ("a", "compensate"): [Kind.UNKNOWN] * 6 + [Kind.OK]})
+    log, driver = await new_driver(store, "A", p)
+    three = RetryPolicy(max_attempts=3, initial_backoff_s=0.001, max_backoff_s=0.002)
+    await driver.start(saga_record("g3b", three))
+    assert await settle(log, "g3b") is TxState.COMPENSATED
+    assert len([c for c in p.calls if c[0] == "g3b/a/compensate"]) == 7
+
+
+async def test_the_actions_attempt_cap_does_not_cap_2pc_phase_two() -> None:
+    store = MemoryStore()
+    p = ScriptedParticipant(script={("a", "commit"): [Kind.UNKNOWN] * 5 + [Kind.OK]})
+    log, driver = await new_driver(store, "A", p)
+    three = RetryPolicy(max_attempts=3, initial_backoff_s=0.001, max_backoff_s=0.002)
+    plan = tuple(BranchPlan(n, "p:1", f"{n}.do", retry=three, compensation_retry=FAST)
+                 for n in ("a", "b"))
+    await driver.start(new_record(gid="t-owed", protocol=Protocol.TWO_PHASE, plan=plan,
+                                  now=time.time(), timeout_s=30))
+    assert await settle(log, "t-owed") is TxState.COMMITTED
+    assert len([c for c in p.calls if c[0] == "t-owed/a/commit"]) == 6
 
 
 async def test_takeover_finishes_the_saga_with_each_effect_once() -> None:

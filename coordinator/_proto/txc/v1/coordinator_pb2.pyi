@@ -142,6 +142,7 @@ class Branch(_message.Message):
     AFTER_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
     RETRY_FIELD_NUMBER: _builtins.int
+    COMPENSATION_RETRY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique within the transaction; 1-128 characters of [A-Za-z0-9._:@-]."""
     participant: _builtins.str
@@ -172,7 +173,19 @@ class Branch(_message.Message):
 
     @_builtins.property
     def retry(self) -> Global___RetryPolicy:
-        """Applies to the action and to its compensation alike (and to every 2PC call)."""
+        """Retries of the action (saga: Execute; 2PC: Prepare). Its max_attempts caps the action
+        only: what undoes or finishes a transaction is governed by compensation_retry.
+        """
+
+    @_builtins.property
+    def compensation_retry(self) -> Global___RetryPolicy:
+        """Retries of what must be acknowledged once the outcome is decided: the saga's
+        Compensate, and 2PC Commit and Abort. Unset (or max_attempts 0): until acknowledged,
+        within the phase budget (one hour, counted from when the phase began), whatever
+        `retry.max_attempts` says; zero backoff fields take RetryPolicy's defaults, not
+        `retry`'s. A max_attempts here caps those calls: past it the transaction is FAILED for
+        an operator.
+        """
 
     def __init__(
         self,
@@ -185,10 +198,11 @@ class Branch(_message.Message):
         after: _abc.Iterable[_builtins.str] | None = ...,
         timeout: _duration_pb2.Duration | None = ...,
         retry: Global___RetryPolicy | None = ...,
+        compensation_retry: Global___RetryPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["compensation_retry", b"compensation_retry", "retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "after", b"after", "compensation", b"compensation", "name", b"name", "participant", b"participant", "payload", b"payload", "retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "after", b"after", "compensation", b"compensation", "compensation_retry", b"compensation_retry", "name", b"name", "participant", b"participant", "payload", b"payload", "retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -211,6 +225,8 @@ class RetryPolicy(_message.Message):
     """Attempts per operation. 0 = until the deadline: the saga's forward deadline for actions,
     the prepare deadline for 2PC Prepare, and one hour (the phase budget) for compensations
     and 2PC phase 2. A compensation or phase 2 out of budget leaves the transaction FAILED.
+    Branch.retry applies to actions and Prepare, Branch.compensation_retry to compensations
+    and phase 2.
     """
     multiplier: _builtins.float
     """default 2; must be >= 1"""
