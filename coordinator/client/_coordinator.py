@@ -263,9 +263,12 @@ class CoordinatorClient:
         return response
 
     # -- reads ----------------------------------------------------------------------------
-    async def get(self, gid: str) -> pb.Transaction:
+    async def get(self, gid: str, *, include_payloads: bool = False) -> pb.Transaction:
+        """``include_payloads``: with each branch's ``payload`` (PERMISSION_DENIED without the
+        read right on a coordinator with operators)."""
         tx: pb.Transaction = await self._stub.GetTransaction(
-            pb.GetTransactionRequest(gid=gid), timeout=self._timeout_s,
+            pb.GetTransactionRequest(gid=gid, include_payloads=include_payloads),
+            timeout=self._timeout_s,
             metadata=self._read_metadata)
         return tx
 

@@ -125,6 +125,8 @@ class BranchStatus:
     error: str = ""
     result: bytes = b""
     updated_at: float = 0.0
+    # COMPENSATED with nothing undone: the participant said the action never ran there.
+    null_compensation: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +156,9 @@ class TxRecord:
     concurrent: bool = False
     labels: tuple[tuple[str, str], ...] = ()
     error: str = ""
+    # The first error the transaction had (domain._common.erred): replay and skip change
+    # ``error``, the audit keeps why it first left its normal path.
+    cause: str = ""
     history: tuple[HistoryEntry, ...] = ()
     phase_started_at: float = 0.0  # when the current phase (e.g. compensation) began
     decision: str = ""  # 2PC: "commit" or "abort" once decided

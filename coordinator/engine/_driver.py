@@ -18,11 +18,11 @@ from typing import Any
 from tenacity import RetryCallState
 
 from ..domain import saga, two_phase
-from ..domain._common import clip, note
+from ..domain._common import clip, erred, note
 from ..domain.durability import must_persist
 from ..domain.events import Answered, AttemptFailed, DeadlinePassed, Event, GaveUp, Misconfigured
 from ..domain.machine import Machine
-from ..domain.records import BranchPlan, Call, Protocol, Transition, TxRecord, TxState
+from ..domain.records import BranchPlan, Call, Op, Protocol, Transition, TxRecord, TxState
 from ..domain.validation import Limits
 from ..log import Created, LogError, LostOwnership, RequestTooLarge, Stored, TxLog
 from ..telemetry._metrics import OFF, Metrics
@@ -309,7 +309,7 @@ class Driver:
         log.error("gid=%s: %s", run.record.gid, reason, extra={"gid": run.record.gid})
         slim = tuple(replace(s, result=b"") for s in run.stored.record.branches)
         now = self._clock()
-        failed = note(replace(run.stored.record, branches=slim, state=TxState.FAILED, error=reason,
+        failed = note(replace(erred(run.stored.record, reason), branches=slim, state=TxState.FAILED,
                               updated_at=now), "failed", reason, now)
         try:
             run.persisted(await self._persist(run, failed))
@@ -410,6 +410,7 @@ class Driver:
         plan = record.plan[record.index(call.branch)]
         machine = MACHINES[record.protocol]
         attempt = record.status(call.branch).attempts
+        action_result = record.status(call.branch).result if call.op == Op.COMPENSATE else b""
 
         async def one_attempt() -> Answer:
             nonlocal attempt
@@ -430,7 +431,7 @@ class Driver:
                 try:
                     with spans.call(self._tracing, record, plan, call.op, attempt) as span:
                         answer = await self._transport.call(record.gid, plan, call.op, attempt,
-                                                            span.carrier())
+                                                            span.carrier(), action_result)
                         spans.answered(span, answer)
                 finally:
                     self._attempts_in_flight -= 1
@@ -486,7 +487,7 @@ class Driver:
             return Misconfigured(call.branch, call.op, message, answer.may_have_run,
                                  attempts=attempt)
         return Answered(call.branch, call.op, answer.kind is Kind.OK, answer.result, message,
-                        attempts=attempt)
+                        attempts=attempt, null_compensation=answer.null_compensation)
 
     async def _wait_for_lease(self) -> None:
         """Hold attempts while this coordinator cannot prove it still owns anything."""

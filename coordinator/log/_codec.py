@@ -45,6 +45,7 @@ def encode(record: TxRecord) -> bytes:
         "concurrent": record.concurrent,
         "labels": dict(record.labels),
         "error": record.error,
+        "cause": record.cause,
         "history": [[h.at, h.actor, h.action, h.reason] for h in record.history],
         "phase_started_at": record.phase_started_at,
         "decision": record.decision,
@@ -106,6 +107,7 @@ def decode(data: bytes) -> TxRecord:
         concurrent=doc["concurrent"],
         labels=tuple(sorted(doc["labels"].items())),
         error=doc["error"],
+        cause=doc.get("cause", ""),  # written before causes were kept: unknown
         history=tuple(HistoryEntry(*h) for h in doc["history"]),
         phase_started_at=doc["phase_started_at"],
         decision=doc.get("decision", ""),
@@ -154,8 +156,10 @@ def _plan(d: dict[str, Any]) -> BranchPlan:
 
 
 def _status_doc(s: BranchStatus) -> list[Any]:
-    return [int(s.state), s.attempts, s.error, _b64(s.result), s.updated_at]
+    doc = [int(s.state), s.attempts, s.error, _b64(s.result), s.updated_at]
+    return [*doc, True] if s.null_compensation else doc  # the usual branch pays nothing
 
 
 def _status(d: list[Any]) -> BranchStatus:
-    return BranchStatus(BranchState(d[0]), d[1], d[2], _unb64(d[3]), d[4])
+    return BranchStatus(BranchState(d[0]), d[1], d[2], _unb64(d[3]), d[4],
+                        null_compensation=len(d) > 5 and bool(d[5]))

@@ -40,7 +40,9 @@ def _ts(seconds: float) -> Timestamp:
     return ts
 
 
-def transaction(record: TxRecord) -> pb.Transaction:
+def transaction(record: TxRecord, payloads: bool = False) -> pb.Transaction:
+    """``record`` as the API shows it; ``payloads``: with each branch's payload (only for a
+    caller with the read right who asked: never in lists or watches)."""
     return pb.Transaction(
         gid=record.gid,
         protocol=int(record.protocol),  # type: ignore[arg-type]
@@ -49,7 +51,9 @@ def transaction(record: TxRecord) -> pb.Transaction:
             pb.BranchStatus(name=p.name, state=int(s.state),  # type: ignore[arg-type]
                             attempts=s.attempts, error=s.error, result=s.result,
                             updated_at=_ts(s.updated_at), participant=p.participant,
-                            action=p.action, compensation=p.compensation)
+                            action=p.action, compensation=p.compensation,
+                            payload=p.payload if payloads else b"",
+                            null_compensation=s.null_compensation)
             for p, s in zip(record.plan, record.branches, strict=True)
         ],
         created_at=_ts(record.created_at),
@@ -60,4 +64,5 @@ def transaction(record: TxRecord) -> pb.Transaction:
                  for h in record.history],
         trace_id=record.trace_id,
         decision=record.decision,
+        cause=record.cause,
     )

@@ -10,7 +10,14 @@ from dataclasses import replace
 import pytest
 
 from coordinator.domain import saga
-from coordinator.domain.records import BranchPlan, Protocol, RetryPolicy, TxRecord, new_record
+from coordinator.domain.records import (
+    BranchPlan,
+    BranchState,
+    Protocol,
+    RetryPolicy,
+    TxRecord,
+    new_record,
+)
 from coordinator.log._batch import Batcher
 from coordinator.log._codec import decode, encode, encode_payloads, with_payloads
 
@@ -24,6 +31,8 @@ def test_codec_round_trips_every_field() -> None:
     rec = new_record(gid="g-1", protocol=Protocol.SAGA, plan=plan, now=1.25, timeout_s=9,
                      concurrent=True, labels={"team": "pay"}, trace=trace)
     rec = saga.start(rec, 2.0).record
+    undone = replace(rec.branches[0], state=BranchState.COMPENSATED, null_compensation=True)
+    rec = replace(rec, cause="branch b failed: no", branches=(undone, *rec.branches[1:]))
     assert with_payloads(decode(encode(rec)), encode_payloads(rec)) == rec
     state_only = decode(encode(rec))
     assert [p.payload for p in state_only.plan] == [b"", b""]

@@ -427,6 +427,8 @@ class BranchStatus(_message.Message):
     PARTICIPANT_FIELD_NUMBER: _builtins.int
     ACTION_FIELD_NUMBER: _builtins.int
     COMPENSATION_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    NULL_COMPENSATION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     state: Global___BranchState.ValueType
     attempts: _builtins.int
@@ -434,7 +436,8 @@ class BranchStatus(_message.Message):
     SUCCEEDED or FAILED; the compensation from COMPENSATING on; 2PC: Prepare up to the vote,
     then Commit or Abort. 1 for an operation answered at its first call. Counted across
     coordinators (a takeover continues the count); reset to 0 when the next operation
-    starts and when an operator replays the transaction. While calls are being retried the
+    starts, and when an operator's replay calls the branch again (a settled branch keeps
+    its count). While calls are being retried the
     stored count may lag by the attempts of the last few seconds (failed attempts are
     written at most every 5 s); the write that settles the operation records the true one.
     """
@@ -453,6 +456,14 @@ class BranchStatus(_message.Message):
     """
     action: _builtins.str
     compensation: _builtins.str
+    payload: _builtins.bytes
+    """The branch's payload, only when GetTransactionRequest.include_payloads asked for it
+    (an operator checking what a branch carried before a skip); never in lists or watches.
+    """
+    null_compensation: _builtins.bool
+    """COMPENSATED with nothing undone: the participant said the action never ran there
+    (BranchReply.null_compensation).
+    """
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When the branch last changed state (or recorded a failed attempt): the coordinator's
@@ -471,10 +482,12 @@ class BranchStatus(_message.Message):
         participant: _builtins.str = ...,
         action: _builtins.str = ...,
         compensation: _builtins.str = ...,
+        payload: _builtins.bytes = ...,
+        null_compensation: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "attempts", b"attempts", "compensation", b"compensation", "error", b"error", "name", b"name", "participant", b"participant", "result", b"result", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "attempts", b"attempts", "compensation", b"compensation", "error", b"error", "name", b"name", "null_compensation", b"null_compensation", "participant", b"participant", "payload", b"payload", "result", b"result", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -546,6 +559,7 @@ class Transaction(_message.Message):
     HISTORY_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
     DECISION_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
     gid: _builtins.str
     protocol: Global___Protocol.ValueType
     state: Global___TxState.ValueType
@@ -557,6 +571,11 @@ class Transaction(_message.Message):
     decision: _builtins.str
     """2PC: "commit" or "abort" once the coordinator decided (the decision is final; a FAILED
     2PC keeps it, which says what a replay finishes); "" before it and for sagas.
+    """
+    cause: _builtins.str
+    """The first cause: why the transaction first left its normal path (the first refusal,
+    deadline, abort or failure), as `error` first said it. Kept across replay and skip,
+    which may clear or change `error`; "" while nothing went wrong.
     """
     @_builtins.property
     def branches(self) -> _containers.RepeatedCompositeFieldContainer[Global___BranchStatus]: ...
@@ -582,10 +601,11 @@ class Transaction(_message.Message):
         history: _abc.Iterable[Global___HistoryEntry] | None = ...,
         trace_id: _builtins.str = ...,
         decision: _builtins.str = ...,
+        cause: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["branches", b"branches", "created_at", b"created_at", "decision", b"decision", "error", b"error", "gid", b"gid", "history", b"history", "labels", b"labels", "protocol", b"protocol", "state", b"state", "trace_id", b"trace_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branches", b"branches", "cause", b"cause", "created_at", b"created_at", "decision", b"decision", "error", b"error", "gid", b"gid", "history", b"history", "labels", b"labels", "protocol", b"protocol", "state", b"state", "trace_id", b"trace_id", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -596,15 +616,22 @@ class GetTransactionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     GID_FIELD_NUMBER: _builtins.int
+    INCLUDE_PAYLOADS_FIELD_NUMBER: _builtins.int
     gid: _builtins.str
+    include_payloads: _builtins.bool
+    """Fill BranchStatus.payload of every branch. Honoured only for a caller with the read
+    right (with `txc serve --protect-reads`, an operator token); PERMISSION_DENIED
+    otherwise. Ignored by WatchTransaction.
+    """
     def __init__(
         self,
         *,
         gid: _builtins.str = ...,
+        include_payloads: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["gid", b"gid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gid", b"gid", "include_payloads", b"include_payloads"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
