@@ -619,9 +619,11 @@ class GetTransactionRequest(_message.Message):
     INCLUDE_PAYLOADS_FIELD_NUMBER: _builtins.int
     gid: _builtins.str
     include_payloads: _builtins.bool
-    """Fill BranchStatus.payload of every branch. Honoured only for a caller with the read
-    right (with `txc serve --protect-reads`, an operator token); PERMISSION_DENIED
-    otherwise. Ignored by WatchTransaction.
+    """Fill BranchStatus.payload of every branch. On a coordinator with operators, only for
+    an operator holding the read right, whether or not reads are protected
+    (UNAUTHENTICATED without an operator's token or certificate, PERMISSION_DENIED without
+    the right); open, like every call, on one without operators. Ignored by
+    WatchTransaction. A finished transaction no longer keeps its payloads (empty).
     """
     def __init__(
         self,
