@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 from collections.abc import Sequence
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -51,6 +53,8 @@ def render_show(tx: pb.Transaction) -> str:
         out.append(f"  decision: {tx.decision}")
     if tx.error:
         out.append(f"  error: {tx.error}")
+    if tx.cause and tx.cause != tx.error:
+        out.append(f"  first cause: {tx.cause}")
     if tx.labels:
         out.append("  labels: " + ", ".join(f"{k}={v}" for k, v in sorted(tx.labels.items())))
     if tx.trace_id:
@@ -66,9 +70,20 @@ def render_show(tx: pb.Transaction) -> str:
         out.append(f"      {branch_where(tx.protocol, b)}")
         if b.error:
             out.append(f"      last error: {b.error}")
+        if b.payload:  # only there when asked for (txc tx show --payloads)
+            out.append(f"      payload: {_shown_payload(b.payload)}")
     if tx.history:
         out.append("  history:")
         for h in tx.history:
             out.append(f"    {when(h.at)}  {h.actor:<24} {h.action:<10} {h.reason}")
     return "\n".join(out)
 
+
+def _shown_payload(data: bytes) -> str:
+    """Text as it is (quoted and escaped when it holds control characters, so it cannot
+    move the terminal's cursor); other bytes in base64."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(data).decode()
+    return text if text.isprintable() else json.dumps(text)

@@ -79,6 +79,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     show.add_argument("gid")
     show.add_argument("--watch", action="store_true", help="follow it until it settles")
     show.add_argument("--json", action="store_true")
+    show.add_argument("--payloads", action="store_true",
+                      help="also print each branch's payload (needs the read right when the "
+                           "coordinator has operators; never with --watch). A finished "
+                           "transaction no longer keeps them")
     show.set_defaults(func=_sync(_show))
 
     replay = command("replay", help="re-drive a FAILED or stuck transaction")
@@ -207,8 +211,12 @@ async def _list(args: argparse.Namespace, client: CoordinatorClient) -> int:
 
 
 async def _show(args: argparse.Namespace, client: CoordinatorClient) -> int:
+    if args.payloads and args.watch:
+        print("txc tx show: --payloads: not with --watch (a watch never carries payloads)",
+              file=sys.stderr)
+        return 2
     if not args.watch:
-        tx = await client.get(args.gid)
+        tx = await client.get(args.gid, include_payloads=args.payloads)
         print(json.dumps(_dict(tx), indent=2) if args.json else render_show(tx))
         return 0
     async for tx in client.watch(args.gid):

@@ -115,13 +115,18 @@ class Step:
     timeout_s: float | None = None
     """Deadline of one attempt; None = the server's default (5 s)."""
     retry: Retry | None = None
-    """None = the server's default policy."""
+    """Retries of the action (2PC: Prepare); None = the server's default policy."""
+    compensation_retry: Retry | None = None
+    """Retries of the compensation (2PC: Commit and Abort); None = until acknowledged,
+    within the coordinator's phase budget (one hour), whatever ``retry.max_attempts``."""
 
     def to_proto(self) -> pb.Branch:
         return pb.Branch(name=self.name, participant=self.participant, action=self.action,
                          compensation=self.compensation, payload=encode_payload(self.payload),
                          after=list(self.after), timeout=_duration(self.timeout_s),
-                         retry=self.retry.to_proto() if self.retry else None)
+                         retry=self.retry.to_proto() if self.retry else None,
+                         compensation_retry=(self.compensation_retry.to_proto()
+                                             if self.compensation_retry else None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,9 +294,12 @@ class CoordinatorClient:
         return response
 
     # -- reads ----------------------------------------------------------------------------
-    async def get(self, gid: str) -> pb.Transaction:
+    async def get(self, gid: str, *, include_payloads: bool = False) -> pb.Transaction:
+        """``include_payloads``: with each branch's ``payload`` (PERMISSION_DENIED without the
+        read right on a coordinator with operators)."""
         tx: pb.Transaction = await self._stub.GetTransaction(
-            pb.GetTransactionRequest(gid=gid), timeout=self._timeout_s,
+            pb.GetTransactionRequest(gid=gid, include_payloads=include_payloads),
+            timeout=self._timeout_s,
             metadata=self._read_metadata)
         return tx
 

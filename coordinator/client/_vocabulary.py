@@ -36,9 +36,13 @@ def branch_state_name(value: int) -> str:
 
 def shown_branch_state(tx: pb.Transaction, b: pb.BranchStatus) -> str:
     """The branch state people read. A 2PC branch whose Prepare went unanswered is RUNNING
-    in the record while the decided Abort is sent to it: "aborting", not "running"."""
+    in the record while the decided Abort is sent to it: "aborting", not "running". A
+    compensation that found nothing to undo (the action never ran there): "null
+    compensation", not "compensated"."""
     if tx.decision == "abort" and b.state == pb.BRANCH_STATE_RUNNING:
         return "aborting"
+    if b.null_compensation and b.state == pb.BRANCH_STATE_COMPENSATED:
+        return "null compensation"
     return branch_state_name(b.state)
 
 

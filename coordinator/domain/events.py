@@ -15,6 +15,7 @@ class Answered:
     result: bytes = b""
     message: str = ""
     attempts: int = 0  # calls made of this operation, this one included
+    null_compensation: bool = False  # an OK compensation: the action never ran there
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,11 +43,17 @@ def replay(record: TxRecord, actor: str, reason: str, now: float) -> Transition:
     """Re-drive a FAILED or stuck transaction from where it stands, with fresh budgets."""
     _not_terminal(record, "replay")
     record = _resume_phase(record) if record.state is TxState.FAILED else record
-    fresh = tuple(replace(s, attempts=0) for s in record.branches)
-    record = replace(record, branches=fresh, phase_started_at=now, error="")
-    record = touch(note(record, "replay", reason, now, actor), now)
     machine = saga if record.protocol is Protocol.SAGA else two_phase
-    return Transition(record, machine.resume(record).calls)
+    calls = machine.resume(record).calls
+    # Only the operations called again start a fresh count: a settled branch keeps the
+    # attempts its operation took. The error is why the phase runs (not cleared: a saga
+    # that compensates because of a refusal still says so); ``cause`` keeps the first.
+    again = {c.branch for c in calls}
+    fresh = tuple(replace(s, attempts=0) if p.name in again else s
+                  for p, s in zip(record.plan, record.branches, strict=True))
+    record = replace(record, branches=fresh, phase_started_at=now, error=phase_cause(record))
+    record = touch(note(record, "replay", reason, now, actor), now)
+    return Transition(record, calls)
 
 
 def skip(record: TxRecord, branch: str, actor: str, reason: str, now: float) -> Transition:
@@ -102,8 +108,9 @@ def _not_terminal(record: TxRecord, action: str) -> None:
 
 def phase_cause(record: TxRecord) -> str:
     """Why the transaction is compensating or aborting, as recorded when it turned (the
-    newest "compensate" entry, or the "decide" to abort); "" for a 2PC committing, or when
-    the history no longer holds the entry (it keeps the last 32)."""
+    newest "compensate" entry, or the "decide" to abort); "" for a 2PC committing. When the
+    history no longer holds the entry (it keeps the last 32), the first cause: a saga turns
+    back once, a 2PC decides once, so the first error is what made it turn."""
     for entry in reversed(record.history):
         if entry.action == "compensate" and record.protocol is Protocol.SAGA:
             return entry.reason
@@ -111,7 +118,8 @@ def phase_cause(record: TxRecord) -> str:
             return entry.reason.removeprefix("abort: ")
         if entry.action == "decide":
             return ""
-    return ""
+    turned = record.protocol is Protocol.SAGA or record.decision == "abort"
+    return record.cause if turned else ""
 
 
 def _resume_phase(record: TxRecord) -> TxRecord:

@@ -74,6 +74,9 @@ class Op(StrEnum):
     ABORT = "abort"
 
 
+_OWED = frozenset({Op.COMPENSATE, Op.COMMIT, Op.ABORT})
+
+
 def idempotency_key(gid: str, branch: str, op: str) -> str:
     """The key a participant deduplicates one call by: ``{gid}/{branch}/{op}``. Every attempt
     of the same call carries the same key (the protocol's exactly-once rests on it).
@@ -87,7 +90,8 @@ def idempotency_key(gid: str, branch: str, op: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Retry budget for one branch; applies to its action and its compensation alike."""
+    """Retry budget of one branch's calls (``BranchPlan.retry`` for its action,
+    ``compensation_retry`` for what undoes or finishes it)."""
 
     max_attempts: int = 0  # 0 = until the transaction's deadline
     initial_backoff_s: float = 0.1
@@ -107,6 +111,14 @@ class BranchPlan:
     after: tuple[str, ...] = ()
     timeout_s: float = 5.0
     retry: RetryPolicy = RetryPolicy()
+    # Compensate, 2PC Commit and Abort: owed once the outcome is decided, so never capped
+    # by the action's max_attempts (by default: until acknowledged, within the phase budget).
+    compensation_retry: RetryPolicy = RetryPolicy()
+
+    def retry_for(self, op: str) -> RetryPolicy:
+        """The policy of ``op``'s calls: the action's, or for a call that undoes or
+        finishes the transaction, the compensation's."""
+        return self.compensation_retry if op in _OWED else self.retry
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +165,8 @@ class BranchStatus:
     error: str = ""
     result: bytes = b""
     updated_at: float = 0.0
+    # COMPENSATED with nothing undone: the participant said the action never ran there.
+    null_compensation: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +196,9 @@ class TxRecord:
     concurrent: bool = False
     labels: tuple[tuple[str, str], ...] = ()
     error: str = ""
+    # The first error the transaction had (domain._common.erred): replay and skip change
+    # ``error``, the audit keeps why it first left its normal path.
+    cause: str = ""
     history: tuple[HistoryEntry, ...] = ()
     phase_started_at: float = 0.0  # when the current phase (e.g. compensation) began
     decision: str = ""  # 2PC: "commit" or "abort" once decided

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ._common import counted
+from ._common import counted, erred
 from ._common import fail as _fail
 from ._common import note as _note
 from ._common import stamp as _stamp
@@ -96,7 +96,8 @@ def _reply(record: TxRecord, event: Answered, now: float) -> Transition:
     if record.state is not TxState.COMPENSATING or status.state is not BranchState.COMPENSATING:
         return Transition(record)
     if event.ok:
-        undone = replace(status, state=BranchState.COMPENSATED, error="")
+        undone = replace(status, state=BranchState.COMPENSATED, error="",
+                         null_compensation=event.null_compensation)
         record = record.with_branch(event.branch, _stamp(undone, now))
         return advance_compensation(record, now)
     reason = f"compensation of {event.branch} refused: {event.message}"
@@ -160,7 +161,7 @@ def advance_forward(record: TxRecord, now: float) -> Transition:
 
 
 def begin_compensation(record: TxRecord, reason: str, now: float) -> Transition:
-    record = replace(record, state=TxState.COMPENSATING, error=reason, phase_started_at=now)
+    record = replace(erred(record, reason), state=TxState.COMPENSATING, phase_started_at=now)
     return advance_compensation(_note(record, "compensate", reason, now), now)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ._common import counted, fail, note, stamp, touch
+from ._common import counted, erred, fail, note, stamp, touch
 from .events import Answered, AttemptFailed, DeadlinePassed, Event, GaveUp, Misconfigured
 from .records import BranchState, BranchStatus, Call, Op, Transition, TxRecord, TxState
 
@@ -131,8 +131,8 @@ def decide_commit(record: TxRecord, now: float) -> Transition:
 
 
 def decide_abort(record: TxRecord, reason: str, now: float) -> Transition:
-    record = replace(_phase_two(record, _ABORT_NEEDED), state=TxState.ABORTING,
-                     phase_started_at=now, error=reason, decision="abort")
+    record = replace(erred(_phase_two(record, _ABORT_NEEDED), reason), state=TxState.ABORTING,
+                     phase_started_at=now, decision="abort")
     record = note(record, "decide", f"abort: {reason}", now)
     calls = tuple(Call(p.name, Op.ABORT) for p, s in zip(record.plan, record.branches, strict=True)
                   if s.state in _ABORT_NEEDED)

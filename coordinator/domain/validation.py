@@ -180,6 +180,7 @@ def _check_branch(
         raise InvalidArgument(f"{field}.timeout",
                               f"must be in (0, {limits.max_attempt_timeout_s:g}] s")
     _check_retry(b.retry, f"{field}.retry", limits)
+    _check_retry(b.compensation_retry, f"{field}.compensation_retry", limits)
 
 
 def _check_address(address: str, field: str, allow: AllowList) -> None:

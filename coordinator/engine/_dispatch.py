@@ -35,21 +35,24 @@ class Answer:
     result: bytes = b""
     message: str = ""
     may_have_run: bool = True  # MISCONFIGURED only: False when the method does not exist
+    null_compensation: bool = False  # OK to Compensate: the action never ran there
 
 
 class Transport(Protocol):
     async def call(self, gid: str, plan: BranchPlan, op: str, attempt: int,
-                   trace: Mapping[str, str]) -> Answer:
-        """One attempt; ``trace``: the attempt's trace context, to send along (may be empty)."""
+                   trace: Mapping[str, str], action_result: bytes = b"") -> Answer:
+        """One attempt; ``trace``: the attempt's trace context, to send along (may be empty);
+        ``action_result``: Compensate only, what the action answered OK with."""
         ...
 
     async def close(self) -> None: ...
 
 
-def branch_request(gid: str, plan: BranchPlan, op: str, attempt: int) -> ppb.BranchRequest:
+def branch_request(gid: str, plan: BranchPlan, op: str, attempt: int,
+                   action_result: bytes = b"") -> ppb.BranchRequest:
     return ppb.BranchRequest(gid=gid, branch=plan.name, operation=operation(plan, op),
                              payload=plan.payload, idempotency_key=idempotency_key(gid, plan.name, op),
-                             attempt=attempt)
+                             attempt=attempt, action_result=action_result)
 
 
 def operation(plan: BranchPlan, op: str) -> str:
@@ -60,7 +63,8 @@ def operation(plan: BranchPlan, op: str) -> str:
 
 def read_reply(address: str, op: str, reply: ppb.BranchReply) -> Answer:
     if reply.outcome == ppb.OUTCOME_OK:
-        return Answer(Kind.OK, reply.result, reply.message)
+        return Answer(Kind.OK, reply.result, reply.message,
+                      null_compensation=reply.null_compensation and op == Op.COMPENSATE)
     if reply.outcome == ppb.OUTCOME_FAILED:
         return Answer(Kind.FAILED, reply.result, reply.message or "refused")
     if reply.outcome == ppb.OUTCOME_RETRY:
@@ -116,8 +120,8 @@ class GrpcTransport:
         return self._client(address)
 
     async def call(self, gid: str, plan: BranchPlan, op: str, attempt: int,
-                   trace: Mapping[str, str]) -> Answer:
-        request = branch_request(gid, plan, op, attempt)
+                   trace: Mapping[str, str], action_result: bytes = b"") -> Answer:
+        request = branch_request(gid, plan, op, attempt, action_result)
         try:
             reply = await self._client(plan.participant).send(op, request, plan.timeout_s, trace)
         except grpc.aio.AioRpcError as exc:

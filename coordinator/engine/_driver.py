@@ -18,7 +18,7 @@ from typing import Any
 from tenacity import RetryCallState
 
 from ..domain import holds, notice, saga, two_phase
-from ..domain._common import clip, note
+from ..domain._common import clip, erred, note
 from ..domain.durability import must_persist
 from ..domain.events import Answered, AttemptFailed, DeadlinePassed, Event, GaveUp, Misconfigured
 from ..domain.holds import Hold
@@ -334,7 +334,7 @@ class Driver:
         log.error("gid=%s: %s", run.record.gid, reason, extra={"gid": run.record.gid})
         slim = tuple(replace(s, result=b"") for s in run.stored.record.branches)
         now = self._clock()
-        failed = note(replace(run.stored.record, branches=slim, state=TxState.FAILED, error=reason,
+        failed = note(replace(erred(run.stored.record, reason), branches=slim, state=TxState.FAILED,
                               updated_at=now), "failed", reason, now)
         failed = notice.arm(run.stored.record, failed, now)
         try:
@@ -464,12 +464,14 @@ class Driver:
         plan = record.plan[record.index(call.branch)]
         machine = MACHINES[record.protocol]
         attempt = record.status(call.branch).attempts
+        action_result = record.status(call.branch).result if call.op == Op.COMPENSATE else b""
 
         async def one_attempt() -> Answer:
             nonlocal attempt
             attempt += 1
             try:
-                return await self._attempt(run, record, plan, call.op, attempt, parkable=True)
+                return await self._attempt(run, record, plan, call.op, attempt,
+                                           action_result, parkable=True)
             except Parked:
                 attempt -= 1  # no call went out: the next one is still this attempt
                 raise
@@ -486,12 +488,14 @@ class Driver:
                                                   clip(answer.message)))
 
         deadline = machine.retry_deadline(record, call.op, self._opts.phase_budget_s)
-        answer = await retried(await one_attempt(), one_attempt, plan.retry, deadline, self._clock,
+        answer = await retried(await one_attempt(), one_attempt, plan.retry_for(call.op),
+                               deadline, self._clock,
                                note_failure)
         return self._event(run.record, call, self._bounded(run.record, plan, call, answer), attempt)
 
     async def _attempt(self, run: _Run, record: TxRecord, plan: BranchPlan, op: str, attempt: int,
-                       kind: str = "", parkable: bool = False) -> Answer:
+                       action_result: bytes = b"", parkable: bool = False,
+                       kind: str = "") -> Answer:
         """One call of ``op`` on ``plan``, made only while ``run`` is owned under the lease it
         was taken with (else Handover). ``kind``: its name in the metrics (default ``op``).
         ``parkable``: a branch call, which waits (Parked) while its transaction is paused or
@@ -517,7 +521,7 @@ class Driver:
             try:
                 with spans.call(self._tracing, record, plan, op, attempt) as span:
                     answer = await self._transport.call(record.gid, plan, op, attempt,
-                                                        span.carrier())
+                                                        span.carrier(), action_result)
                     spans.answered(span, answer)
             finally:
                 self._attempts_in_flight -= 1
@@ -557,7 +561,7 @@ class Driver:
         async def one_attempt() -> Answer:
             nonlocal attempt
             attempt += 1
-            return await self._attempt(run, record, plan, Op.EXECUTE, attempt, "notify")
+            return await self._attempt(run, record, plan, Op.EXECUTE, attempt, kind="notify")
 
         async def unwritten(state: RetryCallState) -> None:
             """Failed attempts of a notice are not written: its end records the count."""
@@ -608,7 +612,7 @@ class Driver:
             return Misconfigured(call.branch, call.op, message, answer.may_have_run,
                                  attempts=attempt)
         return Answered(call.branch, call.op, answer.kind is Kind.OK, answer.result, message,
-                        attempts=attempt)
+                        attempts=attempt, null_compensation=answer.null_compensation)
 
     # -- holds -----------------------------------------------------------------------------
     async def _wait_on_hold(self, run: _Run, address: str) -> None:

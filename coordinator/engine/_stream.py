@@ -41,11 +41,11 @@ class BatchTransport:
         self._unary_only: set[str] = set()
 
     async def call(self, gid: str, plan: BranchPlan, op: str, attempt: int,
-                   trace: Mapping[str, str]) -> Answer:
+                   trace: Mapping[str, str], action_result: bytes = b"") -> Answer:
         address = plan.participant
         if address in self._unary_only:
-            return await self._unary.call(gid, plan, op, attempt, trace)
-        request = branch_request(gid, plan, op, attempt)
+            return await self._unary.call(gid, plan, op, attempt, trace, action_result)
+        request = branch_request(gid, plan, op, attempt, action_result)
         timeout_ms = max(1, int(plan.timeout_s * 1000))
 
         def message(call_id: int) -> ppb.BranchCall:
@@ -59,7 +59,7 @@ class BatchTransport:
                 log.info("participant %s has no Batch stream: calling it unary", address,
                          extra={"gid": gid, "branch": plan.name, "op": op, "attempt": attempt})
                 self._unary_only.add(address)
-            return await self._unary.call(gid, plan, op, attempt, trace)
+            return await self._unary.call(gid, plan, op, attempt, trace, action_result)
         except TimeoutError:
             return Answer(Kind.UNKNOWN, message="DEADLINE_EXCEEDED: no result on the Batch stream")
         except grpc.aio.AioRpcError as exc:  # the stream failed: every call on it is unknown

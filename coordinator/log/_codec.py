@@ -49,6 +49,7 @@ def encode(record: TxRecord) -> bytes:
         "concurrent": record.concurrent,
         "labels": dict(record.labels),
         "error": record.error,
+        "cause": record.cause,
         "history": [[h.at, h.actor, h.action, h.reason] for h in record.history],
         "phase_started_at": record.phase_started_at,
         "decision": record.decision,
@@ -121,6 +122,7 @@ def decode(data: bytes) -> TxRecord:
         concurrent=doc["concurrent"],
         labels=tuple(sorted(doc["labels"].items())),
         error=doc["error"],
+        cause=doc.get("cause", ""),  # written before causes were kept: unknown
         history=tuple(HistoryEntry(*h) for h in doc["history"]),
         phase_started_at=doc["phase_started_at"],
         decision=doc.get("decision", ""),
@@ -153,9 +155,13 @@ def _plan_doc(p: BranchPlan) -> dict[str, Any]:
     return {
         "name": p.name, "participant": p.participant, "action": p.action,
         "compensation": p.compensation, "after": list(p.after),
-        "timeout_s": p.timeout_s,
-        "retry": _retry_doc(p.retry),
+        "timeout_s": p.timeout_s, "retry": _retry_doc(p.retry),
+        "compensation_retry": _retry_doc(p.compensation_retry),
     }
+
+
+def _retry_doc(r: RetryPolicy) -> list[Any]:
+    return [r.max_attempts, r.initial_backoff_s, r.max_backoff_s, r.multiplier]
 
 
 def _plan(d: dict[str, Any]) -> BranchPlan:
@@ -164,11 +170,10 @@ def _plan(d: dict[str, Any]) -> BranchPlan:
         # Records written before payloads had a value of their own carry them inline.
         compensation=d["compensation"], payload=_unb64(d.get("payload", "")), after=tuple(d["after"]),
         timeout_s=d["timeout_s"], retry=RetryPolicy(*d["retry"]),
+        # Records written before compensations had a policy of their own: the default
+        # (until acknowledged), which is what they are owed.
+        compensation_retry=RetryPolicy(*d.get("compensation_retry", ())),
     )
-
-
-def _retry_doc(r: RetryPolicy) -> list[Any]:
-    return [r.max_attempts, r.initial_backoff_s, r.max_backoff_s, r.multiplier]
 
 
 def _notify_doc(n: NotifyPlan) -> dict[str, Any]:
@@ -188,11 +193,13 @@ def _notice(d: list[Any] | None) -> NoticeStatus:
 
 
 def _status_doc(s: BranchStatus) -> list[Any]:
-    return [int(s.state), s.attempts, s.error, _b64(s.result), s.updated_at]
+    doc = [int(s.state), s.attempts, s.error, _b64(s.result), s.updated_at]
+    return [*doc, True] if s.null_compensation else doc  # the usual branch pays nothing
 
 
 def _status(d: list[Any]) -> BranchStatus:
-    return BranchStatus(BranchState(d[0]), d[1], d[2], _unb64(d[3]), d[4])
+    return BranchStatus(BranchState(d[0]), d[1], d[2], _unb64(d[3]), d[4],
+                        null_compensation=len(d) > 5 and bool(d[5]))
 
 
 def encode_hold(hold: Hold) -> bytes:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -184,14 +184,21 @@ async def _existing_forward(conn: AsyncConnection, key: BranchKey, metrics: Part
 
 async def _undo(conn: AsyncConnection, key: BranchKey, forward: Op, fn: BusinessFn,
                 metrics: ParticipantMetrics) -> Reply:
+    forward_key = key.with_op(forward)
     if not await _insert(conn, key, key.op.value, _EMPTY_OK):
         metrics.duplicate(key.op)
-        return (await _read(conn, key)).reply()
-    forward_key = key.with_op(forward)
+        reply = (await _read(conn, key)).reply()
+        if key.op is Op.COMPENSATE and reply.outcome is Outcome.OK:
+            # A repeat says what the first answer said: null when this undo wrote the
+            # forward op's row (the row keeps no flag; its reason tells).
+            null = (await _read(conn, forward_key)).reason == UNDO_REASON[key.op]
+            reply = replace(reply, null_compensation=null)
+        return reply
     if await _insert(conn, forward_key, UNDO_REASON[key.op], None):
         metrics.null_compensation(key.op)
         note = f"null {key.op}: {forward} never ran"
-        return await _store(conn, key, Reply(Outcome.OK, message=note))
+        nothing = Reply(Outcome.OK, message=note, null_compensation=key.op is Op.COMPENSATE)
+        return await _store(conn, key, nothing)
     if (await _read(conn, forward_key)).outcome != Outcome.OK:
         note = f"nothing to undo: {forward} was refused"
         return await _store(conn, key, Reply(Outcome.OK, message=note))

@@ -30,6 +30,9 @@ class BranchContext:
     op: Op
     attempt: int
     idempotency_key: str
+    action_result: bytes = b""
+    """Compensate only: the result the action answered OK with (what its handler returned,
+    e.g. a reservation id); b"" when the action never answered OK, and on other calls."""
 
 
 Handler = Callable[[BranchContext, AsyncConnection, T], Awaitable[bytes | None]]

@@ -235,6 +235,7 @@ class ParticipantHost:
             op=op,
             attempt=request.attempt,
             idempotency_key=request.idempotency_key,
+            action_result=request.action_result if op is Op.COMPENSATE else b"",
         )
         business = spans.handler(self._tracing, ctx, self._registry.bind(_registered_as(op), ctx,
                                                                           request.payload))

@@ -40,12 +40,14 @@ class Reply:
     outcome: Outcome
     result: bytes = b""
     message: str = ""
+    null_compensation: bool = False  # an OK compensate: its action never ran here
 
     def to_proto(self) -> ppb.BranchReply:
         return ppb.BranchReply(
             outcome=ppb.Outcome.Value(f"OUTCOME_{self.outcome.name}"),
             result=self.result,
             message=self.message,
+            null_compensation=self.null_compensation,
         )
 
 

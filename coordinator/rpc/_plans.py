@@ -58,6 +58,8 @@ def branch_plan(msg: pb.Branch, i: int, default_timeout_s: float) -> BranchPlan:
         after=tuple(msg.after),
         timeout_s=seconds(msg.timeout, f"{field}.timeout") or default_timeout_s,
         retry=retry_policy(msg.retry, f"{field}.retry", RetryPolicy()),
+        compensation_retry=retry_policy(msg.compensation_retry, f"{field}.compensation_retry",
+                                        RetryPolicy()),
     )
 
 

@@ -26,7 +26,9 @@ def entry(h: HistoryEntry) -> pb.HistoryEntry:
     return pb.HistoryEntry(at=timestamp(h.at), actor=h.actor, action=h.action, reason=h.reason)
 
 
-def transaction(record: TxRecord) -> pb.Transaction:
+def transaction(record: TxRecord, payloads: bool = False) -> pb.Transaction:
+    """``record`` as the API shows it; ``payloads``: with each branch's payload (only for a
+    caller with the read right who asked: never in lists, watches or notices)."""
     message = pb.Transaction(
         gid=record.gid,
         protocol=int(record.protocol),  # type: ignore[arg-type]
@@ -35,7 +37,9 @@ def transaction(record: TxRecord) -> pb.Transaction:
             pb.BranchStatus(name=p.name, state=int(s.state),  # type: ignore[arg-type]
                             attempts=s.attempts, error=s.error, result=s.result,
                             updated_at=timestamp(s.updated_at), participant=p.participant,
-                            action=p.action, compensation=p.compensation)
+                            action=p.action, compensation=p.compensation,
+                            payload=p.payload if payloads else b"",
+                            null_compensation=s.null_compensation)
             for p, s in zip(record.plan, record.branches, strict=True)
         ],
         created_at=timestamp(record.created_at),
@@ -45,6 +49,7 @@ def transaction(record: TxRecord) -> pb.Transaction:
         history=[entry(h) for h in record.history],
         trace_id=record.trace_id,
         decision=record.decision,
+        cause=record.cause,
         deadline=None if record.frozen_since else timestamp(record.deadline),
         deadline_moved=_duration(record.deadline_moved_s) if record.deadline_moved_s else None,
         paused=entry(record.paused) if record.paused else None,

@@ -179,7 +179,10 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     ) -> pb.Transaction:
         async def work() -> pb.Transaction:
             self._may_read(context)
-            return convert.transaction((await self._core.get(request.gid)).record)
+            if request.include_payloads:
+                self._may_read_payloads(context)
+            record = (await self._core.get(request.gid)).record
+            return convert.transaction(record, payloads=request.include_payloads)
 
         return await _guard(context, work)
 
@@ -295,8 +298,18 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def _may_read(self, context: Context) -> None:
         """With reads protected, only an operator holding the read right may read."""
         if self._protect_reads:
-            self._operators.identify(context.invocation_metadata() or (),
-                                     peer_common_name(context.auth_context()), READ)
+            self._reader(context)
+
+    def _may_read_payloads(self, context: Context) -> None:
+        """Payloads are business data: with operators configured, only one holding the read
+        right sees them, whether or not reads are protected (open only where everything
+        is: no operators at all)."""
+        if self._operators.required:
+            self._reader(context)
+
+    def _reader(self, context: Context) -> str:
+        return self._operators.identify(context.invocation_metadata() or (),
+                                        peer_common_name(context.auth_context()), READ)
 
     def _wait_budget(self, context: Context) -> float:
         return self._budget(context.time_remaining())

@@ -69,6 +69,7 @@ class Metrics:
     def holds_now(self, held: int, waiting: int) -> None:
         """Participant addresses held (cluster-wide), and transactions this coordinator has
         waiting on a hold."""
+
     def notice(self, event: str) -> None:
         """A settlement's notice: "sent" (delivery begun here), "acknowledged", "given_up"."""
 

@@ -64,6 +64,17 @@ def test_a_compensated_saga_draws_its_compensation_after_the_forward_work() -> N
     assert [m.action for m in line.markers] == ["compensate"]
 
 
+def test_a_null_compensation_is_shown_as_one() -> None:
+    nothing_undone = branch("order", pb.BRANCH_STATE_COMPENSATED, T0 + 0.6)
+    nothing_undone.null_compensation = True  # its action never ran at the participant
+    line = views.timeline(tx(pb.TX_STATE_COMPENSATED, [
+        branch("debit", pb.BRANCH_STATE_COMPENSATED, T0 + 0.9), nothing_undone],
+        history=((T0 + 0.4, "compensate"),)))
+    debit, order = line.lanes
+    assert (debit.state, order.state) == ("compensated", "null compensation")
+    assert order.segments[-1].state == "null compensation"
+
+
 def test_compensations_run_in_reverse_plan_order() -> None:
     line = views.timeline(tx(pb.TX_STATE_COMPENSATED, [
         branch("a", pb.BRANCH_STATE_COMPENSATED, T0 + 3), branch("b", pb.BRANCH_STATE_COMPENSATED, T0 + 2),

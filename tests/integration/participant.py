@@ -4,7 +4,8 @@ Payload (JSON): {"refuse": true} refuses the action (prepare: votes no); {"flaky
 RETRY to the first N attempts of each step; {"sleep": S} delays each execute, {"OP_sleep": S}
 each call of OP (prepare, commit, ...); {"undo_flaky": N} and
 {"undo_refuse": true} do the same for compensations. Effects are applied once per
-idempotency key (as the SDK's barrier would) and every call is recorded.
+idempotency key (as the SDK's barrier would) and every call is recorded. A compensation
+of an action that has not taken effect answers OK with null_compensation.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Seen:
     key: str
     attempt: int
     at: float
+    action_result: bytes = b""  # BranchRequest.action_result as received
 
 
 @dataclass
@@ -72,7 +74,8 @@ class ScriptedParticipant(ppb_grpc.ParticipantServicer):
         return seen
 
     async def _handle(self, op: str, request: ppb.BranchRequest, undo: bool) -> ppb.BranchReply:
-        self.calls.append(Seen(op, request.idempotency_key, request.attempt, time.monotonic()))
+        self.calls.append(Seen(op, request.idempotency_key, request.attempt, time.monotonic(),
+                               request.action_result))
         spec = json.loads(request.payload or b"{}")
         prefix = "undo_" if undo else ""
         delay = spec.get(f"{op}_sleep", spec.get("sleep", 0) if op == "execute" else 0)
@@ -92,7 +95,11 @@ class ScriptedParticipant(ppb_grpc.ParticipantServicer):
                 return reply
         else:
             self.effects[key] += 1
-            reply = ppb.BranchReply(outcome=ppb.OUTCOME_OK, result=key.encode())
+            # A compensation whose action never took effect here is a null one (as the
+            # SDK's barrier says it).
+            null = op == "compensate" and key.rsplit("/", 1)[0] + "/execute" not in self.effects
+            reply = ppb.BranchReply(outcome=ppb.OUTCOME_OK, result=key.encode(),
+                                    null_compensation=null)
         self.replies[key] = reply
         return reply
 

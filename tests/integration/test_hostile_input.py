@@ -135,6 +135,10 @@ async def test_a_result_over_the_limit_is_a_visible_participant_error(etcd: DevE
 @pytest.mark.parametrize(("mutate", "field"), [
     (lambda r: setattr(r.branches[0].retry, "multiplier", math.nan), "branches[0].retry.multiplier"),
     (lambda r: setattr(r.branches[0].retry, "multiplier", math.inf), "branches[0].retry.multiplier"),
+    (lambda r: setattr(r.branches[0].compensation_retry, "multiplier", math.nan),
+     "branches[0].compensation_retry.multiplier"),
+    (lambda r: r.branches[0].compensation_retry.initial_backoff.FromSeconds(-1),
+     "branches[0].compensation_retry.initial_backoff"),
     (lambda r: r.timeout.FromSeconds(8 * 24 * 3600), "timeout"),
     (lambda r: setattr(r, "gid", "abc\n"), "gid"),
     (lambda r: setattr(r, "gid", "g" * 128 + "\n"), "gid"),

@@ -344,3 +344,34 @@ async def _health_statuses(s: Served, seconds: float) -> list[int]:
         await asyncio.wait_for(read(), seconds)
     stream.cancel()
     return seen
+
+
+async def test_a_compensation_sees_its_actions_result_and_says_when_it_was_null(
+        db: Db, gid: str) -> None:
+    host = ParticipantHost(db.engine)
+    seen: list[bytes] = []
+
+    @host.execute("box.reserve")
+    async def reserve(ctx: BranchContext, conn: AsyncConnection, payload: bytes) -> bytes:
+        return b"reservation-7"
+
+    @host.compensate("box.release")
+    async def release(ctx: BranchContext, conn: AsyncConnection, payload: bytes) -> None:
+        seen.append(ctx.action_result)
+
+    def request(branch: str, op: Op, operation: str, action_result: bytes = b"") -> ppb.BranchRequest:
+        return ppb.BranchRequest(gid=gid, branch=branch, operation=operation, attempt=1,
+                                 idempotency_key=f"{gid}/{branch}/{op.value}",
+                                 action_result=action_result)
+
+    done = await host.handle(Op.EXECUTE, request("b1", Op.EXECUTE, "box.reserve"))
+    undo = request("b1", Op.COMPENSATE, "box.release", done.result)  # as the coordinator sends it
+    undone = await host.handle(Op.COMPENSATE, undo)
+    assert seen == [b"reservation-7"]
+    assert undone.outcome == ppb.OUTCOME_OK and not undone.null_compensation
+    # b2's action never arrived here: nothing to undo, and the reply says so, repeats too.
+    null = await host.handle(Op.COMPENSATE, request("b2", Op.COMPENSATE, "box.release"))
+    assert null.outcome == ppb.OUTCOME_OK and null.null_compensation and seen == [b"reservation-7"]
+    assert (await host.handle(Op.COMPENSATE, request("b2", Op.COMPENSATE, "box.release"))
+            ).null_compensation
+    assert not (await host.handle(Op.COMPENSATE, undo)).null_compensation

@@ -42,11 +42,13 @@ class ScriptedParticipant:
     gates: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     calls: list[tuple[str, int]] = field(default_factory=list)
     effects: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    action_results: dict[str, bytes] = field(default_factory=dict)  # key -> as received
 
     async def call(self, gid: str, plan: BranchPlan, op: str, attempt: int,
-                   trace: Mapping[str, str]) -> Answer:
+                   trace: Mapping[str, str], action_result: bytes = b"") -> Answer:
         key = idempotency_key(gid, plan.name, op)
         self.calls.append((key, attempt))
+        self.action_results[key] = action_result
         gate = self.gates.get((plan.name, op))
         if gate is not None:
             await gate.wait()
@@ -54,14 +56,17 @@ class ScriptedParticipant:
         kind = answers.pop(0) if len(answers) > 1 else answers[0]
         if kind is Kind.OK and self.effects[key] == 0:
             self.effects[key] += 1
-        return Answer(kind, message=f"{kind.value} from script")
+        result = f"id-of-{key}".encode() if kind is Kind.OK else b""
+        return Answer(kind, result, message=f"{kind.value} from script")
 
     async def close(self) -> None:
         return None
 
 
-def saga_record(gid: str, retry: RetryPolicy = FAST, timeout_s: float = 30.0) -> TxRecord:
-    plan = tuple(BranchPlan(n, "p:1", f"{n}.do", f"{n}.undo", retry=retry) for n in ("a", "b"))
+def saga_record(gid: str, retry: RetryPolicy = FAST, timeout_s: float = 30.0,
+                compensation_retry: RetryPolicy = FAST) -> TxRecord:
+    plan = tuple(BranchPlan(n, "p:1", f"{n}.do", f"{n}.undo", retry=retry,
+                            compensation_retry=compensation_retry) for n in ("a", "b"))
     return new_record(gid=gid, protocol=Protocol.SAGA, plan=plan, now=time.time(),
                       timeout_s=timeout_s)
 
@@ -140,9 +145,9 @@ class IntentChecking(ScriptedParticipant):
     logged: list[str] = field(default_factory=list)
 
     async def call(self, gid: str, plan: BranchPlan, op: str, attempt: int,
-                   trace: Mapping[str, str]) -> Answer:
+                   trace: Mapping[str, str], action_result: bytes = b"") -> Answer:
         self.logged.append(self.store.records[gid].record.status(plan.name).state.name)
-        return await super().call(gid, plan, op, attempt, trace)
+        return await super().call(gid, plan, op, attempt, trace, action_result)
 
 
 async def test_a_first_call_is_never_made_before_its_intent_is_written() -> None:
@@ -185,14 +190,49 @@ async def test_compensation_that_never_succeeds_fails_the_saga_after_its_budget(
     p = ScriptedParticipant(script={("b", "execute"): [Kind.FAILED],
                                     ("a", "compensate"): [Kind.UNKNOWN]})
     log, driver = await new_driver(store, "A", p)
-    retry = RetryPolicy(max_attempts=3, initial_backoff_s=0.001, max_backoff_s=0.002)
-    await driver.start(saga_record("g3", retry))
+    capped = RetryPolicy(max_attempts=3, initial_backoff_s=0.001, max_backoff_s=0.002)
+    await driver.start(saga_record("g3", compensation_retry=capped))
     assert await settle(log, "g3") is TxState.FAILED
     stored = await log.get("g3")
     assert stored is not None
     assert "exhausted" in stored.record.error
     assert len([c for c in p.calls if c[0] == "g3/a/compensate"]) == 3
     assert driver.active == 0  # settled transactions leave memory
+
+
+async def test_the_actions_attempt_cap_does_not_cap_its_compensation() -> None:
+    store = MemoryStore()
+    p = ScriptedParticipant(script={("b", "execute"): [Kind.FAILED],
+                                    ("a", "compensate"): [Kind.UNKNOWN] * 6 + [Kind.OK]})
+    log, driver = await new_driver(store, "A", p)
+    three = RetryPolicy(max_attempts=3, initial_backoff_s=0.001, max_backoff_s=0.002)
+    await driver.start(saga_record("g3b", three))
+    assert await settle(log, "g3b") is TxState.COMPENSATED
+    assert len([c for c in p.calls if c[0] == "g3b/a/compensate"]) == 7
+
+
+async def test_a_compensation_is_sent_the_result_its_action_answered_ok_with() -> None:
+    store = MemoryStore()
+    p = ScriptedParticipant(script={("b", "execute"): [Kind.UNKNOWN]})  # b: outcome unknown
+    log, driver = await new_driver(store, "A", p)
+    await driver.start(saga_record("g-res", timeout_s=0.5))
+    assert await settle(log, "g-res") is TxState.COMPENSATED
+    assert p.action_results["g-res/a/compensate"] == b"id-of-g-res/a/execute"
+    assert p.action_results["g-res/b/compensate"] == b""  # never answered OK
+    assert p.action_results["g-res/a/execute"] == b""  # only compensations carry it
+
+
+async def test_the_actions_attempt_cap_does_not_cap_2pc_phase_two() -> None:
+    store = MemoryStore()
+    p = ScriptedParticipant(script={("a", "commit"): [Kind.UNKNOWN] * 5 + [Kind.OK]})
+    log, driver = await new_driver(store, "A", p)
+    three = RetryPolicy(max_attempts=3, initial_backoff_s=0.001, max_backoff_s=0.002)
+    plan = tuple(BranchPlan(n, "p:1", f"{n}.do", retry=three, compensation_retry=FAST)
+                 for n in ("a", "b"))
+    await driver.start(new_record(gid="t-owed", protocol=Protocol.TWO_PHASE, plan=plan,
+                                  now=time.time(), timeout_s=30))
+    assert await settle(log, "t-owed") is TxState.COMMITTED
+    assert len([c for c in p.calls if c[0] == "t-owed/a/commit"]) == 6
 
 
 async def test_takeover_finishes_the_saga_with_each_effect_once() -> None:

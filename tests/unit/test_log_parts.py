@@ -3,32 +3,53 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
 
 from coordinator.domain import saga
-from coordinator.domain.records import BranchPlan, Protocol, RetryPolicy, TxRecord, new_record
+from coordinator.domain.records import (
+    BranchPlan,
+    BranchState,
+    Protocol,
+    RetryPolicy,
+    TxRecord,
+    new_record,
+)
 from coordinator.log._batch import Batcher
 from coordinator.log._codec import decode, encode, encode_payloads, with_payloads
 
 
 def test_codec_round_trips_every_field() -> None:
     plan = (BranchPlan("a", "h:1", "a.do", "a.undo", b"\x00\xffbin", (), 2.5,
-                       RetryPolicy(3, 0.2, 4.0, 1.5)),
+                       RetryPolicy(3, 0.2, 4.0, 1.5), RetryPolicy(9, 0.3, 5.0, 1.25)),
             BranchPlan("b", "h:2", "b.do", after=("a",)))
     trace = (("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
              ("tracestate", "congo=t61rcWkgMzE"))
     rec = new_record(gid="g-1", protocol=Protocol.SAGA, plan=plan, now=1.25, timeout_s=9,
                      concurrent=True, labels={"team": "pay"}, trace=trace)
     rec = saga.start(rec, 2.0).record
+    undone = replace(rec.branches[0], state=BranchState.COMPENSATED, null_compensation=True)
+    rec = replace(rec, cause="branch b failed: no", branches=(undone, *rec.branches[1:]))
     assert with_payloads(decode(encode(rec)), encode_payloads(rec)) == rec
     state_only = decode(encode(rec))
     assert [p.payload for p in state_only.plan] == [b"", b""]
     assert state_only.same_plan(rec)  # the digest stands in for the payloads
     assert state_only.same_plan(replace(rec, trace=()))  # a retried start from another trace
     assert b"trace" not in encode(replace(rec, trace=()))  # untraced records pay nothing
+
+
+def test_a_record_stored_before_compensation_retry_gets_the_until_acknowledged_default() -> None:
+    plan = (BranchPlan("a", "h:1", "a.do", "a.undo", retry=RetryPolicy(max_attempts=3)),)
+    rec = new_record(gid="g-old", protocol=Protocol.SAGA, plan=plan, now=1.0, timeout_s=9)
+    doc = json.loads(encode(rec))
+    for p in doc["plan"]:
+        del p["compensation_retry"]  # as written by a coordinator of an earlier version
+    old = decode(json.dumps(doc).encode())
+    assert old.plan[0].compensation_retry == RetryPolicy()  # max_attempts 0: until acknowledged
+    assert old.plan[0].retry.max_attempts == 3
 
 
 def test_an_empty_payload_keeps_its_place_and_a_damaged_value_is_refused() -> None:

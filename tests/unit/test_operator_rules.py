@@ -6,7 +6,7 @@ import pytest
 
 from coordinator.domain import operator, saga, two_phase
 from coordinator.domain.errors import FailedPrecondition, NotFound
-from coordinator.domain.events import Answered
+from coordinator.domain.events import Answered, DeadlinePassed
 from coordinator.domain.records import (
     BranchPlan,
     BranchState,
@@ -43,6 +43,50 @@ def test_replay_resumes_a_failed_compensation_with_fresh_budget_and_history() ->
     assert step.record.status("a").attempts == 0
     last = step.record.history[-1]
     assert (last.actor, last.action, last.reason) == ("operator:ann", "replay", "fixed the refund bug")
+
+
+def test_replay_keeps_the_cause_the_error_and_the_attempts_of_settled_branches() -> None:
+    plan = tuple(BranchPlan(n, "p:1", f"{n}.do", f"{n}.undo") for n in "abc")
+    rec = saga.start(new_record(gid="g", protocol=Protocol.SAGA, plan=plan, now=0, timeout_s=9), 0)
+    rec = saga.apply(rec.record, Answered("a", Op.EXECUTE, True, attempts=2), 0)
+    rec = saga.apply(rec.record, Answered("b", Op.EXECUTE, True, attempts=4), 0)
+    rec = saga.apply(rec.record, Answered("c", Op.EXECUTE, False, message="no", attempts=1), 0)
+    rec = saga.apply(rec.record, Answered("b", Op.COMPENSATE, True, attempts=3), 0)
+    rec = saga.apply(rec.record, Answered("a", Op.COMPENSATE, False, message="bug", attempts=5), 0)
+    failed = rec.record
+    assert failed.cause == "branch c failed: no"
+    step = operator.replay(failed, "operator:ann", "fixed the refund bug", 5)
+    # Still compensating because c refused: the error says so, the first cause stays.
+    assert step.record.error == "branch c failed: no"
+    assert step.record.cause == "branch c failed: no"
+    # b's compensation and c's refusal are settled: their counts stay; a's starts afresh.
+    assert [s.attempts for s in step.record.branches] == [0, 3, 1]
+    done = saga.apply(step.record, Answered("a", Op.COMPENSATE, True, attempts=1), 6).record
+    assert done.state is TxState.COMPENSATED and done.error == "branch c failed: no"
+
+
+def test_the_first_cause_survives_a_skip_and_operator_steps_outlive_a_long_history() -> None:
+    record = failed_saga()
+    for i in range(40):  # replay, fail again, ...: more entries than the history keeps
+        record = operator.replay(record, "operator:ann", f"try {i}", i).record
+        record = saga.apply(record, Answered("a", Op.COMPENSATE, False, message="bug"), i).record
+    record = operator.skip(record, "a", "operator:bob", "refunded by hand", 50).record
+    assert record.state is TxState.COMPENSATED
+    assert record.cause == "branch b failed: no" and record.error == "branch b failed: no"
+    operator_steps = [h.reason for h in record.history if h.actor.startswith("operator:")]
+    assert len(record.history) == 32 and len(operator_steps) == 32  # the newest 32 of 41
+    assert operator_steps[-1] == "a: refunded by hand"
+
+
+def test_a_null_compensation_is_told_apart_from_an_undo() -> None:
+    plan = tuple(BranchPlan(n, "p:1", f"{n}.do", f"{n}.undo") for n in "ab")
+    rec = saga.start(new_record(gid="g", protocol=Protocol.SAGA, plan=plan, now=0, timeout_s=9), 0)
+    rec = saga.apply(rec.record, Answered("a", Op.EXECUTE, True), 0)
+    rec = saga.apply(rec.record, DeadlinePassed(), 0)  # b's outcome unknown: compensated too
+    rec = saga.apply(rec.record, Answered("b", Op.COMPENSATE, True, null_compensation=True), 1)
+    rec = saga.apply(rec.record, Answered("a", Op.COMPENSATE, True), 2)
+    assert rec.record.state is TxState.COMPENSATED
+    assert [s.null_compensation for s in rec.record.branches] == [False, True]
 
 
 def test_skip_a_stuck_compensation_finishes_the_saga() -> None:

@@ -173,6 +173,7 @@ class Branch(_message.Message):
     AFTER_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
     RETRY_FIELD_NUMBER: _builtins.int
+    COMPENSATION_RETRY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique within the transaction; 1-128 characters of [A-Za-z0-9._:@-]."""
     participant: _builtins.str
@@ -203,7 +204,19 @@ class Branch(_message.Message):
 
     @_builtins.property
     def retry(self) -> Global___RetryPolicy:
-        """Applies to the action and to its compensation alike (and to every 2PC call)."""
+        """Retries of the action (saga: Execute; 2PC: Prepare). Its max_attempts caps the action
+        only: what undoes or finishes a transaction is governed by compensation_retry.
+        """
+
+    @_builtins.property
+    def compensation_retry(self) -> Global___RetryPolicy:
+        """Retries of what must be acknowledged once the outcome is decided: the saga's
+        Compensate, and 2PC Commit and Abort. Unset (or max_attempts 0): until acknowledged,
+        within the phase budget (one hour, counted from when the phase began), whatever
+        `retry.max_attempts` says; zero backoff fields take RetryPolicy's defaults, not
+        `retry`'s. A max_attempts here caps those calls: past it the transaction is FAILED for
+        an operator.
+        """
 
     def __init__(
         self,
@@ -216,10 +229,11 @@ class Branch(_message.Message):
         after: _abc.Iterable[_builtins.str] | None = ...,
         timeout: _duration_pb2.Duration | None = ...,
         retry: Global___RetryPolicy | None = ...,
+        compensation_retry: Global___RetryPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["compensation_retry", b"compensation_retry", "retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "after", b"after", "compensation", b"compensation", "name", b"name", "participant", b"participant", "payload", b"payload", "retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "after", b"after", "compensation", b"compensation", "compensation_retry", b"compensation_retry", "name", b"name", "participant", b"participant", "payload", b"payload", "retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -242,6 +256,8 @@ class RetryPolicy(_message.Message):
     """Attempts per operation. 0 = until the deadline: the saga's forward deadline for actions,
     the prepare deadline for 2PC Prepare, and one hour (the phase budget) for compensations
     and 2PC phase 2. A compensation or phase 2 out of budget leaves the transaction FAILED.
+    Branch.retry applies to actions and Prepare, Branch.compensation_retry to compensations
+    and phase 2.
     """
     multiplier: _builtins.float
     """default 2; must be >= 1"""
@@ -510,6 +526,8 @@ class BranchStatus(_message.Message):
     PARTICIPANT_FIELD_NUMBER: _builtins.int
     ACTION_FIELD_NUMBER: _builtins.int
     COMPENSATION_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    NULL_COMPENSATION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     state: Global___BranchState.ValueType
     attempts: _builtins.int
@@ -517,7 +535,8 @@ class BranchStatus(_message.Message):
     SUCCEEDED or FAILED; the compensation from COMPENSATING on; 2PC: Prepare up to the vote,
     then Commit or Abort. 1 for an operation answered at its first call. Counted across
     coordinators (a takeover continues the count); reset to 0 when the next operation
-    starts and when an operator replays the transaction. While calls are being retried the
+    starts, and when an operator's replay calls the branch again (a settled branch keeps
+    its count). While calls are being retried the
     stored count may lag by the attempts of the last few seconds (failed attempts are
     written at most every 5 s); the write that settles the operation records the true one.
     """
@@ -536,6 +555,14 @@ class BranchStatus(_message.Message):
     """
     action: _builtins.str
     compensation: _builtins.str
+    payload: _builtins.bytes
+    """The branch's payload, only when GetTransactionRequest.include_payloads asked for it
+    (an operator checking what a branch carried before a skip); never in lists or watches.
+    """
+    null_compensation: _builtins.bool
+    """COMPENSATED with nothing undone: the participant said the action never ran there
+    (BranchReply.null_compensation).
+    """
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When the branch last changed state (or recorded a failed attempt): the coordinator's
@@ -554,10 +581,12 @@ class BranchStatus(_message.Message):
         participant: _builtins.str = ...,
         action: _builtins.str = ...,
         compensation: _builtins.str = ...,
+        payload: _builtins.bytes = ...,
+        null_compensation: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "attempts", b"attempts", "compensation", b"compensation", "error", b"error", "name", b"name", "participant", b"participant", "result", b"result", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "attempts", b"attempts", "compensation", b"compensation", "error", b"error", "name", b"name", "null_compensation", b"null_compensation", "participant", b"participant", "payload", b"payload", "result", b"result", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -629,6 +658,7 @@ class Transaction(_message.Message):
     HISTORY_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
     DECISION_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
     DEADLINE_MOVED_FIELD_NUMBER: _builtins.int
     PAUSED_FIELD_NUMBER: _builtins.int
@@ -645,6 +675,11 @@ class Transaction(_message.Message):
     decision: _builtins.str
     """2PC: "commit" or "abort" once the coordinator decided (the decision is final; a FAILED
     2PC keeps it, which says what a replay finishes); "" before it and for sagas.
+    """
+    cause: _builtins.str
+    """The first cause: why the transaction first left its normal path (the first refusal,
+    deadline, abort or failure), as `error` first said it. Kept across replay and skip,
+    which may clear or change `error`; "" while nothing went wrong.
     """
     @_builtins.property
     def branches(self) -> _containers.RepeatedCompositeFieldContainer[Global___BranchStatus]: ...
@@ -694,6 +729,7 @@ class Transaction(_message.Message):
         history: _abc.Iterable[Global___HistoryEntry] | None = ...,
         trace_id: _builtins.str = ...,
         decision: _builtins.str = ...,
+        cause: _builtins.str = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
         deadline_moved: _duration_pb2.Duration | None = ...,
         paused: Global___HistoryEntry | None = ...,
@@ -702,7 +738,7 @@ class Transaction(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deadline", b"deadline", "deadline_moved", b"deadline_moved", "notice", b"notice", "paused", b"paused", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["branches", b"branches", "created_at", b"created_at", "deadline", b"deadline", "deadline_moved", b"deadline_moved", "decision", b"decision", "error", b"error", "gid", b"gid", "history", b"history", "labels", b"labels", "notice", b"notice", "paused", b"paused", "protocol", b"protocol", "state", b"state", "trace_id", b"trace_id", "updated_at", b"updated_at", "waiting_on_holds", b"waiting_on_holds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branches", b"branches", "cause", b"cause", "created_at", b"created_at", "deadline", b"deadline", "deadline_moved", b"deadline_moved", "decision", b"decision", "error", b"error", "gid", b"gid", "history", b"history", "labels", b"labels", "notice", b"notice", "paused", b"paused", "protocol", b"protocol", "state", b"state", "trace_id", b"trace_id", "updated_at", b"updated_at", "waiting_on_holds", b"waiting_on_holds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -754,15 +790,24 @@ class GetTransactionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     GID_FIELD_NUMBER: _builtins.int
+    INCLUDE_PAYLOADS_FIELD_NUMBER: _builtins.int
     gid: _builtins.str
+    include_payloads: _builtins.bool
+    """Fill BranchStatus.payload of every branch. On a coordinator with operators, only for
+    an operator holding the read right, whether or not reads are protected
+    (UNAUTHENTICATED without an operator's token or certificate, PERMISSION_DENIED without
+    the right); open, like every call, on one without operators. Ignored by
+    WatchTransaction. A finished transaction no longer keeps its payloads (empty).
+    """
     def __init__(
         self,
         *,
         gid: _builtins.str = ...,
+        include_payloads: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["gid", b"gid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gid", b"gid", "include_payloads", b"include_payloads"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18txc/v1/participant.proto\x12\x06txc.v1\"\xd9\x01\n\nBranchCall\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x1e\n\x04kind\x18\x02 \x01(\x0e\x32\x10.txc.v1.CallKind\x12&\n\x07request\x18\x03 \x01(\x0b\x32\x15.txc.v1.BranchRequest\x12\x12\n\ntimeout_ms\x18\x04 \x01(\r\x12\x32\n\x08metadata\x18\x05 \x03(\x0b\x32 .txc.v1.BranchCall.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"4\n\x0f\x42ranchCallBatch\x12!\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x12.txc.v1.BranchCall\"k\n\x0c\x42ranchResult\x12\n\n\x02id\x18\x01 \x01(\x04\x12\"\n\x05reply\x18\x02 \x01(\x0b\x32\x13.txc.v1.BranchReply\x12\x13\n\x0bstatus_code\x18\x03 \x01(\x05\x12\x16\n\x0estatus_message\x18\x04 \x01(\t\":\n\x11\x42ranchResultBatch\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.txc.v1.BranchResult\"z\n\rBranchRequest\x12\x0b\n\x03gid\x18\x01 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x02 \x01(\t\x12\x11\n\toperation\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\"P\n\x0b\x42ranchReply\x12 \n\x07outcome\x18\x01 \x01(\x0e\x32\x0f.txc.v1.Outcome\x12\x0e\n\x06result\x18\x02 \x01(\x0c\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x13\n\x11OperationsRequest\"G\n\x0fOperationsReply\x12\x0f\n\x07\x65xecute\x18\x01 \x03(\t\x12\x12\n\ncompensate\x18\x02 \x03(\t\x12\x0f\n\x07prepare\x18\x03 \x03(\t*\x98\x01\n\x08\x43\x61llKind\x12\x19\n\x15\x43\x41LL_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41LL_KIND_EXECUTE\x10\x01\x12\x18\n\x14\x43\x41LL_KIND_COMPENSATE\x10\x02\x12\x15\n\x11\x43\x41LL_KIND_PREPARE\x10\x03\x12\x14\n\x10\x43\x41LL_KIND_COMMIT\x10\x04\x12\x13\n\x0f\x43\x41LL_KIND_ABORT\x10\x05*Y\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0e\n\nOUTCOME_OK\x10\x01\x12\x12\n\x0eOUTCOME_FAILED\x10\x02\x12\x11\n\rOUTCOME_RETRY\x10\x03\x32\xa3\x03\n\x0bParticipant\x12\x35\n\x07\x45xecute\x12\x15.txc.v1.BranchRequest\x1a\x13.txc.v1.BranchReply\x12\x38\n\nCompensate\x12\x15.txc.v1.BranchRequest\x1a\x13.txc.v1.BranchReply\x12\x35\n\x07Prepare\x12\x15.txc.v1.BranchRequest\x1a\x13.txc.v1.BranchReply\x12\x34\n\x06\x43ommit\x12\x15.txc.v1.BranchRequest\x1a\x13.txc.v1.BranchReply\x12\x33\n\x05\x41\x62ort\x12\x15.txc.v1.BranchRequest\x1a\x13.txc.v1.BranchReply\x12?\n\x05\x42\x61tch\x12\x17.txc.v1.BranchCallBatch\x1a\x19.txc.v1.BranchResultBatch(\x01\x30\x01\x12@\n\nOperations\x12\x19.txc.v1.OperationsRequest\x1a\x17.txc.v1.OperationsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18txc/v1/participant.proto\x12\x06txc.v1\"\xd9\x01\n\nBranchCall\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x1e\n\x04kind\x18\x02 \x01(\x0e\x32\x10.txc.v1.CallKind\x12&\n\x07request\x18\x03 \x01(\x0b\x32\x15.txc.v1.BranchRequest\x12\x12\n\ntimeout_ms\x18\x04 \x01(\r\x12\x32\n\x08metadata\x18\x05 \x03(\x0b\x32 .txc.v1.BranchCall.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"4\n\x0f\x42ranchCallBatch\x12!\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x12.txc.v1.BranchCall\"k\n\x0c\x42ranchResult\x12\n\n\x02id\x18\x01 \x01(\x04\x12\"\n\x05reply\x18\x02 \x01(\x0b\x32\x13.txc.v1.BranchReply\x12\x13\n\x0bstatus_code\x18\x03 \x01(\x05\x12\x16\n\x0estatus_message\x18\x04 \x01(\t\":\n\x11\x42ranchResultBatch\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.txc.v1.BranchResult\"\x91\x01\n\rBranchRequest\x12\x0b\n\x03gid\x18\x01 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x02 \x01(\t\x12\x11\n\toperation\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\x12\x15\n\raction_result\x18\x07 \x01(\x0c\"k\n\x0b\x42ranchReply\x12 \n\x07outcome\x18\x01 \x01(\x0e\x32\x0f.txc.v1.Outcome\x12\x0e\n\x06result\x18\x02 \x01(\x0c\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x19\n\x11null_compensation\x18\x04 \x01(\x08\"\x13\n\x11OperationsRequest\"G\n\x0fOperationsReply\x12\x0f\n\x07\x65xecute\x18\x01 \x03(\t\x12\x12\n\ncompensate\x18\x02 \x03(\t\x12\x0f\n\x07prepare\x18\x03 \x03(\t*\x98\x01\n\x08\x43\x61llKind\x12\x19\n\x15\x43\x41LL_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41LL_KIND_EXECUTE\x10\x01\x12\x18\n\x14\x43\x41LL_KIND_COMPENSATE\x10\x02\x12\x15\n\x11\x43\x41LL_KIND_PREPARE\x10\x03\x12\x14\n\x10\x43\x41LL_KIND_COMMIT\x10\x04\x12\x13\n\x0f\x43\x41LL_KIND_ABORT\x10\x05*Y\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0e\n\nOUTCOME_OK\x10\x01\x12\x12\n\x0eOUTCOME_FAILED\x10\x02\x12\x11\n\rOUTCOME_RETRY\x10\x03\x32\xa3\x03\n\x0bParticipant\x12\x35\n\x07\x45xecute\x12\x15.txc.v1.BranchRequest\x1a\x13.txc.v1.BranchReply\x12\x38\n\nCompensate\x12\x15.txc.v1.BranchRequest\x1a\x13.txc.v1.BranchReply\x12\x35\n\x07Prepare\x12\x15.txc.v1.BranchRequest\x1a\x13.txc.v1.BranchReply\x12\x34\n\x06\x43ommit\x12\x15.txc.v1.BranchRequest\x1a\x13.txc.v1.BranchReply\x12\x33\n\x05\x41\x62ort\x12\x15.txc.v1.BranchRequest\x1a\x13.txc.v1.BranchReply\x12?\n\x05\x42\x61tch\x12\x17.txc.v1.BranchCallBatch\x1a\x19.txc.v1.BranchResultBatch(\x01\x30\x01\x12@\n\nOperations\x12\x19.txc.v1.OperationsRequest\x1a\x17.txc.v1.OperationsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BRANCHCALL_METADATAENTRY']._loaded_options = None
   _globals['_BRANCHCALL_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_CALLKIND']._serialized_start=780
-  _globals['_CALLKIND']._serialized_end=932
-  _globals['_OUTCOME']._serialized_start=934
-  _globals['_OUTCOME']._serialized_end=1023
+  _globals['_CALLKIND']._serialized_start=831
+  _globals['_CALLKIND']._serialized_end=983
+  _globals['_OUTCOME']._serialized_start=985
+  _globals['_OUTCOME']._serialized_end=1074
   _globals['_BRANCHCALL']._serialized_start=37
   _globals['_BRANCHCALL']._serialized_end=254
   _globals['_BRANCHCALL_METADATAENTRY']._serialized_start=207
@@ -47,14 +47,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BRANCHRESULT']._serialized_end=417
   _globals['_BRANCHRESULTBATCH']._serialized_start=419
   _globals['_BRANCHRESULTBATCH']._serialized_end=477
-  _globals['_BRANCHREQUEST']._serialized_start=479
-  _globals['_BRANCHREQUEST']._serialized_end=601
-  _globals['_BRANCHREPLY']._serialized_start=603
-  _globals['_BRANCHREPLY']._serialized_end=683
-  _globals['_OPERATIONSREQUEST']._serialized_start=685
-  _globals['_OPERATIONSREQUEST']._serialized_end=704
-  _globals['_OPERATIONSREPLY']._serialized_start=706
-  _globals['_OPERATIONSREPLY']._serialized_end=777
-  _globals['_PARTICIPANT']._serialized_start=1026
-  _globals['_PARTICIPANT']._serialized_end=1445
+  _globals['_BRANCHREQUEST']._serialized_start=480
+  _globals['_BRANCHREQUEST']._serialized_end=625
+  _globals['_BRANCHREPLY']._serialized_start=627
+  _globals['_BRANCHREPLY']._serialized_end=734
+  _globals['_OPERATIONSREQUEST']._serialized_start=736
+  _globals['_OPERATIONSREQUEST']._serialized_end=755
+  _globals['_OPERATIONSREPLY']._serialized_start=757
+  _globals['_OPERATIONSREPLY']._serialized_end=828
+  _globals['_PARTICIPANT']._serialized_start=1077
+  _globals['_PARTICIPANT']._serialized_end=1496
 # @@protoc_insertion_point(module_scope)

@@ -216,6 +216,7 @@ class BranchRequest(_message.Message):
     PAYLOAD_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    ACTION_RESULT_FIELD_NUMBER: _builtins.int
     gid: _builtins.str
     branch: _builtins.str
     operation: _builtins.str
@@ -230,6 +231,12 @@ class BranchRequest(_message.Message):
     """
     attempt: _builtins.int
     """1 on the first call of this operation, counted across coordinators"""
+    action_result: _builtins.bytes
+    """Compensate only: the BranchReply.result the action answered OUTCOME_OK with (e.g. the
+    id of the reservation or charge to undo); empty when the action never answered OK (its
+    outcome is unknown, it may not have run) or answered OK with no result. Empty on every
+    other call. Participants that do not read it keep working.
+    """
     def __init__(
         self,
         *,
@@ -239,10 +246,11 @@ class BranchRequest(_message.Message):
         payload: _builtins.bytes = ...,
         idempotency_key: _builtins.str = ...,
         attempt: _builtins.int = ...,
+        action_result: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "branch", b"branch", "gid", b"gid", "idempotency_key", b"idempotency_key", "operation", b"operation", "payload", b"payload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_result", b"action_result", "attempt", b"attempt", "branch", b"branch", "gid", b"gid", "idempotency_key", b"idempotency_key", "operation", b"operation", "payload", b"payload"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -255,19 +263,26 @@ class BranchReply(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    NULL_COMPENSATION_FIELD_NUMBER: _builtins.int
     outcome: Global___Outcome.ValueType
     result: _builtins.bytes
     message: _builtins.str
+    null_compensation: _builtins.bool
+    """Compensate with OUTCOME_OK only: true when there was nothing to undo because the action
+    never ran here (a null compensation: the participant also refuses that action if it
+    arrives late). Shown to operators as "null compensation"; false otherwise.
+    """
     def __init__(
         self,
         *,
         outcome: Global___Outcome.ValueType = ...,
         result: _builtins.bytes = ...,
         message: _builtins.str = ...,
+        null_compensation: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "outcome", b"outcome", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "null_compensation", b"null_compensation", "outcome", b"outcome", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
