@@ -227,7 +227,10 @@ class BranchRequest(_message.Message):
     """the branch's payload, the same on every call"""
     idempotency_key: _builtins.str
     """"{gid}/{branch}/{op}", op in execute|compensate|prepare|commit|abort: the same on every
-    attempt and on every coordinator. Apply each key at most once.
+    attempt and on every coordinator. Apply each key at most once. A settlement notice
+    (coordinator.proto, Notify) is an Execute on branch "/notify" ("/notify/N" for the N-th
+    settlement) with the Notify's operation, the settled Transaction as payload and the key
+    "{gid}/notify" ("{gid}/notify/N"); its attempts start at 1 again after a takeover.
     """
     attempt: _builtins.int
     """1 on the first call of this operation, counted across coordinators"""
