@@ -39,7 +39,8 @@ TARGET = NotifyPlan("events:9", "orders.settled", retry=FAST, budget_s=30.0)
 
 
 def record(gid: str, notify: NotifyPlan | None = TARGET, retry: RetryPolicy = FAST) -> TxRecord:
-    plan = tuple(BranchPlan(n, "p:1", f"{n}.do", f"{n}.undo", retry=retry) for n in ("a", "b"))
+    plan = tuple(BranchPlan(n, "p:1", f"{n}.do", f"{n}.undo", retry=retry, compensation_retry=retry)
+                 for n in ("a", "b"))
     return new_record(gid=gid, protocol=Protocol.SAGA, plan=plan, now=time.time(),
                       timeout_s=30.0, notify=notify)
 
@@ -51,7 +52,7 @@ class Receiver(ScriptedParticipant):
     told: list[tuple[str, str, pb.Transaction]] = field(default_factory=list)
 
     async def call(self, gid: str, plan: BranchPlan, op: str, attempt: int,
-                   trace: Mapping[str, str]) -> Answer:
+                   trace: Mapping[str, str], action_result: bytes = b"") -> Answer:
         if plan.name.startswith("/"):
             self.told.append((idempotency_key(gid, plan.name, op), plan.action,
                               pb.Transaction.FromString(plan.payload)))
