@@ -357,53 +357,53 @@ class CoordinatorClient:
             raise WaitTimedOut(gid, timeout_s, seen) from exc
 
     # -- operator actions ---------------------------------------------------------------
+    # Never retried (not in Failover's idempotent methods): one applied before its reply
+    # was lost must not be applied again behind the operator's back.
+    async def _operate(self, method: Any, request: Any) -> Any:
+        return await method(request, timeout=self._timeout_s,
+                            metadata=_traced(self._operator_metadata))
+
     async def replay(self, gid: str, reason: str) -> pb.Transaction:
         """Re-drive a FAILED or stuck transaction with fresh retry budgets."""
-        tx: pb.Transaction = await self._stub.ReplayTransaction(
-            pb.ReplayRequest(gid=gid, reason=reason), timeout=self._timeout_s,
-            metadata=_traced(self._operator_metadata))
+        tx: pb.Transaction = await self._operate(self._stub.ReplayTransaction,
+                                                 pb.ReplayRequest(gid=gid, reason=reason))
         return tx
 
     async def skip(self, gid: str, branch: str, reason: str) -> pb.Transaction:
         """Mark one branch done by hand (fixed outside txcoord)."""
-        tx: pb.Transaction = await self._stub.SkipBranch(
-            pb.SkipBranchRequest(gid=gid, branch=branch, reason=reason), timeout=self._timeout_s,
-            metadata=self._operator_metadata)
+        tx: pb.Transaction = await self._operate(
+            self._stub.SkipBranch, pb.SkipBranchRequest(gid=gid, branch=branch, reason=reason))
         return tx
 
     async def abort(self, gid: str, reason: str) -> pb.Transaction:
         """Saga: compensate. 2PC: abort unless commit was decided."""
-        tx: pb.Transaction = await self._stub.AbortTransaction(
-            pb.AbortRequest(gid=gid, reason=reason), timeout=self._timeout_s,
-            metadata=self._operator_metadata)
+        tx: pb.Transaction = await self._operate(self._stub.AbortTransaction,
+                                                 pb.AbortRequest(gid=gid, reason=reason))
         return tx
 
     async def pause(self, gid: str, reason: str) -> pb.Transaction:
         """Stop driving it after the calls in flight; its deadline stands still."""
-        tx: pb.Transaction = await self._stub.PauseTransaction(
-            pb.PauseRequest(gid=gid, reason=reason), timeout=self._timeout_s,
-            metadata=self._operator_metadata)
+        tx: pb.Transaction = await self._operate(self._stub.PauseTransaction,
+                                                 pb.PauseRequest(gid=gid, reason=reason))
         return tx
 
     async def resume(self, gid: str, reason: str) -> pb.Transaction:
         """Drive a paused transaction again (its deadline moves by the time paused)."""
-        tx: pb.Transaction = await self._stub.ResumeTransaction(
-            pb.ResumeRequest(gid=gid, reason=reason), timeout=self._timeout_s,
-            metadata=self._operator_metadata)
+        tx: pb.Transaction = await self._operate(self._stub.ResumeTransaction,
+                                                 pb.ResumeRequest(gid=gid, reason=reason))
         return tx
 
     async def hold(self, address: str, reason: str, *, refuse_starts: bool = False) -> pb.Hold:
         """Hold a participant address, cluster-wide, until ``release``."""
-        hold: pb.Hold = await self._stub.HoldParticipant(
-            pb.HoldRequest(address=address, reason=reason, refuse_starts=refuse_starts),
-            timeout=self._timeout_s, metadata=self._operator_metadata)
+        hold: pb.Hold = await self._operate(
+            self._stub.HoldParticipant,
+            pb.HoldRequest(address=address, reason=reason, refuse_starts=refuse_starts))
         return hold
 
     async def release(self, address: str, reason: str) -> pb.Hold:
         """Release a hold; its waiting transactions resume at a bounded rate."""
-        hold: pb.Hold = await self._stub.ReleaseParticipant(
-            pb.ReleaseRequest(address=address, reason=reason), timeout=self._timeout_s,
-            metadata=self._operator_metadata)
+        hold: pb.Hold = await self._operate(self._stub.ReleaseParticipant,
+                                            pb.ReleaseRequest(address=address, reason=reason))
         return hold
 
     async def holds(self) -> Sequence[pb.Hold]:

@@ -181,20 +181,33 @@ async def act(console: Console, request: Request) -> Response:
     form, refused = await _action_form(console, request)
     if refused is not None:
         return refused
-    session: Session = request.state.session
     reason, branch = form.get("reason", "").strip(), form.get("branch", "").strip()
+
+    async def send(client: CoordinatorClient) -> str:
+        tx = await _send(client, action, gid, branch, reason)
+        return f"{action} sent: {gid} is now {state_name(tx.state)}"
+
     problem = _missing(action, reason, branch, form.get("confirm") == "yes")
+    return await _perform(console, request, f"/tx/{gid}", action, problem, send)
+
+
+async def _perform(console: Console, request: Request, back: str, action: str,
+                   problem: str | None,
+                   send: Callable[[CoordinatorClient], Awaitable[str]]) -> Response:
+    """Say what is missing from the form, or send the action and say how it went; either
+    way back to the page ``back`` (POST, redirect, GET: a reload sends nothing again)."""
+    session: Session = request.state.session
     if problem:
         session.flash("error", problem)
-        return RedirectResponse(f"/tx/{gid}", 303)
+        return RedirectResponse(back, 303)
     async with console.client(session.token) as client:
         try:
-            tx = await _send(client, action, gid, branch, reason)
+            done = await send(client)
         except grpc.aio.AioRpcError as exc:
             session.flash("error", _explain(action, exc))
         else:
-            session.flash("ok", f"{action} sent: {gid} is now {state_name(tx.state)}")
-    return RedirectResponse(f"/tx/{gid}", 303)
+            session.flash("ok", done)
+    return RedirectResponse(back, 303)
 
 
 async def _action_form(console: Console, request: Request) -> tuple[dict[str, str], Response | None]:
@@ -318,23 +331,17 @@ async def hold_act(console: Console, request: Request) -> Response:
     form, refused = await _action_form(console, request)
     if refused is not None:
         return refused
-    session: Session = request.state.session
     address, reason = form.get("address", "").strip(), form.get("reason", "").strip()
+
+    async def send(client: CoordinatorClient) -> str:
+        if action == "hold":
+            await client.hold(address, reason, refuse_starts=form.get("refuse_starts") == "yes")
+            return f"{address} held"
+        await client.release(address, reason)
+        return f"{address} released"
+
     problem = _missing(action, reason, "-", form.get("confirm") == "yes")
-    if problem:
-        session.flash("error", problem)
-        return RedirectResponse("/holds", 303)
-    async with console.client(session.token) as client:
-        try:
-            if action == "hold":
-                await client.hold(address, reason, refuse_starts=form.get("refuse_starts") == "yes")
-            else:
-                await client.release(address, reason)
-        except grpc.aio.AioRpcError as exc:
-            session.flash("error", _explain(action, exc))
-        else:
-            session.flash("ok", f"{address} {'held' if action == 'hold' else 'released'}")
-    return RedirectResponse("/holds", 303)
+    return await _perform(console, request, "/holds", action, problem, send)
 
 
 def _explain(action: str, exc: grpc.aio.AioRpcError) -> str:
