@@ -220,6 +220,10 @@ class TxRecord:
     deadline_moved_s: float = 0.0
     notify: NotifyPlan | None = None  # part of the plan: who hears of the settlement
     notice: NoticeStatus = NoticeStatus()
+    # A saga's creation announces every branch's intent at once (domain.durability): while
+    # set, a branch shown PENDING may have been called all the same, and is compensated as
+    # one that may have run. Its creator drives with it cleared (it knows what it called).
+    intents_ahead: bool = False
 
     @property
     def finished(self) -> bool:

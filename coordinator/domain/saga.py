@@ -5,8 +5,9 @@ Rules:
   ``after`` branches have all succeeded.
 - A refusal (OUTCOME_FAILED) or the deadline starts compensation. A branch that
   succeeded, or whose outcome is unknown (still RUNNING: it may have run), is compensated;
-  a branch that was refused or never started is not. A branch with no compensation is
-  SKIPPED.
+  a branch that was refused or never started is not, unless the record announces intents
+  ahead (domain.durability): then a PENDING branch may have been called, and is
+  compensated. A branch with no compensation is SKIPPED.
 - Compensation runs in reverse order: a branch is undone only once every branch that ran
   after it (its dependents) is settled.
 - A compensation that is refused or runs out of retries leaves the saga FAILED for an
@@ -27,6 +28,7 @@ from ._common import fail as _fail
 from ._common import note as _note
 from ._common import stamp as _stamp
 from ._common import touch as _touch
+from .durability import announced
 from .events import Answered, AttemptFailed, DeadlinePassed, Event, GaveUp, Misconfigured
 from .records import BranchState, BranchStatus, Call, Op, Transition, TxRecord, TxState
 
@@ -34,8 +36,9 @@ _UNDO_NEEDED = frozenset({BranchState.SUCCEEDED, BranchState.RUNNING, BranchStat
 
 
 def start(record: TxRecord, now: float) -> Transition:
-    """Move a fresh record to its first calls."""
-    return advance_forward(record, now)
+    """Move a fresh record to its first calls, every later branch's intent announced."""
+    step = advance_forward(record, now)
+    return Transition(announced(step.record), step.calls)
 
 
 def resume(record: TxRecord) -> Transition:
@@ -172,7 +175,7 @@ def advance_compensation(record: TxRecord, now: float) -> Transition:
         progressed = False
         for plan in reversed(record.plan):
             status = record.status(plan.name)
-            if status.state not in (BranchState.SUCCEEDED, BranchState.RUNNING):
+            if not _may_have_run(record, status):
                 continue
             if not _dependents_settled(record, plan.name):
                 continue
@@ -184,14 +187,28 @@ def advance_compensation(record: TxRecord, now: float) -> Transition:
             undoing = replace(status, state=BranchState.COMPENSATING, attempts=0, error="")
             record = record.with_branch(plan.name, _stamp(undoing, now))
             calls.append(Call(plan.name, Op.COMPENSATE))
-    if not any(s.state in _UNDO_NEEDED for s in record.branches):
+    if not any(_undo_needed(record, s) for s in record.branches):
         record = replace(record, state=TxState.COMPENSATED)
     return Transition(_touch(record, now), tuple(calls))
 
 
+def _may_have_run(record: TxRecord, status: BranchStatus) -> bool:
+    """Succeeded, or its outcome unknown: compensated. A PENDING branch of a record whose
+    intents were announced ahead (a coordinator that loaded it cannot know it was never
+    called) is compensated too; where it never ran, that is a null compensation."""
+    if status.state is BranchState.PENDING:
+        return record.intents_ahead
+    return status.state in (BranchState.SUCCEEDED, BranchState.RUNNING)
+
+
+def _undo_needed(record: TxRecord, status: BranchStatus) -> bool:
+    return status.state in _UNDO_NEEDED or (
+        record.intents_ahead and status.state is BranchState.PENDING)
+
+
 def _dependents_settled(record: TxRecord, name: str) -> bool:
     for plan, status in zip(record.plan, record.branches, strict=True):
-        if name in dependencies(record, plan.name) and status.state in _UNDO_NEEDED:
+        if name in dependencies(record, plan.name) and _undo_needed(record, status):
             return False
     return True
 

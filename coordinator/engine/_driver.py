@@ -19,7 +19,7 @@ from tenacity import RetryCallState
 
 from ..domain import holds, notice, saga, two_phase
 from ..domain._common import clip, erred, note
-from ..domain.durability import must_persist
+from ..domain.durability import as_creator_drives, must_persist
 from ..domain.events import Answered, AttemptFailed, DeadlinePassed, Event, GaveUp, Misconfigured
 from ..domain.holds import Hold
 from ..domain.machine import Machine
@@ -185,6 +185,7 @@ class Driver:
             self._creating.discard(record.gid)
         if created.created:
             run = _Run(created.stored, epoch)
+            run.record = as_creator_drives(run.record)
             self._track(run)
             self._metrics.tx_started(record.protocol)
             self._log_transition(run.record, None)

@@ -32,12 +32,17 @@ from ..domain.records import (
 )
 
 VERSION = 1
+# A record whose PENDING branches may have been called (TxRecord.intents_ahead) is written
+# as version 2: a coordinator that predates it refuses such a record (and leaves it to one
+# that reads it) instead of taking a PENDING branch for one that never ran and leaving its
+# effect in place when it compensates. Every other record stays version 1.
+INTENTS_AHEAD_VERSION = 2
 
 
 def encode(record: TxRecord) -> bytes:
     """The state value: the whole record but the payloads."""
     doc = {
-        "v": VERSION,
+        "v": INTENTS_AHEAD_VERSION if record.intents_ahead else VERSION,
         "gid": record.gid,
         "protocol": int(record.protocol),
         "state": int(record.state),
@@ -108,7 +113,7 @@ def has_payloads(record: TxRecord) -> bool:
 def decode(data: bytes) -> TxRecord:
     """A record from its state value; payloads empty until ``with_payloads``."""
     doc = json.loads(data)
-    if doc.get("v") != VERSION:
+    if doc.get("v") not in (VERSION, INTENTS_AHEAD_VERSION):
         raise ValueError(f"unsupported record version {doc.get('v')!r}")
     record = TxRecord(
         gid=doc["gid"],
@@ -137,6 +142,7 @@ def decode(data: bytes) -> TxRecord:
         deadline_moved_s=doc.get("deadline_moved_s", 0.0),
         notify=_notify(doc["notify"]) if "notify" in doc else None,
         notice=_notice(doc.get("notice")),
+        intents_ahead=doc["v"] == INTENTS_AHEAD_VERSION,
     )
     if not record.payload_digest:  # written before digests: its payloads are inline
         record = replace(record, payload_digest=payload_digest(record.plan))

@@ -88,15 +88,58 @@ async def new_driver(store: MemoryStore, owner: str, p: ScriptedParticipant,
     return log, Driver(log, p, options)
 
 
-async def test_happy_path_writes_three_times_for_two_branches() -> None:
+async def test_happy_path_writes_twice_for_two_branches() -> None:
     store, p = MemoryStore(), ScriptedParticipant()
     log, driver = await new_driver(store, "A", p)
     await driver.start(saga_record("g1"))
     assert await settle(log, "g1") is TxState.COMMITTED
-    # Create (with a's intent), a done with b's intent (a first call is always written
-    # before it is made: domain.durability), b done.
-    assert store.requests == 3
+    # The create (a's intent, and b's announced ahead: domain.durability), then the end.
+    assert store.requests == 2
     assert dict(p.effects) == {"g1/a/execute": 1, "g1/b/execute": 1}
+
+
+async def test_a_longer_saga_still_writes_only_its_start_and_its_end() -> None:
+    store, p = MemoryStore(), ScriptedParticipant()
+    log, driver = await new_driver(store, "A", p)
+    plan = tuple(BranchPlan(n, "p:1", f"{n}.do", f"{n}.undo", retry=FAST) for n in "abcde")
+    await driver.start(new_record(gid="g5", protocol=Protocol.SAGA, plan=plan, now=time.time(),
+                                  timeout_s=30))
+    assert await settle(log, "g5") is TxState.COMMITTED
+    assert store.requests == 2
+    assert [k for k, _ in p.calls] == [f"g5/{n}/execute" for n in "abcde"]  # in order
+
+
+async def test_its_creator_compensates_only_the_branches_it_called() -> None:
+    store = MemoryStore()
+    p = ScriptedParticipant(script={("a", "execute"): [Kind.OK], ("b", "execute"): [Kind.FAILED]})
+    plan = tuple(BranchPlan(n, "p:1", f"{n}.do", f"{n}.undo", retry=FAST) for n in "abc")
+    log, driver = await new_driver(store, "A", p)
+    await driver.start(new_record(gid="g6", protocol=Protocol.SAGA, plan=plan, now=time.time(),
+                                  timeout_s=30))
+    assert await settle(log, "g6") is TxState.COMPENSATED
+    # c was announced at the create but never called: no null compensation for it.
+    assert [k for k, _ in p.calls] == ["g6/a/execute", "g6/b/execute", "g6/a/compensate"]
+    assert not store.records["g6"].record.intents_ahead  # the turn wrote what A knew
+
+
+async def test_a_successor_compensates_a_branch_the_log_shows_pending() -> None:
+    """A called b without writing (its intent was announced by the create), then lost its
+    lease; the deadline passes. B cannot know whether b ran: it compensates b as well as a."""
+    store = MemoryStore()
+    p = ScriptedParticipant(gates={("b", "execute"): asyncio.Event()})  # A's call hangs
+    _, driver_a = await new_driver(store, "A", p)
+    await driver_a.start(saga_record("g7", timeout_s=0.3))
+    while not any(k == "g7/b/execute" for k, _ in p.calls):
+        await asyncio.sleep(0.001)
+    logged = store.records["g7"].record
+    assert logged.status("b").state.name == "PENDING" and logged.intents_ahead
+    store.expire("A")
+    await asyncio.sleep(0.35)  # past the deadline: B turns to compensation at once
+    log_b, driver_b = await new_driver(store, "B", p)
+    assert await Recovery(log_b, driver_b, interval_s=1).scan_once() == 1
+    assert await settle(log_b, "g7") is TxState.COMPENSATED
+    compensated = [k for k, _ in p.calls if k.endswith("/compensate")]
+    assert compensated == ["g7/b/compensate", "g7/a/compensate"]  # b first: reverse order
 
 
 async def test_a_concurrent_saga_writes_its_start_and_its_end() -> None:
@@ -143,10 +186,13 @@ class IntentChecking(ScriptedParticipant):
 
     store: MemoryStore = field(default_factory=MemoryStore)
     logged: list[str] = field(default_factory=list)
+    announced: list[bool] = field(default_factory=list)
 
     async def call(self, gid: str, plan: BranchPlan, op: str, attempt: int,
                    trace: Mapping[str, str], action_result: bytes = b"") -> Answer:
-        self.logged.append(self.store.records[gid].record.status(plan.name).state.name)
+        record = self.store.records[gid].record
+        self.logged.append(record.status(plan.name).state.name)
+        self.announced.append(record.intents_ahead)
         return await super().call(gid, plan, op, attempt, trace, action_result)
 
 
@@ -156,7 +202,10 @@ async def test_a_first_call_is_never_made_before_its_intent_is_written() -> None
     log, driver = await new_driver(store, "A", p)
     await driver.start(saga_record("g-intent"))
     assert await settle(log, "g-intent") is TxState.COMMITTED
-    assert p.logged == ["RUNNING", "RUNNING"]  # never PENDING: a successor would skip it
+    # a's intent written as RUNNING; b's announced by the create (a successor compensates
+    # it): never PENDING in a record that a successor would take for "never ran".
+    assert p.logged == ["RUNNING", "PENDING"]
+    assert p.announced == [True, True]
 
 
 async def test_transient_failures_are_retried_with_the_same_key() -> None:

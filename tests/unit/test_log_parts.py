@@ -41,6 +41,21 @@ def test_codec_round_trips_every_field() -> None:
     assert b"trace" not in encode(replace(rec, trace=()))  # untraced records pay nothing
 
 
+def test_announced_intents_are_a_version_an_older_coordinator_refuses() -> None:
+    """An older coordinator would take an announced PENDING branch for one that never ran
+    and skip its compensation: it must refuse the record (its decode raises on an unknown
+    version) rather than misread it. Records without the announcement stay version 1."""
+    plan = tuple(BranchPlan(n, "h:1", f"{n}.do", f"{n}.undo") for n in ("a", "b"))
+    created = saga.start(new_record(gid="g-ahead", protocol=Protocol.SAGA, plan=plan, now=1.0,
+                                    timeout_s=9), 1.0).record
+    assert created.intents_ahead and json.loads(encode(created))["v"] == 2
+    assert decode(encode(created)) == created
+    plain = replace(created, intents_ahead=False)
+    assert json.loads(encode(plain))["v"] == 1 and not decode(encode(plain)).intents_ahead
+    with pytest.raises(ValueError, match="unsupported record version 3"):
+        decode(encode(created).replace(b'"v":2', b'"v":3'))
+
+
 def test_a_record_stored_before_compensation_retry_gets_the_until_acknowledged_default() -> None:
     plan = (BranchPlan("a", "h:1", "a.do", "a.undo", retry=RetryPolicy(max_attempts=3)),)
     rec = new_record(gid="g-old", protocol=Protocol.SAGA, plan=plan, now=1.0, timeout_s=9)

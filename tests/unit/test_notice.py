@@ -255,7 +255,7 @@ async def test_a_notice_costs_one_log_write_and_is_counted() -> None:
     driver = Driver(log, p, metrics=PrometheusMetrics(registry))
     await driver.start(record("n7"))
     await finished(log, "n7")
-    assert store.requests == 4  # create, a done with b's intent, b done (+ armed), acknowledged
+    assert store.requests == 3  # create (b announced ahead), b done (+ armed), acknowledged
     count = registry.get_sample_value
     assert count("txc_notices_total", {"event": "sent"}) == 1
     assert count("txc_notices_total", {"event": "acknowledged"}) == 1

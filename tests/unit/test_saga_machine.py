@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from coordinator.domain import saga
+from coordinator.domain.durability import as_creator_drives
 from coordinator.domain.events import Answered, AttemptFailed, DeadlinePassed, GaveUp
 from coordinator.domain.records import (
     BranchPlan,
@@ -70,12 +71,33 @@ def test_refusal_compensates_succeeded_branches_in_reverse_order() -> None:
     assert states(step.record) == {"a": B.COMPENSATED, "b": B.COMPENSATED, "c": B.FAILED}
 
 
-def test_branches_that_never_started_are_not_compensated() -> None:
+def test_the_creation_announces_every_later_branch() -> None:
+    assert saga.start(record("a", "b"), 0).record.intents_ahead
+    assert not saga.start(record("a"), 0).record.intents_ahead  # nothing left to announce
+    assert not saga.start(record("a", "b", concurrent=True), 0).record.intents_ahead
+
+
+def test_branches_that_never_started_are_not_compensated_by_their_creator() -> None:
     step = saga.start(record("a", "b", "c"), 0)
-    step = saga.apply(step.record, refuse("a"), 0)
+    step = saga.apply(as_creator_drives(step.record), refuse("a"), 0)
     assert step.record.state is TxState.COMPENSATED
     assert step.calls == ()
     assert states(step.record) == {"a": B.FAILED, "b": B.PENDING, "c": B.PENDING}
+
+
+def test_announced_branches_are_compensated_by_whoever_loads_the_record() -> None:
+    """Loaded from the log (takeover, restart), a PENDING branch may have been called:
+    compensated, in reverse order, like one whose outcome is unknown."""
+    loaded = saga.apply(saga.start(record("a", "b", "c"), 0).record, ok("a"), 0).record
+    assert states(loaded) == {"a": B.SUCCEEDED, "b": B.RUNNING, "c": B.PENDING}
+    step = saga.apply(loaded, DeadlinePassed(), 1)
+    assert step.calls == (Call("c", Op.COMPENSATE),)  # c may have run after b
+    step = saga.apply(step.record, Answered("c", Op.COMPENSATE, ok=True, null_compensation=True), 1)
+    assert step.calls == (Call("b", Op.COMPENSATE),)
+    step = saga.apply(step.record, ok("b", Op.COMPENSATE), 1)
+    step = saga.apply(step.record, ok("a", Op.COMPENSATE), 1)
+    assert step.record.state is TxState.COMPENSATED
+    assert step.record.status("c").null_compensation
 
 
 def test_branch_without_compensation_is_skipped() -> None:
