@@ -24,6 +24,7 @@ from coordinator.participant import create_engine
 from . import checker, faultstats, isolation, netns, report, serving
 from .client import CoordinatedClient, Mode, Outcome, UncoordinatedClient, issue, transfers
 from .databases import Databases, drop_databases, ensure_databases, release_in_doubt, xid_text
+from .etcd_cluster import MEMBERS
 from .nemesis import DEFAULT_SCHEDULE, AppliedWindow, FaultEvent, Nemesis, parse, timeline
 from .netns import PacketNet
 from .serving import Serving
@@ -483,11 +484,14 @@ def _labelled(windows: Sequence[AppliedWindow], now: float) -> list[faultstats.W
         return e.at_s, e.kind, e.direction, faultstats.role(e.target)
 
     together = Counter(fired(w.event) for w in windows)
-    return [faultstats.Window(
+    applied = [faultstats.Applied(w.event.kind, w.event.target, w.event.at_s, w.applied_at,
+                                  w.reverted_at if w.reverted_at is not None else now)
+               for w in windows]
+    return [*(faultstats.Window(
         faultstats.kind_of(w.event.kind, w.event.target, w.event.direction, w.event.duration_s,
                            LEASE_TTL_S, together[fired(w.event)]),
-        w.event.at_s, w.applied_at, w.reverted_at if w.reverted_at is not None else now)
-        for w in windows]
+        a.started_at, a.applied_at, a.reverted_at) for w, a in zip(windows, applied, strict=True)),
+        *faultstats.no_coordinator(applied, COORDS, MEMBERS)]
 
 
 def _describe(exc: BaseException) -> str:

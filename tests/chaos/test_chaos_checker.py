@@ -240,3 +240,28 @@ def test_by_kind_counts_windows_fired_together_once_and_overlapping_transfers() 
     assert (part.violations, part.phantom, part.lost) == (1, 1, 0)
     assert "| partition coordinator->etcd | 2 | 3 | 1 | 1 | 1 | 1 | 0 | 1 |" in \
         faultstats.table({k: r.to_dict() for k, r in rows.items()})
+
+
+def test_no_coordinator_is_when_every_coordinator_is_out_at_once() -> None:
+    """A coordinator is out while paused, killed, cut from the client, or cut from every
+    etcd member; the derived window is when all are out together."""
+    A = faultstats.Applied
+    events = [
+        A("pause", "c1", 10, 10.0, 20.0),
+        *(A("partition", f"c2->etcd{m}", 15, 15.0, 25.0) for m in (1, 2, 3)),  # c2 out 15-25
+        A("partition", "c2->etcd1", 30, 30.0, 40.0),  # one member: c2 moves to another
+        A("pause", "c1", 30, 30.0, 40.0),
+        A("latency", "client->c2", 33, 33.0, 36.0),  # slow, not out
+        A("partition", "client->c2", 38, 38.0, 45.0),  # the client cannot reach c2: out
+        A("kill", "etcd1", 38, 38.0, 39.0),  # one member down: nobody is out for it
+    ]
+    windows = faultstats.no_coordinator(events, ("c1", "c2"), ("etcd1", "etcd2", "etcd3"))
+    assert [(w.applied_at, w.reverted_at) for w in windows] == [(15.0, 20.0), (38.0, 40.0)]
+    assert {w.kind for w in windows} == {faultstats.NO_COORDINATOR}
+    # Transfers overlapping it count under it like under any fault.
+    history = [transfer("lost-cause", "unknown", start=16.0, end=24.0),
+               transfer("fine", start=26.0, end=27.0)]
+    rows = faultstats.by_kind(history, windows, check(Run("saga", history,
+                                                          settled(history, ["fine"]), TOTAL)))
+    assert rows[faultstats.NO_COORDINATOR].transfers == 1
+    assert rows[faultstats.NO_COORDINATOR].unknown == 1
