@@ -16,6 +16,7 @@ from txcoord_chaos.workload.services import (
 
 from coordinator import pb
 from coordinator.domain import saga, two_phase
+from coordinator.domain.durability import as_creator_drives
 from coordinator.domain.events import Answered, GaveUp
 from coordinator.domain.records import BranchPlan, Op, Protocol, TxState, new_record
 
@@ -28,9 +29,10 @@ def _plan() -> list[BranchPlan]:
 
 
 def saga_error_refused_by(branch: str, message: str) -> str:
-    """The error text a compensated saga carries when ``branch`` refuses (the engine's own)."""
-    rec = saga.start(new_record(gid="g", protocol=Protocol.SAGA, plan=tuple(_plan()), now=0,
-                                timeout_s=8), 0).record
+    """The error text a compensated saga carries when ``branch`` refuses (the engine's own,
+    as the coordinator that created the saga drives it)."""
+    rec = as_creator_drives(saga.start(new_record(gid="g", protocol=Protocol.SAGA,
+                                                  plan=tuple(_plan()), now=0, timeout_s=8), 0).record)
     if branch == "order":
         rec = saga.apply(rec, Answered("debit", Op.EXECUTE, True), 0).record
     rec = saga.apply(rec, Answered(branch, Op.EXECUTE, False, message=message), 0).record
