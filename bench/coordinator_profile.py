@@ -22,13 +22,9 @@ import time
 from pathlib import Path
 
 from _load import closed_loop
-from txcoord_chaos.topology import wait_port
+from _noop_world import noop_world
 
 from coordinator import CoordinatorClient, Saga, Step
-from coordinator.rpc.net import free_port
-from coordinator.server import DevEtcd
-
-HERE = Path(__file__).resolve().parent
 
 
 def _saga(participant: str, gid: str) -> Saga:
@@ -80,34 +76,20 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    etcd = DevEtcd().start()
-    pport, cport = free_port(), free_port()
-    participant = subprocess.Popen([sys.executable, str(HERE / "noop_participant.py"), str(pport)])
-    coordinator = subprocess.Popen(
-        [sys.executable, "-m", "coordinator.cli", "serve", "--listen", f"127.0.0.1:{cport}",
-         "--etcd", etcd.endpoint, "--prefix", "/profile", "--log-level", "warning"])
     collapsed = Path(tempfile.mkdtemp()) / "stacks.txt"
-    try:
-        for port in (pport, cport):
-            asyncio.run(wait_port(("127.0.0.1", port), 60, f"port {port}"))
+    with noop_world("/profile") as world:
         spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
-                                str(coordinator.pid), "--format", "raw", "--output",
+                                str(world.pids["coordinator"]), "--format", "raw", "--output",
                                 str(collapsed), "--duration", str(int(args.seconds)),
                                 "--rate", "200", "--nonblocking"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        asyncio.run(_load(f"127.0.0.1:{cport}", f"127.0.0.1:{pport}", args.seconds,
-                          args.concurrency))
+        asyncio.run(_load(world.coordinator, world.participant, args.seconds, args.concurrency))
         spy.wait(60)
         report = summarize(collapsed, args.top)
         print(report)
         if args.out:
             args.out.write_text(report + "\n")
             args.out.with_suffix(".stacks").write_text(collapsed.read_text())
-    finally:
-        for process in (coordinator, participant):
-            process.terminate()
-            process.wait()
-        etcd.cleanup()
 
 
 if __name__ == "__main__":

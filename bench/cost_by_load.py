@@ -17,23 +17,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import etcd3aio
 from _cpu import process_seconds
 from _load import closed_loop, pct
+from _noop_world import noop_world
 from saga_throughput import _saga, etcd_requests
-from txcoord_chaos.topology import wait_port
 
 from coordinator import CoordinatorClient
-from coordinator.rpc.net import free_port
 from coordinator.server import DevEtcd
-
-HERE = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
@@ -116,24 +110,9 @@ def report(levels: list[Level]) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    etcd = DevEtcd().start()
-    pport, cport = free_port(), free_port()
-    participant = subprocess.Popen([sys.executable, str(HERE / "noop_participant.py"), str(pport)])
-    coordinator = subprocess.Popen(
-        [sys.executable, "-m", "coordinator.cli", "serve", "--listen", f"127.0.0.1:{cport}",
-         "--etcd", etcd.endpoint, "--prefix", "/bench/cost", "--participant-transport", "batch",
-         "--log-level", "warning"])
-    try:
-        for port in (pport, cport):
-            asyncio.run(wait_port(("127.0.0.1", port), 60, f"port {port}"))
-        pids = {"coordinator": coordinator.pid, "participant": participant.pid,
-                "etcd": etcd.process.pid if etcd.process else 0}
-        report(asyncio.run(measure(args, etcd, f"127.0.0.1:{pport}", f"127.0.0.1:{cport}", pids)))
-    finally:
-        for process in (coordinator, participant):
-            process.terminate()
-            process.wait()
-        etcd.cleanup()
+    with noop_world("/bench/cost") as world:
+        report(asyncio.run(measure(args, world.etcd, world.participant, world.coordinator,
+                                   world.pids)))
 
 
 if __name__ == "__main__":
