@@ -32,7 +32,8 @@ from .durability import announced
 from .events import Answered, AttemptFailed, DeadlinePassed, Event, GaveUp, Misconfigured
 from .records import BranchState, BranchStatus, Call, Op, Transition, TxRecord, TxState
 
-_UNDO_NEEDED = frozenset({BranchState.SUCCEEDED, BranchState.RUNNING, BranchState.COMPENSATING})
+_RAN = frozenset({BranchState.SUCCEEDED, BranchState.RUNNING})  # or may have
+_UNDO_NEEDED = _RAN | {BranchState.COMPENSATING}
 
 
 def start(record: TxRecord, now: float) -> Transition:
@@ -193,17 +194,19 @@ def advance_compensation(record: TxRecord, now: float) -> Transition:
 
 
 def _may_have_run(record: TxRecord, status: BranchStatus) -> bool:
-    """Succeeded, or its outcome unknown: compensated. A PENDING branch of a record whose
-    intents were announced ahead (a coordinator that loaded it cannot know it was never
-    called) is compensated too; where it never ran, that is a null compensation."""
-    if status.state is BranchState.PENDING:
-        return record.intents_ahead
-    return status.state in (BranchState.SUCCEEDED, BranchState.RUNNING)
+    """Succeeded, or its outcome unknown: compensated."""
+    return status.state in _RAN or _announced(record, status)
 
 
 def _undo_needed(record: TxRecord, status: BranchStatus) -> bool:
-    return status.state in _UNDO_NEEDED or (
-        record.intents_ahead and status.state is BranchState.PENDING)
+    return status.state in _UNDO_NEEDED or _announced(record, status)
+
+
+def _announced(record: TxRecord, status: BranchStatus) -> bool:
+    """PENDING in a record whose intents were announced ahead: a coordinator that loaded it
+    cannot know it was never called, so it is undone like one that may have run (a null
+    compensation where it never did)."""
+    return record.intents_ahead and status.state is BranchState.PENDING
 
 
 def _dependents_settled(record: TxRecord, name: str) -> bool:
