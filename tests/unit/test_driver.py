@@ -133,6 +133,7 @@ async def test_a_successor_compensates_a_branch_the_log_shows_pending() -> None:
         await asyncio.sleep(0.001)
     logged = store.records["g7"].record
     assert logged.status("b").state.name == "PENDING" and logged.intents_ahead
+    p.gates[("a", "execute")] = asyncio.Event()  # B's repeat of a hangs: b stays PENDING
     store.expire("A")
     await asyncio.sleep(0.35)  # past the deadline: B turns to compensation at once
     log_b, driver_b = await new_driver(store, "B", p)
